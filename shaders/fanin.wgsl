@@ -1,0 +1,141 @@
+// Fixed-fan-in sparse layer (ELL layout): y[n, o] = act(sum_j w[o, j] * x[n, idx[o, j]] + bias[o]).
+// Every output has exactly k inputs, so every invocation does the same work: no load imbalance.
+//
+// Register-blocked: each invocation computes ROWS batch rows x 4 outputs; each index/weight
+// load is reused for ROWS rows. With k % 4 == 0, fanin_vec4 loads 4 indices and 4 weights at once.
+//
+// Bindings (group 0):
+//   0: uniform FanInParams
+//   1: x     [batch, inputs]  (read)
+//   2: idx   [outputs, k] u32 (read)   as vec4<u32> in fanin_vec4
+//   3: w     [outputs, k]     (read)   as vec4<f32> in fanin_vec4
+//   4: bias  [outputs]        (read)
+//   5: y     [batch, outputs] (write)
+// Override constants: WG (workgroup size), ROWS (1 or 4).
+
+struct FanInParams {
+    batch: u32,
+    inputs: u32,
+    outputs: u32,
+    k: u32,
+    activation: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+override WG: u32 = 64u;
+override ROWS: u32 = 4u;
+
+@group(0) @binding(0) var<uniform> params: FanInParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> idx4: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> w4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> idx1: array<u32>;
+@group(0) @binding(3) var<storage, read> w1: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+fn activate(v: f32, act: u32) -> f32 {
+    switch act {
+        case 1u: { return max(v, 0.0); }
+        case 2u: { return clamp(v, 0.0, 6.0); }
+        case 3u: { return v / (1.0 + exp(-v)); }
+        case 4u: { return 1.0 / (1.0 + exp(-v)); }
+        default: { return v; }
+    }
+}
+
+fn gather4(base: u32, i: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(x[base + i.x], x[base + i.y], x[base + i.z], x[base + i.w]);
+}
+
+fn store_tile(r0: u32, o0: u32, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>) {
+    for (var c = 0u; c < 4u; c++) {
+        let o = o0 + c;
+        if o >= params.outputs { break; }
+        let b = bias[o];
+        y[r0 * params.outputs + o] = activate(a0[c] + b, params.activation);
+        if ROWS == 4u {
+            if r0 + 1u < params.batch { y[(r0 + 1u) * params.outputs + o] = activate(a1[c] + b, params.activation); }
+            if r0 + 2u < params.batch { y[(r0 + 2u) * params.outputs + o] = activate(a2[c] + b, params.activation); }
+            if r0 + 3u < params.batch { y[(r0 + 3u) * params.outputs + o] = activate(a3[c] + b, params.activation); }
+        }
+    }
+}
+
+fn tile_of(t: u32) -> vec2<u32> {
+    let out_tiles = (params.outputs + 3u) / 4u;
+    return vec2<u32>((t / out_tiles) * ROWS, (t % out_tiles) * 4u);
+}
+
+@compute @workgroup_size(WG)
+fn fanin_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * WG;
+    let row_tiles = (params.batch + ROWS - 1u) / ROWS;
+    if t >= row_tiles * ((params.outputs + 3u) / 4u) { return; }
+    let tile = tile_of(t);
+    let r0 = tile.x;
+    let o0 = tile.y;
+    let k4 = params.k / 4u;
+    let last_o = params.outputs - 1u;
+    let last_r = params.batch - 1u;
+    let ob = vec4<u32>(min(o0, last_o), min(o0 + 1u, last_o), min(o0 + 2u, last_o), min(o0 + 3u, last_o)) * k4;
+    let xb = vec4<u32>(r0, min(r0 + 1u, last_r), min(r0 + 2u, last_r), min(r0 + 3u, last_r)) * params.inputs;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var j = 0u; j < k4; j++) {
+        let i0 = idx4[ob.x + j];
+        let i1 = idx4[ob.y + j];
+        let i2 = idx4[ob.z + j];
+        let i3 = idx4[ob.w + j];
+        let w0 = w4[ob.x + j];
+        let w1v = w4[ob.y + j];
+        let w2 = w4[ob.z + j];
+        let w3 = w4[ob.w + j];
+        a0 += vec4<f32>(dot(gather4(xb.x, i0), w0), dot(gather4(xb.x, i1), w1v),
+                        dot(gather4(xb.x, i2), w2), dot(gather4(xb.x, i3), w3));
+        if ROWS == 4u {
+            a1 += vec4<f32>(dot(gather4(xb.y, i0), w0), dot(gather4(xb.y, i1), w1v),
+                            dot(gather4(xb.y, i2), w2), dot(gather4(xb.y, i3), w3));
+            a2 += vec4<f32>(dot(gather4(xb.z, i0), w0), dot(gather4(xb.z, i1), w1v),
+                            dot(gather4(xb.z, i2), w2), dot(gather4(xb.z, i3), w3));
+            a3 += vec4<f32>(dot(gather4(xb.w, i0), w0), dot(gather4(xb.w, i1), w1v),
+                            dot(gather4(xb.w, i2), w2), dot(gather4(xb.w, i3), w3));
+        }
+    }
+    store_tile(r0, o0, a0, a1, a2, a3);
+}
+
+// Any k: the same tile, one index per step.
+@compute @workgroup_size(WG)
+fn fanin_scalar(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * WG;
+    let row_tiles = (params.batch + ROWS - 1u) / ROWS;
+    if t >= row_tiles * ((params.outputs + 3u) / 4u) { return; }
+    let tile = tile_of(t);
+    let r0 = tile.x;
+    let o0 = tile.y;
+    let k = params.k;
+    let last_o = params.outputs - 1u;
+    let last_r = params.batch - 1u;
+    let ob = vec4<u32>(min(o0, last_o), min(o0 + 1u, last_o), min(o0 + 2u, last_o), min(o0 + 3u, last_o)) * k;
+    let xb = vec4<u32>(r0, min(r0 + 1u, last_r), min(r0 + 2u, last_r), min(r0 + 3u, last_r)) * params.inputs;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var j = 0u; j < k; j++) {
+        let i = vec4<u32>(idx1[ob.x + j], idx1[ob.y + j], idx1[ob.z + j], idx1[ob.w + j]);
+        let w = vec4<f32>(w1[ob.x + j], w1[ob.y + j], w1[ob.z + j], w1[ob.w + j]);
+        a0 += gather4(xb.x, i) * w;
+        if ROWS == 4u {
+            a1 += gather4(xb.y, i) * w;
+            a2 += gather4(xb.z, i) * w;
+            a3 += gather4(xb.w, i) * w;
+        }
+    }
+    store_tile(r0, o0, a0, a1, a2, a3);
+}

@@ -1,0 +1,596 @@
+//! Launchers: one per kernel family. Each turns an op (what to compute, from `model`) and its
+//! buffers into a [`Kernel`] (pipeline, bind group, dispatch size) that a plan encodes later.
+//! The `Pod` parameter structs are the twins of the WGSL structs of the same names.
+
+use super::{check_storage_size, upload, GpuContext, GpuError, Shader};
+use crate::model::{Activation, Conv2d, Dense, FanIn, Op, Pool, PoolKind, Step};
+use bytemuck::{Pod, Zeroable};
+use std::sync::Arc;
+use wgpu::util::DeviceExt;
+
+/// Workgroup size of every kernel (an override constant, part of the pipeline key).
+pub const WORKGROUP: u32 = 64;
+
+/// `DenseParams` in `dense.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct DenseParams {
+    /// Rows.
+    pub batch: u32,
+    /// Input features.
+    pub inputs: u32,
+    /// Output features.
+    pub outputs: u32,
+    /// Activation code.
+    pub activation: u32,
+}
+
+/// `FanInParams` in `fanin.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct FanInParams {
+    /// Rows.
+    pub batch: u32,
+    /// Input features.
+    pub inputs: u32,
+    /// Output features.
+    pub outputs: u32,
+    /// Inputs per output.
+    pub k: u32,
+    /// Activation code.
+    pub activation: u32,
+    /// Padding to 16 bytes.
+    pub _pad: [u32; 3],
+}
+
+/// `ConvParams` in `conv2d.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct ConvParams {
+    /// Samples.
+    pub batch: u32,
+    /// Input channels.
+    pub in_channels: u32,
+    /// Input height.
+    pub in_h: u32,
+    /// Input width.
+    pub in_w: u32,
+    /// Output channels.
+    pub out_channels: u32,
+    /// Output height.
+    pub out_h: u32,
+    /// Output width.
+    pub out_w: u32,
+    /// Kernel height.
+    pub kernel_h: u32,
+    /// Kernel width.
+    pub kernel_w: u32,
+    /// Stride.
+    pub stride: u32,
+    /// Padding.
+    pub padding: u32,
+    /// Groups.
+    pub groups: u32,
+    /// Activation code.
+    pub activation: u32,
+    /// Padding to 16 bytes.
+    pub _pad: [u32; 3],
+}
+
+/// `PoolParams` in `pool.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct PoolParams {
+    /// `batch · channels`.
+    pub planes: u32,
+    /// Input height.
+    pub in_h: u32,
+    /// Input width.
+    pub in_w: u32,
+    /// Output height.
+    pub out_h: u32,
+    /// Output width.
+    pub out_w: u32,
+    /// Window height.
+    pub kernel_h: u32,
+    /// Window width.
+    pub kernel_w: u32,
+    /// Stride.
+    pub stride: u32,
+    /// Padding.
+    pub padding: u32,
+    /// 1 for max, 0 for average.
+    pub is_max: u32,
+    /// Padding to 16 bytes.
+    pub _pad: [u32; 2],
+}
+
+/// `ElementwiseParams` in `elementwise.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct ElementwiseParams {
+    /// Output values.
+    pub len: u32,
+    /// Values per gate entry (`H·W` for a channel gate, 1 otherwise).
+    pub inner: u32,
+    /// Activation code.
+    pub activation: u32,
+    /// Padding to 16 bytes.
+    pub _pad: u32,
+}
+
+/// `ExitParams` in `exit.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct ExitParams {
+    /// Samples.
+    pub batch: u32,
+    /// Classes per sample.
+    pub classes: u32,
+    /// Padding to 16 bytes.
+    pub _pad: [u32; 2],
+}
+
+/// `CopyParams` in `copy.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct CopyParams {
+    /// vec4 elements to copy.
+    pub len4: u32,
+    /// Padding to 16 bytes.
+    pub _pad: [u32; 3],
+}
+
+/// A ready-to-encode dispatch.
+pub struct Kernel {
+    /// Label (`block3.fc.dense_vec4`).
+    pub label: String,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    workgroups: (u32, u32),
+}
+
+impl Kernel {
+    /// Builds a dispatch of `invocations` threads of `shader::entry` with the given uniform
+    /// parameters, read-only buffers and output buffer.
+    #[allow(clippy::too_many_arguments)] // one call site per kernel family; a struct would only rename them
+    pub fn new<P: Pod>(
+        ctx: &GpuContext,
+        label: String,
+        shader: Shader,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+        params: &P,
+        reads: &[&wgpu::Buffer],
+        write: &wgpu::Buffer,
+        invocations: u64,
+    ) -> Result<Self, GpuError> {
+        assert_eq!(
+            reads.len(),
+            shader.read_buffers(),
+            "launcher of {} binds the wrong number of buffers",
+            shader.file_name()
+        );
+        let mut all_constants = vec![("WG", WORKGROUP as f64)];
+        all_constants.extend_from_slice(constants);
+        let pipeline = ctx.pipeline(shader, entry, &all_constants);
+        let uniform = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(&format!("{label}.params")),
+                contents: bytemuck::bytes_of(params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for (i, b) in reads.iter().chain(std::iter::once(&write)).enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&label),
+            layout: &ctx.layout(shader.read_buffers()),
+            entries: &entries,
+        });
+        Ok(Self {
+            workgroups: dispatch_size(ctx, &label, invocations)?,
+            label,
+            pipeline,
+            bind_group,
+        })
+    }
+
+    /// Records the dispatch into a compute pass.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.workgroups.0, self.workgroups.1, 1);
+    }
+}
+
+/// Workgroups for `invocations` threads, folded into 2-D when one dimension is not enough
+/// (kernels rebuild the linear id from `num_workgroups`).
+pub fn dispatch_size(ctx: &GpuContext, what: &str, invocations: u64) -> Result<(u32, u32), GpuError> {
+    let groups = invocations.div_ceil(WORKGROUP as u64).max(1);
+    let max = ctx.limits.max_compute_workgroups_per_dimension as u64;
+    let x = groups.min(max);
+    let y = groups.div_ceil(x);
+    if y > max {
+        return Err(GpuError::LimitExceeded {
+            what: format!("{what} dispatch of {groups} workgroups"),
+            needed: y,
+            limit_name: "max_compute_workgroups_per_dimension",
+            limit: max,
+        });
+    }
+    Ok((x as u32, y as u32))
+}
+
+/// Weights of a parametrised op, uploaded once.
+pub struct OpWeights {
+    weight: wgpu::Buffer,
+    bias: wgpu::Buffer,
+    indices: Option<wgpu::Buffer>,
+}
+
+impl OpWeights {
+    /// Uploads the weights of `op` (None for ops without parameters).
+    pub fn upload(ctx: &GpuContext, label: &str, op: &Op) -> Result<Option<Self>, GpuError> {
+        let (w, b, idx) = match op {
+            Op::Conv2d(c) => (&c.weight, &c.bias, None),
+            Op::Dense(d) => (&d.weight, &d.bias, None),
+            Op::FanIn(f) => (&f.weights, &f.bias, Some(&f.indices)),
+            _ => return Ok(None),
+        };
+        Ok(Some(Self {
+            weight: upload(ctx, &format!("{label}.weights"), w)?,
+            bias: upload(ctx, &format!("{label}.bias"), b)?,
+            indices: idx
+                .map(|i| upload(ctx, &format!("{label}.indices"), i))
+                .transpose()?,
+        }))
+    }
+}
+
+fn rows_tile(batch: usize) -> u32 {
+    if batch >= 4 {
+        4
+    } else {
+        1
+    }
+}
+
+/// Dense layer launcher.
+pub fn dense(
+    ctx: &GpuContext,
+    label: &str,
+    d: &Dense,
+    batch: usize,
+    weights: &OpWeights,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    let rows = rows_tile(batch);
+    let entry = if d.inputs % 4 == 0 {
+        "dense_vec4"
+    } else {
+        "dense_scalar"
+    };
+    let params = DenseParams {
+        batch: batch as u32,
+        inputs: d.inputs as u32,
+        outputs: d.outputs as u32,
+        activation: d.activation as u32,
+    };
+    let inv = (batch as u64).div_ceil(rows as u64) * (d.outputs as u64).div_ceil(4);
+    Kernel::new(
+        ctx,
+        format!("{label}.{entry}"),
+        Shader::Dense,
+        entry,
+        &[("ROWS", rows as f64)],
+        &params,
+        &[x, &weights.weight, &weights.bias],
+        y,
+        inv,
+    )
+}
+
+/// Fixed-fan-in layer launcher.
+pub fn fanin(
+    ctx: &GpuContext,
+    label: &str,
+    f: &FanIn,
+    batch: usize,
+    weights: &OpWeights,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    let rows = rows_tile(batch);
+    let entry = if f.k % 4 == 0 {
+        "fanin_vec4"
+    } else {
+        "fanin_scalar"
+    };
+    let params = FanInParams {
+        batch: batch as u32,
+        inputs: f.inputs as u32,
+        outputs: f.outputs as u32,
+        k: f.k as u32,
+        activation: f.activation as u32,
+        _pad: [0; 3],
+    };
+    let indices = weights
+        .indices
+        .as_ref()
+        .expect("fan-in weights always carry indices");
+    let inv = (batch as u64).div_ceil(rows as u64) * (f.outputs as u64).div_ceil(4);
+    Kernel::new(
+        ctx,
+        format!("{label}.{entry}"),
+        Shader::FanIn,
+        entry,
+        &[("ROWS", rows as f64)],
+        &params,
+        &[x, indices, &weights.weight, &weights.bias],
+        y,
+        inv,
+    )
+}
+
+/// Convolution launcher (general or depthwise) for `[batch, C, h, w]` inputs.
+#[allow(clippy::too_many_arguments)] // shapes + buffers of one convolution
+pub fn conv2d(
+    ctx: &GpuContext,
+    label: &str,
+    c: &Conv2d,
+    batch: usize,
+    (h, w): (usize, usize),
+    weights: &OpWeights,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    let (oh, ow) = c
+        .output_hw(h, w)
+        .expect("shapes were validated when the model was loaded");
+    let params = ConvParams {
+        batch: batch as u32,
+        in_channels: c.in_channels as u32,
+        in_h: h as u32,
+        in_w: w as u32,
+        out_channels: c.out_channels as u32,
+        out_h: oh as u32,
+        out_w: ow as u32,
+        kernel_h: c.kernel_h as u32,
+        kernel_w: c.kernel_w as u32,
+        stride: c.stride as u32,
+        padding: c.padding as u32,
+        groups: c.groups as u32,
+        activation: c.activation as u32,
+        _pad: [0; 3],
+    };
+    let col_tiles = (ow as u64).div_ceil(4);
+    let (entry, tile, channels) = if c.is_depthwise() {
+        ("depthwise", 1u32, c.out_channels)
+    } else if (c.out_channels / c.groups) % 4 == 0 {
+        ("conv2d", 4, c.out_channels / 4)
+    } else {
+        ("conv2d", 1, c.out_channels)
+    };
+    let inv = batch as u64 * channels as u64 * oh as u64 * col_tiles;
+    Kernel::new(
+        ctx,
+        format!("{label}.{entry}"),
+        Shader::Conv2d,
+        entry,
+        &[("OC_TILE", tile as f64)],
+        &params,
+        &[x, &weights.weight, &weights.bias],
+        y,
+        inv,
+    )
+}
+
+/// Pooling launcher over `planes` planes of `h × w`.
+pub fn pool(
+    ctx: &GpuContext,
+    label: &str,
+    p: &Pool,
+    planes: usize,
+    (h, w): (usize, usize),
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    let (oh, ow) = p
+        .output_hw(h, w)
+        .expect("shapes were validated when the model was loaded");
+    let params = PoolParams {
+        planes: planes as u32,
+        in_h: h as u32,
+        in_w: w as u32,
+        out_h: oh as u32,
+        out_w: ow as u32,
+        kernel_h: p.kernel_h as u32,
+        kernel_w: p.kernel_w as u32,
+        stride: p.stride as u32,
+        padding: p.padding as u32,
+        is_max: (p.kind == PoolKind::Max) as u32,
+        _pad: [0; 2],
+    };
+    Kernel::new(
+        ctx,
+        format!("{label}.pool"),
+        Shader::Pool,
+        "pool",
+        &[],
+        &params,
+        &[x],
+        y,
+        (planes * oh * ow) as u64,
+    )
+}
+
+/// Global average pooling launcher.
+pub fn global_avgpool(
+    ctx: &GpuContext,
+    label: &str,
+    planes: usize,
+    hw: usize,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    let params = PoolParams {
+        planes: planes as u32,
+        in_h: hw as u32,
+        in_w: 1,
+        out_h: 1,
+        out_w: 1,
+        kernel_h: 0,
+        kernel_w: 0,
+        stride: 1,
+        padding: 0,
+        is_max: 0,
+        _pad: [0; 2],
+    };
+    Kernel::new(
+        ctx,
+        format!("{label}.global_avgpool"),
+        Shader::Pool,
+        "global_avgpool",
+        &[],
+        &params,
+        &[x],
+        y,
+        planes as u64,
+    )
+}
+
+/// Elementwise launcher: `entry` is `activation`, `add` or `mul`.
+#[allow(clippy::too_many_arguments)] // one launcher for three entry points
+pub fn elementwise(
+    ctx: &GpuContext,
+    label: &str,
+    entry: &'static str,
+    len: usize,
+    inner: usize,
+    activation: Activation,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    let params = ElementwiseParams {
+        len: len as u32,
+        inner: inner as u32,
+        activation: activation as u32,
+        _pad: 0,
+    };
+    Kernel::new(
+        ctx,
+        format!("{label}.{entry}"),
+        Shader::Elementwise,
+        entry,
+        &[],
+        &params,
+        &[a, b],
+        y,
+        len as u64,
+    )
+}
+
+/// Softmax (`entry = "softmax"`) or exit statistics (`"exit_stats"`) launcher.
+pub fn exit(
+    ctx: &GpuContext,
+    label: &str,
+    entry: &'static str,
+    batch: usize,
+    classes: usize,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    let params = ExitParams {
+        batch: batch as u32,
+        classes: classes as u32,
+        _pad: [0; 2],
+    };
+    Kernel::new(
+        ctx,
+        format!("{label}.{entry}"),
+        Shader::Exit,
+        entry,
+        &[],
+        &params,
+        &[x],
+        y,
+        batch as u64,
+    )
+}
+
+/// The launcher for one model step. `input` is the step's input, `other` the second operand of
+/// `add`/`mul`. Returns `None` for ops that need no kernel (`flatten`).
+pub fn step(
+    ctx: &GpuContext,
+    step: &Step,
+    batch: usize,
+    weights: Option<&OpWeights>,
+    input: &wgpu::Buffer,
+    other: Option<&wgpu::Buffer>,
+    output: &wgpu::Buffer,
+) -> Result<Option<Kernel>, GpuError> {
+    let label = step.label.as_str();
+    let elems: usize = step.output_shape.iter().product::<usize>() * batch;
+    check_storage_size(ctx, label, (elems * 4) as u64)?;
+    let need_weights = || weights.expect("parametrised ops have uploaded weights");
+    let hw = |s: &[usize]| (s[1], s[2]);
+    Ok(Some(match &step.op {
+        Op::Dense(d) => dense(ctx, label, d, batch, need_weights(), input, output)?,
+        Op::FanIn(f) => fanin(ctx, label, f, batch, need_weights(), input, output)?,
+        Op::Conv2d(c) => conv2d(
+            ctx,
+            label,
+            c,
+            batch,
+            hw(&step.input_shape),
+            need_weights(),
+            input,
+            output,
+        )?,
+        Op::Pool(p) => pool(
+            ctx,
+            label,
+            p,
+            batch * step.input_shape[0],
+            hw(&step.input_shape),
+            input,
+            output,
+        )?,
+        Op::GlobalAvgPool => global_avgpool(
+            ctx,
+            label,
+            batch * step.input_shape[0],
+            step.input_shape[1] * step.input_shape[2],
+            input,
+            output,
+        )?,
+        Op::Flatten => return Ok(None),
+        Op::Activation(a) => elementwise(ctx, label, "activation", elems, 1, *a, input, input, output)?,
+        Op::Add { activation, .. } => {
+            let other = other.expect("add has a second operand");
+            elementwise(ctx, label, "add", elems, 1, *activation, input, other, output)?
+        }
+        Op::Mul { .. } => {
+            let other = other.expect("mul has a second operand");
+            let in_elems: usize = step.input_shape.iter().product();
+            let out_elems: usize = step.output_shape.iter().product();
+            let inner = out_elems / in_elems.max(1);
+            elementwise(ctx, label, "mul", elems, inner, Activation::None, input, other, output)?
+        }
+        Op::Softmax => {
+            let classes: usize = step.output_shape.iter().product();
+            exit(ctx, label, "softmax", batch, classes, input, output)?
+        }
+    }))
+}

@@ -1,0 +1,108 @@
+//! The WGSL sources, compiled into the binary (no shader file I/O at run time).
+
+/// A WGSL kernel family (one file in `shaders/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Shader {
+    /// `dense.wgsl`: register-blocked dense layer.
+    Dense,
+    /// `fanin.wgsl`: fixed-fan-in sparse layer.
+    FanIn,
+    /// `conv2d.wgsl`: convolution and depthwise convolution.
+    Conv2d,
+    /// `pool.wgsl`: max/avg and global average pooling.
+    Pool,
+    /// `elementwise.wgsl`: activation, residual add, channel gate.
+    Elementwise,
+    /// `exit.wgsl`: softmax and exit statistics.
+    Exit,
+    /// `copy.wgsl`: a large vec4 copy used to measure memory bandwidth.
+    Copy,
+}
+
+impl Shader {
+    /// Every shader, for validation tests.
+    pub const ALL: [Shader; 7] = [
+        Shader::Dense,
+        Shader::FanIn,
+        Shader::Conv2d,
+        Shader::Pool,
+        Shader::Elementwise,
+        Shader::Exit,
+        Shader::Copy,
+    ];
+
+    /// The WGSL source text.
+    pub fn source(self) -> &'static str {
+        match self {
+            Shader::Dense => include_str!("../../shaders/dense.wgsl"),
+            Shader::FanIn => include_str!("../../shaders/fanin.wgsl"),
+            Shader::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
+            Shader::Pool => include_str!("../../shaders/pool.wgsl"),
+            Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
+            Shader::Exit => include_str!("../../shaders/exit.wgsl"),
+            Shader::Copy => include_str!("../../shaders/copy.wgsl"),
+        }
+    }
+
+    /// File name, for labels.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Shader::Dense => "dense.wgsl",
+            Shader::FanIn => "fanin.wgsl",
+            Shader::Conv2d => "conv2d.wgsl",
+            Shader::Pool => "pool.wgsl",
+            Shader::Elementwise => "elementwise.wgsl",
+            Shader::Exit => "exit.wgsl",
+            Shader::Copy => "copy.wgsl",
+        }
+    }
+
+    /// Entry points the launchers use.
+    pub fn entry_points(self) -> &'static [&'static str] {
+        match self {
+            Shader::Dense => &["dense_vec4", "dense_scalar"],
+            Shader::FanIn => &["fanin_vec4", "fanin_scalar"],
+            Shader::Conv2d => &["conv2d", "depthwise"],
+            Shader::Pool => &["pool", "global_avgpool"],
+            Shader::Elementwise => &["activation", "add", "mul"],
+            Shader::Exit => &["softmax", "exit_stats"],
+            Shader::Copy => &["copy"],
+        }
+    }
+
+    /// Read-only storage buffers bound after the uniform (the write buffer comes last).
+    pub fn read_buffers(self) -> usize {
+        match self {
+            Shader::Dense | Shader::Conv2d => 3,
+            Shader::FanIn => 4,
+            Shader::Elementwise => 2,
+            Shader::Pool | Shader::Exit | Shader::Copy => 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shader_parses_validates_and_has_its_entry_points() {
+        for shader in Shader::ALL {
+            let module = naga::front::wgsl::parse_str(shader.source())
+                .unwrap_or_else(|e| panic!("{}: {}", shader.file_name(), e.emit_to_string(shader.source())));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", shader.file_name()));
+            for entry in shader.entry_points() {
+                assert!(
+                    module.entry_points.iter().any(|e| e.name == *entry),
+                    "{} lacks entry point {entry}",
+                    shader.file_name()
+                );
+            }
+        }
+    }
+}

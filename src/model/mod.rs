@@ -1,0 +1,695 @@
+//! Models: the `model.json` + `weights.safetensors` format, loading and validation, batchnorm
+//! folding and activation fusion, the content hash, per-block complexity statistics and the
+//! natural bottlenecks where a model can be cut.
+
+pub mod manifest;
+mod op;
+pub mod weights;
+
+pub use manifest::{Manifest, OpKind, OpSpec};
+pub use op::{Activation, Conv2d, Dense, FanIn, Op, Operand, Pool, PoolKind, Step};
+
+use crate::sparsity::FanInPattern;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use weights::{Role, WeightSource};
+
+/// Errors loading or validating a model. Messages name the block and op at fault.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// A model file could not be read.
+    #[error("cannot read {path}: {source}; a model is a directory holding model.json (and weights.safetensors unless model.json has an \"init\" seed)")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `model.json` is not valid JSON for the schema.
+    #[error("{path}: malformed model.json: {reason}")]
+    Manifest {
+        /// The file.
+        path: PathBuf,
+        /// What serde reported.
+        reason: String,
+    },
+    /// An op is invalid (unknown, bad parameters, shapes that do not chain…).
+    #[error("block '{block}', op {index} ('{op}'): {reason}")]
+    Op {
+        /// Block (or exit) name.
+        block: String,
+        /// Op index within the block.
+        index: usize,
+        /// Op name.
+        op: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A weight tensor is missing or has the wrong shape or dtype.
+    #[error("tensor '{key}': {reason}")]
+    Weights {
+        /// Tensor key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A model-level inconsistency.
+    #[error("model '{model}': {reason}")]
+    Invalid {
+        /// Model name.
+        model: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Complexity of one block (per sample).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BlockStats {
+    /// Trainable parameters as stored (batchnorm counted before folding: 4 per channel).
+    pub params: usize,
+    /// Weights that are structurally present (dense: all; fan-in: outputs·k), biases excluded.
+    pub nonzero_weights: usize,
+    /// Multiply-accumulates of conv, dense and fan-in ops.
+    pub macs: usize,
+}
+
+/// A block: a chain of steps between two cut points.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// Block name.
+    pub name: String,
+    /// Compiled steps.
+    pub steps: Vec<Step>,
+    /// Per-sample input shape.
+    pub input_shape: Vec<usize>,
+    /// Per-sample output shape.
+    pub output_shape: Vec<usize>,
+    /// Complexity.
+    pub stats: BlockStats,
+}
+
+impl Block {
+    /// Elements of the block output per sample.
+    pub fn output_elems(&self) -> usize {
+        self.output_shape.iter().product()
+    }
+}
+
+/// An early-exit head evaluated on the output of block `after_block`.
+#[derive(Debug, Clone)]
+pub struct Exit {
+    /// Head name.
+    pub name: String,
+    /// Index of the block whose output feeds the head.
+    pub after_block: usize,
+    /// Loss weight for multi-exit training.
+    pub loss_weight: f32,
+    /// Steps of the head (ending in `[classes]` logits).
+    pub steps: Vec<Step>,
+    /// Complexity.
+    pub stats: BlockStats,
+}
+
+/// A loaded, validated model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The manifest as read.
+    pub manifest: Manifest,
+    /// Blocks in order.
+    pub blocks: Vec<Block>,
+    /// Exit heads.
+    pub exits: Vec<Exit>,
+    /// SHA-256 (hex) over `model.json` and `weights.safetensors`: identifies the model on both
+    /// sides of a split.
+    pub hash: String,
+    /// True when weights were drawn from the manifest's seed (untrained).
+    pub seeded: bool,
+}
+
+impl Model {
+    /// Loads `dir/model.json` and `dir/weights.safetensors` (or seeded weights).
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self, ModelError> {
+        let dir = dir.as_ref();
+        let manifest_path = dir.join("model.json");
+        let json = std::fs::read(&manifest_path).map_err(|source| ModelError::Io {
+            path: manifest_path.clone(),
+            source,
+        })?;
+        let weights_path = dir.join("weights.safetensors");
+        let weights = match std::fs::read(&weights_path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(ModelError::Io {
+                    path: weights_path,
+                    source,
+                })
+            }
+        };
+        let manifest: Manifest =
+            serde_json::from_slice(&json).map_err(|e| ModelError::Manifest {
+                path: manifest_path.clone(),
+                reason: e.to_string(),
+            })?;
+        Self::from_parts(manifest, &json, weights.as_deref()).map_err(|e| match e {
+            ModelError::Invalid { model, reason } if reason.starts_with("no weights") => {
+                ModelError::Invalid {
+                    model,
+                    reason: format!("{reason} (looked for {})", weights_path.display()),
+                }
+            }
+            other => other,
+        })
+    }
+
+    /// Builds a model from a parsed manifest, its raw JSON bytes (for the hash) and the
+    /// safetensors bytes, if any.
+    pub fn from_parts(
+        manifest: Manifest,
+        json: &[u8],
+        weights: Option<&[u8]>,
+    ) -> Result<Self, ModelError> {
+        let invalid = |reason: String| ModelError::Invalid {
+            model: manifest.name.clone(),
+            reason,
+        };
+        if manifest.format != 1 {
+            return Err(invalid(format!(
+                "format {} is not supported; this build reads format 1",
+                manifest.format
+            )));
+        }
+        if manifest.blocks.is_empty() {
+            return Err(invalid("the model has no blocks".into()));
+        }
+        if manifest.input.is_empty() || manifest.input.contains(&0) {
+            return Err(invalid(format!(
+                "input shape {:?} must be non-empty with positive sizes",
+                manifest.input
+            )));
+        }
+        let source = match (weights, &manifest.init) {
+            (Some(bytes), _) => {
+                WeightSource::File(safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
+                    ModelError::Weights {
+                        key: "*".into(),
+                        reason: format!("weights.safetensors is not a valid safetensors file: {e}"),
+                    }
+                })?)
+            }
+            (None, Some(init)) => WeightSource::Seeded(init.seed),
+            (None, None) => {
+                return Err(invalid(
+                    "no weights.safetensors and no \"init\" seed in model.json".into(),
+                ))
+            }
+        };
+        let mut hasher = Sha256::new();
+        hasher.update(json);
+        if let Some(w) = weights {
+            hasher.update(w);
+        }
+        let hash = format!("{:x}", hasher.finalize());
+
+        let mut names = std::collections::HashSet::new();
+        let mut blocks = Vec::with_capacity(manifest.blocks.len());
+        let mut shape = manifest.input.clone();
+        for spec in &manifest.blocks {
+            if !names.insert(spec.name.clone()) {
+                return Err(invalid(format!("duplicate block name '{}'", spec.name)));
+            }
+            let (steps, stats) = compile_ops(&spec.name, &spec.ops, &shape, &source)?;
+            let output_shape = steps
+                .last()
+                .map(|s| s.output_shape.clone())
+                .unwrap_or_else(|| shape.clone());
+            blocks.push(Block {
+                name: spec.name.clone(),
+                steps,
+                input_shape: shape.clone(),
+                output_shape: output_shape.clone(),
+                stats,
+            });
+            shape = output_shape;
+        }
+        if shape != [manifest.classes] {
+            return Err(invalid(format!(
+                "the last block outputs {shape:?}, but the model declares {} classes (expected [{}])",
+                manifest.classes, manifest.classes
+            )));
+        }
+        let mut exits = Vec::new();
+        for (j, spec) in manifest.exits.iter().enumerate() {
+            let after = blocks
+                .iter()
+                .position(|b| b.name == spec.after_block)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "exit {j} is attached after block '{}', which does not exist",
+                        spec.after_block
+                    ))
+                })?;
+            let name = spec
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("exit_{}", spec.after_block));
+            let (steps, stats) =
+                compile_ops(&name, &spec.ops, &blocks[after].output_shape, &source)?;
+            let out = steps
+                .last()
+                .map(|s| s.output_shape.clone())
+                .unwrap_or_default();
+            if out != [manifest.classes] {
+                return Err(invalid(format!(
+                    "exit '{name}' outputs {out:?}, expected [{}] class logits",
+                    manifest.classes
+                )));
+            }
+            exits.push(Exit {
+                name,
+                after_block: after,
+                loss_weight: spec.loss_weight.unwrap_or(1.0),
+                steps,
+                stats,
+            });
+        }
+        exits.sort_by_key(|e| e.after_block);
+        Ok(Self {
+            seeded: matches!(source, WeightSource::Seeded(_)),
+            manifest,
+            blocks,
+            exits,
+            hash,
+        })
+    }
+
+    /// Model name.
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// Per-sample input shape.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.manifest.input
+    }
+
+    /// Elements of one input sample.
+    pub fn input_elems(&self) -> usize {
+        self.manifest.input.iter().product()
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.manifest.classes
+    }
+
+    /// Per-sample input shape of block `i` (`i == blocks.len()` gives the model output).
+    pub fn shape_at(&self, i: usize) -> &[usize] {
+        if i < self.blocks.len() {
+            &self.blocks[i].input_shape
+        } else {
+            &self.blocks[self.blocks.len() - 1].output_shape
+        }
+    }
+
+    /// Totals over blocks and exits.
+    pub fn totals(&self) -> BlockStats {
+        self.blocks
+            .iter()
+            .map(|b| b.stats)
+            .chain(self.exits.iter().map(|e| e.stats))
+            .fold(BlockStats::default(), |a, s| BlockStats {
+                params: a.params + s.params,
+                nonzero_weights: a.nonzero_weights + s.nonzero_weights,
+                macs: a.macs + s.macs,
+            })
+    }
+
+    /// Natural bottleneck (Bakhtiarnia et al.): the block's output has fewer elements than the
+    /// model input. The last block is the model output, not a split, so it is never one.
+    pub fn is_natural_bottleneck(&self, block: usize) -> bool {
+        block + 1 < self.blocks.len() && self.blocks[block].output_elems() < self.input_elems()
+    }
+
+    /// Cut candidates: natural bottlenecks whose output is strictly smaller than every earlier
+    /// candidate's. Returned as block indices; cutting after block `i` runs `0..=i` on the device.
+    pub fn cut_candidates(&self) -> Vec<usize> {
+        let mut best = usize::MAX;
+        let mut out = Vec::new();
+        for i in 0..self.blocks.len() {
+            if self.is_natural_bottleneck(i) && self.blocks[i].output_elems() < best {
+                best = self.blocks[i].output_elems();
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// Index of the block named `name`.
+    pub fn block_index(&self, name: &str) -> Option<usize> {
+        self.blocks.iter().position(|b| b.name == name)
+    }
+}
+
+/// Parses, shape-checks and compiles one op list (a block or an exit head): fetches weights,
+/// folds batchnorm into the preceding conv/dense and fuses activations.
+fn compile_ops(
+    block: &str,
+    ops: &[serde_json::Value],
+    input_shape: &[usize],
+    source: &WeightSource<'_>,
+) -> Result<(Vec<Step>, BlockStats), ModelError> {
+    let mut steps: Vec<Step> = Vec::new();
+    let mut stats = BlockStats::default();
+    let mut shape = input_shape.to_vec();
+    let mut saved: std::collections::HashMap<String, Vec<usize>> = Default::default();
+    for (index, value) in ops.iter().enumerate() {
+        let op_label = value
+            .get("op")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_string();
+        let err = |reason: String| ModelError::Op {
+            block: block.to_string(),
+            index,
+            op: op_label.clone(),
+            reason,
+        };
+        let spec = OpSpec::parse(value, index).map_err(&err)?;
+        let key = |param: &str| format!("{block}.{}.{param}", spec.name);
+        let label = format!("{block}.{}", spec.name);
+        let chw = |shape: &[usize]| -> Result<(usize, usize, usize), ModelError> {
+            match *shape {
+                [c, h, w] => Ok((c, h, w)),
+                _ => Err(err(format!(
+                    "needs a [channels, height, width] input, got {shape:?}"
+                ))),
+            }
+        };
+        let mut fused_into_previous = false;
+        let (op, out_shape) = match &spec.kind {
+            OpKind::Conv2d {
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                groups,
+                bias,
+            } => {
+                let (c, h, w) = chw(&shape)?;
+                let (kh, kw) = kernel.hw();
+                if *out_channels == 0 || kh == 0 || kw == 0 || *stride == 0 || *groups == 0 {
+                    return Err(err(
+                        "out_channels, kernel, stride and groups must be positive".into(),
+                    ));
+                }
+                if c % groups != 0 || out_channels % groups != 0 {
+                    return Err(err(format!(
+                        "groups {groups} must divide input channels {c} and out_channels {out_channels}"
+                    )));
+                }
+                let fan_in = c / groups * kh * kw;
+                let weight = source.f32(
+                    &key("weight"),
+                    &[*out_channels, c / groups, kh, kw],
+                    Role::Weight { fan_in },
+                )?;
+                let b = if *bias {
+                    source.f32(&key("bias"), &[*out_channels], Role::Zero)?
+                } else {
+                    vec![0.0; *out_channels]
+                };
+                let conv = Conv2d {
+                    in_channels: c,
+                    out_channels: *out_channels,
+                    kernel_h: kh,
+                    kernel_w: kw,
+                    stride: *stride,
+                    padding: *padding,
+                    groups: *groups,
+                    weight,
+                    bias: b,
+                    activation: Activation::None,
+                };
+                let (oh, ow) = conv.output_hw(h, w).ok_or_else(|| {
+                    err(format!(
+                        "kernel {kh}x{kw} is larger than the padded input {h}x{w} (padding {padding})"
+                    ))
+                })?;
+                let n = out_channels * fan_in;
+                stats.params += n + if *bias { *out_channels } else { 0 };
+                stats.nonzero_weights += n;
+                stats.macs += n * oh * ow;
+                (Op::Conv2d(conv), vec![*out_channels, oh, ow])
+            }
+            OpKind::Dense { outputs, bias } => {
+                let [inputs] = shape[..] else {
+                    return Err(err(format!(
+                        "needs a 1-D input (add a flatten op first), got {shape:?}"
+                    )));
+                };
+                if *outputs == 0 {
+                    return Err(err("outputs must be positive".into()));
+                }
+                let weight = source.f32(
+                    &key("weight"),
+                    &[*outputs, inputs],
+                    Role::Weight { fan_in: inputs },
+                )?;
+                let b = if *bias {
+                    source.f32(&key("bias"), &[*outputs], Role::Zero)?
+                } else {
+                    vec![0.0; *outputs]
+                };
+                stats.params += inputs * outputs + if *bias { *outputs } else { 0 };
+                stats.nonzero_weights += inputs * outputs;
+                stats.macs += inputs * outputs;
+                (
+                    Op::Dense(Dense {
+                        inputs,
+                        outputs: *outputs,
+                        weight,
+                        bias: b,
+                        activation: Activation::None,
+                    }),
+                    vec![*outputs],
+                )
+            }
+            OpKind::Fanin {
+                inputs: declared,
+                outputs,
+                k,
+                bias,
+            } => {
+                let [inputs] = shape[..] else {
+                    return Err(err(format!(
+                        "needs a 1-D input (add a flatten op first), got {shape:?}"
+                    )));
+                };
+                if let Some(d) = declared {
+                    if *d != inputs {
+                        return Err(err(format!(
+                            "declares {d} inputs but receives {inputs} features"
+                        )));
+                    }
+                }
+                if *outputs == 0 || *k == 0 || *k > inputs {
+                    return Err(err(format!(
+                        "k must be in 1..={inputs} and outputs positive (k = {k}, outputs = {outputs})"
+                    )));
+                }
+                let indices = source.indices(&key("indices"), inputs, *outputs, *k)?;
+                let pattern = FanInPattern::from_indices(inputs, *outputs, *k, indices)
+                    .map_err(|e| ModelError::Weights {
+                        key: key("indices"),
+                        reason: e.to_string(),
+                    })?;
+                let weights =
+                    source.f32(&key("weights"), &[*outputs, *k], Role::Weight { fan_in: *k })?;
+                let b = if *bias {
+                    source.f32(&key("bias"), &[*outputs], Role::Zero)?
+                } else {
+                    vec![0.0; *outputs]
+                };
+                stats.params += outputs * k + if *bias { *outputs } else { 0 };
+                stats.nonzero_weights += outputs * k;
+                stats.macs += outputs * k;
+                (
+                    Op::FanIn(FanIn {
+                        inputs,
+                        outputs: *outputs,
+                        k: *k,
+                        indices: pattern.indices,
+                        weights,
+                        bias: b,
+                        activation: Activation::None,
+                    }),
+                    vec![*outputs],
+                )
+            }
+            OpKind::Batchnorm { eps } => {
+                let channels = shape[0];
+                let gamma = source.f32(&key("gamma"), &[channels], Role::One)?;
+                let beta = source.f32(&key("beta"), &[channels], Role::Zero)?;
+                let mean = source.f32(&key("mean"), &[channels], Role::Zero)?;
+                let var = source.f32(&key("var"), &[channels], Role::One)?;
+                stats.params += 4 * channels;
+                let prev = steps.last_mut().filter(|s| s.save_as.is_none());
+                let Some(prev) = prev else {
+                    return Err(err(
+                        "batchnorm must directly follow a conv2d, dense or fanin op (whose output is not saved)".into(),
+                    ));
+                };
+                let (weight, bias, per_out, act) = match &mut prev.op {
+                    Op::Conv2d(c) => {
+                        let per = c.weight.len() / c.out_channels;
+                        (&mut c.weight, &mut c.bias, per, c.activation)
+                    }
+                    Op::Dense(d) => (&mut d.weight, &mut d.bias, d.inputs, d.activation),
+                    Op::FanIn(f) => (&mut f.weights, &mut f.bias, f.k, f.activation),
+                    _ => {
+                        return Err(err(
+                            "batchnorm must directly follow a conv2d, dense or fanin op".into(),
+                        ))
+                    }
+                };
+                if act != Activation::None {
+                    return Err(err(
+                        "batchnorm after an activation cannot be folded; put it before the activation".into(),
+                    ));
+                }
+                for ch in 0..channels {
+                    let scale = gamma[ch] / (var[ch] + eps).sqrt();
+                    for wv in &mut weight[ch * per_out..(ch + 1) * per_out] {
+                        *wv *= scale;
+                    }
+                    bias[ch] = (bias[ch] - mean[ch]) * scale + beta[ch];
+                }
+                fused_into_previous = true;
+                (Op::Flatten, shape.clone())
+            }
+            OpKind::Relu | OpKind::Relu6 | OpKind::Silu | OpKind::Sigmoid => {
+                let act = match spec.kind {
+                    OpKind::Relu => Activation::Relu,
+                    OpKind::Relu6 => Activation::Relu6,
+                    OpKind::Silu => Activation::Silu,
+                    _ => Activation::Sigmoid,
+                };
+                let slot = steps
+                    .last_mut()
+                    .filter(|s| s.save_as.is_none())
+                    .and_then(|s| s.op.activation_mut())
+                    .filter(|a| **a == Activation::None);
+                match slot {
+                    Some(a) => {
+                        *a = act;
+                        fused_into_previous = true;
+                        (Op::Flatten, shape.clone())
+                    }
+                    None => (Op::Activation(act), shape.clone()),
+                }
+            }
+            OpKind::Maxpool {
+                kernel,
+                stride,
+                padding,
+            }
+            | OpKind::Avgpool {
+                kernel,
+                stride,
+                padding,
+            } => {
+                let (c, h, w) = chw(&shape)?;
+                let (kh, kw) = kernel.hw();
+                let pool = Pool {
+                    kind: if matches!(spec.kind, OpKind::Maxpool { .. }) {
+                        PoolKind::Max
+                    } else {
+                        PoolKind::Avg
+                    },
+                    kernel_h: kh,
+                    kernel_w: kw,
+                    stride: stride.unwrap_or(kh),
+                    padding: *padding,
+                };
+                if kh == 0 || kw == 0 || pool.stride == 0 || *padding >= kh.min(kw) {
+                    return Err(err(
+                        "kernel and stride must be positive and padding smaller than the kernel"
+                            .into(),
+                    ));
+                }
+                let (oh, ow) = pool.output_hw(h, w).ok_or_else(|| {
+                    err(format!("window {kh}x{kw} is larger than the input {h}x{w}"))
+                })?;
+                (Op::Pool(pool), vec![c, oh, ow])
+            }
+            OpKind::GlobalAvgpool => {
+                let (c, _, _) = chw(&shape)?;
+                (Op::GlobalAvgPool, vec![c, 1, 1])
+            }
+            OpKind::Flatten => (Op::Flatten, vec![shape.iter().product()]),
+            OpKind::Softmax => (Op::Softmax, shape.clone()),
+            OpKind::Add { with } | OpKind::Mul { with } => {
+                let (operand, other_shape) = if with == "input" {
+                    (Operand::BlockInput, input_shape.to_vec())
+                } else {
+                    let s = saved.get(with).ok_or_else(|| {
+                        err(format!(
+                            "\"with\": '{with}' is neither \"input\" nor an earlier save_as label in this block"
+                        ))
+                    })?;
+                    (Operand::Saved(with.clone()), s.clone())
+                };
+                if matches!(spec.kind, OpKind::Add { .. }) {
+                    if other_shape != shape {
+                        return Err(err(format!(
+                            "cannot add {other_shape:?} to {shape:?}: shapes must match"
+                        )));
+                    }
+                    (
+                        Op::Add {
+                            with: operand,
+                            activation: Activation::None,
+                        },
+                        shape.clone(),
+                    )
+                } else {
+                    let gate_ok = shape.len() == 3
+                        && other_shape.len() == 3
+                        && shape[0] == other_shape[0]
+                        && shape[1] == 1
+                        && shape[2] == 1;
+                    if !(gate_ok || other_shape == shape) {
+                        return Err(err(format!(
+                            "cannot multiply {shape:?} with {other_shape:?}: needs the same shape or a [C,1,1] gate over [C,H,W]"
+                        )));
+                    }
+                    (Op::Mul { with: operand }, other_shape)
+                }
+            }
+        };
+        if fused_into_previous {
+            if let Some(label) = &spec.save_as {
+                let prev = steps.last_mut().expect("fusion only happens after a step");
+                prev.save_as = Some(label.clone());
+                saved.insert(label.clone(), shape.clone());
+            }
+            continue;
+        }
+        if let Some(label) = &spec.save_as {
+            saved.insert(label.clone(), out_shape.clone());
+        }
+        steps.push(Step {
+            label,
+            op,
+            input_shape: shape.clone(),
+            output_shape: out_shape.clone(),
+            save_as: spec.save_as.clone(),
+        });
+        shape = out_shape;
+    }
+    Ok((steps, stats))
+}

@@ -1,0 +1,228 @@
+//! Compiled ops: what the CPU reference and the GPU kernels execute, after batchnorm
+//! folding and activation fusion.
+
+/// An activation fused into the op that produces its input. The discriminant is the
+/// code the WGSL kernels switch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u32)]
+pub enum Activation {
+    /// Identity.
+    #[default]
+    None = 0,
+    /// `max(x, 0)`.
+    Relu = 1,
+    /// `min(max(x, 0), 6)`.
+    Relu6 = 2,
+    /// `x · sigmoid(x)`.
+    Silu = 3,
+    /// `1 / (1 + e^-x)`.
+    Sigmoid = 4,
+}
+
+impl Activation {
+    /// Applies the activation to one value (the CPU reference of every fused activation).
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::None => x,
+            Activation::Relu => x.max(0.0),
+            Activation::Relu6 => x.clamp(0.0, 6.0),
+            Activation::Silu => x / (1.0 + (-x).exp()),
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        }
+    }
+}
+
+/// 2-D convolution over NCHW activations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv2d {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel height.
+    pub kernel_h: usize,
+    /// Kernel width.
+    pub kernel_w: usize,
+    /// Stride (both dimensions).
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub padding: usize,
+    /// Channel groups.
+    pub groups: usize,
+    /// `[out, in/groups, kh, kw]`.
+    pub weight: Vec<f32>,
+    /// `[out]` (zeros when the manifest has no bias and no batchnorm).
+    pub bias: Vec<f32>,
+    /// Fused activation.
+    pub activation: Activation,
+}
+
+impl Conv2d {
+    /// Output `(height, width)` for an input of `(h, w)`.
+    pub fn output_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let oh = (h + 2 * self.padding).checked_sub(self.kernel_h)? / self.stride + 1;
+        let ow = (w + 2 * self.padding).checked_sub(self.kernel_w)? / self.stride + 1;
+        Some((oh, ow))
+    }
+
+    /// True for depthwise convolution (one input channel per group, one output per group).
+    pub fn is_depthwise(&self) -> bool {
+        self.groups == self.in_channels && self.groups == self.out_channels
+    }
+}
+
+/// Fully connected layer: `y = act(W x + b)`, `W` is `[outputs, inputs]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    /// Input features.
+    pub inputs: usize,
+    /// Output features.
+    pub outputs: usize,
+    /// `[outputs, inputs]`.
+    pub weight: Vec<f32>,
+    /// `[outputs]`.
+    pub bias: Vec<f32>,
+    /// Fused activation.
+    pub activation: Activation,
+}
+
+/// Fixed-fan-in sparse layer in ELL layout: `y[o] = act(Σ_j w[o,j]·x[idx[o,j]] + b[o])`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FanIn {
+    /// Input features.
+    pub inputs: usize,
+    /// Output features.
+    pub outputs: usize,
+    /// Inputs per output.
+    pub k: usize,
+    /// `[outputs, k]` input indices.
+    pub indices: Vec<u32>,
+    /// `[outputs, k]` weights.
+    pub weights: Vec<f32>,
+    /// `[outputs]`.
+    pub bias: Vec<f32>,
+    /// Fused activation.
+    pub activation: Activation,
+}
+
+/// Max or average pooling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    /// Maximum of the window.
+    Max,
+    /// Mean of the window cells inside the input (padding excluded).
+    Avg,
+}
+
+/// A pooling window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool {
+    /// Max or average.
+    pub kind: PoolKind,
+    /// Window height.
+    pub kernel_h: usize,
+    /// Window width.
+    pub kernel_w: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Padding.
+    pub padding: usize,
+}
+
+impl Pool {
+    /// Output `(height, width)` for an input of `(h, w)`.
+    pub fn output_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let oh = (h + 2 * self.padding).checked_sub(self.kernel_h)? / self.stride + 1;
+        let ow = (w + 2 * self.padding).checked_sub(self.kernel_w)? / self.stride + 1;
+        Some((oh, ow))
+    }
+}
+
+/// Where a binary op's second operand comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Operand {
+    /// The input of the enclosing block.
+    BlockInput,
+    /// A tensor saved earlier in the block with `save_as`.
+    Saved(String),
+}
+
+/// An executable op.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Convolution (+ folded batchnorm, + fused activation).
+    Conv2d(Conv2d),
+    /// Dense layer.
+    Dense(Dense),
+    /// Fixed-fan-in sparse layer.
+    FanIn(FanIn),
+    /// Max/avg pooling.
+    Pool(Pool),
+    /// Mean over H and W.
+    GlobalAvgPool,
+    /// Shape change only.
+    Flatten,
+    /// A standalone activation (one that could not be fused).
+    Activation(Activation),
+    /// Residual add, then an optional activation.
+    Add {
+        /// Second operand.
+        with: Operand,
+        /// Fused activation.
+        activation: Activation,
+    },
+    /// Product with a saved tensor, broadcasting a `[C,1,1]` gate over `[C,H,W]`.
+    Mul {
+        /// Second operand.
+        with: Operand,
+    },
+    /// Softmax over each sample's features.
+    Softmax,
+}
+
+impl Op {
+    /// The fused activation slot, if the op has one.
+    pub fn activation_mut(&mut self) -> Option<&mut Activation> {
+        match self {
+            Op::Conv2d(c) => Some(&mut c.activation),
+            Op::Dense(d) => Some(&mut d.activation),
+            Op::FanIn(f) => Some(&mut f.activation),
+            Op::Add { activation, .. } => Some(activation),
+            _ => None,
+        }
+    }
+
+    /// A short kind name for labels and errors.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Op::Conv2d(c) if c.is_depthwise() => "depthwise",
+            Op::Conv2d(_) => "conv2d",
+            Op::Dense(_) => "dense",
+            Op::FanIn(_) => "fanin",
+            Op::Pool(p) if p.kind == PoolKind::Max => "maxpool",
+            Op::Pool(_) => "avgpool",
+            Op::GlobalAvgPool => "global_avgpool",
+            Op::Flatten => "flatten",
+            Op::Activation(_) => "activation",
+            Op::Add { .. } => "add",
+            Op::Mul { .. } => "mul",
+            Op::Softmax => "softmax",
+        }
+    }
+}
+
+/// One op in a block with its shapes (per sample, without batch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// `<block>.<op name>`, used in labels and errors.
+    pub label: String,
+    /// The op.
+    pub op: Op,
+    /// Per-sample input shape.
+    pub input_shape: Vec<usize>,
+    /// Per-sample output shape.
+    pub output_shape: Vec<usize>,
+    /// Label under which the output is kept for a later `add`/`mul`.
+    pub save_as: Option<String>,
+}
