@@ -238,6 +238,15 @@ impl Plan {
         &self.model
     }
 
+    /// Activation buffers the plan allocated (0 on the CPU backend): two for a plain chain,
+    /// more while residual inputs, saved tensors or exit inputs must stay live.
+    pub fn activation_buffers(&self) -> usize {
+        match &self.exec {
+            Exec::Cpu => 0,
+            Exec::Gpu(g) => g.slots.len(),
+        }
+    }
+
     /// Per-sample input shape of the range.
     pub fn input_shape(&self) -> &[usize] {
         self.model.shape_at(self.range.start)

@@ -20,6 +20,7 @@
 pub mod cpu;
 pub mod data;
 pub mod engine;
+pub mod fixture;
 pub mod gpu;
 pub mod model;
 pub mod sparsity;

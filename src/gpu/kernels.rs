@@ -594,3 +594,48 @@ pub fn step(
         }
     }))
 }
+
+/// Runs one step on its own (upload, dispatch, read back): for kernel tests and benchmarks.
+/// Plans batch many steps into one submission instead.
+pub fn run_step(
+    ctx: &GpuContext,
+    step: &Step,
+    batch: usize,
+    input: &[f32],
+    other: Option<&[f32]>,
+) -> Result<Vec<f32>, GpuError> {
+    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let x = upload(ctx, &format!("{}.input", step.label), input)?;
+    let o = other
+        .map(|d| upload(ctx, &format!("{}.other", step.label), d))
+        .transpose()?;
+    let out_elems = batch * step.output_shape.iter().product::<usize>();
+    let y = super::storage(ctx, &format!("{}.output", step.label), (out_elems * 4) as u64)?;
+    let w = OpWeights::upload(ctx, &step.label, &step.op)?;
+    let Some(kernel) = self::step(ctx, step, batch, w.as_ref(), &x, o.as_ref(), &y)? else {
+        return Ok(input.to_vec());
+    };
+    let staging = super::staging(ctx, "run_step.readback", (out_elems * 4) as u64);
+    let mut enc = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("run_step"),
+        });
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(&kernel.label),
+            timestamp_writes: None,
+        });
+        kernel.encode(&mut pass);
+    }
+    enc.copy_buffer_to_buffer(&y, 0, &staging, 0, (out_elems * 4) as u64);
+    ctx.queue.submit([enc.finish()]);
+    let out = super::read_back(ctx, &staging, out_elems)?;
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(GpuError::Failed {
+            context: step.label.clone(),
+            reason: e.to_string(),
+        });
+    }
+    Ok(out)
+}

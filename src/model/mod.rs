@@ -693,3 +693,124 @@ fn compile_ops(
     }
     Ok((steps, stats))
 }
+
+impl Model {
+    /// The model's tensors under their manifest keys, for saving. Only models without
+    /// batchnorm can be exported exactly (folded statistics cannot be split back out).
+    pub fn export_tensors(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, weights::TensorData>, ModelError> {
+        use weights::TensorData;
+        let mut out = std::collections::BTreeMap::new();
+        let has_bn = self
+            .manifest
+            .blocks
+            .iter()
+            .flat_map(|b| b.ops.iter())
+            .chain(self.manifest.exits.iter().flat_map(|e| e.ops.iter()))
+            .any(|v| v.get("op").and_then(|o| o.as_str()) == Some("batchnorm"));
+        if has_bn {
+            return Err(ModelError::Invalid {
+                model: self.name().into(),
+                reason: "models with batchnorm cannot be exported after folding".into(),
+            });
+        }
+        let steps = self
+            .blocks
+            .iter()
+            .flat_map(|b| b.steps.iter())
+            .chain(self.exits.iter().flat_map(|e| e.steps.iter()));
+        for step in steps {
+            let key = |p: &str| format!("{}.{p}", step.label);
+            match &step.op {
+                Op::Conv2d(c) => {
+                    out.insert(
+                        key("weight"),
+                        TensorData::F32(
+                            vec![c.out_channels, c.in_channels / c.groups, c.kernel_h, c.kernel_w],
+                            c.weight.clone(),
+                        ),
+                    );
+                    out.insert(key("bias"), TensorData::F32(vec![c.out_channels], c.bias.clone()));
+                }
+                Op::Dense(d) => {
+                    out.insert(
+                        key("weight"),
+                        TensorData::F32(vec![d.outputs, d.inputs], d.weight.clone()),
+                    );
+                    out.insert(key("bias"), TensorData::F32(vec![d.outputs], d.bias.clone()));
+                }
+                Op::FanIn(f) => {
+                    out.insert(
+                        key("weights"),
+                        TensorData::F32(vec![f.outputs, f.k], f.weights.clone()),
+                    );
+                    out.insert(
+                        key("indices"),
+                        TensorData::U32(vec![f.outputs, f.k], f.indices.clone()),
+                    );
+                    out.insert(key("bias"), TensorData::F32(vec![f.outputs], f.bias.clone()));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes `model.json` (every parametrised op with `"bias": true`, no `init`) and
+    /// `weights.safetensors` to `dir`. Files are written to a temporary sibling folder and
+    /// renamed into place, so a failure never leaves a partial model behind.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), ModelError> {
+        let dir = dir.as_ref();
+        let tensors = self.export_tensors()?;
+        let mut manifest = self.manifest.clone();
+        manifest.init = None;
+        let with_bias = |ops: &mut Vec<serde_json::Value>| {
+            for op in ops.iter_mut() {
+                if matches!(
+                    op.get("op").and_then(|o| o.as_str()),
+                    Some("conv2d" | "dense" | "fanin")
+                ) {
+                    op["bias"] = serde_json::Value::Bool(true);
+                }
+            }
+        };
+        manifest.blocks.iter_mut().for_each(|b| with_bias(&mut b.ops));
+        manifest.exits.iter_mut().for_each(|e| with_bias(&mut e.ops));
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| ModelError::Invalid {
+            model: self.name().into(),
+            reason: e.to_string(),
+        })?;
+        let bytes = weights::serialize(&tensors)?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ModelError::Io { path, source }
+        };
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+        let tmp = parent.join(format!(
+            ".{}.tmp-{}",
+            dir.file_name().and_then(|n| n.to_str()).unwrap_or("model"),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        let mut json = json;
+        json.push(b'\n');
+        std::fs::write(tmp.join("model.json"), &json).map_err(io(&tmp))?;
+        std::fs::write(tmp.join("weights.safetensors"), &bytes).map_err(io(&tmp))?;
+        if dir.exists() {
+            // Keep files we do not own (README, spec); replace ours.
+            for f in ["model.json", "weights.safetensors"] {
+                std::fs::rename(tmp.join(f), dir.join(f)).map_err(io(dir))?;
+            }
+            let _ = std::fs::remove_dir_all(&tmp);
+        } else {
+            std::fs::rename(&tmp, dir).map_err(io(dir))?;
+        }
+        Ok(())
+    }
+}

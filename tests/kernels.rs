@@ -1,0 +1,346 @@
+//! Every WGSL kernel against its CPU reference on random data and edge shapes
+//! (batch 1, odd sizes and tails, k = 1, k = inputs, large fan-in, depthwise, stride 2 with
+//! padding). Each kernel family has a problem type with `reference()` and `run()`.
+
+mod common;
+
+use common::{assert_close, gpu, random, Tolerance};
+use edgecut::cpu;
+use edgecut::gpu::{kernels, GpuContext};
+use edgecut::model::{Activation, Conv2d, Dense, FanIn, Op, Operand, Pool, PoolKind, Step};
+use edgecut::sparsity::FanInPattern;
+
+const ACTIVATIONS: [Activation; 5] = [
+    Activation::None,
+    Activation::Relu,
+    Activation::Relu6,
+    Activation::Silu,
+    Activation::Sigmoid,
+];
+
+fn step(op: Op, input_shape: Vec<usize>, output_shape: Vec<usize>) -> Step {
+    Step {
+        label: format!("test.{}", op.kind_name()),
+        op,
+        input_shape,
+        output_shape,
+        save_as: None,
+    }
+}
+
+fn tolerance_for(act: Activation, terms: usize) -> Tolerance {
+    if matches!(act, Activation::Silu | Activation::Sigmoid) || terms > 256 {
+        Tolerance::Approximate
+    } else {
+        Tolerance::Close
+    }
+}
+
+struct DenseProblem {
+    batch: usize,
+    dense: Dense,
+    x: Vec<f32>,
+}
+
+impl DenseProblem {
+    fn new(batch: usize, inputs: usize, outputs: usize, act: Activation, seed: u64) -> Self {
+        Self {
+            batch,
+            dense: Dense {
+                inputs,
+                outputs,
+                weight: random(inputs * outputs, seed),
+                bias: random(outputs, seed + 1),
+                activation: act,
+            },
+            x: random(batch * inputs, seed + 2),
+        }
+    }
+    fn reference(&self) -> Vec<f32> {
+        cpu::dense(&self.dense, &self.x, self.batch)
+    }
+    fn run(&self, ctx: &GpuContext) -> Vec<f32> {
+        let s = step(
+            Op::Dense(self.dense.clone()),
+            vec![self.dense.inputs],
+            vec![self.dense.outputs],
+        );
+        kernels::run_step(ctx, &s, self.batch, &self.x, None).expect("dense kernel runs")
+    }
+    fn check(&self, ctx: &GpuContext) {
+        let what = format!(
+            "dense batch={} {}->{} {:?}",
+            self.batch, self.dense.inputs, self.dense.outputs, self.dense.activation
+        );
+        let tol = tolerance_for(self.dense.activation, self.dense.inputs);
+        assert_close(&what, &self.run(ctx), &self.reference(), tol);
+    }
+}
+
+#[test]
+fn dense_kernel_matches_cpu_reference_on_edge_shapes() {
+    let Some(ctx) = gpu("dense_kernel_matches_cpu_reference_on_edge_shapes") else {
+        return;
+    };
+    // vec4 path (inputs % 4 == 0), scalar path, tails in batch and outputs, batch 1.
+    let shapes = [
+        (1, 4, 1),
+        (1, 800, 3),
+        (2, 3, 5),
+        (3, 7, 9),
+        (4, 16, 16),
+        (5, 33, 10),
+        (64, 800, 100),
+        (7, 1000, 13),
+        (65, 128, 67),
+    ];
+    for (i, &(b, n_in, n_out)) in shapes.iter().enumerate() {
+        for act in ACTIVATIONS {
+            DenseProblem::new(b, n_in, n_out, act, i as u64 * 10).check(&ctx);
+        }
+    }
+}
+
+struct FanInProblem {
+    batch: usize,
+    fanin: FanIn,
+    x: Vec<f32>,
+}
+
+impl FanInProblem {
+    fn new(batch: usize, inputs: usize, outputs: usize, k: usize, act: Activation, seed: u64) -> Self {
+        // Random rows with k distinct inputs (any k, not only fixed out-degree patterns).
+        let mut indices = Vec::with_capacity(outputs * k);
+        for o in 0..outputs {
+            let mut row: Vec<u32> = (0..inputs as u32).collect();
+            let keys = random(inputs, seed + 100 + o as u64);
+            row.sort_by(|a, b| keys[*a as usize].total_cmp(&keys[*b as usize]));
+            indices.extend_from_slice(&row[..k]);
+        }
+        Self {
+            batch,
+            fanin: FanIn {
+                inputs,
+                outputs,
+                k,
+                indices,
+                weights: random(outputs * k, seed),
+                bias: random(outputs, seed + 1),
+                activation: act,
+            },
+            x: random(batch * inputs, seed + 2),
+        }
+    }
+    fn check(&self, ctx: &GpuContext) {
+        let f = &self.fanin;
+        let s = step(Op::FanIn(f.clone()), vec![f.inputs], vec![f.outputs]);
+        let got = kernels::run_step(ctx, &s, self.batch, &self.x, None).expect("fan-in kernel runs");
+        let want = cpu::fanin(f, &self.x, self.batch);
+        let what = format!(
+            "fanin batch={} {}->{} k={} {:?}",
+            self.batch, f.inputs, f.outputs, f.k, f.activation
+        );
+        assert_close(&what, &got, &want, tolerance_for(f.activation, f.k));
+    }
+}
+
+#[test]
+fn fanin_kernel_matches_cpu_reference_on_edge_shapes() {
+    let Some(ctx) = gpu("fanin_kernel_matches_cpu_reference_on_edge_shapes") else {
+        return;
+    };
+    // k = 1, k = inputs, k % 4 != 0 (scalar path), large fan-in, tails, batch 1.
+    let shapes = [
+        (1, 10, 3, 1),
+        (1, 8, 8, 8),
+        (2, 9, 5, 9),
+        (3, 50, 7, 3),
+        (4, 64, 16, 4),
+        (5, 800, 40, 40),
+        (64, 800, 100, 160),
+        (9, 4096, 33, 1024),
+    ];
+    for (i, &(b, n_in, n_out, k)) in shapes.iter().enumerate() {
+        for act in ACTIVATIONS {
+            FanInProblem::new(b, n_in, n_out, k, act, i as u64 * 7).check(&ctx);
+        }
+    }
+}
+
+#[test]
+fn fanin_kernel_runs_fixed_degree_patterns() {
+    let Some(ctx) = gpu("fanin_kernel_runs_fixed_degree_patterns") else {
+        return;
+    };
+    let p = FanInPattern::random(800, 100, 20, 4).expect("valid degree");
+    let f = FanIn {
+        inputs: 800,
+        outputs: 100,
+        k: p.k,
+        indices: p.indices,
+        weights: random(100 * p.k, 1),
+        bias: random(100, 2),
+        activation: Activation::Relu,
+    };
+    let x = random(32 * 800, 3);
+    let s = step(Op::FanIn(f.clone()), vec![800], vec![100]);
+    let got = kernels::run_step(&ctx, &s, 32, &x, None).expect("fan-in kernel runs");
+    assert_close("fanin 800->100 d_out=20", &got, &cpu::fanin(&f, &x, 32), Tolerance::Close);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_problem(
+    ctx: &GpuContext,
+    batch: usize,
+    (cin, h, w): (usize, usize, usize),
+    cout: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+    act: Activation,
+    seed: u64,
+) {
+    let conv = Conv2d {
+        in_channels: cin,
+        out_channels: cout,
+        kernel_h: k,
+        kernel_w: k,
+        stride,
+        padding,
+        groups,
+        weight: random(cout * cin / groups * k * k, seed),
+        bias: random(cout, seed + 1),
+        activation: act,
+    };
+    let (oh, ow) = conv.output_hw(h, w).expect("valid conv shape");
+    let x = random(batch * cin * h * w, seed + 2);
+    let want = cpu::conv2d(&conv, &x, batch, h, w);
+    let s = step(Op::Conv2d(conv), vec![cin, h, w], vec![cout, oh, ow]);
+    let got = kernels::run_step(ctx, &s, batch, &x, None).expect("conv kernel runs");
+    let what = format!(
+        "conv batch={batch} {cin}x{h}x{w} -> {cout} k={k} s={stride} p={padding} g={groups} {act:?}"
+    );
+    assert_close(&what, &got, &want, tolerance_for(act, cin / groups * k * k));
+}
+
+#[test]
+fn conv2d_kernel_matches_cpu_reference_on_edge_shapes() {
+    let Some(ctx) = gpu("conv2d_kernel_matches_cpu_reference_on_edge_shapes") else {
+        return;
+    };
+    let cases = [
+        // batch, input, out, k, stride, pad, groups
+        (1, (1, 28, 28), 6, 5, 1, 2, 1),
+        (2, (3, 17, 13), 8, 3, 2, 1, 1),  // stride 2 with padding, odd sizes
+        (1, (3, 9, 9), 5, 3, 1, 0, 1),    // out channels not a multiple of 4
+        (3, (8, 7, 5), 8, 1, 1, 0, 1),    // pointwise
+        (2, (8, 11, 11), 8, 3, 1, 1, 8),  // depthwise
+        (2, (16, 15, 15), 16, 5, 2, 2, 16), // depthwise stride 2
+        (1, (8, 6, 6), 16, 3, 1, 1, 2),   // grouped
+        (1, (6, 5, 5), 12, 3, 2, 1, 3),   // grouped, 4 outputs per group
+        (4, (32, 32, 32), 32, 3, 1, 1, 1),
+    ];
+    for (i, &(b, input, cout, k, s, p, g)) in cases.iter().enumerate() {
+        for act in [Activation::None, Activation::Relu6, Activation::Silu] {
+            conv_problem(&ctx, b, input, cout, k, s, p, g, act, i as u64 * 13);
+        }
+    }
+}
+
+#[test]
+fn pool_kernels_match_cpu_reference() {
+    let Some(ctx) = gpu("pool_kernels_match_cpu_reference") else {
+        return;
+    };
+    for (i, &(b, c, h, w, k, s, p)) in [
+        (1, 1, 28, 28, 2, 2, 0),
+        (2, 3, 7, 9, 3, 2, 1),
+        (3, 4, 5, 5, 2, 1, 0),
+        (1, 2, 13, 11, 3, 3, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for kind in [PoolKind::Max, PoolKind::Avg] {
+            let pool = Pool {
+                kind,
+                kernel_h: k,
+                kernel_w: k,
+                stride: s,
+                padding: p,
+            };
+            let (oh, ow) = pool.output_hw(h, w).expect("valid pool shape");
+            let x = random(b * c * h * w, i as u64);
+            let want = cpu::pool(&pool, &x, b * c, h, w);
+            let st = step(Op::Pool(pool), vec![c, h, w], vec![c, oh, ow]);
+            let got = kernels::run_step(&ctx, &st, b, &x, None).expect("pool kernel runs");
+            let tol = if kind == PoolKind::Max {
+                Tolerance::Exact
+            } else {
+                Tolerance::Close
+            };
+            assert_close(&format!("{kind:?} pool case {i}"), &got, &want, tol);
+        }
+        let x = random(b * c * h * w, 99 + i as u64);
+        let st = step(Op::GlobalAvgPool, vec![c, h, w], vec![c, 1, 1]);
+        let got = kernels::run_step(&ctx, &st, b, &x, None).expect("global avgpool runs");
+        assert_close(
+            &format!("global avgpool case {i}"),
+            &got,
+            &cpu::global_avgpool(&x, b * c, h * w),
+            Tolerance::Close,
+        );
+    }
+}
+
+#[test]
+fn elementwise_kernels_match_cpu_reference() {
+    let Some(ctx) = gpu("elementwise_kernels_match_cpu_reference") else {
+        return;
+    };
+    let (b, c, h, w) = (3, 5, 7, 3);
+    let n = b * c * h * w;
+    let a = random(n, 1);
+    let other = random(n, 2);
+    for act in ACTIVATIONS {
+        let st = step(Op::Activation(act), vec![c, h, w], vec![c, h, w]);
+        let got = kernels::run_step(&ctx, &st, b, &a, None).expect("activation runs");
+        assert_close(&format!("activation {act:?}"), &got, &cpu::activation(act, &a), tolerance_for(act, 1));
+        let st = step(
+            Op::Add {
+                with: Operand::BlockInput,
+                activation: act,
+            },
+            vec![c, h, w],
+            vec![c, h, w],
+        );
+        let got = kernels::run_step(&ctx, &st, b, &a, Some(&other)).expect("add runs");
+        assert_close(&format!("add {act:?}"), &got, &cpu::add(&a, &other, act), tolerance_for(act, 1));
+    }
+    // Squeeze-excite gate: [C,1,1] times [C,H,W].
+    let gate = random(b * c, 3);
+    let st = step(
+        Op::Mul {
+            with: Operand::Saved("x".into()),
+        },
+        vec![c, 1, 1],
+        vec![c, h, w],
+    );
+    let got = kernels::run_step(&ctx, &st, b, &gate, Some(&other)).expect("mul runs");
+    assert_close("channel gate", &got, &cpu::mul(&gate, &other, h * w), Tolerance::Close);
+}
+
+#[test]
+fn softmax_and_exit_stats_match_cpu_reference() {
+    let Some(ctx) = gpu("softmax_and_exit_stats_match_cpu_reference") else {
+        return;
+    };
+    for &(b, classes) in &[(1, 10), (7, 3), (65, 1000)] {
+        let mut x = random(b * classes, classes as u64);
+        x.iter_mut().for_each(|v| *v *= 8.0);
+        let st = step(Op::Softmax, vec![classes], vec![classes]);
+        let got = kernels::run_step(&ctx, &st, b, &x, None).expect("softmax runs");
+        assert_close("softmax", &got, &cpu::softmax(&x, classes), Tolerance::Approximate);
+    }
+}
