@@ -1,0 +1,218 @@
+//! Whole-model plans: GPU == CPU, split equivalence at every cut on both backends, exit
+//! thresholds, buffer reuse, the reference architectures' cut candidates, and concurrent use
+//! of one `GpuContext`.
+
+mod common;
+
+use common::{assert_close, gpu, random, Tolerance};
+use edgecut::engine::{Answer, Backend, Plan, PlanOutput};
+use edgecut::model::Model;
+use edgecut::tensor::Tensor;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn models_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+fn fixture() -> Arc<Model> {
+    Arc::new(edgecut::fixture::lenet(7).expect("fixture builds"))
+}
+
+fn input(model: &Model, batch: usize, seed: u64) -> Tensor {
+    let mut shape = vec![batch];
+    shape.extend_from_slice(model.input_shape());
+    let x = random(batch * model.input_elems(), seed)
+        .into_iter()
+        .map(|v| v.abs())
+        .collect();
+    Tensor::new(shape, x).expect("shape matches")
+}
+
+fn run(model: &Arc<Model>, range: std::ops::Range<usize>, backend: &Backend, x: &Tensor) -> PlanOutput {
+    Plan::compile(model, range, backend, x.batch())
+        .expect("plan compiles")
+        .run(x)
+        .expect("plan runs")
+}
+
+#[test]
+fn efficientnet_b0_has_the_published_cut_candidates() {
+    let m = Model::load(models_dir().join("efficientnet-b0")).expect("loads");
+    let names: Vec<&str> = m.cut_candidates().iter().map(|&i| m.blocks[i].name.as_str()).collect();
+    assert_eq!(names, ["blocks_1", "blocks_3", "blocks_5", "blocks_11"]);
+    let ratios: Vec<f64> = m
+        .cut_candidates()
+        .iter()
+        .map(|&i| m.blocks[i].output_elems() as f64 / m.input_elems() as f64)
+        .collect();
+    for (r, want) in ratios.iter().zip([0.5, 0.2083, 0.1042, 0.0625]) {
+        assert!((r - want).abs() < 1e-3, "ratio {r} vs {want}");
+    }
+    let macs = m.totals().macs as f64;
+    assert!((0.38e9..0.40e9).contains(&macs), "EfficientNet-B0 MACs {macs}");
+    assert_eq!(m.blocks.len(), 18);
+}
+
+#[test]
+fn mobilenet_v2_matches_its_published_complexity() {
+    let m = Model::load(models_dir().join("mobilenet-v2")).expect("loads");
+    let macs = m.totals().macs as f64;
+    assert!((0.29e9..0.31e9).contains(&macs), "MobileNet-V2 MACs {macs}");
+    assert_eq!(m.blocks.len(), 19);
+}
+
+#[test]
+fn split_model_matches_unsplit_model_at_every_cut_on_the_cpu() {
+    let m = fixture();
+    let x = input(&m, 3, 1);
+    let n = m.blocks.len();
+    let full = run(&m, 0..n, &Backend::Cpu, &x);
+    for k in 1..n {
+        let head = run(&m, 0..k, &Backend::Cpu, &x);
+        let tail = run(&m, k..n, &Backend::Cpu, &head.output);
+        assert_eq!(tail.output, full.output, "cut after block {k}");
+    }
+}
+
+#[test]
+fn split_model_matches_unsplit_model_at_every_cut_on_the_gpu() {
+    let Some(ctx) = gpu("split_model_matches_unsplit_model_at_every_cut_on_the_gpu") else {
+        return;
+    };
+    let backend = Backend::Gpu(ctx);
+    for (m, batch) in [
+        (fixture(), 5),
+        (Arc::new(Model::load(models_dir().join("efficientnet-b0")).expect("loads")), 1),
+    ] {
+        let x = input(&m, batch, 2);
+        let n = m.blocks.len();
+        let full = run(&m, 0..n, &backend, &x);
+        for k in 1..n {
+            let head = run(&m, 0..k, &backend, &x);
+            let tail = run(&m, k..n, &backend, &head.output);
+            // The same kernels on the same data: bit-identical.
+            assert_eq!(tail.output, full.output, "{} cut after block {k}", m.name());
+        }
+    }
+}
+
+#[test]
+fn gpu_plan_matches_cpu_plan_on_whole_models() {
+    let Some(ctx) = gpu("gpu_plan_matches_cpu_plan_on_whole_models") else {
+        return;
+    };
+    let backend = Backend::Gpu(ctx);
+    let models = [
+        (fixture(), 9),
+        (Arc::new(Model::load(models_dir().join("efficientnet-b0")).expect("loads")), 1),
+        (Arc::new(Model::load(models_dir().join("mobilenet-v2")).expect("loads")), 1),
+    ];
+    for (m, batch) in models {
+        let x = input(&m, batch, 3);
+        let n = m.blocks.len();
+        let cpu = run(&m, 0..n, &Backend::Cpu, &x);
+        let gpu = run(&m, 0..n, &backend, &x);
+        // Deep nets accumulate rounding differences through many layers.
+        assert_close(m.name(), gpu.output.data(), cpu.output.data(), Tolerance::Approximate);
+        for (g, c) in gpu.exits.iter().zip(&cpu.exits) {
+            assert_close("exit logits", g.logits.data(), c.logits.data(), Tolerance::Close);
+            for (gs, cs) in g.stats.iter().zip(&c.stats) {
+                assert_eq!(gs.argmax, cs.argmax);
+                assert!((gs.confidence - cs.confidence).abs() < 1e-5);
+                assert!((gs.entropy - cs.entropy).abs() < 1e-4);
+            }
+        }
+        let (gf, cf) = (gpu.final_stats.expect("ends the model"), cpu.final_stats.expect("ends the model"));
+        for (g, c) in gf.iter().zip(&cf) {
+            assert!((g.confidence - c.confidence).abs() < 1e-4, "{} confidence", m.name());
+        }
+    }
+}
+
+#[test]
+fn exit_threshold_one_never_exits_and_zero_always_exits() {
+    let m = fixture();
+    let x = input(&m, 16, 4);
+    let mut backends = vec![Backend::Cpu];
+    if let Some(ctx) = gpu("exit_threshold_one_never_exits_and_zero_always_exits") {
+        backends.push(Backend::Gpu(ctx));
+    }
+    for b in &backends {
+        let out = run(&m, 0..m.blocks.len(), b, &x);
+        let final_classes: Vec<u32> = out.final_stats.as_ref().expect("full range").iter().map(|s| s.argmax).collect();
+        let never = out.answers(1.0);
+        assert!(never.iter().all(|a| matches!(a, Answer::Final { .. })));
+        assert_eq!(never.iter().map(|a| a.class().expect("answered")).collect::<Vec<_>>(), final_classes);
+        assert!(out.answers(0.0).iter().all(|a| matches!(a, Answer::Exit { exit: 0, .. })));
+        // A head-only plan that ends before the classifier leaves unconfident samples open.
+        let head = run(&m, 0..1, b, &x);
+        assert!(head.answers(1.0).iter().all(|a| *a == Answer::Continue));
+    }
+}
+
+#[test]
+fn plans_reuse_activation_buffers() {
+    let Some(ctx) = gpu("plans_reuse_activation_buffers") else {
+        return;
+    };
+    let backend = Backend::Gpu(ctx);
+    let m = fixture();
+    // conv2..fc3 is a plain chain: two ping-pong buffers.
+    let chain = Plan::compile(&m, 1..m.blocks.len(), &backend, 4).expect("compiles");
+    assert_eq!(chain.activation_buffers(), 2);
+    // With the exit head, conv1's output stays live while the head runs: one more, plus the
+    // logits kept for readback.
+    let with_exit = Plan::compile(&m, 0..m.blocks.len(), &backend, 4).expect("compiles");
+    assert!(with_exit.activation_buffers() <= 4, "{}", with_exit.activation_buffers());
+    let effnet = Arc::new(Model::load(models_dir().join("efficientnet-b0")).expect("loads"));
+    let plan = Plan::compile(&effnet, 0..effnet.blocks.len(), &backend, 1).expect("compiles");
+    // Residual input + squeeze-excite saved tensor + ping-pong.
+    assert!(plan.activation_buffers() <= 4, "{}", plan.activation_buffers());
+}
+
+#[test]
+fn one_gpu_context_serves_many_threads() {
+    let Some(ctx) = gpu("one_gpu_context_serves_many_threads") else {
+        return;
+    };
+    let m = fixture();
+    let backend = Backend::Gpu(ctx);
+    let shared = Arc::new(Plan::compile(&m, 0..m.blocks.len(), &backend, 8).expect("compiles"));
+    let want: Vec<Tensor> = (0..4)
+        .map(|t| run(&m, 0..m.blocks.len(), &Backend::Cpu, &input(&m, 8, 100 + t)).output)
+        .collect();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (shared, backend, m, want) = (shared.clone(), backend.clone(), m.clone(), &want);
+            s.spawn(move || {
+                let x = input(&m, 8, 100 + t);
+                // Each thread compiles its own plan and also shares one.
+                let own = Plan::compile(&m, 0..m.blocks.len(), &backend, 8).expect("compiles");
+                for _ in 0..5 {
+                    let a = own.run(&x).expect("runs");
+                    let b = shared.run(&x).expect("runs");
+                    assert_close("own plan", a.output.data(), want[t as usize].data(), Tolerance::Close);
+                    assert_eq!(a.output, b.output);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn smaller_batches_run_on_a_larger_plan() {
+    let m = fixture();
+    let mut backends = vec![Backend::Cpu];
+    if let Some(ctx) = gpu("smaller_batches_run_on_a_larger_plan") {
+        backends.push(Backend::Gpu(ctx));
+    }
+    for b in &backends {
+        let plan = Plan::compile(&m, 0..m.blocks.len(), b, 16).expect("compiles");
+        let x = input(&m, 3, 9);
+        let small = plan.run(&x).expect("runs");
+        assert_eq!(small.output.shape(), &[3, 10]);
+        let exact = run(&m, 0..m.blocks.len(), b, &x);
+        assert_close("batch 3 on capacity 16", small.output.data(), exact.output.data(), Tolerance::Close);
+    }
+}
