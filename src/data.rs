@@ -111,7 +111,11 @@ fn read_maybe_gz(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>), DataError
 }
 
 /// Parses an IDX file with u8 data and the given magic; returns the dimensions and the data.
-pub fn parse_idx(path: &Path, bytes: &[u8], magic: u32) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+pub fn parse_idx(
+    path: &Path,
+    bytes: &[u8],
+    magic: u32,
+) -> Result<(Vec<usize>, Vec<u8>), DataError> {
     let fail = |reason: String| DataError::Format {
         path: path.to_path_buf(),
         reason,

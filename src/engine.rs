@@ -622,10 +622,17 @@ impl GpuPlan {
             offset += bytes;
             (offset - bytes) / 4
         };
-        let out_at = copy(&mut enc, &self.slots[self.output_slot], cap * self.output_elems);
+        let out_at = copy(
+            &mut enc,
+            &self.slots[self.output_slot],
+            cap * self.output_elems,
+        );
         let mut exit_at = Vec::new();
         for (_, logits, stats) in &self.exit_bufs {
-            exit_at.push((copy(&mut enc, logits, cap * classes), copy(&mut enc, stats, cap * 4)));
+            exit_at.push((
+                copy(&mut enc, logits, cap * classes),
+                copy(&mut enc, stats, cap * 4),
+            ));
         }
         let final_at = self
             .final_stats

@@ -37,7 +37,9 @@ pub enum SparsityError {
         inputs: usize,
     },
     /// A row references the same input twice.
-    #[error("output {row} reads input {index} more than once; every output must read k distinct inputs")]
+    #[error(
+        "output {row} reads input {index} more than once; every output must read k distinct inputs"
+    )]
     DuplicateIndex {
         /// The output row.
         row: usize,
@@ -74,7 +76,7 @@ pub struct FanInPattern {
 /// The out-degrees for which `inputs → outputs` has a fixed-degree pattern.
 pub fn valid_out_degrees(inputs: usize, outputs: usize) -> Vec<usize> {
     (1..=outputs)
-        .filter(|d| (inputs * d) % outputs == 0)
+        .filter(|d| (inputs * d).is_multiple_of(outputs))
         .collect()
 }
 
@@ -91,7 +93,7 @@ impl FanInPattern {
             || outputs == 0
             || out_degree == 0
             || out_degree > outputs
-            || (inputs * out_degree) % outputs != 0
+            || !(inputs * out_degree).is_multiple_of(outputs)
         {
             return Err(SparsityError::InvalidDegree {
                 inputs,
@@ -263,7 +265,13 @@ mod tests {
 
     #[test]
     fn random_pattern_has_fixed_in_and_out_degree() {
-        for &(i, o, d) in &[(800, 100, 20), (100, 100, 25), (100, 10, 10), (40, 40, 9), (7, 7, 7)] {
+        for &(i, o, d) in &[
+            (800, 100, 20),
+            (100, 100, 25),
+            (100, 10, 10),
+            (40, 40, 9),
+            (7, 7, 7),
+        ] {
             let p = FanInPattern::random(i, o, d, 3).unwrap();
             assert_eq!(p.k, i * d / o);
             assert_eq!(p.out_degree(), Some(d));
@@ -283,7 +291,10 @@ mod tests {
     #[test]
     fn impossible_degree_lists_the_valid_ones() {
         let err = FanInPattern::random(10, 4, 1, 0).unwrap_err();
-        assert!(err.to_string().contains("valid out-degrees: [2, 4]"), "{err}");
+        assert!(
+            err.to_string().contains("valid out-degrees: [2, 4]"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -108,7 +108,14 @@ struct FanInProblem {
 }
 
 impl FanInProblem {
-    fn new(batch: usize, inputs: usize, outputs: usize, k: usize, act: Activation, seed: u64) -> Self {
+    fn new(
+        batch: usize,
+        inputs: usize,
+        outputs: usize,
+        k: usize,
+        act: Activation,
+        seed: u64,
+    ) -> Self {
         // Random rows with k distinct inputs (any k, not only fixed out-degree patterns).
         let mut indices = Vec::with_capacity(outputs * k);
         for o in 0..outputs {
@@ -134,7 +141,8 @@ impl FanInProblem {
     fn check(&self, ctx: &GpuContext) {
         let f = &self.fanin;
         let s = step(Op::FanIn(f.clone()), vec![f.inputs], vec![f.outputs]);
-        let got = kernels::run_step(ctx, &s, self.batch, &self.x, None).expect("fan-in kernel runs");
+        let got =
+            kernels::run_step(ctx, &s, self.batch, &self.x, None).expect("fan-in kernel runs");
         let want = cpu::fanin(f, &self.x, self.batch);
         let what = format!(
             "fanin batch={} {}->{} k={} {:?}",
@@ -185,7 +193,12 @@ fn fanin_kernel_runs_fixed_degree_patterns() {
     let x = random(32 * 800, 3);
     let s = step(Op::FanIn(f.clone()), vec![800], vec![100]);
     let got = kernels::run_step(&ctx, &s, 32, &x, None).expect("fan-in kernel runs");
-    assert_close("fanin 800->100 d_out=20", &got, &cpu::fanin(&f, &x, 32), Tolerance::Close);
+    assert_close(
+        "fanin 800->100 d_out=20",
+        &got,
+        &cpu::fanin(&f, &x, 32),
+        Tolerance::Close,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -232,13 +245,13 @@ fn conv2d_kernel_matches_cpu_reference_on_edge_shapes() {
     let cases = [
         // batch, input, out, k, stride, pad, groups
         (1, (1, 28, 28), 6, 5, 1, 2, 1),
-        (2, (3, 17, 13), 8, 3, 2, 1, 1),  // stride 2 with padding, odd sizes
-        (1, (3, 9, 9), 5, 3, 1, 0, 1),    // out channels not a multiple of 4
-        (3, (8, 7, 5), 8, 1, 1, 0, 1),    // pointwise
-        (2, (8, 11, 11), 8, 3, 1, 1, 8),  // depthwise
+        (2, (3, 17, 13), 8, 3, 2, 1, 1), // stride 2 with padding, odd sizes
+        (1, (3, 9, 9), 5, 3, 1, 0, 1),   // out channels not a multiple of 4
+        (3, (8, 7, 5), 8, 1, 1, 0, 1),   // pointwise
+        (2, (8, 11, 11), 8, 3, 1, 1, 8), // depthwise
         (2, (16, 15, 15), 16, 5, 2, 2, 16), // depthwise stride 2
-        (1, (8, 6, 6), 16, 3, 1, 1, 2),   // grouped
-        (1, (6, 5, 5), 12, 3, 2, 1, 3),   // grouped, 4 outputs per group
+        (1, (8, 6, 6), 16, 3, 1, 1, 2),  // grouped
+        (1, (6, 5, 5), 12, 3, 2, 1, 3),  // grouped, 4 outputs per group
         (4, (32, 32, 32), 32, 3, 1, 1, 1),
     ];
     for (i, &(b, input, cout, k, s, p, g)) in cases.iter().enumerate() {
@@ -306,7 +319,12 @@ fn elementwise_kernels_match_cpu_reference() {
     for act in ACTIVATIONS {
         let st = step(Op::Activation(act), vec![c, h, w], vec![c, h, w]);
         let got = kernels::run_step(&ctx, &st, b, &a, None).expect("activation runs");
-        assert_close(&format!("activation {act:?}"), &got, &cpu::activation(act, &a), tolerance_for(act, 1));
+        assert_close(
+            &format!("activation {act:?}"),
+            &got,
+            &cpu::activation(act, &a),
+            tolerance_for(act, 1),
+        );
         let st = step(
             Op::Add {
                 with: Operand::BlockInput,
@@ -316,7 +334,12 @@ fn elementwise_kernels_match_cpu_reference() {
             vec![c, h, w],
         );
         let got = kernels::run_step(&ctx, &st, b, &a, Some(&other)).expect("add runs");
-        assert_close(&format!("add {act:?}"), &got, &cpu::add(&a, &other, act), tolerance_for(act, 1));
+        assert_close(
+            &format!("add {act:?}"),
+            &got,
+            &cpu::add(&a, &other, act),
+            tolerance_for(act, 1),
+        );
     }
     // Squeeze-excite gate: [C,1,1] times [C,H,W].
     let gate = random(b * c, 3);
@@ -328,7 +351,12 @@ fn elementwise_kernels_match_cpu_reference() {
         vec![c, h, w],
     );
     let got = kernels::run_step(&ctx, &st, b, &gate, Some(&other)).expect("mul runs");
-    assert_close("channel gate", &got, &cpu::mul(&gate, &other, h * w), Tolerance::Close);
+    assert_close(
+        "channel gate",
+        &got,
+        &cpu::mul(&gate, &other, h * w),
+        Tolerance::Close,
+    );
 }
 
 #[test]
@@ -341,6 +369,11 @@ fn softmax_and_exit_stats_match_cpu_reference() {
         x.iter_mut().for_each(|v| *v *= 8.0);
         let st = step(Op::Softmax, vec![classes], vec![classes]);
         let got = kernels::run_step(&ctx, &st, b, &x, None).expect("softmax runs");
-        assert_close("softmax", &got, &cpu::softmax(&x, classes), Tolerance::Approximate);
+        assert_close(
+            "softmax",
+            &got,
+            &cpu::softmax(&x, classes),
+            Tolerance::Approximate,
+        );
     }
 }

@@ -29,7 +29,12 @@ fn input(model: &Model, batch: usize, seed: u64) -> Tensor {
     Tensor::new(shape, x).expect("shape matches")
 }
 
-fn run(model: &Arc<Model>, range: std::ops::Range<usize>, backend: &Backend, x: &Tensor) -> PlanOutput {
+fn run(
+    model: &Arc<Model>,
+    range: std::ops::Range<usize>,
+    backend: &Backend,
+    x: &Tensor,
+) -> PlanOutput {
     Plan::compile(model, range, backend, x.batch())
         .expect("plan compiles")
         .run(x)
@@ -39,7 +44,11 @@ fn run(model: &Arc<Model>, range: std::ops::Range<usize>, backend: &Backend, x: 
 #[test]
 fn efficientnet_b0_has_the_published_cut_candidates() {
     let m = Model::load(models_dir().join("efficientnet-b0")).expect("loads");
-    let names: Vec<&str> = m.cut_candidates().iter().map(|&i| m.blocks[i].name.as_str()).collect();
+    let names: Vec<&str> = m
+        .cut_candidates()
+        .iter()
+        .map(|&i| m.blocks[i].name.as_str())
+        .collect();
     assert_eq!(names, ["blocks_1", "blocks_3", "blocks_5", "blocks_11"]);
     let ratios: Vec<f64> = m
         .cut_candidates()
@@ -50,7 +59,10 @@ fn efficientnet_b0_has_the_published_cut_candidates() {
         assert!((r - want).abs() < 1e-3, "ratio {r} vs {want}");
     }
     let macs = m.totals().macs as f64;
-    assert!((0.38e9..0.40e9).contains(&macs), "EfficientNet-B0 MACs {macs}");
+    assert!(
+        (0.38e9..0.40e9).contains(&macs),
+        "EfficientNet-B0 MACs {macs}"
+    );
     assert_eq!(m.blocks.len(), 18);
 }
 
@@ -83,7 +95,10 @@ fn split_model_matches_unsplit_model_at_every_cut_on_the_gpu() {
     let backend = Backend::Gpu(ctx);
     for (m, batch) in [
         (fixture(), 5),
-        (Arc::new(Model::load(models_dir().join("efficientnet-b0")).expect("loads")), 1),
+        (
+            Arc::new(Model::load(models_dir().join("efficientnet-b0")).expect("loads")),
+            1,
+        ),
     ] {
         let x = input(&m, batch, 2);
         let n = m.blocks.len();
@@ -105,8 +120,14 @@ fn gpu_plan_matches_cpu_plan_on_whole_models() {
     let backend = Backend::Gpu(ctx);
     let models = [
         (fixture(), 9),
-        (Arc::new(Model::load(models_dir().join("efficientnet-b0")).expect("loads")), 1),
-        (Arc::new(Model::load(models_dir().join("mobilenet-v2")).expect("loads")), 1),
+        (
+            Arc::new(Model::load(models_dir().join("efficientnet-b0")).expect("loads")),
+            1,
+        ),
+        (
+            Arc::new(Model::load(models_dir().join("mobilenet-v2")).expect("loads")),
+            1,
+        ),
     ];
     for (m, batch) in models {
         let x = input(&m, batch, 3);
@@ -114,18 +135,35 @@ fn gpu_plan_matches_cpu_plan_on_whole_models() {
         let cpu = run(&m, 0..n, &Backend::Cpu, &x);
         let gpu = run(&m, 0..n, &backend, &x);
         // Deep nets accumulate rounding differences through many layers.
-        assert_close(m.name(), gpu.output.data(), cpu.output.data(), Tolerance::Approximate);
+        assert_close(
+            m.name(),
+            gpu.output.data(),
+            cpu.output.data(),
+            Tolerance::Approximate,
+        );
         for (g, c) in gpu.exits.iter().zip(&cpu.exits) {
-            assert_close("exit logits", g.logits.data(), c.logits.data(), Tolerance::Close);
+            assert_close(
+                "exit logits",
+                g.logits.data(),
+                c.logits.data(),
+                Tolerance::Close,
+            );
             for (gs, cs) in g.stats.iter().zip(&c.stats) {
                 assert_eq!(gs.argmax, cs.argmax);
                 assert!((gs.confidence - cs.confidence).abs() < 1e-5);
                 assert!((gs.entropy - cs.entropy).abs() < 1e-4);
             }
         }
-        let (gf, cf) = (gpu.final_stats.expect("ends the model"), cpu.final_stats.expect("ends the model"));
+        let (gf, cf) = (
+            gpu.final_stats.expect("ends the model"),
+            cpu.final_stats.expect("ends the model"),
+        );
         for (g, c) in gf.iter().zip(&cf) {
-            assert!((g.confidence - c.confidence).abs() < 1e-4, "{} confidence", m.name());
+            assert!(
+                (g.confidence - c.confidence).abs() < 1e-4,
+                "{} confidence",
+                m.name()
+            );
         }
     }
 }
@@ -140,11 +178,26 @@ fn exit_threshold_one_never_exits_and_zero_always_exits() {
     }
     for b in &backends {
         let out = run(&m, 0..m.blocks.len(), b, &x);
-        let final_classes: Vec<u32> = out.final_stats.as_ref().expect("full range").iter().map(|s| s.argmax).collect();
+        let final_classes: Vec<u32> = out
+            .final_stats
+            .as_ref()
+            .expect("full range")
+            .iter()
+            .map(|s| s.argmax)
+            .collect();
         let never = out.answers(1.0);
         assert!(never.iter().all(|a| matches!(a, Answer::Final { .. })));
-        assert_eq!(never.iter().map(|a| a.class().expect("answered")).collect::<Vec<_>>(), final_classes);
-        assert!(out.answers(0.0).iter().all(|a| matches!(a, Answer::Exit { exit: 0, .. })));
+        assert_eq!(
+            never
+                .iter()
+                .map(|a| a.class().expect("answered"))
+                .collect::<Vec<_>>(),
+            final_classes
+        );
+        assert!(out
+            .answers(0.0)
+            .iter()
+            .all(|a| matches!(a, Answer::Exit { exit: 0, .. })));
         // A head-only plan that ends before the classifier leaves unconfident samples open.
         let head = run(&m, 0..1, b, &x);
         assert!(head.answers(1.0).iter().all(|a| *a == Answer::Continue));
@@ -164,11 +217,19 @@ fn plans_reuse_activation_buffers() {
     // With the exit head, conv1's output stays live while the head runs: one more, plus the
     // logits kept for readback.
     let with_exit = Plan::compile(&m, 0..m.blocks.len(), &backend, 4).expect("compiles");
-    assert!(with_exit.activation_buffers() <= 4, "{}", with_exit.activation_buffers());
+    assert!(
+        with_exit.activation_buffers() <= 4,
+        "{}",
+        with_exit.activation_buffers()
+    );
     let effnet = Arc::new(Model::load(models_dir().join("efficientnet-b0")).expect("loads"));
     let plan = Plan::compile(&effnet, 0..effnet.blocks.len(), &backend, 1).expect("compiles");
     // Residual input + squeeze-excite saved tensor + ping-pong.
-    assert!(plan.activation_buffers() <= 4, "{}", plan.activation_buffers());
+    assert!(
+        plan.activation_buffers() <= 4,
+        "{}",
+        plan.activation_buffers()
+    );
 }
 
 #[test]
@@ -192,7 +253,12 @@ fn one_gpu_context_serves_many_threads() {
                 for _ in 0..5 {
                     let a = own.run(&x).expect("runs");
                     let b = shared.run(&x).expect("runs");
-                    assert_close("own plan", a.output.data(), want[t as usize].data(), Tolerance::Close);
+                    assert_close(
+                        "own plan",
+                        a.output.data(),
+                        want[t as usize].data(),
+                        Tolerance::Close,
+                    );
                     assert_eq!(a.output, b.output);
                 }
             });
@@ -213,6 +279,11 @@ fn smaller_batches_run_on_a_larger_plan() {
         let small = plan.run(&x).expect("runs");
         assert_eq!(small.output.shape(), &[3, 10]);
         let exact = run(&m, 0..m.blocks.len(), b, &x);
-        assert_close("batch 3 on capacity 16", small.output.data(), exact.output.data(), Tolerance::Close);
+        assert_close(
+            "batch 3 on capacity 16",
+            small.output.data(),
+            exact.output.data(),
+            Tolerance::Close,
+        );
     }
 }

@@ -214,7 +214,11 @@ impl Kernel {
 
 /// Workgroups for `invocations` threads, folded into 2-D when one dimension is not enough
 /// (kernels rebuild the linear id from `num_workgroups`).
-pub fn dispatch_size(ctx: &GpuContext, what: &str, invocations: u64) -> Result<(u32, u32), GpuError> {
+pub fn dispatch_size(
+    ctx: &GpuContext,
+    what: &str,
+    invocations: u64,
+) -> Result<(u32, u32), GpuError> {
     let groups = invocations.div_ceil(WORKGROUP as u64).max(1);
     let max = ctx.limits.max_compute_workgroups_per_dimension as u64;
     let x = groups.min(max);
@@ -275,7 +279,7 @@ pub fn dense(
     y: &wgpu::Buffer,
 ) -> Result<Kernel, GpuError> {
     let rows = rows_tile(batch);
-    let entry = if d.inputs % 4 == 0 {
+    let entry = if d.inputs.is_multiple_of(4) {
         "dense_vec4"
     } else {
         "dense_scalar"
@@ -311,7 +315,7 @@ pub fn fanin(
     y: &wgpu::Buffer,
 ) -> Result<Kernel, GpuError> {
     let rows = rows_tile(batch);
-    let entry = if f.k % 4 == 0 {
+    let entry = if f.k.is_multiple_of(4) {
         "fanin_vec4"
     } else {
         "fanin_scalar"
@@ -376,7 +380,7 @@ pub fn conv2d(
     let col_tiles = (ow as u64).div_ceil(4);
     let (entry, tile, channels) = if c.is_depthwise() {
         ("depthwise", 1u32, c.out_channels)
-    } else if (c.out_channels / c.groups) % 4 == 0 {
+    } else if (c.out_channels / c.groups).is_multiple_of(4) {
         ("conv2d", 4, c.out_channels / 4)
     } else {
         ("conv2d", 1, c.out_channels)
@@ -576,17 +580,39 @@ pub fn step(
             output,
         )?,
         Op::Flatten => return Ok(None),
-        Op::Activation(a) => elementwise(ctx, label, "activation", elems, 1, *a, input, input, output)?,
+        Op::Activation(a) => {
+            elementwise(ctx, label, "activation", elems, 1, *a, input, input, output)?
+        }
         Op::Add { activation, .. } => {
             let other = other.expect("add has a second operand");
-            elementwise(ctx, label, "add", elems, 1, *activation, input, other, output)?
+            elementwise(
+                ctx,
+                label,
+                "add",
+                elems,
+                1,
+                *activation,
+                input,
+                other,
+                output,
+            )?
         }
         Op::Mul { .. } => {
             let other = other.expect("mul has a second operand");
             let in_elems: usize = step.input_shape.iter().product();
             let out_elems: usize = step.output_shape.iter().product();
             let inner = out_elems / in_elems.max(1);
-            elementwise(ctx, label, "mul", elems, inner, Activation::None, input, other, output)?
+            elementwise(
+                ctx,
+                label,
+                "mul",
+                elems,
+                inner,
+                Activation::None,
+                input,
+                other,
+                output,
+            )?
         }
         Op::Softmax => {
             let classes: usize = step.output_shape.iter().product();
@@ -595,7 +621,100 @@ pub fn step(
     }))
 }
 
-/// Runs one step on its own (upload, dispatch, read back): for kernel tests and benchmarks.
+/// One step with its own buffers and uploaded weights, ready to dispatch repeatedly: kernel
+/// tests read it back once, benchmarks dispatch it many times per submission.
+pub struct PreparedStep {
+    kernel: Kernel,
+    output: wgpu::Buffer,
+    out_elems: usize,
+    _buffers: Vec<wgpu::Buffer>,
+    _weights: Option<OpWeights>,
+}
+
+impl PreparedStep {
+    /// Uploads `input` (and `other`, for add/mul) and builds the dispatch. `None` for ops that
+    /// need no kernel (flatten).
+    pub fn new(
+        ctx: &GpuContext,
+        step: &Step,
+        batch: usize,
+        input: &[f32],
+        other: Option<&[f32]>,
+    ) -> Result<Option<Self>, GpuError> {
+        let x = upload(ctx, &format!("{}.input", step.label), input)?;
+        let o = other
+            .map(|d| upload(ctx, &format!("{}.other", step.label), d))
+            .transpose()?;
+        let out_elems = batch * step.output_shape.iter().product::<usize>();
+        let y = super::storage(
+            ctx,
+            &format!("{}.output", step.label),
+            (out_elems * 4) as u64,
+        )?;
+        let w = OpWeights::upload(ctx, &step.label, &step.op)?;
+        let Some(kernel) = self::step(ctx, step, batch, w.as_ref(), &x, o.as_ref(), &y)? else {
+            return Ok(None);
+        };
+        let mut buffers = vec![x];
+        buffers.extend(o);
+        Ok(Some(Self {
+            kernel,
+            output: y,
+            out_elems,
+            _buffers: buffers,
+            _weights: w,
+        }))
+    }
+
+    /// Encodes `times` dispatches in one pass, submits once and waits for the device.
+    pub fn dispatch(&self, ctx: &GpuContext, times: usize) -> Result<(), GpuError> {
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("prepared.dispatch"),
+            });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&self.kernel.label),
+                timestamp_writes: None,
+            });
+            for _ in 0..times {
+                self.kernel.encode(&mut pass);
+            }
+        }
+        ctx.queue.submit([enc.finish()]);
+        ctx.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Failed {
+                context: self.kernel.label.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(())
+    }
+
+    /// Dispatches once and reads the output back.
+    pub fn run(&self, ctx: &GpuContext) -> Result<Vec<f32>, GpuError> {
+        let bytes = (self.out_elems * 4) as u64;
+        let staging = super::staging(ctx, "prepared.readback", bytes);
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("prepared.run"),
+            });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&self.kernel.label),
+                timestamp_writes: None,
+            });
+            self.kernel.encode(&mut pass);
+        }
+        enc.copy_buffer_to_buffer(&self.output, 0, &staging, 0, bytes);
+        ctx.queue.submit([enc.finish()]);
+        super::read_back(ctx, &staging, self.out_elems)
+    }
+}
+
+/// Runs one step on its own (upload, dispatch, read back): for kernel tests.
 /// Plans batch many steps into one submission instead.
 pub fn run_step(
     ctx: &GpuContext,
@@ -605,32 +724,10 @@ pub fn run_step(
     other: Option<&[f32]>,
 ) -> Result<Vec<f32>, GpuError> {
     let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let x = upload(ctx, &format!("{}.input", step.label), input)?;
-    let o = other
-        .map(|d| upload(ctx, &format!("{}.other", step.label), d))
-        .transpose()?;
-    let out_elems = batch * step.output_shape.iter().product::<usize>();
-    let y = super::storage(ctx, &format!("{}.output", step.label), (out_elems * 4) as u64)?;
-    let w = OpWeights::upload(ctx, &step.label, &step.op)?;
-    let Some(kernel) = self::step(ctx, step, batch, w.as_ref(), &x, o.as_ref(), &y)? else {
-        return Ok(input.to_vec());
+    let out = match PreparedStep::new(ctx, step, batch, input, other)? {
+        Some(p) => p.run(ctx)?,
+        None => input.to_vec(),
     };
-    let staging = super::staging(ctx, "run_step.readback", (out_elems * 4) as u64);
-    let mut enc = ctx
-        .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("run_step"),
-        });
-    {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(&kernel.label),
-            timestamp_writes: None,
-        });
-        kernel.encode(&mut pass);
-    }
-    enc.copy_buffer_to_buffer(&y, 0, &staging, 0, (out_elems * 4) as u64);
-    ctx.queue.submit([enc.finish()]);
-    let out = super::read_back(ctx, &staging, out_elems)?;
     if let Some(e) = pollster::block_on(scope.pop()) {
         return Err(GpuError::Failed {
             context: step.label.clone(),

@@ -88,8 +88,13 @@ mod tests {
     #[test]
     fn every_shader_parses_validates_and_has_its_entry_points() {
         for shader in Shader::ALL {
-            let module = naga::front::wgsl::parse_str(shader.source())
-                .unwrap_or_else(|e| panic!("{}: {}", shader.file_name(), e.emit_to_string(shader.source())));
+            let module = naga::front::wgsl::parse_str(shader.source()).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {}",
+                    shader.file_name(),
+                    e.emit_to_string(shader.source())
+                )
+            });
             naga::valid::Validator::new(
                 naga::valid::ValidationFlags::all(),
                 naga::valid::Capabilities::all(),

@@ -502,13 +502,18 @@ fn compile_ops(
                     )));
                 }
                 let indices = source.indices(&key("indices"), inputs, *outputs, *k)?;
-                let pattern = FanInPattern::from_indices(inputs, *outputs, *k, indices)
-                    .map_err(|e| ModelError::Weights {
-                        key: key("indices"),
-                        reason: e.to_string(),
+                let pattern =
+                    FanInPattern::from_indices(inputs, *outputs, *k, indices).map_err(|e| {
+                        ModelError::Weights {
+                            key: key("indices"),
+                            reason: e.to_string(),
+                        }
                     })?;
-                let weights =
-                    source.f32(&key("weights"), &[*outputs, *k], Role::Weight { fan_in: *k })?;
+                let weights = source.f32(
+                    &key("weights"),
+                    &[*outputs, *k],
+                    Role::Weight { fan_in: *k },
+                )?;
                 let b = if *bias {
                     source.f32(&key("bias"), &[*outputs], Role::Zero)?
                 } else {
@@ -727,18 +732,29 @@ impl Model {
                     out.insert(
                         key("weight"),
                         TensorData::F32(
-                            vec![c.out_channels, c.in_channels / c.groups, c.kernel_h, c.kernel_w],
+                            vec![
+                                c.out_channels,
+                                c.in_channels / c.groups,
+                                c.kernel_h,
+                                c.kernel_w,
+                            ],
                             c.weight.clone(),
                         ),
                     );
-                    out.insert(key("bias"), TensorData::F32(vec![c.out_channels], c.bias.clone()));
+                    out.insert(
+                        key("bias"),
+                        TensorData::F32(vec![c.out_channels], c.bias.clone()),
+                    );
                 }
                 Op::Dense(d) => {
                     out.insert(
                         key("weight"),
                         TensorData::F32(vec![d.outputs, d.inputs], d.weight.clone()),
                     );
-                    out.insert(key("bias"), TensorData::F32(vec![d.outputs], d.bias.clone()));
+                    out.insert(
+                        key("bias"),
+                        TensorData::F32(vec![d.outputs], d.bias.clone()),
+                    );
                 }
                 Op::FanIn(f) => {
                     out.insert(
@@ -749,7 +765,10 @@ impl Model {
                         key("indices"),
                         TensorData::U32(vec![f.outputs, f.k], f.indices.clone()),
                     );
-                    out.insert(key("bias"), TensorData::F32(vec![f.outputs], f.bias.clone()));
+                    out.insert(
+                        key("bias"),
+                        TensorData::F32(vec![f.outputs], f.bias.clone()),
+                    );
                 }
                 _ => {}
             }
@@ -775,8 +794,14 @@ impl Model {
                 }
             }
         };
-        manifest.blocks.iter_mut().for_each(|b| with_bias(&mut b.ops));
-        manifest.exits.iter_mut().for_each(|e| with_bias(&mut e.ops));
+        manifest
+            .blocks
+            .iter_mut()
+            .for_each(|b| with_bias(&mut b.ops));
+        manifest
+            .exits
+            .iter_mut()
+            .for_each(|e| with_bias(&mut e.ops));
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| ModelError::Invalid {
             model: self.name().into(),
             reason: e.to_string(),

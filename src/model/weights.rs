@@ -83,7 +83,7 @@ impl WeightSource<'_> {
         match self {
             WeightSource::Seeded(seed) => {
                 let out_degree = outputs * k / inputs.max(1);
-                if inputs == 0 || (outputs * k) % inputs != 0 {
+                if inputs == 0 || !(outputs * k).is_multiple_of(inputs) {
                     return Err(ModelError::Weights {
                         key: key.into(),
                         reason: format!(

@@ -1,0 +1,157 @@
+//! The `edgecut` command line: model info, evaluation, fixtures and adapters.
+//! Exit codes are decided here: 0 success, 1 error (message on stderr), 2 usage.
+
+mod eval;
+mod info;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use edgecut::engine::Backend;
+use edgecut::gpu::{list_adapters, GpuContext};
+use edgecut::model::Model;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "edgecut",
+    version,
+    about = "Split DNN inference between an edge device and a server on any GPU (wgpu), with predefined sparsity and early exits"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum BackendChoice {
+    /// The GPU if an adapter exists, else the CPU (says so).
+    Auto,
+    /// A wgpu adapter (fails without one).
+    Gpu,
+    /// The plain-Rust reference.
+    Cpu,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Blocks, shapes, parameters, MACs, natural bottlenecks and cut candidates of a model.
+    Info {
+        /// Model directory (model.json + weights.safetensors).
+        model: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accuracy and exit rate of a model on the MNIST test split.
+    Eval {
+        /// Model directory.
+        model: PathBuf,
+        /// Folder with the MNIST IDX files (plain or .gz).
+        #[arg(long, default_value = "models/data/mnist")]
+        data: PathBuf,
+        /// Where to run.
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+        /// An exit head answers when its softmax confidence is strictly above T (1.0 never exits).
+        #[arg(long, default_value_t = 1.0)]
+        exit_threshold: f32,
+        /// Samples per batch.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Evaluate only the first N test samples.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the untrained LeNet-style fixture model (seeded) to a directory.
+    Init {
+        /// Output directory.
+        out: PathBuf,
+        /// Weight seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// List the wgpu adapters on this machine.
+    Adapters {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Info { model, json } => info::info(&model, json),
+        Command::Eval {
+            model,
+            data,
+            backend,
+            exit_threshold,
+            batch,
+            limit,
+            json,
+        } => eval::eval(&model, &data, backend, exit_threshold, batch, limit, json),
+        Command::Init { out, seed } => {
+            let model = edgecut::fixture::lenet(seed)?;
+            model
+                .save(&out)
+                .with_context(|| format!("writing the fixture to {}", out.display()))?;
+            println!(
+                "wrote untrained fixture '{}' (seed {seed}) to {}",
+                model.name(),
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Adapters { json } => {
+            let adapters = list_adapters();
+            if json {
+                let list: Vec<_> = adapters
+                    .iter()
+                    .map(|a| json!({"name": a.name, "backend": a.backend, "device_type": a.device_type, "driver": a.driver}))
+                    .collect();
+                println!("{}", json!({ "adapters": list }));
+            } else if adapters.is_empty() {
+                println!("no wgpu adapters found (edgecut will use the CPU backend)");
+            } else {
+                adapters.iter().for_each(|a| println!("{a}"));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Loads a model directory with context for the error message.
+pub(crate) fn load(model: &Path) -> Result<Arc<Model>> {
+    Ok(Arc::new(Model::load(model).with_context(|| {
+        format!("loading model {}", model.display())
+    })?))
+}
+
+/// Resolves `--backend` to a backend, saying so when `auto` falls back to the CPU.
+pub(crate) fn backend(choice: BackendChoice) -> Result<Backend> {
+    Ok(match choice {
+        BackendChoice::Cpu => Backend::Cpu,
+        BackendChoice::Gpu => Backend::Gpu(Arc::new(GpuContext::new()?)),
+        BackendChoice::Auto => match GpuContext::new() {
+            Ok(ctx) => Backend::Gpu(Arc::new(ctx)),
+            Err(e) => {
+                eprintln!("note: no GPU adapter, running on the CPU backend ({e})");
+                Backend::Cpu
+            }
+        },
+    })
+}
