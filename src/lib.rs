@@ -17,11 +17,13 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod cpu;
 pub mod data;
 pub mod engine;
 pub mod fixture;
 pub mod gpu;
 pub mod model;
+pub mod report;
 pub mod sparsity;
 pub mod tensor;

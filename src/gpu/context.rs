@@ -85,11 +85,16 @@ fn instance(backends: wgpu::Backends) -> wgpu::Instance {
 
 /// Every adapter wgpu can see on this machine, on every backend.
 pub fn list_adapters() -> Vec<AdapterSummary> {
-    let inst = instance(wgpu::Backends::all());
-    pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()))
+    list_adapters_raw()
         .iter()
         .map(|a| AdapterSummary::from(&a.get_info()))
         .collect()
+}
+
+/// Every adapter on every backend, ready to open with [`GpuContext::from_adapter`].
+pub fn list_adapters_raw() -> Vec<wgpu::Adapter> {
+    let inst = instance(wgpu::Backends::all());
+    pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()))
 }
 
 fn rank(t: wgpu::DeviceType) -> u8 {

@@ -666,8 +666,76 @@ impl PreparedStep {
         }))
     }
 
+    /// Wraps an already built kernel and its output buffer (e.g. the exit-statistics kernel).
+    pub fn from_kernel(
+        kernel: Kernel,
+        output: wgpu::Buffer,
+        out_elems: usize,
+        buffers: Vec<wgpu::Buffer>,
+    ) -> Self {
+        Self {
+            kernel,
+            output,
+            out_elems,
+            _buffers: buffers,
+            _weights: None,
+        }
+    }
+
     /// Encodes `times` dispatches in one pass, submits once and waits for the device.
     pub fn dispatch(&self, ctx: &GpuContext, times: usize) -> Result<(), GpuError> {
+        self.timed(ctx, times, None)
+    }
+
+    /// Seconds taken by `times` dispatches in one pass: from GPU timestamps at the start and
+    /// end of the pass when the device has `TIMESTAMP_QUERY`, else wall-clock around
+    /// submit-and-wait. Returns `(seconds, used_timestamps)`.
+    pub fn time(&self, ctx: &GpuContext, times: usize) -> Result<(f64, bool), GpuError> {
+        if ctx.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            let queries = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("prepared.timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let start = std::time::Instant::now();
+            self.timed(ctx, times, Some(&queries))?;
+            let wall = start.elapsed().as_secs_f64();
+            let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("prepared.timestamps.resolve"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let staging = super::staging(ctx, "prepared.timestamps.read", 16);
+            let mut enc = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("prepared.timestamps.resolve"),
+                });
+            enc.resolve_query_set(&queries, 0..2, &resolve, 0);
+            enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, 16);
+            ctx.queue.submit([enc.finish()]);
+            let raw = super::read_back(ctx, &staging, 4)?;
+            let ticks: &[u64] = bytemuck::cast_slice(&raw);
+            let period = ctx.queue.get_timestamp_period() as f64;
+            let gpu = ticks[1].saturating_sub(ticks[0]) as f64 * period * 1e-9;
+            // A zero or absurd reading (some drivers) falls back to the wall clock.
+            if gpu > 0.0 && gpu <= wall * 1.5 {
+                return Ok((gpu, true));
+            }
+            return Ok((wall, false));
+        }
+        let start = std::time::Instant::now();
+        self.timed(ctx, times, None)?;
+        Ok((start.elapsed().as_secs_f64(), false))
+    }
+
+    fn timed(
+        &self,
+        ctx: &GpuContext,
+        times: usize,
+        queries: Option<&wgpu::QuerySet>,
+    ) -> Result<(), GpuError> {
         let mut enc = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -676,7 +744,11 @@ impl PreparedStep {
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(&self.kernel.label),
-                timestamp_writes: None,
+                timestamp_writes: queries.map(|q| wgpu::ComputePassTimestampWrites {
+                    query_set: q,
+                    beginning_of_pass_write_index: Some(0),
+                    end_of_pass_write_index: Some(1),
+                }),
             });
             for _ in 0..times {
                 self.kernel.encode(&mut pass);
@@ -735,4 +807,28 @@ pub fn run_step(
         });
     }
     Ok(out)
+}
+
+/// Bandwidth kernel launcher: copies `len4` vec4 values from `x` to `y`.
+pub fn copy(
+    ctx: &GpuContext,
+    len4: usize,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    let params = CopyParams {
+        len4: len4 as u32,
+        _pad: [0; 3],
+    };
+    Kernel::new(
+        ctx,
+        "bandwidth.copy".into(),
+        Shader::Copy,
+        "copy",
+        &[],
+        &params,
+        &[x],
+        y,
+        len4 as u64,
+    )
 }

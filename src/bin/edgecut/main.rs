@@ -1,6 +1,7 @@
 //! The `edgecut` command line: model info, evaluation, fixtures and adapters.
 //! Exit codes are decided here: 0 success, 1 error (message on stderr), 2 usage.
 
+mod bench;
 mod eval;
 mod info;
 
@@ -75,6 +76,24 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Benchmark kernels and model blocks on every adapter plus the CPU backend.
+    Bench {
+        /// `all`, or a comma-separated list of `cpu`, backend kinds (`vulkan`, `gl`, ...) or adapter-name substrings.
+        #[arg(long, default_value = "all")]
+        backends: String,
+        /// Model directories whose blocks are timed.
+        #[arg(long, value_delimiter = ',', default_values = ["models/mnist-fixture", "models/efficientnet-b0"])]
+        models: Vec<PathBuf>,
+        /// Smaller suite, batch-1 models, fewer repetitions (under two minutes on 2 cores).
+        #[arg(long)]
+        quick: bool,
+        /// Folder for report.md, report.json and the SVG plots.
+        #[arg(long, default_value = "bench-report")]
+        out: PathBuf,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the wgpu adapters on this machine.
     Adapters {
         /// Print one JSON object.
@@ -116,6 +135,13 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Bench {
+            backends,
+            models,
+            quick,
+            out,
+            json,
+        } => bench::bench(&backends, models, quick, &out, json),
         Command::Adapters { json } => {
             let adapters = list_adapters();
             if json {

@@ -1,0 +1,255 @@
+//! The kernel suite: dense and fan-in at densities 100/25/10/5 % and batch 1/64, conv2d,
+//! depthwise, pools and the exit head, each with random data, its CPU reference, FLOP and
+//! compulsory bytes.
+
+use crate::cpu;
+use crate::engine::run_steps_cpu;
+use crate::gpu::{self, kernels, GpuContext, GpuError};
+use crate::model::{Activation, Conv2d, Dense, FanIn, Op, Pool, PoolKind, Step};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// One benchmark problem.
+pub struct KernelCase {
+    /// Kernel family (`dense`, `fanin`, `conv2d`, `depthwise`, `maxpool`, `global_avgpool`, `exit_head`).
+    pub name: String,
+    /// Shape, for reports.
+    pub shape: String,
+    /// Batch.
+    pub batch: usize,
+    /// Density (fan-in), 1 otherwise.
+    pub density: f64,
+    /// FLOP per run (2 per multiply-add).
+    pub flops: u64,
+    /// Compulsory bytes per run (weights, indices, input and output once).
+    pub bytes: u64,
+    /// Whether memory bandwidth (not arithmetic) bounds it.
+    pub memory_bound: bool,
+    /// The op (exit head: a softmax step over the logits, evaluated with `exit_stats`).
+    pub step: Step,
+    /// Input values.
+    pub input: Vec<f32>,
+}
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+fn random_rows(inputs: usize, outputs: usize, k: usize, seed: u64) -> Vec<u32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::with_capacity(outputs * k);
+    for _ in 0..outputs {
+        let mut row: Vec<u32> = rand::seq::index::sample(&mut rng, inputs, k)
+            .into_iter()
+            .map(|i| i as u32)
+            .collect();
+        row.sort_unstable();
+        out.extend(row);
+    }
+    out
+}
+
+fn step(label: &str, op: Op, input: Vec<usize>, output: Vec<usize>) -> Step {
+    Step {
+        label: format!("bench.{label}"),
+        op,
+        input_shape: input,
+        output_shape: output,
+        save_as: None,
+    }
+}
+
+fn dense_case(inputs: usize, outputs: usize, batch: usize, seed: u64) -> KernelCase {
+    let d = Dense {
+        inputs,
+        outputs,
+        weight: random(inputs * outputs, seed),
+        bias: random(outputs, seed + 1),
+        activation: Activation::Relu,
+    };
+    KernelCase {
+        name: "dense".into(),
+        shape: format!("{inputs}x{outputs}"),
+        batch,
+        density: 1.0,
+        flops: 2 * (batch * inputs * outputs) as u64,
+        bytes: 4 * (inputs * outputs + batch * (inputs + outputs)) as u64,
+        memory_bound: batch == 1,
+        step: step("dense", Op::Dense(d), vec![inputs], vec![outputs]),
+        input: random(batch * inputs, seed + 2),
+    }
+}
+
+/// The arithmetic-ceiling problem: the dense kernel at a large size.
+pub fn dense_ceiling_case(quick: bool) -> KernelCase {
+    if quick {
+        dense_case(512, 512, 512, 90)
+    } else {
+        dense_case(1024, 1024, 512, 90)
+    }
+}
+
+/// The suite; `quick` keeps the sizes that finish in seconds on lavapipe.
+pub fn kernel_suite(quick: bool) -> Vec<KernelCase> {
+    let mut cases = Vec::new();
+    let shapes: &[(usize, usize)] = if quick {
+        &[(800, 512)]
+    } else {
+        &[(800, 512), (2048, 2048)]
+    };
+    for &(inputs, outputs) in shapes {
+        for batch in [1usize, 64] {
+            cases.push(dense_case(inputs, outputs, batch, 1));
+            for density in [1.0f64, 0.25, 0.10, 0.05] {
+                let k = (((inputs as f64 * density) / 4.0).round() as usize * 4).max(4);
+                let f = FanIn {
+                    inputs,
+                    outputs,
+                    k,
+                    indices: random_rows(inputs, outputs, k, 4),
+                    weights: random(outputs * k, 5),
+                    bias: random(outputs, 6),
+                    activation: Activation::Relu,
+                };
+                cases.push(KernelCase {
+                    name: "fanin".into(),
+                    shape: format!("{inputs}x{outputs}"),
+                    batch,
+                    density,
+                    flops: 2 * (batch * outputs * k) as u64,
+                    bytes: (8 * outputs * k + 4 * batch * (inputs + outputs)) as u64,
+                    memory_bound: batch == 1,
+                    step: step("fanin", Op::FanIn(f), vec![inputs], vec![outputs]),
+                    input: random(batch * inputs, 7),
+                });
+            }
+        }
+    }
+    let convs = [
+        ("conv2d", 32usize, 32usize, 32usize, 1usize),
+        ("depthwise", 32, if quick { 56 } else { 112 }, 32, 32),
+    ];
+    for (name, ch, hw, out, groups) in convs {
+        let conv = Conv2d {
+            in_channels: ch,
+            out_channels: out,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride: 1,
+            padding: 1,
+            groups,
+            weight: random(out * ch / groups * 9, 8),
+            bias: random(out, 9),
+            activation: Activation::Relu6,
+        };
+        let macs = out * hw * hw * ch / groups * 9;
+        cases.push(KernelCase {
+            name: name.into(),
+            shape: format!("3x3 {hw}x{hw}x{ch}->{out}"),
+            batch: 1,
+            density: 1.0,
+            flops: 2 * macs as u64,
+            bytes: 4 * (out * ch / groups * 9 + ch * hw * hw + out * hw * hw) as u64,
+            memory_bound: name == "depthwise",
+            step: step(name, Op::Conv2d(conv), vec![ch, hw, hw], vec![out, hw, hw]),
+            input: random(ch * hw * hw, 10),
+        });
+    }
+    let (c, hw) = (32, 56);
+    cases.push(KernelCase {
+        name: "maxpool".into(),
+        shape: format!("2x2 {hw}x{hw}x{c}"),
+        batch: 1,
+        density: 1.0,
+        flops: 0,
+        bytes: 4 * (c * hw * hw + c * hw * hw / 4) as u64,
+        memory_bound: true,
+        step: step(
+            "maxpool",
+            Op::Pool(Pool {
+                kind: PoolKind::Max,
+                kernel_h: 2,
+                kernel_w: 2,
+                stride: 2,
+                padding: 0,
+            }),
+            vec![c, hw, hw],
+            vec![c, hw / 2, hw / 2],
+        ),
+        input: random(c * hw * hw, 11),
+    });
+    cases.push(KernelCase {
+        name: "global_avgpool".into(),
+        shape: format!("{hw}x{hw}x{c}"),
+        batch: 1,
+        density: 1.0,
+        flops: 0,
+        bytes: 4 * (c * hw * hw + c) as u64,
+        memory_bound: true,
+        step: step(
+            "global_avgpool",
+            Op::GlobalAvgPool,
+            vec![c, hw, hw],
+            vec![c, 1, 1],
+        ),
+        input: random(c * hw * hw, 12),
+    });
+    let (batch, classes) = (64, 1000);
+    cases.push(KernelCase {
+        name: "exit_head".into(),
+        shape: format!("{classes} classes"),
+        batch,
+        density: 1.0,
+        flops: 0,
+        bytes: 4 * (batch * classes + batch * 4) as u64,
+        memory_bound: true,
+        step: step("exit_head", Op::Softmax, vec![classes], vec![classes]),
+        input: random(batch * classes, 13),
+    });
+    cases
+}
+
+impl KernelCase {
+    fn is_exit_head(&self) -> bool {
+        self.name == "exit_head"
+    }
+
+    /// The CPU reference result.
+    pub fn reference(&self) -> Vec<f32> {
+        if self.is_exit_head() {
+            let classes = self.step.output_shape[0];
+            return cpu::exit_stats(&self.input, classes)
+                .into_iter()
+                .flat_map(|s| [s.confidence, s.entropy, s.argmax as f32, 0.0])
+                .collect();
+        }
+        run_steps_cpu(
+            std::slice::from_ref(&self.step),
+            self.input.clone(),
+            self.batch,
+        )
+    }
+
+    /// Uploads the problem and builds its dispatch on `ctx`.
+    pub fn prepare(&self, ctx: &GpuContext) -> Result<kernels::PreparedStep, GpuError> {
+        if self.is_exit_head() {
+            let classes = self.step.output_shape[0];
+            let x = gpu::upload(ctx, "bench.exit.logits", &self.input)?;
+            let y = gpu::storage(ctx, "bench.exit.stats", (self.batch * 16) as u64)?;
+            let k = kernels::exit(ctx, "bench.exit", "exit_stats", self.batch, classes, &x, &y)?;
+            return Ok(kernels::PreparedStep::from_kernel(
+                k,
+                y,
+                self.batch * 4,
+                vec![x],
+            ));
+        }
+        kernels::PreparedStep::new(ctx, &self.step, self.batch, &self.input, None)?.ok_or_else(
+            || GpuError::Failed {
+                context: self.name.clone(),
+                reason: "op has no kernel".into(),
+            },
+        )
+    }
+}

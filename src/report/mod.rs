@@ -1,0 +1,381 @@
+//! Reports: Markdown tables and SVG plots of benchmark results.
+
+use crate::bench::Report;
+use plotters::prelude::*;
+use std::fmt::Write as _;
+use std::path::Path;
+use thiserror::Error;
+
+/// Errors writing a report.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// A file could not be written.
+    #[error("cannot write {path}: {reason}")]
+    Write {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn num(v: f64, digits: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.digits$}")
+    } else {
+        "—".into()
+    }
+}
+
+/// The sparse-over-dense speedups of a backend: `(shape, batch, density, speedup)`, where
+/// speedup = dense time / fan-in time for the same shape and batch.
+pub fn sparse_speedups(b: &crate::bench::BackendReport) -> Vec<(String, usize, f64, f64)> {
+    let mut out = Vec::new();
+    for f in b.kernels.iter().filter(|k| k.name == "fanin" && k.checked) {
+        if let Some(d) = b
+            .kernels
+            .iter()
+            .find(|k| k.name == "dense" && k.shape == f.shape && k.batch == f.batch && k.checked)
+        {
+            out.push((
+                f.shape.clone(),
+                f.batch,
+                f.density,
+                d.median_ms / f.median_ms,
+            ));
+        }
+    }
+    out
+}
+
+/// The report as Markdown.
+pub fn markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# edgecut bench report\n");
+    let _ = writeln!(
+        s,
+        "Machine: {} ({} logical cores, {}). Mode: {}.\n",
+        r.machine.cpu,
+        r.machine.cores,
+        r.machine.os,
+        if r.quick { "quick" } else { "full" }
+    );
+    let _ = writeln!(
+        s,
+        "| backend | kind | driver | timing | status | bandwidth GB/s | dense GFLOP/s |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---:|---:|");
+    for b in &r.backends {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            b.name,
+            b.kind,
+            b.driver,
+            b.timing,
+            b.status,
+            num(b.ceilings.bandwidth_gbs, 1),
+            num(b.ceilings.gflops, 2)
+        );
+    }
+    for b in &r.backends {
+        if b.kernels.is_empty() && b.models.is_empty() {
+            continue;
+        }
+        let _ = writeln!(s, "\n## {} ({})\n", b.name, b.kind);
+        let _ = writeln!(s, "| kernel | shape | batch | density | median ms | spread ms | GFLOP/s | GB/s | % of ceiling | checked |");
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---|---:|---:|---:|---|");
+        for k in &b.kernels {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {}–{} | {} | {} | {} ({}) | {} |",
+                k.name,
+                k.shape,
+                k.batch,
+                num(k.density * 100.0, 0) + "%",
+                num(k.median_ms, 3),
+                num(k.spread_ms[0], 3),
+                num(k.spread_ms[1], 3),
+                num(k.gflops, 2),
+                num(k.gbs, 2),
+                num(k.pct_of_ceiling, 1),
+                k.bound,
+                if k.checked { "yes" } else { "FAILED" }
+            );
+        }
+        let speedups = sparse_speedups(b);
+        if !speedups.is_empty() {
+            let _ = writeln!(s, "\nSparse (fan-in) vs dense, same shape and batch. Target: fan-in time ≤ 1.25 × density × dense time, i.e. speedup ≥ 1/(1.25·density).\n");
+            let _ = writeln!(
+                s,
+                "| shape | batch | density | speedup | ideal 1/density | target | met |"
+            );
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|");
+            for (shape, batch, density, sp) in speedups {
+                let target = 1.0 / (1.25 * density);
+                let _ = writeln!(
+                    s,
+                    "| {shape} | {batch} | {}% | {} | {} | {} | {} |",
+                    num(density * 100.0, 0),
+                    num(sp, 2),
+                    num(1.0 / density, 1),
+                    num(target, 2),
+                    if sp >= target { "yes" } else { "no" }
+                );
+            }
+        }
+        for m in &b.models {
+            let _ = writeln!(
+                s,
+                "\n**{}**, batch {}: {} ms as one plan; dominant blocks: {}.\n",
+                m.name,
+                m.batch,
+                num(m.total_ms, 2),
+                m.dominant.join(", ")
+            );
+            let _ = writeln!(s, "| block | median ms |\n|---|---:|");
+            for bl in &m.blocks {
+                let _ = writeln!(s, "| {} | {} |", bl.name, num(bl.median_ms, 3));
+            }
+        }
+        for n in &b.notes {
+            let _ = writeln!(s, "\nNote: {n}");
+        }
+    }
+    s
+}
+
+fn err(path: &Path) -> impl Fn(String) -> ReportError + '_ {
+    move |reason| ReportError::Write {
+        path: path.display().to_string(),
+        reason,
+    }
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// Grouped bars: one group per label, one bar per series. Log-free linear axis.
+fn bars(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    labels: &[String],
+    series: &[(String, Vec<f64>)],
+) -> Result<(), ReportError> {
+    let e = err(path);
+    let width = (160 + 40 * labels.len() * series.len().max(1)).clamp(640, 2400) as u32;
+    let root = SVGBackend::new(path, (width, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+    let max = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.1;
+    let n = labels.len().max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(120)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..n as f64, 0f64..max)
+        .map_err(|x| e(x.to_string()))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            labels.get(i).cloned().unwrap_or_default()
+        })
+        .x_label_style(
+            ("sans-serif", 11)
+                .into_font()
+                .transform(FontTransform::Rotate90),
+        )
+        .y_desc(y_label)
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    let k = series.len().max(1) as f64;
+    for (si, (name, values)) in series.iter().enumerate() {
+        let color = COLORS[si % COLORS.len()];
+        chart
+            .draw_series(
+                values
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| v.is_finite())
+                    .map(|(i, v)| {
+                        let x0 = i as f64 + 0.1 + 0.8 * si as f64 / k;
+                        Rectangle::new([(x0, 0.0), (x0 + 0.8 / k, *v)], color.filled())
+                    }),
+            )
+            .map_err(|x| e(x.to_string()))?
+            .label(name.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    root.present().map_err(|x| e(x.to_string()))
+}
+
+/// Writes `kernels_gflops.svg`, `model_blocks.svg` and `sparse_speedup.svg` into `dir`.
+pub fn plots(r: &Report, dir: &Path) -> Result<Vec<String>, ReportError> {
+    let mut written = Vec::new();
+    // GFLOP/s per kernel per backend (compute kernels only).
+    let mut labels: Vec<String> = Vec::new();
+    for b in &r.backends {
+        for k in b.kernels.iter().filter(|k| k.gflops > 0.0 || !k.checked) {
+            let l = format!(
+                "{} {} b{} {:.0}%",
+                k.name,
+                k.shape,
+                k.batch,
+                k.density * 100.0
+            );
+            if !labels.contains(&l)
+                && k.name != "maxpool"
+                && k.name != "global_avgpool"
+                && k.name != "exit_head"
+            {
+                labels.push(l);
+            }
+        }
+    }
+    let series: Vec<(String, Vec<f64>)> = r
+        .backends
+        .iter()
+        .filter(|b| !b.kernels.is_empty())
+        .map(|b| {
+            let v = labels
+                .iter()
+                .map(|l| {
+                    b.kernels
+                        .iter()
+                        .find(|k| {
+                            &format!(
+                                "{} {} b{} {:.0}%",
+                                k.name,
+                                k.shape,
+                                k.batch,
+                                k.density * 100.0
+                            ) == l
+                        })
+                        .map_or(f64::NAN, |k| k.gflops)
+                })
+                .collect();
+            (format!("{} ({})", b.name, b.kind), v)
+        })
+        .collect();
+    let p = dir.join("kernels_gflops.svg");
+    bars(
+        &p,
+        "GFLOP/s per kernel and backend",
+        "GFLOP/s",
+        &labels,
+        &series,
+    )?;
+    written.push(p.display().to_string());
+
+    // Per-block time per model per backend (batch 1 of the first model).
+    if let Some(first) = r.backends.iter().flat_map(|b| b.models.first()).next() {
+        let labels: Vec<String> = first.blocks.iter().map(|b| b.name.clone()).collect();
+        let series: Vec<(String, Vec<f64>)> = r
+            .backends
+            .iter()
+            .filter_map(|b| {
+                b.models
+                    .iter()
+                    .find(|m| m.name == first.name && m.batch == first.batch)
+                    .map(|m| {
+                        (
+                            format!("{} ({})", b.name, b.kind),
+                            m.blocks.iter().map(|x| x.median_ms).collect(),
+                        )
+                    })
+            })
+            .collect();
+        let p = dir.join("model_blocks.svg");
+        bars(
+            &p,
+            &format!("{} per-block time, batch {}", first.name, first.batch),
+            "ms",
+            &labels,
+            &series,
+        )?;
+        written.push(p.display().to_string());
+    }
+
+    // Sparse speedup vs density with the ideal 1/density line.
+    let p = dir.join("sparse_speedup.svg");
+    let e = err(&p);
+    let root = SVGBackend::new(&p, (720, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("fan-in speedup over dense vs density", ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..1.05f64, 0f64..21f64)
+        .map_err(|x| e(x.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("density")
+        .y_desc("dense time / fan-in time")
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    chart
+        .draw_series(LineSeries::new(
+            (5..=100).map(|d| (d as f64 / 100.0, (100.0 / d as f64).min(21.0))),
+            BLACK,
+        ))
+        .map_err(|x| e(x.to_string()))?
+        .label("ideal 1/density")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], BLACK));
+    let mut si = 0;
+    for b in &r.backends {
+        let sp = sparse_speedups(b);
+        let mut keys: Vec<(String, usize)> = sp.iter().map(|s| (s.0.clone(), s.1)).collect();
+        keys.dedup();
+        for (shape, batch) in keys {
+            let color = COLORS[si % COLORS.len()];
+            si += 1;
+            let mut pts: Vec<(f64, f64)> = sp
+                .iter()
+                .filter(|s| s.0 == shape && s.1 == batch)
+                .map(|s| (s.2, s.3.min(21.0)))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(|x| e(x.to_string()))?
+                .label(format!("{} {shape} b{batch}", b.kind))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], color));
+            chart
+                .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                .map_err(|x| e(x.to_string()))?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    root.present().map_err(|x| e(x.to_string()))?;
+    written.push(p.display().to_string());
+    Ok(written)
+}
