@@ -6,7 +6,7 @@
 
 mod suite;
 
-pub use suite::{kernel_suite, KernelCase};
+pub use suite::{conv_case, dense_case, fanin_case, kernel_suite, KernelCase};
 
 use crate::engine::{run_steps_cpu, Backend, Plan};
 use crate::gpu::{self, kernels, AdapterSummary, GpuContext};

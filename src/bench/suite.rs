@@ -60,7 +60,8 @@ fn step(label: &str, op: Op, input: Vec<usize>, output: Vec<usize>) -> Step {
     }
 }
 
-fn dense_case(inputs: usize, outputs: usize, batch: usize, seed: u64) -> KernelCase {
+/// Dense `inputs → outputs` on `batch` rows (ReLU fused).
+pub fn dense_case(inputs: usize, outputs: usize, batch: usize, seed: u64) -> KernelCase {
     let d = Dense {
         inputs,
         outputs,
@@ -102,60 +103,12 @@ pub fn kernel_suite(quick: bool) -> Vec<KernelCase> {
         for batch in [1usize, 64] {
             cases.push(dense_case(inputs, outputs, batch, 1));
             for density in [1.0f64, 0.25, 0.10, 0.05] {
-                let k = (((inputs as f64 * density) / 4.0).round() as usize * 4).max(4);
-                let f = FanIn {
-                    inputs,
-                    outputs,
-                    k,
-                    indices: random_rows(inputs, outputs, k, 4),
-                    weights: random(outputs * k, 5),
-                    bias: random(outputs, 6),
-                    activation: Activation::Relu,
-                };
-                cases.push(KernelCase {
-                    name: "fanin".into(),
-                    shape: format!("{inputs}x{outputs}"),
-                    batch,
-                    density,
-                    flops: 2 * (batch * outputs * k) as u64,
-                    bytes: (8 * outputs * k + 4 * batch * (inputs + outputs)) as u64,
-                    memory_bound: batch == 1,
-                    step: step("fanin", Op::FanIn(f), vec![inputs], vec![outputs]),
-                    input: random(batch * inputs, 7),
-                });
+                cases.push(fanin_case(inputs, outputs, batch, density, 4));
             }
         }
     }
-    let convs = [
-        ("conv2d", 32usize, 32usize, 32usize, 1usize),
-        ("depthwise", 32, if quick { 56 } else { 112 }, 32, 32),
-    ];
-    for (name, ch, hw, out, groups) in convs {
-        let conv = Conv2d {
-            in_channels: ch,
-            out_channels: out,
-            kernel_h: 3,
-            kernel_w: 3,
-            stride: 1,
-            padding: 1,
-            groups,
-            weight: random(out * ch / groups * 9, 8),
-            bias: random(out, 9),
-            activation: Activation::Relu6,
-        };
-        let macs = out * hw * hw * ch / groups * 9;
-        cases.push(KernelCase {
-            name: name.into(),
-            shape: format!("3x3 {hw}x{hw}x{ch}->{out}"),
-            batch: 1,
-            density: 1.0,
-            flops: 2 * macs as u64,
-            bytes: 4 * (out * ch / groups * 9 + ch * hw * hw + out * hw * hw) as u64,
-            memory_bound: name == "depthwise",
-            step: step(name, Op::Conv2d(conv), vec![ch, hw, hw], vec![out, hw, hw]),
-            input: random(ch * hw * hw, 10),
-        });
-    }
+    cases.push(conv_case("conv2d", 32, 32, 1));
+    cases.push(conv_case("depthwise", 32, if quick { 56 } else { 112 }, 32));
     let (c, hw) = (32, 56);
     cases.push(KernelCase {
         name: "maxpool".into(),
@@ -208,6 +161,68 @@ pub fn kernel_suite(quick: bool) -> Vec<KernelCase> {
         input: random(batch * classes, 13),
     });
     cases
+}
+
+/// Fixed-fan-in `inputs → outputs` at `density` (k rounded to a multiple of 4 so the vec4
+/// path runs, as in shipped models), random distinct rows.
+pub fn fanin_case(
+    inputs: usize,
+    outputs: usize,
+    batch: usize,
+    density: f64,
+    seed: u64,
+) -> KernelCase {
+    let k = (((inputs as f64 * density) / 4.0).round() as usize * 4).clamp(4, inputs);
+    let f = FanIn {
+        inputs,
+        outputs,
+        k,
+        indices: random_rows(inputs, outputs, k, seed),
+        weights: random(outputs * k, seed + 1),
+        bias: random(outputs, seed + 2),
+        activation: Activation::Relu,
+    };
+    KernelCase {
+        name: "fanin".into(),
+        shape: format!("{inputs}x{outputs}"),
+        batch,
+        density,
+        flops: 2 * (batch * outputs * k) as u64,
+        bytes: (8 * outputs * k + 4 * batch * (inputs + outputs)) as u64,
+        memory_bound: batch == 1,
+        step: step("fanin", Op::FanIn(f), vec![inputs], vec![outputs]),
+        input: random(batch * inputs, seed + 3),
+    }
+}
+
+/// 3x3 convolution (stride 1, padding 1, ReLU6) of one `hw × hw × channels` image;
+/// `groups == channels` is depthwise.
+pub fn conv_case(name: &str, channels: usize, hw: usize, groups: usize) -> KernelCase {
+    let (ch, out) = (channels, channels);
+    let conv = Conv2d {
+        in_channels: ch,
+        out_channels: out,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride: 1,
+        padding: 1,
+        groups,
+        weight: random(out * ch / groups * 9, 8),
+        bias: random(out, 9),
+        activation: Activation::Relu6,
+    };
+    let macs = out * hw * hw * ch / groups * 9;
+    KernelCase {
+        name: name.into(),
+        shape: format!("3x3 {hw}x{hw}x{ch}->{out}"),
+        batch: 1,
+        density: 1.0,
+        flops: 2 * macs as u64,
+        bytes: 4 * (out * ch / groups * 9 + ch * hw * hw + out * hw * hw) as u64,
+        memory_bound: groups == channels,
+        step: step(name, Op::Conv2d(conv), vec![ch, hw, hw], vec![out, hw, hw]),
+        input: random(ch * hw * hw, 10),
+    }
 }
 
 impl KernelCase {
