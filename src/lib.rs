@@ -24,4 +24,5 @@ pub mod fixture;
 pub mod gpu;
 pub mod model;
 pub mod sparsity;
+pub mod split;
 pub mod tensor;
