@@ -182,7 +182,7 @@ impl Server {
         // Compile the plans of the likely cuts now rather than on the first requests.
         for (i, m) in shared.models.iter().enumerate() {
             for from in std::iter::once(0).chain(m.cut_candidates().into_iter().map(|c| c + 1)) {
-                if let Err(e) = plan(&shared, i, from) {
+                if let Err(e) = plan(&shared, i, from, 1) {
                     log::warn!("compiling blocks {from}.. of {} failed: {e}", m.name());
                 }
             }
@@ -299,7 +299,7 @@ struct Shared {
     models: Vec<Arc<Model>>,
     names: HashMap<String, usize>,
     stats: Vec<Mutex<ModelStats>>,
-    plans: Mutex<HashMap<(usize, usize), Arc<Plan>>>,
+    plans: Mutex<HashMap<(usize, usize, usize), Arc<Plan>>>,
     backend: Backend,
     config: ServerConfig,
     queue: Arc<Queue>,
@@ -970,9 +970,19 @@ fn worker(s: Arc<Shared>) {
     }
 }
 
-fn plan(s: &Shared, model: usize, from: usize) -> Result<Arc<Plan>, EngineError> {
+/// Batch capacities plans are compiled for: a plan's dispatches are sized for its capacity, so
+/// a lone request runs on a capacity-1 plan rather than paying for a full batch.
+fn capacity_for(samples: usize, max_batch: usize) -> usize {
+    [1, 4, 16]
+        .into_iter()
+        .find(|&c| c >= samples && c < max_batch)
+        .unwrap_or(max_batch)
+}
+
+fn plan(s: &Shared, model: usize, from: usize, samples: usize) -> Result<Arc<Plan>, EngineError> {
+    let capacity = capacity_for(samples, s.config.max_batch);
     let mut plans = s.plans.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(p) = plans.get(&(model, from)) {
+    if let Some(p) = plans.get(&(model, from, capacity)) {
         return Ok(p.clone());
     }
     let m = &s.models[model];
@@ -980,9 +990,9 @@ fn plan(s: &Shared, model: usize, from: usize) -> Result<Arc<Plan>, EngineError>
         m,
         from..m.blocks.len(),
         &s.backend,
-        s.config.max_batch,
+        capacity,
     )?);
-    plans.insert((model, from), p.clone());
+    plans.insert((model, from, capacity), p.clone());
     Ok(p)
 }
 
@@ -993,7 +1003,6 @@ fn run_batch(
     from: usize,
     batch: &[Job],
 ) -> Result<Vec<f32>, String> {
-    let plan = plan(s, model, from).map_err(|e| e.to_string())?;
     let mut data = Vec::new();
     let mut samples = 0;
     for job in batch {
@@ -1001,6 +1010,7 @@ fn run_batch(
         samples += t.batch();
         data.extend_from_slice(t.data());
     }
+    let plan = plan(s, model, from, samples).map_err(|e| e.to_string())?;
     let mut shape = vec![samples];
     shape.extend_from_slice(plan.input_shape());
     let x = Tensor::new(shape, data).map_err(|e| e.to_string())?;
