@@ -26,4 +26,5 @@ pub mod gpu;
 pub mod model;
 pub mod report;
 pub mod sparsity;
+pub mod split;
 pub mod tensor;

@@ -17,11 +17,13 @@ pub enum Shader {
     Exit,
     /// `copy.wgsl`: a large vec4 copy used to measure memory bandwidth.
     Copy,
+    /// `quant.wgsl`: f16 / int8 packing of split tensors for the wire, and back.
+    Quant,
 }
 
 impl Shader {
     /// Every shader, for validation tests.
-    pub const ALL: [Shader; 7] = [
+    pub const ALL: [Shader; 8] = [
         Shader::Dense,
         Shader::FanIn,
         Shader::Conv2d,
@@ -29,6 +31,7 @@ impl Shader {
         Shader::Elementwise,
         Shader::Exit,
         Shader::Copy,
+        Shader::Quant,
     ];
 
     /// The WGSL source text.
@@ -41,6 +44,7 @@ impl Shader {
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Exit => include_str!("../../shaders/exit.wgsl"),
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
+            Shader::Quant => include_str!("../../shaders/quant.wgsl"),
         }
     }
 
@@ -54,6 +58,7 @@ impl Shader {
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Exit => "exit.wgsl",
             Shader::Copy => "copy.wgsl",
+            Shader::Quant => "quant.wgsl",
         }
     }
 
@@ -67,6 +72,13 @@ impl Shader {
             Shader::Elementwise => &["activation", "add", "mul"],
             Shader::Exit => &["softmax", "exit_stats"],
             Shader::Copy => &["copy"],
+            Shader::Quant => &[
+                "int8_range",
+                "quantize_int8",
+                "dequantize_int8",
+                "pack_f16",
+                "unpack_f16",
+            ],
         }
     }
 
@@ -75,7 +87,7 @@ impl Shader {
         match self {
             Shader::Dense | Shader::Conv2d => 3,
             Shader::FanIn => 4,
-            Shader::Elementwise => 2,
+            Shader::Elementwise | Shader::Quant => 2,
             Shader::Pool | Shader::Exit | Shader::Copy => 1,
         }
     }

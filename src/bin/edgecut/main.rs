@@ -2,8 +2,12 @@
 //! Exit codes are decided here: 0 success, 1 error (message on stderr), 2 usage.
 
 mod bench;
+mod demo;
 mod eval;
 mod info;
+mod run;
+mod serve;
+mod wire;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -94,6 +98,103 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve models (full and tail requests) over KServe v2 / Open Inference Protocol REST.
+    Serve {
+        /// Model directories.
+        #[arg(required = true)]
+        models: Vec<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        addr: std::net::SocketAddr,
+        /// Require `Authorization: Bearer T` (all routes but /v2/health/*).
+        #[arg(long)]
+        token: Option<String>,
+        /// GPU worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Most samples per GPU dispatch and per request (1 turns dynamic batching off).
+        #[arg(long, default_value_t = 32)]
+        max_batch: usize,
+        /// How long a request waits for others of the same cut to share its dispatch (µs).
+        #[arg(long, default_value_t = 500)]
+        max_delay_us: u64,
+        /// Where to run.
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+    },
+    /// Classify the MNIST test split on this device, splitting with a server.
+    Run {
+        /// Model directory (the same model the server has).
+        model: PathBuf,
+        /// Server URL (http://host:port).
+        #[arg(long)]
+        server: String,
+        /// Folder with the MNIST IDX files.
+        #[arg(long, default_value = "models/data/mnist")]
+        data: PathBuf,
+        /// device, server, static:K (device runs blocks 0..K), or dynamic.
+        #[arg(long, default_value = "static:1")]
+        policy: String,
+        /// Wire encoding of cut tensors: fp32, fp16 or int8.
+        #[arg(long, default_value = "fp32")]
+        encoding: String,
+        /// An exit head answers when its confidence is strictly above T (1.0 never exits).
+        #[arg(long, default_value_t = 0.9)]
+        exit_threshold: f32,
+        /// Shape the uplink to this trace (Pensieve `time Mbit/s` lines or Mahimahi).
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Only the first N test samples.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Per-request deadline for the server's answer (ms), then the device finishes.
+        #[arg(long, default_value_t = 1000)]
+        deadline_ms: u64,
+        /// Bearer token for the server.
+        #[arg(long)]
+        token: Option<String>,
+        /// Where the device runs.
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The main demo: shipped MNIST model, in-process server, a 3G trace, every policy.
+    Demo {
+        /// Test digits per policy.
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+        /// Exit threshold.
+        #[arg(long, default_value_t = 0.9)]
+        exit_threshold: f32,
+        /// Model directory (default: models/mnist-lenet-ee, else models/mnist-fixture).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Where to run.
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accuracy effect of each wire encoding (FP32, FP16, INT8) at every cut.
+    Wire {
+        /// Model directory.
+        model: PathBuf,
+        /// Folder with the MNIST IDX files.
+        #[arg(long, default_value = "models/data/mnist")]
+        data: PathBuf,
+        /// Only the first N test samples.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Where to run (the codec runs quant.wgsl on a GPU).
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the wgpu adapters on this machine.
     Adapters {
         /// Print one JSON object.
@@ -142,6 +243,64 @@ fn run(cli: Cli) -> Result<()> {
             out,
             json,
         } => bench::bench(&backends, models, quick, &out, json),
+        Command::Serve {
+            models,
+            addr,
+            token,
+            workers,
+            max_batch,
+            max_delay_us,
+            backend,
+        } => serve::serve(serve::ServeArgs {
+            models,
+            addr,
+            token,
+            workers,
+            max_batch,
+            max_delay_us,
+            backend,
+        }),
+        Command::Run {
+            model,
+            server,
+            data,
+            policy,
+            encoding,
+            exit_threshold,
+            trace,
+            limit,
+            deadline_ms,
+            token,
+            backend,
+            json,
+        } => run::run(run::RunArgs {
+            model,
+            server,
+            data,
+            policy,
+            encoding,
+            exit_threshold,
+            trace,
+            limit,
+            deadline_ms,
+            token,
+            backend,
+            json,
+        }),
+        Command::Demo {
+            limit,
+            exit_threshold,
+            model,
+            backend,
+            json,
+        } => demo::demo(limit, exit_threshold, backend, model, json),
+        Command::Wire {
+            model,
+            data,
+            limit,
+            backend,
+            json,
+        } => wire::wire(&model, &data, backend, limit, json),
         Command::Adapters { json } => {
             let adapters = list_adapters();
             if json {

@@ -1,0 +1,129 @@
+//! Split runtime benchmarks over loopback (one JSON object on stdout):
+//! - `overhead_us`: per-request latency of a split beyond head + tail compute (latency minus the
+//!   device's head time minus the server's reported compute time: encoding, HTTP on loopback,
+//!   queueing, decoding), p50/p95, cut after block 1 (FP32), batching delay 0;
+//! - `throughput_rps`: full-model requests per second from 16 concurrent device clients with
+//!   dynamic batching (max batch 32, delay 500 µs) and without (max batch 1).
+//!
+//! Run: `cargo bench --bench split` (or `--profile dev` for a quick number).
+//! Env: `SPLIT_BENCH_REQUESTS` (default 400), `SPLIT_BENCH_MODEL` (default models/mnist-fixture).
+
+use edgecut::data::{load_mnist, Split};
+use edgecut::engine::Backend;
+use edgecut::model::Model;
+use edgecut::split::client::{AnsweredBy, ClientConfig, DeviceClient, Route};
+use edgecut::split::runner::summary_stats;
+use edgecut::split::server::{Server, ServerConfig};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let requests: usize = std::env::var("SPLIT_BENCH_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
+    let dir = std::env::var("SPLIT_BENCH_MODEL").unwrap_or_else(|_| "models/mnist-fixture".into());
+    let model = Arc::new(Model::load(root.join(&dir))?);
+    let test = load_mnist(&root.join("models/data/mnist"), Split::Test)?;
+    let backend = Backend::gpu_or_cpu();
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let sample = |i: usize| test.batch(i % test.len()..i % test.len() + 1, model.input_shape());
+
+    // Overhead of one split request beyond compute.
+    let server = Server::start(
+        vec![model.clone()],
+        backend.clone(),
+        ServerConfig::new(loopback).with_batching(1, 32, Duration::ZERO),
+    )?;
+    let mut client = DeviceClient::new(
+        model.clone(),
+        backend.clone(),
+        ClientConfig::new(server.url()),
+    )?;
+    client.prepare(Route::Cut(1))?;
+    let mut overhead = Vec::new();
+    let mut latency = Vec::new();
+    for i in 0..requests + 20 {
+        let x = sample(i).ok_or("sample shape")?;
+        let o = client.classify(&x, Route::Cut(1), 1.0)?;
+        if o.by != AnsweredBy::Server {
+            return Err(format!("request {i} was not answered by the server: {:?}", o.by).into());
+        }
+        let (_, compute_us) = o.server_us.ok_or("no server timing")?;
+        if i >= 20 {
+            let l = o.latency.as_secs_f64() * 1e6;
+            latency.push(l);
+            overhead.push(l - o.head.as_secs_f64() * 1e6 - compute_us as f64);
+        }
+    }
+    server.shutdown();
+    let (om, o50, o95) = summary_stats(&overhead);
+    let (lm, l50, l95) = summary_stats(&latency);
+
+    // Throughput with 16 concurrent clients.
+    let mut throughput = serde_json::Map::new();
+    for (name, max_batch, delay) in [
+        ("batching", 32, Duration::from_micros(500)),
+        ("no_batching", 1, Duration::ZERO),
+    ] {
+        let server = Server::start(
+            vec![model.clone()],
+            backend.clone(),
+            ServerConfig::new(loopback).with_batching(1, max_batch, delay),
+        )?;
+        let per_client = (requests / 16).max(4);
+        let start = Instant::now();
+        let handles: Vec<_> = (0..16)
+            .map(|c| {
+                let (model, backend, url) = (model.clone(), backend.clone(), server.url());
+                let xs: Vec<_> = (0..per_client)
+                    .filter_map(|i| sample(c * per_client + i))
+                    .collect();
+                std::thread::spawn(move || -> Result<usize, String> {
+                    let mut client = DeviceClient::new(model, backend, ClientConfig::new(url))
+                        .map_err(|e| e.to_string())?;
+                    let mut ok = 0;
+                    for x in &xs {
+                        let o = client
+                            .classify(x, Route::Server, 1.0)
+                            .map_err(|e| e.to_string())?;
+                        ok += (o.by == AnsweredBy::Server) as usize;
+                    }
+                    Ok(ok)
+                })
+            })
+            .collect();
+        let mut answered = 0;
+        for h in handles {
+            answered += h.join().map_err(|_| "client thread panicked")??;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        throughput.insert(
+            name.into(),
+            serde_json::json!({
+                "requests_per_s": answered as f64 / secs,
+                "server_answered": answered,
+                "requests": 16 * per_client,
+                "max_batch": max_batch,
+                "max_delay_us": delay.as_micros() as u64,
+            }),
+        );
+        server.shutdown();
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": model.name(),
+            "adapter": backend.adapter(),
+            "requests": requests,
+            "cut": 1,
+            "overhead_us": {"mean": om, "p50": o50, "p95": o95},
+            "latency_us": {"mean": lm, "p50": l50, "p95": l95},
+            "throughput_rps": throughput,
+        })
+    );
+    Ok(())
+}

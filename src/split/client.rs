@@ -1,0 +1,525 @@
+//! The device side of a split: runs the head [`Plan`] on the device backend, lets the exit heads
+//! answer when confident, otherwise encodes the cut tensor and sends it to the tail server over
+//! one keep-alive HTTP/1.1 connection (a small blocking client on `std::net`, so the uplink can be
+//! paced write by write by a [`Shaper`]).
+//!
+//! Every call of [`DeviceClient::classify`] answers exactly once: when the server is down,
+//! refuses, misses the deadline or answers malformed data, the device runs the tail itself
+//! ([`AnsweredBy::Fallback`]) and the connection is dropped so a late answer can never be taken
+//! for the next request's.
+
+use super::kserve::{self, RawTensor, HEADER_LENGTH};
+use super::shaping::{Shaper, Trace};
+use super::wire::{Codec, Encoding, WireError};
+use crate::engine::{Answer, Backend, EngineError, Plan};
+use crate::model::Model;
+use crate::tensor::Tensor;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Errors of the device client that no fallback can cure (bad setup or local failures).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server URL is not `http://host:port[/]`.
+    #[error("server URL '{0}' must look like http://host:port")]
+    BadUrl(String),
+    /// A cut outside the model.
+    #[error("cut {cut} is outside 0..={blocks} for this model")]
+    BadCut {
+        /// The cut.
+        cut: usize,
+        /// Blocks in the model.
+        blocks: usize,
+    },
+    /// An input the model cannot take.
+    #[error("{0}")]
+    Input(String),
+    /// The local plans failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Encoding failed.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+/// Why a remote attempt failed (the request then falls back to the device).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// Connecting, writing or reading failed (down, reset, refused).
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    /// No complete answer before the deadline.
+    #[error("deadline passed")]
+    Deadline,
+    /// The server answered with an error status.
+    #[error("server answered {status}: {message}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// The error message.
+        message: String,
+    },
+    /// The answer does not parse or has the wrong shape.
+    #[error("malformed answer: {0}")]
+    Malformed(String),
+}
+
+/// Where the device cuts the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Everything on the device (cut = number of blocks).
+    Device,
+    /// Everything on the server (the input is sent; cut = 0).
+    Server,
+    /// Blocks `0..k` on the device, `k..` on the server.
+    Cut(usize),
+}
+
+/// Who answered a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnsweredBy {
+    /// A confident exit head on the device (index into `model.exits`).
+    Exit(usize),
+    /// The device ran the whole model.
+    Device,
+    /// The server ran the tail.
+    Server,
+    /// The server failed; the device ran the tail.
+    Fallback(String),
+}
+
+/// One answered request with its measurements.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Predicted class.
+    pub class: u32,
+    /// Who answered.
+    pub by: AnsweredBy,
+    /// The cut used (0 = server only, `blocks` = device only).
+    pub cut: usize,
+    /// Bytes written to the socket (HTTP head + body), 0 when nothing was sent.
+    pub bytes_sent: usize,
+    /// From the first byte written to the last byte of the answer read, when the server answered.
+    pub transfer: Option<Duration>,
+    /// Server-reported queue and compute time (µs), when it answered.
+    pub server_us: Option<(u64, u64)>,
+    /// Head compute time on the device.
+    pub head: Duration,
+    /// End-to-end latency of the request.
+    pub latency: Duration,
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// `http://host:port`.
+    pub server: String,
+    /// Per-request deadline for the remote part (connect + send + answer).
+    pub deadline: Duration,
+    /// Encoding of cut tensors.
+    pub encoding: Encoding,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// Uplink trace to shape writes with.
+    pub trace: Option<Trace>,
+}
+
+impl ClientConfig {
+    /// Defaults: 1 s deadline, FP32, no token, no shaping.
+    pub fn new(server: impl Into<String>) -> Self {
+        Self {
+            server: server.into(),
+            deadline: Duration::from_secs(1),
+            encoding: Encoding::Fp32,
+            token: None,
+            trace: None,
+        }
+    }
+
+    /// With a deadline.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// With an encoding.
+    pub fn with_encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// With a bearer token.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// With an uplink trace.
+    pub fn with_trace(mut self, trace: Option<Trace>) -> Self {
+        self.trace = trace;
+        self
+    }
+}
+
+/// The device: local plans, the codec and one connection to the server.
+pub struct DeviceClient {
+    model: Arc<Model>,
+    backend: Backend,
+    codec: Codec,
+    config: ClientConfig,
+    host: String,
+    addr: SocketAddr,
+    conn: Option<TcpStream>,
+    shaper: Option<Shaper>,
+    heads: HashMap<usize, Plan>,
+    tails: HashMap<usize, Plan>,
+}
+
+impl DeviceClient {
+    /// A client for `model` running on `backend`.
+    pub fn new(
+        model: Arc<Model>,
+        backend: Backend,
+        config: ClientConfig,
+    ) -> Result<Self, ClientError> {
+        let url = config.server.trim_end_matches('/');
+        let host = url
+            .strip_prefix("http://")
+            .filter(|h| !h.is_empty() && !h.contains('/'))
+            .ok_or_else(|| ClientError::BadUrl(config.server.clone()))?
+            .to_string();
+        let addr = host
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| ClientError::BadUrl(config.server.clone()))?;
+        Ok(Self {
+            codec: Codec::for_backend(&backend),
+            shaper: config.trace.clone().map(Shaper::new),
+            model,
+            backend,
+            config,
+            host,
+            addr,
+            conn: None,
+            heads: HashMap::new(),
+            tails: HashMap::new(),
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    fn plan<'a>(
+        cache: &'a mut HashMap<usize, Plan>,
+        model: &Arc<Model>,
+        backend: &Backend,
+        key: usize,
+        range: std::ops::Range<usize>,
+    ) -> Result<&'a Plan, EngineError> {
+        Ok(match cache.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Plan::compile(model, range, backend, 1)?)
+            }
+        })
+    }
+
+    /// Compiles the local plans a route needs (head, and the tail for fallbacks), so the first
+    /// request is not slowed by compilation.
+    pub fn prepare(&mut self, route: Route) -> Result<(), ClientError> {
+        let blocks = self.model.blocks.len();
+        let cut = match route {
+            Route::Device => blocks,
+            Route::Server => 0,
+            Route::Cut(k) if k <= blocks => k,
+            Route::Cut(k) => return Err(ClientError::BadCut { cut: k, blocks }),
+        };
+        if cut > 0 {
+            Self::plan(&mut self.heads, &self.model, &self.backend, cut, 0..cut)?;
+        }
+        if cut < blocks {
+            Self::plan(
+                &mut self.tails,
+                &self.model,
+                &self.backend,
+                cut,
+                cut..blocks,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Classifies one sample (`[1, input...]`), cutting at `route`; exit heads on the device
+    /// answer when their confidence is strictly above `threshold`.
+    pub fn classify(
+        &mut self,
+        image: &Tensor,
+        route: Route,
+        threshold: f32,
+    ) -> Result<Outcome, ClientError> {
+        let start = Instant::now();
+        let blocks = self.model.blocks.len();
+        let cut = match route {
+            Route::Device => blocks,
+            Route::Server => 0,
+            Route::Cut(k) if k <= blocks => k,
+            Route::Cut(k) => return Err(ClientError::BadCut { cut: k, blocks }),
+        };
+        let mut outcome = Outcome {
+            class: 0,
+            by: AnsweredBy::Device,
+            cut,
+            bytes_sent: 0,
+            transfer: None,
+            server_us: None,
+            head: Duration::ZERO,
+            latency: Duration::ZERO,
+        };
+        let x = if cut > 0 {
+            let head = Self::plan(&mut self.heads, &self.model, &self.backend, cut, 0..cut)?;
+            let out = head.run(image)?;
+            outcome.head = start.elapsed();
+            match out.answers(threshold)[0] {
+                Answer::Exit { exit, class } => {
+                    outcome.class = class;
+                    outcome.by = AnsweredBy::Exit(exit);
+                    outcome.latency = start.elapsed();
+                    return Ok(outcome);
+                }
+                Answer::Final { class } => {
+                    outcome.class = class;
+                    outcome.latency = start.elapsed();
+                    return Ok(outcome);
+                }
+                Answer::Continue => out.output,
+            }
+        } else {
+            image.clone()
+        };
+        let deadline = Instant::now() + self.config.deadline;
+        match self.remote(&x, cut, deadline, &mut outcome) {
+            Ok(class) => {
+                outcome.class = class;
+                outcome.by = AnsweredBy::Server;
+            }
+            Err(e) => {
+                // Never reuse a connection after a failure: a late answer must not be read
+                // as the next request's.
+                self.conn = None;
+                let tail = Self::plan(
+                    &mut self.tails,
+                    &self.model,
+                    &self.backend,
+                    cut,
+                    cut..blocks,
+                )?;
+                let out = tail.run(&x)?;
+                outcome.class = out.answers(1.0)[0].class().unwrap_or(0);
+                outcome.by = AnsweredBy::Fallback(e.to_string());
+                outcome.transfer = None;
+                outcome.server_us = None;
+            }
+        }
+        outcome.latency = start.elapsed();
+        Ok(outcome)
+    }
+
+    fn request_bytes(&self, x: &Tensor, cut: usize) -> Result<Vec<u8>, ClientError> {
+        let e = self.codec.encode(x, self.config.encoding)?;
+        let mut params = Map::new();
+        params.insert("edgecut_from_block".into(), json!(cut));
+        params.insert("edgecut_model_hash".into(), json!(self.model.hash));
+        params.insert("edgecut_encoding".into(), json!(e.encoding.datatype()));
+        if let Some(p) = e.int8 {
+            params.insert("edgecut_scale".into(), json!(p.scale));
+            params.insert("edgecut_zero_point".into(), json!(p.zero_point));
+        }
+        params.insert("binary_data_output".into(), json!(true));
+        let mut header = Map::new();
+        header.insert("parameters".into(), Value::Object(params));
+        let input = RawTensor {
+            name: "input".into(),
+            datatype: e.encoding.datatype().into(),
+            shape: e.shape,
+            bytes: e.bytes,
+            parameters: Map::new(),
+        };
+        let (body, json_len) = kserve::build(header, "inputs", &[input], true);
+        let mut head = format!(
+            "POST /v2/models/{}/infer HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n{HEADER_LENGTH}: {}\r\n",
+            self.model.name(),
+            self.host,
+            body.len(),
+            json_len.unwrap_or(body.len())
+        );
+        if let Some(t) = &self.config.token {
+            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&body);
+        Ok(bytes)
+    }
+
+    fn remote(
+        &mut self,
+        x: &Tensor,
+        cut: usize,
+        deadline: Instant,
+        outcome: &mut Outcome,
+    ) -> Result<u32, RemoteError> {
+        let request = self
+            .request_bytes(x, cut)
+            .map_err(|e| RemoteError::Malformed(format!("encoding the request: {e}")))?;
+        let left = |d: Instant| {
+            d.checked_duration_since(Instant::now())
+                .filter(|l| !l.is_zero())
+                .ok_or(RemoteError::Deadline)
+        };
+        if self.conn.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr, left(deadline)?)?;
+            s.set_nodelay(true)?;
+            self.conn = Some(s);
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let sent_at = Instant::now();
+        conn.set_write_timeout(Some(left(deadline)?))?;
+        outcome.bytes_sent = request.len();
+        match &mut self.shaper {
+            Some(s) => s.write_all(conn, &request, deadline)?,
+            None => conn.write_all(&request)?,
+        }
+        let (status, headers, body) = read_response(conn, deadline)?;
+        outcome.transfer = Some(sent_at.elapsed());
+        if status != 200 {
+            let message = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(Value::as_str).map(String::from))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+            return Err(RemoteError::Status { status, message });
+        }
+        let header_len = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(HEADER_LENGTH))
+            .map(|(_, v)| {
+                v.trim()
+                    .parse::<usize>()
+                    .map_err(|_| RemoteError::Malformed(format!("{HEADER_LENGTH}: {v}")))
+            })
+            .transpose()?;
+        let msg = kserve::parse(&body, header_len, "outputs")
+            .map_err(|e| RemoteError::Malformed(e.to_string()))?;
+        let classes = self.model.classes();
+        let logits = msg
+            .tensors
+            .iter()
+            .find(|t| t.name == "logits")
+            .filter(|t| t.datatype == "FP32" && t.shape == [x.batch(), classes])
+            .ok_or_else(|| {
+                RemoteError::Malformed(format!("no FP32 'logits' of shape [1, {classes}]"))
+            })?;
+        let values = kserve::f32_values(&logits.bytes);
+        let us = |k: &str| msg.parameter(k).and_then(Value::as_u64).unwrap_or(0);
+        outcome.server_us = Some((us("queue_us"), us("compute_us")));
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(RemoteError::Malformed("non-finite logits".into()));
+        }
+        Ok(crate::cpu::exit_stats(&values, classes)[0].argmax)
+    }
+}
+
+/// Largest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Largest response body accepted.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+type Head = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// Reads one HTTP/1.1 response with a `Content-Length` body before `deadline`.
+fn read_response(conn: &mut TcpStream, deadline: Instant) -> Result<Head, RemoteError> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 16 * 1024];
+    let read = |conn: &mut TcpStream, chunk: &mut [u8]| -> Result<usize, RemoteError> {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|l| !l.is_zero())
+            .ok_or(RemoteError::Deadline)?;
+        conn.set_read_timeout(Some(left))?;
+        match conn.read(chunk) {
+            Ok(0) => Err(RemoteError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            ))),
+            Ok(n) => Ok(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(RemoteError::Deadline)
+            }
+            Err(e) => Err(e.into()),
+        }
+    };
+    loop {
+        let n = read(conn, &mut chunk)?;
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf) {
+            Ok(httparse::Status::Complete(at)) => {
+                let status = resp.code.unwrap_or(0);
+                let headers: Vec<(String, String)> = resp
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_string(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                let len = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                    .ok_or_else(|| {
+                        RemoteError::Malformed("response without a Content-Length".into())
+                    })?;
+                if len > MAX_BODY {
+                    return Err(RemoteError::Malformed(format!(
+                        "response body of {len} bytes is over {MAX_BODY}"
+                    )));
+                }
+                let mut body = buf[at..].to_vec();
+                while body.len() < len {
+                    let n = read(conn, &mut chunk)?;
+                    body.extend_from_slice(&chunk[..n]);
+                }
+                if body.len() > len {
+                    return Err(RemoteError::Malformed(
+                        "bytes after the response body".into(),
+                    ));
+                }
+                return Ok((status, headers, body));
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+            Ok(httparse::Status::Partial) => {
+                return Err(RemoteError::Malformed("response head too large".into()))
+            }
+            Err(e) => return Err(RemoteError::Malformed(format!("bad response head: {e}"))),
+        }
+    }
+}

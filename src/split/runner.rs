@@ -1,0 +1,185 @@
+//! Runs a labelled test set through a [`DeviceClient`] under one policy and sums it up with the
+//! keys of `edgecut run` (DESIGN §7): samples, accuracy, exit rate, bytes sent, latency, cuts
+//! and fallbacks.
+
+use super::client::{AnsweredBy, ClientError, DeviceClient, Outcome, Route};
+use crate::data::Dataset;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// A fixed split policy (the dynamic scheduler lives elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Everything on the device.
+    Device,
+    /// Everything on the server.
+    Server,
+    /// Always cut before block `k` (device runs `0..k`).
+    Static(usize),
+}
+
+/// A policy name that cannot be run.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// Not a known policy.
+    #[error("unknown policy '{0}' (expected device, server, static:K or dynamic)")]
+    Unknown(String),
+    /// The dynamic scheduler is not part of this build yet.
+    #[error("policy 'dynamic' needs the scheduler (src/sched), which is not in this build yet; use device, server or static:K")]
+    DynamicUnavailable,
+}
+
+impl Policy {
+    /// Parses `device`, `server` or `static:K`.
+    pub fn parse(s: &str) -> Result<Self, PolicyError> {
+        match s {
+            "device" => Ok(Policy::Device),
+            "server" => Ok(Policy::Server),
+            "dynamic" => Err(PolicyError::DynamicUnavailable),
+            _ => s
+                .strip_prefix("static:")
+                .and_then(|k| k.parse().ok())
+                .map(Policy::Static)
+                .ok_or_else(|| PolicyError::Unknown(s.to_string())),
+        }
+    }
+
+    /// The route of every request under this policy.
+    pub fn route(self) -> Route {
+        match self {
+            Policy::Device => Route::Device,
+            Policy::Server => Route::Server,
+            Policy::Static(k) => Route::Cut(k),
+        }
+    }
+
+    /// `device`, `server`, `static:K`.
+    pub fn name(self) -> String {
+        match self {
+            Policy::Device => "device".into(),
+            Policy::Server => "server".into(),
+            Policy::Static(k) => format!("static:{k}"),
+        }
+    }
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Policy name.
+    pub policy: String,
+    /// Samples answered.
+    pub samples: usize,
+    /// Fraction answered correctly.
+    pub accuracy: f64,
+    /// Fraction answered by device exit heads.
+    pub exit_rate: f64,
+    /// Total bytes written to the server.
+    pub bytes_sent: usize,
+    /// Latencies in ms, in request order.
+    pub latencies_ms: Vec<f64>,
+    /// Requests per chosen cut (`0` = server only, `blocks` = device only), exits included.
+    pub cuts: BTreeMap<usize, usize>,
+    /// Requests the device finished itself after the server failed.
+    pub fallbacks: usize,
+    /// Requests the server answered.
+    pub server_answers: usize,
+    /// Mean transfer (send to answer) time of server answers, ms.
+    pub transfer_ms_mean: f64,
+}
+
+/// `(mean, p50, p95)` of values (0 when empty); percentiles by nearest rank.
+pub fn summary_stats(values: &[f64]) -> (f64, f64, f64) {
+    if values.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    (
+        v.iter().sum::<f64>() / v.len() as f64,
+        rank(0.5),
+        rank(0.95),
+    )
+}
+
+impl RunSummary {
+    /// The DESIGN §7 JSON object.
+    pub fn to_json(&self) -> Value {
+        let (mean, p50, p95) = summary_stats(&self.latencies_ms);
+        let cuts: serde_json::Map<String, Value> = self
+            .cuts
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        json!({
+            "policy": self.policy,
+            "samples": self.samples,
+            "accuracy": self.accuracy,
+            "exit_rate": self.exit_rate,
+            "bytes_sent": self.bytes_sent,
+            "latency_ms": {"mean": mean, "p50": p50, "p95": p95},
+            "cuts": cuts,
+            "fallbacks": self.fallbacks,
+            "server_answers": self.server_answers,
+            "transfer_ms_mean": self.transfer_ms_mean,
+        })
+    }
+}
+
+/// Runs the first `limit` samples of `data` one by one; `on_outcome` sees every answer.
+pub fn run_policy(
+    client: &mut DeviceClient,
+    data: &Dataset,
+    policy: Policy,
+    threshold: f32,
+    limit: usize,
+    mut on_outcome: impl FnMut(usize, &Outcome),
+) -> Result<RunSummary, ClientError> {
+    let n = limit.min(data.len());
+    let shape = client.model().input_shape().to_vec();
+    let mut s = RunSummary {
+        policy: policy.name(),
+        samples: 0,
+        accuracy: 0.0,
+        exit_rate: 0.0,
+        bytes_sent: 0,
+        latencies_ms: Vec::with_capacity(n),
+        cuts: BTreeMap::new(),
+        fallbacks: 0,
+        server_answers: 0,
+        transfer_ms_mean: 0.0,
+    };
+    client.prepare(policy.route())?;
+    let (mut correct, mut exits, mut transfer) = (0usize, 0usize, 0.0f64);
+    for i in 0..n {
+        let x = data.batch(i..i + 1, &shape).ok_or_else(|| {
+            ClientError::Input(format!(
+                "samples have {} values but the model expects input {shape:?}",
+                data.images.sample_len()
+            ))
+        })?;
+        let o = client.classify(&x, policy.route(), threshold)?;
+        on_outcome(i, &o);
+        s.samples += 1;
+        correct += (o.class == data.labels[i] as u32) as usize;
+        s.bytes_sent += o.bytes_sent;
+        s.latencies_ms.push(o.latency.as_secs_f64() * 1e3);
+        match &o.by {
+            AnsweredBy::Exit(_) => exits += 1,
+            AnsweredBy::Fallback(_) => s.fallbacks += 1,
+            AnsweredBy::Server => {
+                s.server_answers += 1;
+                transfer += o.transfer.map_or(0.0, |t| t.as_secs_f64() * 1e3);
+            }
+            AnsweredBy::Device => {}
+        }
+        *s.cuts.entry(o.cut).or_default() += 1;
+    }
+    s.accuracy = correct as f64 / s.samples.max(1) as f64;
+    s.exit_rate = exits as f64 / s.samples.max(1) as f64;
+    s.transfer_ms_mean = transfer / s.server_answers.max(1) as f64;
+    Ok(s)
+}

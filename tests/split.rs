@@ -1,0 +1,470 @@
+//! Split runtime end to end on loopback: the quant.wgsl codec against its CPU reference, split
+//! inference through the server against local evaluation at every cut, faults (server killed,
+//! stalled, malformed) and bad requests answered with 4xx while the server keeps serving.
+
+mod common;
+
+use common::{assert_close, gpu, random, Tolerance};
+use edgecut::data::{load_mnist, Dataset, Split};
+use edgecut::engine::{Backend, Plan};
+use edgecut::model::Model;
+use edgecut::split::client::{AnsweredBy, ClientConfig, DeviceClient, Route};
+use edgecut::split::runner::{run_policy, Policy};
+use edgecut::split::server::{Server, ServerConfig};
+use edgecut::split::wire::{decode_cpu, encode_cpu, Codec, Encoding};
+use edgecut::tensor::Tensor;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// FP16 and INT8 may change at most this fraction of the FP32 predictions on MNIST samples
+/// (measured: 0 of 500 for FP16 and 1 of 500 for INT8 on the fixture, `edgecut wire`).
+const LOSSY_MAX_DISAGREEMENT: f64 = 0.05;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture() -> Arc<Model> {
+    Arc::new(Model::load(root().join("models/mnist-fixture")).expect("fixture loads"))
+}
+
+fn test_set() -> Dataset {
+    load_mnist(&root().join("models/data/mnist"), Split::Test).expect("MNIST test split")
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Local predictions of the whole model on the first `n` samples.
+fn local_classes(model: &Arc<Model>, backend: &Backend, data: &Dataset, n: usize) -> Vec<u32> {
+    let plan = Plan::compile(model, 0..model.blocks.len(), backend, n).expect("plan");
+    let x = data.batch(0..n, model.input_shape()).expect("batch");
+    plan.run(&x)
+        .expect("runs")
+        .answers(1.0)
+        .iter()
+        .map(|a| a.class().expect("final answer"))
+        .collect()
+}
+
+#[test]
+fn gpu_wire_codec_matches_the_cpu_reference_on_odd_sizes() {
+    let Some(ctx) = gpu("gpu_wire_codec_matches_the_cpu_reference_on_odd_sizes") else {
+        return;
+    };
+    let codec = Codec::Gpu(ctx);
+    for (i, len) in [1usize, 3, 5, 63, 65, 257, 1001, 4097]
+        .into_iter()
+        .enumerate()
+    {
+        // Shifted so some tensors are all positive (post-ReLU) and some straddle 0.
+        let shift = if i % 2 == 0 { 1.0 } else { 0.0 };
+        let data: Vec<f32> = random(len, i as u64)
+            .iter()
+            .map(|v| 3.0 * v + shift)
+            .collect();
+        let t = Tensor::new(vec![1, len], data).expect("shape");
+        // FP16: same bits as `half` (both round to nearest even) up to one ulp.
+        let g = codec.encode(&t, Encoding::Fp16).expect("gpu fp16");
+        let c = encode_cpu(&t, Encoding::Fp16);
+        for (k, (a, b)) in g.bytes.chunks(2).zip(c.bytes.chunks(2)).enumerate() {
+            let (a, b) = (
+                u16::from_le_bytes([a[0], a[1]]),
+                u16::from_le_bytes([b[0], b[1]]),
+            );
+            assert!(
+                a.abs_diff(b) <= 1,
+                "fp16 len {len} value {k}: {a:#x} vs {b:#x}"
+            );
+        }
+        let back = codec.decode(&g).expect("gpu unpack");
+        assert_close(
+            "unpack_f16",
+            back.data(),
+            decode_cpu(&g).expect("cpu").data(),
+            Tolerance::Exact,
+        );
+        // INT8: the GPU's range and scale match the reference; codes differ by at most one
+        // (division rounding at .5 boundaries).
+        let g = codec.encode(&t, Encoding::Int8).expect("gpu int8");
+        let c = encode_cpu(&t, Encoding::Int8);
+        let (gp, cp) = (g.int8.expect("params"), c.int8.expect("params"));
+        assert_close("int8 scale", &[gp.scale], &[cp.scale], Tolerance::Close);
+        assert!(
+            (gp.zero_point - cp.zero_point).abs() <= 1,
+            "zero point {gp:?} vs {cp:?}"
+        );
+        assert_eq!(g.bytes.len(), len);
+        for (k, (a, b)) in g.bytes.iter().zip(&c.bytes).enumerate() {
+            assert!(
+                (*a as i8 as i32 - *b as i8 as i32).abs() <= 1,
+                "int8 len {len} value {k}"
+            );
+        }
+        let back = codec.decode(&g).expect("gpu dequantize");
+        assert_close(
+            "dequantize_int8",
+            back.data(),
+            decode_cpu(&g).expect("cpu").data(),
+            Tolerance::Close,
+        );
+    }
+}
+
+#[test]
+fn split_inference_through_the_server_matches_local_eval_at_every_cut() {
+    let Some(ctx) = gpu("split_inference_through_the_server_matches_local_eval_at_every_cut")
+    else {
+        return;
+    };
+    let backend = Backend::Gpu(ctx);
+    let model = fixture();
+    let data = test_set();
+    let n = 24;
+    let want = local_classes(&model, &backend, &data, n);
+    let server = Server::start(
+        vec![model.clone()],
+        backend.clone(),
+        ServerConfig::new(loopback()),
+    )
+    .expect("server starts");
+    for encoding in Encoding::ALL {
+        let config = ClientConfig::new(server.url()).with_encoding(encoding);
+        let mut client = DeviceClient::new(model.clone(), backend.clone(), config).expect("client");
+        for cut in 0..model.blocks.len() {
+            let policy = if cut == 0 {
+                Policy::Server
+            } else {
+                Policy::Static(cut)
+            };
+            let mut got = Vec::new();
+            let s = run_policy(&mut client, &data, policy, 1.0, n, |_, o| {
+                assert_eq!(o.by, AnsweredBy::Server, "cut {cut} {encoding}");
+                got.push(o.class);
+            })
+            .expect("runs");
+            assert_eq!(s.fallbacks, 0);
+            assert!(
+                s.bytes_sent
+                    > n * model.shape_at(cut).iter().product::<usize>()
+                        * encoding.bytes_per_value()
+            );
+            let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+            if encoding == Encoding::Fp32 {
+                assert_eq!(got, want, "FP32 split at cut {cut} changed predictions");
+            } else {
+                assert!(
+                    differ as f64 / n as f64 <= LOSSY_MAX_DISAGREEMENT,
+                    "{encoding} at cut {cut}: {differ} of {n} predictions changed"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn killing_the_server_mid_run_still_answers_every_request_with_fallbacks() {
+    let Some(ctx) = gpu("killing_the_server_mid_run_still_answers_every_request_with_fallbacks")
+    else {
+        return;
+    };
+    let backend = Backend::Gpu(ctx);
+    let model = fixture();
+    let data = test_set();
+    let n = 16;
+    let want = local_classes(&model, &backend, &data, n);
+    let mut server = Some(
+        Server::start(
+            vec![model.clone()],
+            backend.clone(),
+            ServerConfig::new(loopback()),
+        )
+        .expect("server starts"),
+    );
+    let url = server.as_ref().expect("started").url();
+    let mut client =
+        DeviceClient::new(model.clone(), backend, ClientConfig::new(url)).expect("client");
+    let mut answered = vec![0usize; n];
+    let s = run_policy(&mut client, &data, Policy::Static(2), 1.0, n, |i, o| {
+        answered[i] += 1;
+        assert_eq!(o.class, want[i], "sample {i} answered by {:?}", o.by);
+        if i == n / 2 - 1 {
+            server.take().expect("still running").shutdown();
+        }
+    })
+    .expect("runs");
+    assert!(
+        answered.iter().all(|&a| a == 1),
+        "answers per request: {answered:?}"
+    );
+    assert_eq!(s.samples, n);
+    assert_eq!(s.server_answers, n / 2);
+    assert_eq!(s.fallbacks, n / 2);
+}
+
+/// A server that accepts connections and reads requests but never answers.
+fn stalled_server() -> SocketAddr {
+    let listener = TcpListener::bind(loopback()).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+/// A server that answers every request with `reply` and closes.
+fn scripted_server(reply: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind(loopback()).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 65536];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(reply);
+        }
+    });
+    addr
+}
+
+#[test]
+fn stalled_refusing_or_malformed_servers_fall_back_within_the_deadline() {
+    let Some(ctx) = gpu("stalled_refusing_or_malformed_servers_fall_back_within_the_deadline")
+    else {
+        return;
+    };
+    let backend = Backend::Gpu(ctx);
+    let model = fixture();
+    let data = test_set();
+    let want = local_classes(&model, &backend, &data, 1);
+    let x = data.batch(0..1, model.input_shape()).expect("batch");
+    let refused = {
+        let l = TcpListener::bind(loopback()).expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let deadline = Duration::from_millis(300);
+    // Tail compute on the device after the deadline: a few ms on lavapipe; the margin is generous.
+    let margin = Duration::from_millis(250);
+    for (what, addr) in [
+        ("stalled", stalled_server()),
+        ("refusing", refused),
+        (
+            "malformed",
+            scripted_server(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"),
+        ),
+        (
+            "error status",
+            scripted_server(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\n\r\n{}"),
+        ),
+    ] {
+        let config = ClientConfig::new(format!("http://{addr}")).with_deadline(deadline);
+        let mut client = DeviceClient::new(model.clone(), backend.clone(), config).expect("client");
+        client.prepare(Route::Cut(1)).expect("plans");
+        let start = Instant::now();
+        let o = client.classify(&x, Route::Cut(1), 1.0).expect("answered");
+        let took = start.elapsed();
+        assert!(
+            matches!(o.by, AnsweredBy::Fallback(_)),
+            "{what}: {:?}",
+            o.by
+        );
+        assert_eq!(o.class, want[0], "{what}");
+        assert!(took <= deadline + margin, "{what}: fallback took {took:?}");
+        if what == "stalled" {
+            assert!(
+                took >= deadline,
+                "{what}: gave up before the deadline ({took:?})"
+            );
+        }
+    }
+}
+
+/// Sends raw bytes on a fresh connection and returns (status, body).
+fn raw(addr: SocketAddr, request: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let body = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| out[p + 4..].to_vec())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn post(model: &str, token: Option<&str>, extra: &str, body: &[u8]) -> Vec<u8> {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let mut r = format!(
+        "POST /v2/models/{model}/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}{extra}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// A binary tail request: JSON header + data, with its header length.
+fn tail_body(
+    from: usize,
+    shape: &[usize],
+    hash: &str,
+    data_bytes: usize,
+    send: usize,
+) -> (Vec<u8>, usize) {
+    let json = format!(
+        r#"{{"parameters":{{"edgecut_from_block":{from},"edgecut_model_hash":"{hash}"}},"inputs":[{{"name":"x","datatype":"FP32","shape":{shape:?},"parameters":{{"binary_data_size":{data_bytes}}}}}]}}"#
+    );
+    let mut body = json.clone().into_bytes();
+    body.extend(std::iter::repeat_n(0u8, send));
+    (body, json.len())
+}
+
+#[test]
+fn bad_requests_get_4xx_with_an_error_while_the_server_keeps_serving() {
+    let Some(ctx) = gpu("bad_requests_get_4xx_with_an_error_while_the_server_keeps_serving") else {
+        return;
+    };
+    let backend = Backend::Gpu(ctx);
+    let model = fixture();
+    let token = "s3cret";
+    let config = ServerConfig::new(loopback())
+        .with_token(Some(token.into()))
+        .with_limits(4096, 1 << 20);
+    let server = Server::start(vec![model.clone()], backend, config).expect("server starts");
+    let addr = server.addr();
+    let name = model.name();
+    let hash = model.hash.clone();
+    let shape1 = [1, 6, 14, 14];
+    let bytes1 = 6 * 14 * 14 * 4;
+    let good = || {
+        let (body, len) = tail_body(1, &shape1, &hash, bytes1, bytes1);
+        post(
+            name,
+            Some(token),
+            &format!("Inference-Header-Content-Length: {len}\r\n"),
+            &body,
+        )
+    };
+    let (status, body) = raw(addr, &good());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    let ihcl = |len: usize| format!("Inference-Header-Content-Length: {len}\r\n");
+    let (truncated, tl) = tail_body(1, &shape1, &hash, bytes1, bytes1 - 10);
+    let (full, fl) = tail_body(1, &shape1, &hash, bytes1, bytes1);
+    let (small, _) = tail_body(2, &[1, 16, 5, 5], &hash, 1600, 1600);
+    let (wrong_shape, wl) = tail_body(2, &shape1, &hash, bytes1, bytes1);
+    let (wrong_hash, hl) = tail_body(1, &shape1, &"0".repeat(64), bytes1, bytes1);
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("truncated binary body", post(name, Some(token), &ihcl(tl), &truncated), 400),
+        ("header length beyond the body", post(name, Some(token), &ihcl(small.len() + 1), &small), 400),
+        ("shape not matching the cut", post(name, Some(token), &ihcl(wl), &wrong_shape), 400),
+        ("wrong model hash", post(name, Some(token), &ihcl(hl), &wrong_hash), 409),
+        ("unknown model", post("nope", Some(token), &ihcl(fl), &full), 404),
+        ("missing token", post(name, None, &ihcl(fl), &full), 401),
+        ("wrong token", post(name, Some("guess"), &ihcl(fl), &full), 401),
+        (
+            "header over the limit",
+            post(name, Some(token), &format!("X-Pad: {}\r\n{}", "a".repeat(5000), ihcl(fl)), &full),
+            431,
+        ),
+        (
+            "inference header over the limit",
+            post(name, Some(token), &ihcl(5000), &full),
+            413,
+        ),
+        (
+            "body over the limit",
+            format!(
+                "POST /v2/models/{name}/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+                (1 << 20) + 1
+            )
+            .into_bytes(),
+            413,
+        ),
+        ("non-UTF-8 JSON", post(name, Some(token), "", b"{\"inputs\": [\"\xff\xfe\"]}"), 400),
+    ];
+    for (what, request, want) in cases {
+        let (status, body) = raw(addr, &request);
+        assert_eq!(status, want, "{what}: {}", String::from_utf8_lossy(&body));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
+            panic!(
+                "{what}: body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&body)
+            )
+        });
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {v}"
+        );
+        let (status, _) = raw(addr, &good());
+        assert_eq!(status, 200, "the server stopped serving after: {what}");
+    }
+}
+
+#[test]
+fn concurrent_requests_for_one_cut_share_a_gpu_dispatch() {
+    let Some(ctx) = gpu("concurrent_requests_for_one_cut_share_a_gpu_dispatch") else {
+        return;
+    };
+    let backend = Backend::Gpu(ctx);
+    let model = fixture();
+    let data = test_set();
+    let config = ServerConfig::new(loopback()).with_batching(1, 16, Duration::from_millis(50));
+    let server =
+        Server::start(vec![model.clone()], backend.clone(), config).expect("server starts");
+    let want = local_classes(&model, &backend, &data, 8);
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let (model, backend, url) = (model.clone(), backend.clone(), server.url());
+            let x = data.batch(i..i + 1, model.input_shape()).expect("batch");
+            std::thread::spawn(move || {
+                let mut c =
+                    DeviceClient::new(model, backend, ClientConfig::new(url)).expect("client");
+                c.prepare(Route::Server).expect("plans");
+                c.classify(&x, Route::Server, 1.0).expect("answered")
+            })
+        })
+        .collect();
+    let outcomes: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(o.by, AnsweredBy::Server);
+        assert_eq!(o.class, want[i]);
+    }
+    let stats: serde_json::Value = {
+        let (status, body) = raw(
+            server.addr(),
+            format!(
+                "GET /v2/models/{}/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                model.name()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(status, 200);
+        serde_json::from_slice(&body).expect("stats JSON")
+    };
+    assert_eq!(stats["samples"], 8);
+    assert!(
+        stats["batches"].as_u64().expect("batches") < 8,
+        "no batching: {stats}"
+    );
+}
