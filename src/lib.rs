@@ -23,5 +23,8 @@ pub mod engine;
 pub mod fixture;
 pub mod gpu;
 pub mod model;
+pub mod report;
+pub mod sched;
+pub mod sim;
 pub mod sparsity;
 pub mod tensor;

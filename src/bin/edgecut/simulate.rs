@@ -1,0 +1,7 @@
+//! `edgecut simulate`.
+use anyhow::Result;
+#[derive(clap::Args)]
+pub struct SimulateArgs {}
+pub fn simulate(_a: SimulateArgs) -> Result<()> {
+    Ok(())
+}
