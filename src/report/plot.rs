@@ -131,6 +131,7 @@ pub fn line_chart(
 
 /// Writes a heatmap: `values[row][col]`, rows labelled bottom to top, columns left to right;
 /// each cell shows its value (formatted with `fmt`), coloured from blue (low) to red (high).
+#[allow(clippy::too_many_arguments)] // a heatmap needs its labels, axes, values and cell format
 pub fn heatmap(
     path: &Path,
     title: &str,

@@ -67,7 +67,7 @@ impl ServerLoad {
             let dwell: f64 = dwell
                 .parse()
                 .map_err(|_| bad(format!("dwell '{dwell}' is not seconds")))?;
-            if !(dwell > 0.0) {
+            if dwell.is_nan() || dwell <= 0.0 {
                 return Err(bad("dwell must be positive".into()));
             }
             return Ok(ServerLoad::Steps { delays, dwell });

@@ -385,7 +385,7 @@ impl Trace {
             let dwell: f64 = dwell
                 .parse()
                 .map_err(|_| bad("dwell is not a number of seconds"))?;
-            if !(dwell > 0.0) {
+            if dwell.is_nan() || dwell <= 0.0 {
                 return Err(bad("dwell must be positive"));
             }
             return Self::steps(&rates, dwell);
