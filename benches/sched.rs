@@ -12,17 +12,17 @@ use edgecut::sched::policy::Dynamic;
 use edgecut::sched::Estimates;
 use std::hint::black_box;
 
-/// A chain of 22 dense blocks whose widths shrink, so that 20 are cut candidates.
+/// A chain of 21 dense blocks whose widths shrink, so that 20 are cut candidates.
 fn twenty_candidate_model() -> Model {
     let mut blocks = Vec::new();
-    for i in 0..22 {
+    for i in 0..21 {
         let width = 1000 - 40 * i;
         blocks.push(format!(
             r#"{{"name": "b{i}", "ops": [{{"op": "dense", "name": "fc", "outputs": {width}}}, {{"op": "relu"}}]}}"#
         ));
     }
     let json = format!(
-        r#"{{"format": 1, "name": "chain", "input": [1024], "classes": 160, "init": {{"seed": 1}},
+        r#"{{"format": 1, "name": "chain", "input": [1024], "classes": 200, "init": {{"seed": 1}},
         "blocks": [{}]}}"#,
         blocks.join(",")
     );

@@ -32,7 +32,8 @@ pub enum RateMethod {
 }
 
 impl RateMethod {
-    /// The default: harmonic mean of the last 5 samples (best on the real traces, see `docs/scheduling.md`).
+    /// The default: harmonic mean of the last 5 samples (few large underestimates; `docs/scheduling.md`
+    /// compares the methods on the real traces, where EWMA 0.3 has the lowest mean error on most).
     pub const DEFAULT: RateMethod = RateMethod::Harmonic { window: 5 };
 
     /// A short name (`ewma0.3`, `harmonic5`, `last`).

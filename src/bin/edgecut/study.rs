@@ -40,6 +40,9 @@ pub struct StudyArgs {
     /// Server queueing delays swept, milliseconds (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "0,500,2000")]
     queue_ms: Vec<f64>,
+    /// Server shares swept: the server is time-shared by N requests, so its block times are N x the profile's.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    share: Vec<f64>,
     /// Requests per replayed trace.
     #[arg(long, default_value_t = 400)]
     requests: usize,
@@ -87,15 +90,18 @@ pub fn study(a: StudyArgs) -> Result<()> {
 
     // --- 1. Sweep: rates 1..=127 MB/s x load levels (server batch x queue) ---
     let mut loads: Vec<(String, CostTable, f64)> = Vec::new();
-    for &b in &server.batches {
-        let s = server.block_seconds_at(b).context("batch measured")?;
+    for &n in &a.share {
+        if !(n.is_finite() && n >= 1.0) {
+            bail!("--share {n}: a server shared by N >= 1 requests");
+        }
+        let s = base.server_block_s.iter().map(|x| x * n).collect();
         let t = CostTable::from_times(&model, base.device_block_s.clone(), s, &none)?;
         for &q in &a.queue_ms {
-            loads.push((format!("batch {b}, queue {q} ms"), t.clone(), q));
+            loads.push((format!("shared by {n}, queue {q} ms"), t.clone(), q));
         }
     }
     writeln!(md, "## Sweep: data rate 1-127 MB/s x server load\n")?;
-    writeln!(md, "Server load: the request shares the server with a batch of B (the server profile's time at batch B) and waits Q in its queue. {} load levels x 127 rates = {} scenarios per encoding.\n", loads.len(), loads.len() * 127)?;
+    writeln!(md, "Server load: the server is time-shared by N requests (its block times are N x the profile's, N in {:?}) and the request waits Q in its queue (Q in {:?} ms). {} load levels x 127 rates = {} scenarios per encoding.\n", a.share, a.queue_ms, loads.len(), loads.len() * 127)?;
     writeln!(md, "| split tensors | scenarios where a split beats device-only and server-only | best split's mean gain over the better of the two there |")?;
     writeln!(md, "|---|---|---|")?;
     let mut sweep_json = Map::new();
@@ -292,7 +298,7 @@ pub fn study(a: StudyArgs) -> Result<()> {
     }
     names.extend(["dynamic-fp32", "dynamic", "oracle"].map(String::from));
     writeln!(md, "## Real traces\n")?;
-    writeln!(md, "Periodic requests every {:.2} s (1.25 x device-only time), {} per trace file (traces loop), idle server (batch 1, no queue), RTT {} ms; rate estimator harmonic mean of 5; dynamic policies probe with 16 kB when the uplink was not measured for 1 s. Latency over all requests of the group (ms).\n", 1.0 / rate, a.requests, a.rtt_ms)?;
+    writeln!(md, "Periodic requests every {:.2} s (1.25 x device-only time), {} per trace file (traces loop), idle server (not shared, no queue), RTT {} ms; rate estimator harmonic mean of 5; dynamic policies probe with 16 kB when the uplink was not measured for 1 s. Latency over all requests of the group (ms).\n", 1.0 / rate, a.requests, a.rtt_ms)?;
     let mut trace_json = Map::new();
     let cfg = SimConfig {
         requests: a.requests,
