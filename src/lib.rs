@@ -25,6 +25,8 @@ pub mod fixture;
 pub mod gpu;
 pub mod model;
 pub mod report;
+pub mod sched;
+pub mod sim;
 pub mod sparsity;
 pub mod split;
 pub mod tensor;

@@ -1,4 +1,7 @@
-//! Reports: Markdown tables and SVG plots of benchmark results.
+//! Reports: Markdown tables and SVG plots of benchmark results (this file) and the line charts
+//! and heatmaps of simulations and studies (`plot`).
+
+pub mod plot;
 
 use crate::bench::Report;
 use plotters::prelude::*;

@@ -5,8 +5,11 @@ mod bench;
 mod demo;
 mod eval;
 mod info;
+mod profile;
 mod run;
 mod serve;
+mod simulate;
+mod study;
 mod wire;
 
 use anyhow::{Context, Result};
@@ -195,6 +198,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Per-block times of a model (each block in its own submission), saved as a JSON profile.
+    Profile {
+        /// Model directory.
+        model: PathBuf,
+        /// Where to run.
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+        /// Batch sizes to time (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        batch: Vec<usize>,
+        /// Untimed runs per block before timing.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Timed runs per block (the median is kept).
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+        /// Multiply every time by F (emulates a device F times slower).
+        #[arg(long, default_value_t = 1.0)]
+        slowdown: f64,
+        /// Scale an existing profile instead of measuring.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Save the profile JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print one JSON object (the profile).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Trace-driven simulation of a request stream under scheduling policies.
+    Simulate(simulate::SimulateArgs),
+    /// The dynamic-split-computing study: rate/load sweeps and real-trace replays, tables and plots.
+    Study(study::StudyArgs),
     /// List the wgpu adapters on this machine.
     Adapters {
         /// Print one JSON object.
@@ -301,6 +337,29 @@ fn run(cli: Cli) -> Result<()> {
             backend,
             json,
         } => wire::wire(&model, &data, backend, limit, json),
+        Command::Profile {
+            model,
+            backend,
+            batch,
+            warmup,
+            runs,
+            slowdown,
+            from,
+            out,
+            json,
+        } => profile::profile(profile::Args {
+            model: &model,
+            backend,
+            batches: &batch,
+            warmup,
+            runs,
+            slowdown,
+            from: from.as_deref(),
+            out: out.as_deref(),
+            json,
+        }),
+        Command::Simulate(args) => simulate::simulate(args),
+        Command::Study(args) => study::study(args),
         Command::Adapters { json } => {
             let adapters = list_adapters();
             if json {

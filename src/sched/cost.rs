@@ -1,0 +1,327 @@
+//! The cost model of DESIGN §6, precomputed per option so that a decision is a few multiply-adds
+//! per option.
+//!
+//! For a cut after block `k`, with device exits `e <= k` whose heads answer first with
+//! probability `p_e` (`P_exit(k) = sum p_e`):
+//!
+//! `T(k) = sum_e p_e D(0..=e) + (1 - P_exit(k)) (D(0..=k) + bytes(k, enc) / R + RTT + Q + S(k+1..n))`
+//!
+//! which is DESIGN's `D(0..k) + (1 - P_exit(k)) (bytes / R + RTT + Q + S)` with the time saved by
+//! exiting early on the device counted too (equal to it when the model has no exits). Device-only
+//! has no network term; server-only runs no device block and sends the input (as uint8 pixels
+//! when the input is an image).
+
+use super::profile::Profile;
+use super::{Choice, Cut, Encoding, Estimates, SchedError};
+use crate::model::Model;
+
+/// What the early exits of a model do on some data: the probability that each exit is the first
+/// to answer, and optionally the accuracy reached with the first `j` exits enabled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExitProbabilities {
+    /// `after_block` of each exit, ascending.
+    pub after_block: Vec<usize>,
+    /// Probability that exit `j` (in `after_block` order) is the first whose confidence passes.
+    pub first: Vec<f64>,
+    /// Accuracy with exits `0..j` enabled and the final classifier for the rest (`j = 0..=exits`);
+    /// `None` when unknown (untrained models, calibrated probabilities).
+    pub accuracy: Option<Vec<f64>>,
+}
+
+/// One sample's exit behaviour, measured by running the model on real data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleExits {
+    /// Confidence of each exit, in `after_block` order.
+    pub confidence: Vec<f32>,
+    /// Whether each exit's answer is right, same order.
+    pub exit_correct: Vec<bool>,
+    /// Whether the final classifier is right.
+    pub final_correct: bool,
+}
+
+impl SampleExits {
+    /// Index (in `after_block` order) of the first exit among the first `enabled` whose
+    /// confidence is strictly above `threshold`.
+    pub fn first_exit(&self, threshold: f32, enabled: usize) -> Option<usize> {
+        self.confidence
+            .iter()
+            .take(enabled)
+            .position(|&c| c > threshold)
+    }
+
+    /// Whether the answer is right when the first `enabled` exits may answer.
+    pub fn correct(&self, threshold: f32, enabled: usize) -> bool {
+        match self.first_exit(threshold, enabled) {
+            Some(e) => self.exit_correct[e],
+            None => self.final_correct,
+        }
+    }
+}
+
+impl ExitProbabilities {
+    /// No exit ever answers (models without exits, or exits disabled).
+    pub fn none(model: &Model) -> Self {
+        let after_block = sorted_exits(model);
+        Self {
+            first: vec![0.0; after_block.len()],
+            after_block,
+            accuracy: None,
+        }
+    }
+
+    /// Calibrated probabilities: `first[j]` for each exit in `after_block` order.
+    pub fn calibrated(model: &Model, first: Vec<f64>) -> Result<Self, SchedError> {
+        let after_block = sorted_exits(model);
+        let bad = |reason: String| SchedError::Invalid {
+            what: "exit probabilities".into(),
+            reason,
+        };
+        if first.len() != after_block.len() {
+            return Err(bad(format!(
+                "{} given, model '{}' has {} exits",
+                first.len(),
+                model.name(),
+                after_block.len()
+            )));
+        }
+        if first.iter().any(|p| !(0.0..=1.0).contains(p)) || first.iter().sum::<f64>() > 1.0 + 1e-9
+        {
+            return Err(bad(format!(
+                "{first:?} must be in [0, 1] and sum to at most 1"
+            )));
+        }
+        Ok(Self {
+            after_block,
+            first,
+            accuracy: None,
+        })
+    }
+
+    /// Measured on samples at an exit threshold (confidence strictly above it answers).
+    pub fn from_samples(model: &Model, samples: &[SampleExits], threshold: f32) -> Self {
+        let after_block = sorted_exits(model);
+        let m = after_block.len();
+        let n = samples.len().max(1) as f64;
+        let mut first = vec![0.0; m];
+        for s in samples {
+            if let Some(e) = s.first_exit(threshold, m) {
+                first[e] += 1.0 / n;
+            }
+        }
+        let accuracy = (0..=m)
+            .map(|j| samples.iter().filter(|s| s.correct(threshold, j)).count() as f64 / n)
+            .collect();
+        Self {
+            after_block,
+            first,
+            accuracy: Some(accuracy),
+        }
+    }
+
+    /// Exits (count, in `after_block` order) that run on the device for `cut` in a model of `n` blocks.
+    pub fn enabled(&self, cut: Cut, n: usize) -> usize {
+        let d = cut.device_blocks(n);
+        self.after_block.iter().filter(|&&b| b < d).count()
+    }
+}
+
+/// `after_block` of every exit of the model, ascending.
+pub fn sorted_exits(model: &Model) -> Vec<usize> {
+    let mut v: Vec<usize> = model.exits.iter().map(|e| e.after_block).collect();
+    v.sort_unstable();
+    v
+}
+
+/// One option with its precomputed terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptionCost {
+    /// The cut and encoding.
+    pub choice: Choice,
+    /// Bytes sent when no device exit answers.
+    pub bytes: u64,
+    /// Device seconds when no exit answers: `D(0..=k)`.
+    pub device_s: f64,
+    /// Server seconds: `S(k+1..n)`.
+    pub server_s: f64,
+    /// `P_exit(k)`: probability that a device exit answers.
+    pub p_exit: f64,
+    /// `sum_e p_e D(0..=e)`: expected device seconds of the samples exits answer.
+    pub exit_s: f64,
+    /// Exits enabled on the device (in `after_block` order).
+    pub exits_enabled: usize,
+    /// Expected accuracy, when known.
+    pub accuracy: Option<f64>,
+}
+
+impl OptionCost {
+    /// Whether something is sent to the server.
+    pub fn remote(&self) -> bool {
+        self.choice.cut != Cut::Device
+    }
+
+    /// Expected latency (seconds) under `est`.
+    #[inline]
+    pub fn expected(&self, est: &Estimates) -> f64 {
+        self.expected_with(self.bytes as f64 / est.rate_bytes_per_s + est.rtt_s + est.queue_s)
+    }
+
+    /// Expected latency given the seconds the remote part adds before the server computes
+    /// (transfer + RTT + queue), e.g. measured exactly by an oracle.
+    #[inline]
+    pub fn expected_with(&self, network_and_queue_s: f64) -> f64 {
+        let remote = if self.remote() {
+            network_and_queue_s + self.server_s
+        } else {
+            0.0
+        };
+        self.exit_s + (1.0 - self.p_exit) * (self.device_s + remote)
+    }
+}
+
+/// All options of a model: device-only, server-only and every cut candidate in every split
+/// encoding, with the terms of the cost model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostTable {
+    /// Model name.
+    pub model: String,
+    /// Blocks in the model.
+    pub blocks: usize,
+    /// Block names.
+    pub block_names: Vec<String>,
+    /// The cut candidates (block indices).
+    pub candidates: Vec<usize>,
+    /// Options: server-only first, then candidates x encodings, device-only last.
+    pub options: Vec<OptionCost>,
+    /// Device per-block seconds.
+    pub device_block_s: Vec<f64>,
+    /// Server per-block seconds.
+    pub server_block_s: Vec<f64>,
+    /// The exits.
+    pub exits: ExitProbabilities,
+}
+
+/// Whether a model input looks like an image (`[1 or 3, H, W]`): then server-only sends uint8 pixels.
+pub fn image_input(model: &Model) -> bool {
+    let s = model.input_shape();
+    s.len() == 3 && (s[0] == 1 || s[0] == 3)
+}
+
+impl CostTable {
+    /// Builds the table from two profiles checked against the model.
+    pub fn new(
+        model: &Model,
+        device: &Profile,
+        server: &Profile,
+        exits: &ExitProbabilities,
+    ) -> Result<Self, SchedError> {
+        device.check(model, "device profile")?;
+        server.check(model, "server profile")?;
+        Self::from_times(model, device.block_seconds(), server.block_seconds(), exits)
+    }
+
+    /// Builds the table from per-block seconds (device, server).
+    pub fn from_times(
+        model: &Model,
+        device_block_s: Vec<f64>,
+        server_block_s: Vec<f64>,
+        exits: &ExitProbabilities,
+    ) -> Result<Self, SchedError> {
+        let n = model.blocks.len();
+        if device_block_s.len() != n || server_block_s.len() != n {
+            return Err(SchedError::Invalid {
+                what: "block times".into(),
+                reason: format!(
+                    "{} device and {} server times for {n} blocks",
+                    device_block_s.len(),
+                    server_block_s.len()
+                ),
+            });
+        }
+        let candidates = model.cut_candidates();
+        let mut prefix = vec![0.0; n + 1];
+        for i in 0..n {
+            prefix[i + 1] = prefix[i] + device_block_s[i];
+        }
+        let server_total: f64 = server_block_s.iter().sum();
+        let mut server_suffix = vec![0.0; n + 1];
+        for i in (0..n).rev() {
+            server_suffix[i] = server_suffix[i + 1] + server_block_s[i];
+        }
+        let make = |cut: Cut, encoding: Encoding, elems: usize| {
+            let d = cut.device_blocks(n);
+            let enabled = exits.enabled(cut, n);
+            let p_exit: f64 = exits.first[..enabled].iter().sum();
+            let exit_s: f64 = (0..enabled)
+                .map(|j| exits.first[j] * prefix[exits.after_block[j] + 1])
+                .sum();
+            OptionCost {
+                choice: Choice { cut, encoding },
+                bytes: encoding.bytes(elems),
+                device_s: prefix[d],
+                server_s: server_suffix[d],
+                p_exit,
+                exit_s,
+                exits_enabled: enabled,
+                accuracy: exits.accuracy.as_ref().map(|a| a[enabled]),
+            }
+        };
+        let input_encoding = if image_input(model) {
+            Encoding::Uint8Image
+        } else {
+            Encoding::Fp32
+        };
+        let mut options = vec![make(Cut::Server, input_encoding, model.input_elems())];
+        debug_assert!((options[0].server_s - server_total).abs() < 1e-12);
+        for &k in &candidates {
+            for enc in Encoding::SPLIT {
+                options.push(make(Cut::After(k), enc, model.blocks[k].output_elems()));
+            }
+        }
+        options.push(make(Cut::Device, Encoding::None, 0));
+        Ok(Self {
+            model: model.name().to_string(),
+            blocks: n,
+            block_names: model.blocks.iter().map(|b| b.name.clone()).collect(),
+            candidates,
+            options,
+            device_block_s,
+            server_block_s,
+            exits: exits.clone(),
+        })
+    }
+
+    /// Index of the option for `choice`.
+    pub fn index(&self, choice: Choice) -> Option<usize> {
+        self.options.iter().position(|o| o.choice == choice)
+    }
+
+    /// A readable label: `server`, `device`, or the block name with the encoding (`blocks_5/fp16`).
+    pub fn label(&self, choice: Choice) -> String {
+        match choice.cut {
+            Cut::Server => "server".into(),
+            Cut::Device => "device".into(),
+            Cut::After(k) => format!("{}/{}", self.block_names[k], choice.encoding),
+        }
+    }
+
+    /// Parses a cut given as a block name or index, checking it is a candidate.
+    pub fn parse_cut(&self, s: &str) -> Result<Cut, SchedError> {
+        let k = s
+            .parse::<usize>()
+            .ok()
+            .or_else(|| self.block_names.iter().position(|b| b == s));
+        match k {
+            Some(k) if self.candidates.contains(&k) => Ok(Cut::After(k)),
+            _ => Err(SchedError::NotACandidate {
+                cut: s.to_string(),
+                model: self.model.clone(),
+                candidates: self
+                    .candidates
+                    .iter()
+                    .map(|&k| format!("{} ({k})", self.block_names[k]))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+}
