@@ -25,3 +25,4 @@ pub mod gpu;
 pub mod model;
 pub mod sparsity;
 pub mod tensor;
+pub mod train;

@@ -3,6 +3,7 @@
 
 mod eval;
 mod info;
+mod train;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -75,6 +76,32 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Train a spec (JSON) on MNIST and write a model directory (model.json + weights).
+    Train {
+        /// Training spec (architecture, sparsity, exits, optimizer, schedule).
+        spec: PathBuf,
+        /// Output model directory (written to a temporary folder, then renamed).
+        #[arg(long)]
+        out: PathBuf,
+        /// Folder with the MNIST IDX files (plain or .gz).
+        #[arg(long, default_value = "models/data/mnist")]
+        data: PathBuf,
+        /// Where to train.
+        #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+        backend: BackendChoice,
+        /// Overrides the spec's epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Overrides the spec's seed (weights, patterns, data order).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Stop after this many optimizer steps (short runs).
+        #[arg(long)]
+        max_steps: Option<usize>,
+        /// Print one JSON object (the final summary).
+        #[arg(long)]
+        json: bool,
+    },
     /// List the wgpu adapters on this machine.
     Adapters {
         /// Print one JSON object.
@@ -116,6 +143,25 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Train {
+            spec,
+            out,
+            data,
+            backend,
+            epochs,
+            seed,
+            max_steps,
+            json,
+        } => train::train(train::TrainArgs {
+            spec: &spec,
+            out: &out,
+            data: &data,
+            backend,
+            epochs,
+            seed,
+            max_steps,
+            json,
+        }),
         Command::Adapters { json } => {
             let adapters = list_adapters();
             if json {
