@@ -279,6 +279,16 @@ pub fn train(
             elems,
         });
     }
+    for (set, data) in [("training", train), ("test", test)] {
+        if let Some(&bad) = data.labels.iter().find(|&&l| l as usize >= model.classes()) {
+            return Err(TrainError::Spec {
+                reason: format!(
+                    "the {set} data has label {bad}, but the spec declares {} classes",
+                    model.classes()
+                ),
+            });
+        }
+    }
     if train.is_empty() {
         return Err(TrainError::Spec {
             reason: "the training set is empty".into(),
@@ -307,6 +317,7 @@ pub fn train(
             }
             let (x, labels) = gather(train, idx, elems);
             t += 1;
+            let lr = lr * spec.lr_decay.powi(epoch as i32 - 1);
             let f = engine.step(&mut model, &x, &labels, &weights, spec.optimizer, lr, t)?;
             if !f.loss.is_finite() || f.loss > opts.max_loss {
                 return Err(TrainError::Diverged {

@@ -36,6 +36,9 @@ pub struct TrainSpec {
     pub optimizer: OptimizerSpec,
     /// Learning rate.
     pub lr: f32,
+    /// Factor applied to the learning rate after every epoch (1 keeps it constant).
+    #[serde(default = "one")]
+    pub lr_decay: f32,
     /// Samples per step.
     pub batch_size: usize,
     /// Passes over the training set.
@@ -103,6 +106,9 @@ impl TrainSpec {
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("lr must be a positive number, got {}", self.lr));
+        }
+        if !(self.lr_decay.is_finite() && self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
+            return bad(format!("lr_decay must be in (0, 1], got {}", self.lr_decay));
         }
         match self.optimizer {
             OptimizerSpec::Adam { beta1, beta2, eps } => {

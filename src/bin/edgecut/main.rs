@@ -3,6 +3,7 @@
 
 mod eval;
 mod info;
+mod report_sparsity;
 mod train;
 
 use anyhow::{Context, Result};
@@ -102,6 +103,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Sparse-vs-dense results of the shipped MNIST models (accuracy, size, MACs, measured GPU
+    /// time, early exits, training throughput); writes docs/sparsity-results.md and an SVG plot.
+    ReportSparsity {
+        /// Folder holding the shipped models.
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+        /// Folder with the MNIST IDX files.
+        #[arg(long, default_value = "models/data/mnist")]
+        data: PathBuf,
+        /// Where to write the Markdown table and the SVG plot.
+        #[arg(long, default_value = "docs")]
+        out: PathBuf,
+        /// Timed runs per measurement (the median is reported).
+        #[arg(long, default_value_t = 30)]
+        reps: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the wgpu adapters on this machine.
     Adapters {
         /// Print one JSON object.
@@ -162,6 +182,13 @@ fn run(cli: Cli) -> Result<()> {
             max_steps,
             json,
         }),
+        Command::ReportSparsity {
+            models,
+            data,
+            out,
+            reps,
+            json,
+        } => report_sparsity::report(&models, &data, &out, reps.max(1), json),
         Command::Adapters { json } => {
             let adapters = list_adapters();
             if json {

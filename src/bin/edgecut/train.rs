@@ -72,13 +72,19 @@ pub fn train(args: TrainArgs<'_>) -> Result<()> {
                 .test_accuracy
                 .map(|a| format!(", test accuracy {:.2}%", a * 100.0))
                 .unwrap_or_default();
-            bar.println(format!(
+            let line = format!(
                 "epoch {}: loss {:.4}, train accuracy {:.2}%{test}, {:.0} samples/s",
                 r.epoch,
                 r.loss,
                 r.train_accuracy * 100.0,
                 r.samples_per_sec
-            ));
+            );
+            if !args.json && bar.is_hidden() {
+                // No terminal (a log file): the bar is not drawn, so print the line itself.
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
         }
         _ => {}
     };
