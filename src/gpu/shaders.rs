@@ -17,11 +17,15 @@ pub enum Shader {
     Exit,
     /// `copy.wgsl`: a large vec4 copy used to measure memory bandwidth.
     Copy,
+    /// `train/backward.wgsl`: weight, bias, input and activation gradients.
+    TrainBackward,
+    /// `train/optim.wgsl`: SGD-momentum and Adam steps.
+    TrainOptim,
 }
 
 impl Shader {
     /// Every shader, for validation tests.
-    pub const ALL: [Shader; 7] = [
+    pub const ALL: [Shader; 9] = [
         Shader::Dense,
         Shader::FanIn,
         Shader::Conv2d,
@@ -29,6 +33,8 @@ impl Shader {
         Shader::Elementwise,
         Shader::Exit,
         Shader::Copy,
+        Shader::TrainBackward,
+        Shader::TrainOptim,
     ];
 
     /// The WGSL source text.
@@ -41,6 +47,8 @@ impl Shader {
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Exit => include_str!("../../shaders/exit.wgsl"),
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
+            Shader::TrainBackward => include_str!("../../shaders/train/backward.wgsl"),
+            Shader::TrainOptim => include_str!("../../shaders/train/optim.wgsl"),
         }
     }
 
@@ -54,6 +62,8 @@ impl Shader {
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Exit => "exit.wgsl",
             Shader::Copy => "copy.wgsl",
+            Shader::TrainBackward => "train/backward.wgsl",
+            Shader::TrainOptim => "train/optim.wgsl",
         }
     }
 
@@ -67,16 +77,23 @@ impl Shader {
             Shader::Elementwise => &["activation", "add", "mul"],
             Shader::Exit => &["softmax", "exit_stats"],
             Shader::Copy => &["copy"],
+            Shader::TrainBackward => &[
+                "activation_grad",
+                "dense_grad_weight",
+                "dense_grad_input",
+                "fanin_grad_weight",
+            ],
+            Shader::TrainOptim => &["sgd_step", "adam_step"],
         }
     }
 
     /// Read-only storage buffers bound after the uniform (the write buffer comes last).
     pub fn read_buffers(self) -> usize {
         match self {
-            Shader::Dense | Shader::Conv2d => 3,
+            Shader::Dense | Shader::Conv2d | Shader::TrainBackward => 3,
             Shader::FanIn => 4,
             Shader::Elementwise => 2,
-            Shader::Pool | Shader::Exit | Shader::Copy => 1,
+            Shader::Pool | Shader::Exit | Shader::Copy | Shader::TrainOptim => 1,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! kernels in `shaders/train/`).
 
 pub mod backward;
+pub mod gpu;
 pub mod net;
 pub mod optim;
 pub mod spec;
