@@ -40,14 +40,19 @@ fn time_plan(plan: &Plan, x: &edgecut::tensor::Tensor, reps: usize) -> Result<f6
 }
 
 fn kernels_used(plan: &Plan) -> String {
-    let mut names: Vec<String> = plan
+    let names: Vec<String> = plan
         .kernel_labels()
         .iter()
         .filter_map(|l| l.rsplit('.').next().map(str::to_string))
         .filter(|k| k.starts_with("dense") || k.starts_with("fanin") || k.starts_with("conv"))
         .collect();
-    names.dedup();
-    names.join(", ")
+    let mut unique: Vec<String> = Vec::new();
+    for n in names {
+        if !unique.contains(&n) {
+            unique.push(n);
+        }
+    }
+    unique.join(", ")
 }
 
 pub fn report(models: &Path, data: &Path, out: &Path, reps: usize, as_json: bool) -> Result<()> {
@@ -131,7 +136,7 @@ pub fn report(models: &Path, data: &Path, out: &Path, reps: usize, as_json: bool
         }
         let n = test.len() as f64;
         exits.push(json!({
-            "threshold": t,
+            "threshold": (t as f64 * 100.0).round() / 100.0,
             "exit_rate": exited as f64 / n,
             "accuracy": correct as f64 / n,
             "exit_accuracy": if exited > 0 { exit_correct as f64 / exited as f64 } else { f64::NAN },
@@ -185,8 +190,8 @@ fn markdown(rows: &[Value], exits: &[Value], gpu: &Backend, reps: usize) -> Stri
     for e in exits {
         let _ = writeln!(
             s,
-            "| {} | {:.1}% | {:.2}% | {:.2}% |",
-            e["threshold"],
+            "| {:.2} | {:.1}% | {:.2}% | {:.2}% |",
+            e["threshold"].as_f64().unwrap_or(0.0),
             e["exit_rate"].as_f64().unwrap_or(0.0) * 100.0,
             e["accuracy"].as_f64().unwrap_or(0.0) * 100.0,
             e["exit_accuracy"].as_f64().unwrap_or(f64::NAN) * 100.0,
