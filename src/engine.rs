@@ -247,6 +247,15 @@ impl Plan {
         }
     }
 
+    /// Labels of the GPU dispatches in encoding order (`fc1.fanin.fanin_vec4`, …), naming the
+    /// kernel each step uses; empty on the CPU backend.
+    pub fn kernel_labels(&self) -> Vec<String> {
+        match &self.exec {
+            Exec::Cpu => Vec::new(),
+            Exec::Gpu(g) => g.kernels.iter().map(|k| k.label.clone()).collect(),
+        }
+    }
+
     /// Per-sample input shape of the range.
     pub fn input_shape(&self) -> &[usize] {
         self.model.shape_at(self.range.start)

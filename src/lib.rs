@@ -30,3 +30,4 @@ pub mod sim;
 pub mod sparsity;
 pub mod split;
 pub mod tensor;
+pub mod train;

@@ -103,6 +103,15 @@ impl FanInPattern {
             });
         }
         let k = inputs * out_degree / outputs;
+        if out_degree == outputs {
+            // Every output reads every input: the only pattern, no draw needed.
+            return Ok(Self {
+                inputs,
+                outputs,
+                k,
+                indices: (0..outputs).flat_map(|_| 0..inputs as u32).collect(),
+            });
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         // Configuration model: every input appears `out_degree` times; deal k per output,
         // then repair duplicate entries in a row by swapping with another row.
@@ -271,6 +280,8 @@ mod tests {
             (100, 10, 10),
             (40, 40, 9),
             (7, 7, 7),
+            (100, 10, 10),
+            (400, 10, 10),
         ] {
             let p = FanInPattern::random(i, o, d, 3).unwrap();
             assert_eq!(p.k, i * d / o);

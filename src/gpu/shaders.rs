@@ -19,11 +19,15 @@ pub enum Shader {
     Copy,
     /// `quant.wgsl`: f16 / int8 packing of split tensors for the wire, and back.
     Quant,
+    /// `train/backward.wgsl`: weight, bias, input and activation gradients.
+    TrainBackward,
+    /// `train/optim.wgsl`: SGD-momentum and Adam steps.
+    TrainOptim,
 }
 
 impl Shader {
     /// Every shader, for validation tests.
-    pub const ALL: [Shader; 8] = [
+    pub const ALL: [Shader; 10] = [
         Shader::Dense,
         Shader::FanIn,
         Shader::Conv2d,
@@ -32,6 +36,8 @@ impl Shader {
         Shader::Exit,
         Shader::Copy,
         Shader::Quant,
+        Shader::TrainBackward,
+        Shader::TrainOptim,
     ];
 
     /// The WGSL source text.
@@ -45,6 +51,8 @@ impl Shader {
             Shader::Exit => include_str!("../../shaders/exit.wgsl"),
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
             Shader::Quant => include_str!("../../shaders/quant.wgsl"),
+            Shader::TrainBackward => include_str!("../../shaders/train/backward.wgsl"),
+            Shader::TrainOptim => include_str!("../../shaders/train/optim.wgsl"),
         }
     }
 
@@ -59,6 +67,8 @@ impl Shader {
             Shader::Exit => "exit.wgsl",
             Shader::Copy => "copy.wgsl",
             Shader::Quant => "quant.wgsl",
+            Shader::TrainBackward => "train/backward.wgsl",
+            Shader::TrainOptim => "train/optim.wgsl",
         }
     }
 
@@ -79,16 +89,23 @@ impl Shader {
                 "pack_f16",
                 "unpack_f16",
             ],
+            Shader::TrainBackward => &[
+                "activation_grad",
+                "dense_grad_weight",
+                "dense_grad_input",
+                "fanin_grad_weight",
+            ],
+            Shader::TrainOptim => &["sgd_step", "adam_step"],
         }
     }
 
     /// Read-only storage buffers bound after the uniform (the write buffer comes last).
     pub fn read_buffers(self) -> usize {
         match self {
-            Shader::Dense | Shader::Conv2d => 3,
+            Shader::Dense | Shader::Conv2d | Shader::TrainBackward => 3,
             Shader::FanIn => 4,
             Shader::Elementwise | Shader::Quant => 2,
-            Shader::Pool | Shader::Exit | Shader::Copy => 1,
+            Shader::Pool | Shader::Exit | Shader::Copy | Shader::TrainOptim => 1,
         }
     }
 }

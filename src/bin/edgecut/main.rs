@@ -6,10 +6,12 @@ mod demo;
 mod eval;
 mod info;
 mod profile;
+mod report_sparsity;
 mod run;
 mod serve;
 mod simulate;
 mod study;
+mod train;
 mod wire;
 
 use anyhow::{Context, Result};
@@ -159,6 +161,51 @@ enum Command {
         /// Where the device runs.
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train a spec (JSON) on MNIST and write a model directory (model.json + weights).
+    Train {
+        /// Training spec (architecture, sparsity, exits, optimizer, schedule).
+        spec: PathBuf,
+        /// Output model directory (written to a temporary folder, then renamed).
+        #[arg(long)]
+        out: PathBuf,
+        /// Folder with the MNIST IDX files (plain or .gz).
+        #[arg(long, default_value = "models/data/mnist")]
+        data: PathBuf,
+        /// Where to train.
+        #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+        backend: BackendChoice,
+        /// Overrides the spec's epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Overrides the spec's seed (weights, patterns, data order).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Stop after this many optimizer steps (short runs).
+        #[arg(long)]
+        max_steps: Option<usize>,
+        /// Print one JSON object (the final summary).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sparse-vs-dense results of the shipped MNIST models (accuracy, size, MACs, measured GPU
+    /// time, early exits, training throughput); writes docs/sparsity-results.md and an SVG plot.
+    ReportSparsity {
+        /// Folder holding the shipped models.
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+        /// Folder with the MNIST IDX files.
+        #[arg(long, default_value = "models/data/mnist")]
+        data: PathBuf,
+        /// Where to write the Markdown table and the SVG plot.
+        #[arg(long, default_value = "docs")]
+        out: PathBuf,
+        /// Timed runs per measurement (the median is reported).
+        #[arg(long, default_value_t = 30)]
+        reps: usize,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -360,6 +407,32 @@ fn run(cli: Cli) -> Result<()> {
         }),
         Command::Simulate(args) => simulate::simulate(args),
         Command::Study(args) => study::study(args),
+        Command::Train {
+            spec,
+            out,
+            data,
+            backend,
+            epochs,
+            seed,
+            max_steps,
+            json,
+        } => train::train(train::TrainArgs {
+            spec: &spec,
+            out: &out,
+            data: &data,
+            backend,
+            epochs,
+            seed,
+            max_steps,
+            json,
+        }),
+        Command::ReportSparsity {
+            models,
+            data,
+            out,
+            reps,
+            json,
+        } => report_sparsity::report(&models, &data, &out, reps.max(1), json),
         Command::Adapters { json } => {
             let adapters = list_adapters();
             if json {

@@ -1,0 +1,252 @@
+//! `edgecut report-sparsity`: the sparse-vs-dense results table (accuracy, parameters, nonzero
+//! weights, MACs, bytes on disk, measured GPU inference time with the kernels used), the early-
+//! exit table and plot of `mnist-lenet-ee`, and training throughput; writes `docs/sparsity-results.md`
+//! and `docs/sparsity-exits.svg`.
+
+use crate::{backend, BackendChoice};
+use anyhow::{Context, Result};
+use edgecut::data::{load_mnist, Split};
+use edgecut::engine::{Answer, Backend, Plan};
+use edgecut::model::Model;
+use edgecut::train::{train, TrainOptions, TrainSpec};
+use plotters::prelude::*;
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Dense/sparse pairs, side by side.
+const PAIRS: [(&str, &str); 2] = [
+    ("mnist-mlp-dense-small", "mnist-mlp-sparse"),
+    ("mnist-mlp-dense", "mnist-mlp-sparse-4x"),
+];
+const LENET: &str = "mnist-lenet-ee";
+const THRESHOLDS: [f32; 8] = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99];
+
+/// Median seconds of one `plan.run` on a batch of `n` (after warm-up).
+fn time_plan(plan: &Plan, x: &edgecut::tensor::Tensor, reps: usize) -> Result<f64> {
+    for _ in 0..3 {
+        plan.run(x)?;
+    }
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            plan.run(x).map(|_| s.elapsed().as_secs_f64())
+        })
+        .collect::<Result<_, _>>()?;
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
+}
+
+fn kernels_used(plan: &Plan) -> String {
+    let names: Vec<String> = plan
+        .kernel_labels()
+        .iter()
+        .filter_map(|l| l.rsplit('.').next().map(str::to_string))
+        .filter(|k| k.starts_with("dense") || k.starts_with("fanin") || k.starts_with("conv"))
+        .collect();
+    let mut unique: Vec<String> = Vec::new();
+    for n in names {
+        if !unique.contains(&n) {
+            unique.push(n);
+        }
+    }
+    unique.join(", ")
+}
+
+pub fn report(models: &Path, data: &Path, out: &Path, reps: usize, as_json: bool) -> Result<()> {
+    let test = load_mnist(data, Split::Test)?;
+    let train_set = load_mnist(data, Split::Train)?;
+    let gpu = backend(BackendChoice::Gpu).context("the report measures GPU inference time")?;
+    let mut rows = Vec::new();
+    let names: Vec<&str> = PAIRS
+        .iter()
+        .flat_map(|(a, b)| [*a, *b])
+        .chain([LENET])
+        .collect();
+    for name in &names {
+        let dir = models.join(name);
+        let model = Arc::new(Model::load(&dir).with_context(|| format!("loading {name}"))?);
+        let cpu = edgecut::train::evaluate(&model, &test, &Backend::Cpu)?.0;
+        let totals = model.totals();
+        let bytes = std::fs::metadata(dir.join("weights.safetensors"))?.len()
+            + std::fs::metadata(dir.join("model.json"))?.len();
+        let mut times = Vec::new();
+        let mut kernels = String::new();
+        for n in [1usize, 256] {
+            let plan = Plan::compile(&model, 0..model.blocks.len(), &gpu, n)?;
+            let x = test
+                .batch(0..n, model.input_shape())
+                .context("test images fit the model input")?;
+            times.push(time_plan(&plan, &x, reps)? * 1e3);
+            kernels = kernels_used(&plan);
+        }
+        // Training throughput on the CPU backend: 40 optimizer steps of the model's own spec.
+        let spec = TrainSpec::load(&dir.join("spec.json"))?;
+        let mut opts = TrainOptions::new();
+        opts.max_steps = Some(40);
+        opts.epochs = Some(1);
+        opts.eval_every_epoch = false;
+        let (_, summary) = train(
+            &spec,
+            &train_set,
+            &test,
+            &Backend::Cpu,
+            &opts,
+            "report",
+            &mut |_| {},
+        )?;
+        rows.push(json!({
+            "model": name,
+            "test_accuracy": cpu,
+            "params": totals.params,
+            "nonzero_weights": totals.nonzero_weights,
+            "macs": totals.macs,
+            "bytes_on_disk": bytes,
+            "gpu_ms_batch1": times[0],
+            "gpu_ms_batch256": times[1],
+            "kernels": kernels,
+            "train_samples_per_sec_cpu": summary.samples_per_sec,
+        }));
+    }
+    // Early exits of the LeNet model.
+    let lenet = Arc::new(Model::load(models.join(LENET))?);
+    let plan = Plan::compile(&lenet, 0..lenet.blocks.len(), &Backend::Cpu, 500)?;
+    let mut outs = Vec::new();
+    for lo in (0..test.len()).step_by(500) {
+        let hi = (lo + 500).min(test.len());
+        let x = test
+            .batch(lo..hi, lenet.input_shape())
+            .context("test images fit the model input")?;
+        outs.push((lo, plan.run(&x)?));
+    }
+    let mut exits = Vec::new();
+    for t in THRESHOLDS {
+        let (mut exited, mut correct, mut exit_correct) = (0usize, 0usize, 0usize);
+        for (lo, o) in &outs {
+            for (i, a) in o.answers(t).into_iter().enumerate() {
+                let ok = a.class() == Some(test.labels[lo + i] as u32);
+                correct += ok as usize;
+                if matches!(a, Answer::Exit { .. }) {
+                    exited += 1;
+                    exit_correct += ok as usize;
+                }
+            }
+        }
+        let n = test.len() as f64;
+        exits.push(json!({
+            "threshold": (t as f64 * 100.0).round() / 100.0,
+            "exit_rate": exited as f64 / n,
+            "accuracy": correct as f64 / n,
+            "exit_accuracy": if exited > 0 { exit_correct as f64 / exited as f64 } else { f64::NAN },
+        }));
+    }
+    let md = markdown(&rows, &exits, &gpu, reps);
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("sparsity-results.md"), &md)?;
+    plot(&exits, &out.join("sparsity-exits.svg"))?;
+    if as_json {
+        println!(
+            "{}",
+            json!({"adapter": gpu.adapter(), "models": rows, "lenet_exits": exits,
+                   "markdown": out.join("sparsity-results.md").display().to_string()})
+        );
+    } else {
+        print!("{md}");
+    }
+    Ok(())
+}
+
+fn markdown(rows: &[Value], exits: &[Value], gpu: &Backend, reps: usize) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "<!-- generated by `edgecut report-sparsity`; do not edit by hand -->\n\nGPU: {} (median of {reps} runs after warm-up; `Plan::run` wall time including upload and readback).\n",
+        gpu.adapter()
+    );
+    let _ = writeln!(s, "| model | test accuracy | params | nonzero weights | MACs | bytes on disk | GPU ms, batch 1 | GPU ms, batch 256 | kernels | CPU training samples/s |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {:.2}% | {} | {} | {} | {} | {:.3} | {:.3} | {} | {:.0} |",
+            r["model"].as_str().unwrap_or(""),
+            r["test_accuracy"].as_f64().unwrap_or(0.0) * 100.0,
+            r["params"],
+            r["nonzero_weights"],
+            r["macs"],
+            r["bytes_on_disk"],
+            r["gpu_ms_batch1"].as_f64().unwrap_or(0.0),
+            r["gpu_ms_batch256"].as_f64().unwrap_or(0.0),
+            r["kernels"].as_str().unwrap_or(""),
+            r["train_samples_per_sec_cpu"].as_f64().unwrap_or(0.0),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n`{LENET}` early exit (exit head after block `conv1`; a sample exits when its softmax confidence is above the threshold):\n\n| threshold | exit rate | overall accuracy | accuracy of exited samples |\n|---:|---:|---:|---:|"
+    );
+    for e in exits {
+        let _ = writeln!(
+            s,
+            "| {:.2} | {:.1}% | {:.2}% | {:.2}% |",
+            e["threshold"].as_f64().unwrap_or(0.0),
+            e["exit_rate"].as_f64().unwrap_or(0.0) * 100.0,
+            e["accuracy"].as_f64().unwrap_or(0.0) * 100.0,
+            e["exit_accuracy"].as_f64().unwrap_or(f64::NAN) * 100.0,
+        );
+    }
+    s
+}
+
+fn plot(exits: &[Value], path: &Path) -> Result<()> {
+    let root = SVGBackend::new(path, (640, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("{LENET}: early exit vs threshold"),
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(45)
+        .build_cartesian_2d(0.5f32..1.0f32, 0.0f32..1.0f32)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("confidence threshold")
+        .y_desc("fraction")
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let series = |key: &str| -> Vec<(f32, f32)> {
+        exits
+            .iter()
+            .map(|e| {
+                (
+                    e["threshold"].as_f64().unwrap_or(0.0) as f32,
+                    e[key].as_f64().unwrap_or(0.0) as f32,
+                )
+            })
+            .collect()
+    };
+    chart
+        .draw_series(LineSeries::new(series("exit_rate"), &BLUE))
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .label("exit rate")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    chart
+        .draw_series(LineSeries::new(series("accuracy"), &RED))
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .label("overall accuracy")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerLeft)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}

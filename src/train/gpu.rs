@@ -1,0 +1,302 @@
+//! GPU backward and optimizer kernels (`shaders/train/*.wgsl`), one-shot launchers that upload
+//! their inputs, dispatch once and read the result back. Each mirrors a CPU reference in
+//! [`super::backward`] / [`super::optim`] and is tested against it. The fan-in input gradient
+//! reuses the fan-in *forward* kernel over the transposed pattern with gathered weights.
+
+use super::backward::FanInBackward;
+use super::spec::OptimizerSpec;
+use crate::gpu::kernels::{self, Kernel, OpWeights};
+use crate::gpu::{read_back, staging, storage, upload, GpuContext, GpuError, Shader};
+use crate::model::{Activation, FanIn, Op};
+use bytemuck::{Pod, Zeroable};
+
+/// Uniform parameters of `train/backward.wgsl` (WGSL twin: `GradParams`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct GradParams {
+    /// Rows in the batch.
+    pub batch: u32,
+    /// Input features.
+    pub inputs: u32,
+    /// Output features.
+    pub outputs: u32,
+    /// Fan-in (fan-in layers).
+    pub k: u32,
+    /// Activation code.
+    pub activation: u32,
+    /// Elements (activation_grad).
+    pub len: u32,
+    /// Padding to 16 bytes.
+    pub _pad: [u32; 2],
+}
+
+/// Uniform parameters of `train/optim.wgsl` (WGSL twin: `OptimParams`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct OptimParams {
+    /// Parameters in the tensor.
+    pub len: u32,
+    /// Padding.
+    pub _pad0: u32,
+    /// Learning rate.
+    pub lr: f32,
+    /// SGD momentum.
+    pub momentum: f32,
+    /// Adam β1.
+    pub beta1: f32,
+    /// Adam β2.
+    pub beta2: f32,
+    /// Adam ε.
+    pub eps: f32,
+    /// `1 - β1^t`.
+    pub c1: f32,
+    /// `1 - β2^t`.
+    pub c2: f32,
+    /// Padding to 16 bytes.
+    pub _pad1: [u32; 3],
+}
+
+fn run(
+    ctx: &GpuContext,
+    kernel: &Kernel,
+    out: &wgpu::Buffer,
+    len: usize,
+) -> Result<Vec<f32>, GpuError> {
+    let stage = staging(ctx, &format!("{}.staging", kernel.label), (len * 4) as u64);
+    let mut enc = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some(&kernel.label),
+        });
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(&kernel.label),
+            timestamp_writes: None,
+        });
+        kernel.encode(&mut pass);
+    }
+    enc.copy_buffer_to_buffer(out, 0, &stage, 0, crate::gpu::padded((len * 4) as u64));
+    ctx.queue.submit([enc.finish()]);
+    let mut v = read_back(ctx, &stage, len)?;
+    v.truncate(len);
+    Ok(v)
+}
+
+fn grad_kernel(
+    ctx: &GpuContext,
+    entry: &'static str,
+    p: GradParams,
+    bufs: [&[f32]; 3],
+    len: usize,
+) -> Result<Vec<f32>, GpuError> {
+    let a = upload(ctx, &format!("train.{entry}.a"), bufs[0])?;
+    let b = upload(ctx, &format!("train.{entry}.b"), bufs[1])?;
+    let c = upload(
+        ctx,
+        &format!("train.{entry}.c"),
+        if bufs[2].is_empty() { &[0.0] } else { bufs[2] },
+    )?;
+    let out = storage(ctx, &format!("train.{entry}.out"), (len * 4) as u64)?;
+    let k = Kernel::new(
+        ctx,
+        format!("train.{entry}"),
+        Shader::TrainBackward,
+        entry,
+        &[],
+        &p,
+        &[&a, &b, &c],
+        &out,
+        len as u64,
+    )?;
+    run(ctx, &k, &out, len)
+}
+
+fn params(
+    batch: usize,
+    inputs: usize,
+    outputs: usize,
+    k: usize,
+    act: Activation,
+    len: usize,
+) -> GradParams {
+    GradParams {
+        batch: batch as u32,
+        inputs: inputs as u32,
+        outputs: outputs as u32,
+        k: k as u32,
+        activation: act as u32,
+        len: len as u32,
+        _pad: [0; 2],
+    }
+}
+
+/// `dz = dy · act'(z)` on the GPU.
+pub fn activation_grad(
+    ctx: &GpuContext,
+    act: Activation,
+    z: &[f32],
+    dy: &[f32],
+) -> Result<Vec<f32>, GpuError> {
+    grad_kernel(
+        ctx,
+        "activation_grad",
+        params(0, 0, 0, 0, act, z.len()),
+        [z, dy, &[]],
+        z.len(),
+    )
+}
+
+/// Dense weight and bias gradients `(dw [outputs, inputs], db [outputs])` on the GPU.
+pub fn dense_grad_weight(
+    ctx: &GpuContext,
+    x: &[f32],
+    dz: &[f32],
+    n: usize,
+    inputs: usize,
+    outputs: usize,
+) -> Result<(Vec<f32>, Vec<f32>), GpuError> {
+    let mut v = grad_kernel(
+        ctx,
+        "dense_grad_weight",
+        params(n, inputs, outputs, 0, Activation::None, 0),
+        [x, dz, &[]],
+        outputs * inputs + outputs,
+    )?;
+    let db = v.split_off(outputs * inputs);
+    Ok((v, db))
+}
+
+/// Dense input gradient `dx [n, inputs]` on the GPU.
+pub fn dense_grad_input(
+    ctx: &GpuContext,
+    dz: &[f32],
+    weight: &[f32],
+    n: usize,
+    inputs: usize,
+    outputs: usize,
+) -> Result<Vec<f32>, GpuError> {
+    grad_kernel(
+        ctx,
+        "dense_grad_input",
+        params(n, inputs, outputs, 0, Activation::None, 0),
+        [&[0.0], dz, weight],
+        n * inputs,
+    )
+}
+
+/// Fan-in weight and bias gradients over the ELL pattern on the GPU.
+pub fn fanin_grad_weight(
+    ctx: &GpuContext,
+    f: &FanIn,
+    x: &[f32],
+    dz: &[f32],
+    n: usize,
+) -> Result<(Vec<f32>, Vec<f32>), GpuError> {
+    let idx: Vec<f32> = f.indices.iter().map(|&i| f32::from_bits(i)).collect();
+    let mut v = grad_kernel(
+        ctx,
+        "fanin_grad_weight",
+        params(n, f.inputs, f.outputs, f.k, Activation::None, 0),
+        [x, dz, &idx],
+        f.outputs * f.k + f.outputs,
+    )?;
+    let db = v.split_off(f.outputs * f.k);
+    Ok((v, db))
+}
+
+/// Fan-in input gradient on the GPU: the fan-in forward kernel (`fanin.wgsl`) over the
+/// transposed pattern (fixed fan-in = out-degree) with gathered weights and no bias.
+pub fn fanin_grad_input(
+    ctx: &GpuContext,
+    f: &FanIn,
+    back: &FanInBackward,
+    dz: &[f32],
+    n: usize,
+) -> Result<Vec<f32>, GpuError> {
+    let t = &back.transposed;
+    let op = FanIn {
+        inputs: t.inputs,
+        outputs: t.outputs,
+        k: t.k,
+        indices: t.indices.clone(),
+        weights: back.gather_weights(&f.weights),
+        bias: vec![0.0; t.outputs],
+        activation: Activation::None,
+    };
+    let label = "train.fanin_grad_input";
+    let w =
+        OpWeights::upload(ctx, label, &Op::FanIn(op.clone()))?.expect("fan-in ops carry weights");
+    let x = upload(ctx, &format!("{label}.dz"), dz)?;
+    let y = storage(ctx, &format!("{label}.dx"), (n * t.outputs * 4) as u64)?;
+    let k = kernels::fanin(ctx, label, &op, n, &w, &x, &y)?;
+    run(ctx, &k, &y, n * t.outputs)
+}
+
+/// New `(weights, first moment, second moment)` after an optimizer step.
+pub type OptimOutput = (Vec<f32>, Vec<f32>, Vec<f32>);
+
+/// One optimizer step on the GPU; returns the new `(weights, m, v)`.
+#[allow(clippy::too_many_arguments)] // one optimizer step's inputs
+pub fn optim_step(
+    ctx: &GpuContext,
+    opt: OptimizerSpec,
+    lr: f32,
+    t: u32,
+    w: &[f32],
+    g: &[f32],
+    m: &[f32],
+    v: &[f32],
+) -> Result<OptimOutput, GpuError> {
+    let len = w.len();
+    let (entry, mut p) = match opt {
+        OptimizerSpec::Sgd { momentum } => (
+            "sgd_step",
+            OptimParams {
+                len: len as u32,
+                _pad0: 0,
+                lr,
+                momentum,
+                beta1: 0.0,
+                beta2: 0.0,
+                eps: 1.0,
+                c1: 1.0,
+                c2: 1.0,
+                _pad1: [0; 3],
+            },
+        ),
+        OptimizerSpec::Adam { beta1, beta2, eps } => (
+            "adam_step",
+            OptimParams {
+                len: len as u32,
+                _pad0: 0,
+                lr,
+                momentum: 0.0,
+                beta1,
+                beta2,
+                eps,
+                c1: 1.0 - beta1.powi(t as i32),
+                c2: 1.0 - beta2.powi(t as i32),
+                _pad1: [0; 3],
+            },
+        ),
+    };
+    p.len = len as u32;
+    let state: Vec<f32> = w.iter().chain(m).chain(v).copied().collect();
+    let sbuf = upload(ctx, &format!("train.{entry}.state"), &state)?;
+    let gbuf = upload(ctx, &format!("train.{entry}.grad"), g)?;
+    let k = Kernel::new(
+        ctx,
+        format!("train.{entry}"),
+        Shader::TrainOptim,
+        entry,
+        &[],
+        &p,
+        &[&gbuf],
+        &sbuf,
+        len as u64,
+    )?;
+    let mut out = run(ctx, &k, &sbuf, 3 * len)?;
+    let v2 = out.split_off(2 * len);
+    let m2 = out.split_off(len);
+    Ok((out, m2, v2))
+}

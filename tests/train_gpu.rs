@@ -1,0 +1,129 @@
+//! GPU backward and optimizer kernels (`shaders/train/*.wgsl`) against their CPU references on
+//! random inputs and odd shapes.
+
+mod common;
+
+use common::{assert_close, gpu, random, Tolerance};
+use edgecut::model::{Activation, Dense, FanIn};
+use edgecut::sparsity::FanInPattern;
+use edgecut::train::backward::{self as bw, FanInBackward};
+use edgecut::train::optim::{self, OptimState};
+use edgecut::train::{gpu as tg, OptimizerSpec};
+
+#[test]
+fn gpu_activation_gradients_match_the_cpu_reference() {
+    let Some(ctx) = gpu("gpu_activation_gradients_match_the_cpu_reference") else {
+        return;
+    };
+    let z: Vec<f32> = random(1037, 1).into_iter().map(|v| v * 8.0).collect();
+    let dy = random(1037, 2);
+    for act in [
+        Activation::None,
+        Activation::Relu,
+        Activation::Relu6,
+        Activation::Silu,
+        Activation::Sigmoid,
+    ] {
+        let got = tg::activation_grad(&ctx, act, &z, &dy).expect("gpu runs");
+        assert_close(
+            &format!("{act:?}"),
+            &got,
+            &bw::activation_backward(act, &z, &dy),
+            Tolerance::Approximate,
+        );
+    }
+}
+
+#[test]
+fn gpu_dense_gradients_match_the_cpu_reference_on_odd_shapes() {
+    let Some(ctx) = gpu("gpu_dense_gradients_match_the_cpu_reference_on_odd_shapes") else {
+        return;
+    };
+    for (n, ni, no) in [(1, 1, 1), (3, 7, 5), (17, 33, 10), (32, 800, 3)] {
+        let d = Dense {
+            inputs: ni,
+            outputs: no,
+            weight: random(ni * no, 1),
+            bias: random(no, 2),
+            activation: Activation::None,
+        };
+        let x = random(n * ni, 3);
+        let dz = random(n * no, 4);
+        let (mut dw, mut db) = (vec![0.0; ni * no], vec![0.0; no]);
+        let dx = bw::dense_backward(&d, &x, &dz, n, &mut dw, &mut db, true).expect("dx requested");
+        let (gw, gb) = tg::dense_grad_weight(&ctx, &x, &dz, n, ni, no).expect("gpu runs");
+        assert_close("dense dw", &gw, &dw, Tolerance::Approximate);
+        assert_close("dense db", &gb, &db, Tolerance::Approximate);
+        let gx = tg::dense_grad_input(&ctx, &dz, &d.weight, n, ni, no).expect("gpu runs");
+        assert_close("dense dx", &gx, &dx, Tolerance::Approximate);
+    }
+}
+
+#[test]
+fn gpu_fanin_gradients_match_the_cpu_reference_using_the_transposed_pattern() {
+    let Some(ctx) = gpu("gpu_fanin_gradients_match_the_cpu_reference_using_the_transposed_pattern")
+    else {
+        return;
+    };
+    // (batch, inputs, outputs, out-degree): scalar and vec4 paths of the forward kernel.
+    for (n, ni, no, d) in [
+        (1, 12, 8, 2),
+        (5, 40, 40, 9),
+        (33, 800, 40, 2),
+        (7, 100, 10, 10),
+    ] {
+        let p = FanInPattern::random(ni, no, d, 5).expect("valid degree");
+        let f = FanIn {
+            inputs: ni,
+            outputs: no,
+            k: p.k,
+            indices: p.indices,
+            weights: random(no * p.k, 1),
+            bias: random(no, 2),
+            activation: Activation::None,
+        };
+        let back = FanInBackward::new(&f).expect("uniform out-degree");
+        let x = random(n * ni, 3);
+        let dz = random(n * no, 4);
+        let (mut dw, mut db) = (vec![0.0; no * f.k], vec![0.0; no]);
+        let dx = bw::fanin_backward(&f, Some(&back), &x, &dz, n, &mut dw, &mut db)
+            .expect("dx requested");
+        let (gw, gb) = tg::fanin_grad_weight(&ctx, &f, &x, &dz, n).expect("gpu runs");
+        assert_close("fanin dw", &gw, &dw, Tolerance::Approximate);
+        assert_close("fanin db", &gb, &db, Tolerance::Approximate);
+        let gx = tg::fanin_grad_input(&ctx, &f, &back, &dz, n).expect("gpu runs");
+        assert_close("fanin dx", &gx, &dx, Tolerance::Approximate);
+    }
+}
+
+#[test]
+fn gpu_optimizer_steps_match_the_cpu_reference_over_several_steps() {
+    let Some(ctx) = gpu("gpu_optimizer_steps_match_the_cpu_reference_over_several_steps") else {
+        return;
+    };
+    for opt in [
+        OptimizerSpec::Sgd { momentum: 0.9 },
+        OptimizerSpec::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
+    ] {
+        let len = 1001;
+        let mut w = random(len, 1);
+        let mut st = OptimState::new(len);
+        let (mut gw, mut gm, mut gv) = (w.clone(), vec![0.0; len], vec![0.0; len]);
+        for t in 1..=3u32 {
+            let g = random(len, 10 + t as u64);
+            optim::step(opt, 0.01, t, &mut w, &g, &mut st);
+            (gw, gm, gv) = tg::optim_step(&ctx, opt, 0.01, t, &gw, &g, &gm, &gv).expect("gpu runs");
+        }
+        assert_close(&format!("{opt:?} weights"), &gw, &w, Tolerance::Approximate);
+        assert_close(
+            &format!("{opt:?} first moment"),
+            &gm,
+            &st.m,
+            Tolerance::Approximate,
+        );
+    }
+}
