@@ -130,6 +130,9 @@ pub struct ClientConfig {
     pub token: Option<String>,
     /// Uplink trace to shape writes with.
     pub trace: Option<Trace>,
+    /// Emulates a device this many times slower than the backend it runs on: after each local
+    /// plan run the client waits `(slowdown - 1)` times its measured duration (1 = as measured).
+    pub device_slowdown: f64,
 }
 
 impl ClientConfig {
@@ -141,7 +144,18 @@ impl ClientConfig {
             encoding: Encoding::Fp32,
             token: None,
             trace: None,
+            device_slowdown: 1.0,
         }
+    }
+
+    /// With an emulated device slowdown factor (values below 1 or not finite count as 1).
+    pub fn with_device_slowdown(mut self, factor: f64) -> Self {
+        self.device_slowdown = if factor.is_finite() {
+            factor.max(1.0)
+        } else {
+            1.0
+        };
+        self
     }
 
     /// With a deadline.
@@ -220,6 +234,24 @@ impl DeviceClient {
         &self.model
     }
 
+    /// Changes the wire encoding of the following requests (a per-request choice of a scheduler).
+    pub fn set_encoding(&mut self, encoding: Encoding) {
+        self.config.encoding = encoding;
+    }
+
+    /// The wire encoding of the next request.
+    pub fn encoding(&self) -> Encoding {
+        self.config.encoding
+    }
+
+    /// Waits out the emulated slowdown of a local run that took `took`.
+    fn emulate_slowdown(&self, took: Duration) {
+        let f = self.config.device_slowdown;
+        if f > 1.0 {
+            std::thread::sleep(took.mul_f64(f - 1.0));
+        }
+    }
+
     fn plan<'a>(
         cache: &'a mut HashMap<usize, Plan>,
         model: &Arc<Model>,
@@ -289,6 +321,7 @@ impl DeviceClient {
         let x = if cut > 0 {
             let head = Self::plan(&mut self.heads, &self.model, &self.backend, cut, 0..cut)?;
             let out = head.run(image)?;
+            self.emulate_slowdown(start.elapsed());
             outcome.head = start.elapsed();
             match out.answers(threshold)[0] {
                 Answer::Exit { exit, class } => {
@@ -324,7 +357,9 @@ impl DeviceClient {
                     cut,
                     cut..blocks,
                 )?;
+                let tail_start = Instant::now();
                 let out = tail.run(&x)?;
+                self.emulate_slowdown(tail_start.elapsed());
                 outcome.class = out.answers(1.0)[0].class().unwrap_or(0);
                 outcome.by = AnsweredBy::Fallback(e.to_string());
                 outcome.transfer = None;

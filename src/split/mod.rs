@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod kserve;
+pub mod live;
 pub mod runner;
 pub mod server;
 pub mod shaping;

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use thiserror::Error;
 
-/// A fixed split policy (the dynamic scheduler lives elsewhere).
+/// A fixed split policy (the dynamic one is [`super::live::run_dynamic`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
     /// Everything on the device.
@@ -26,8 +26,8 @@ pub enum PolicyError {
     /// Not a known policy.
     #[error("unknown policy '{0}' (expected device, server, static:K or dynamic)")]
     Unknown(String),
-    /// The dynamic scheduler is not part of this build yet.
-    #[error("policy 'dynamic' needs the scheduler (src/sched), which is not in this build yet; use device, server or static:K")]
+    /// `dynamic` is not a fixed policy: it is run by [`super::live::run_dynamic`].
+    #[error("policy 'dynamic' chooses per request: run it with split::live::run_dynamic (edgecut run --policy dynamic), not as a fixed policy")]
     DynamicUnavailable,
 }
 

@@ -1,15 +1,18 @@
 //! `edgecut demo`: the shipped MNIST early-exit model, a tail server in-process on loopback, the
 //! device client's uplink shaped to a real 3G trace, and every policy side by side.
 
-use crate::{backend, load, BackendChoice};
+use crate::run::sched_label;
+use crate::{backend, live, load, BackendChoice};
 use anyhow::{Context, Result};
 use edgecut::data::{load_mnist, Split};
 use edgecut::split::client::{ClientConfig, DeviceClient};
+use edgecut::split::live::run_dynamic;
 use edgecut::split::runner::{run_policy, summary_stats, Policy};
 use edgecut::split::server::{Server, ServerConfig};
 use edgecut::split::shaping::Trace;
 use edgecut::split::wire::Encoding;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,8 +55,12 @@ pub fn demo(
     threshold: f32,
     choice: BackendChoice,
     model: Option<PathBuf>,
+    device_slowdown: f64,
     as_json: bool,
 ) -> Result<()> {
+    if !(device_slowdown.is_finite() && device_slowdown >= 1.0) {
+        anyhow::bail!("--device-slowdown must be >= 1, got {device_slowdown}");
+    }
     let dir = match model {
         Some(m) => m,
         None => ["models/mnist-lenet-ee", "models/mnist-fixture"]
@@ -96,28 +103,67 @@ pub fn demo(
         backend.adapter()
     ));
     say(format!(
+        "device emulated {device_slowdown}x slower than the server (--device-slowdown): it waits {}x each local run",
+        device_slowdown - 1.0
+    ));
+    say(format!(
         "uplink shaped to {trace_name} (mean {:.2} Mbit/s); first {n} test digits (--limit), exit threshold {threshold}",
         trace.mean_mbps()
     ));
-    let mut runs: Vec<(Policy, Encoding)> = vec![
-        (Policy::Device, Encoding::Fp32),
-        (Policy::Server, Encoding::Fp32),
-        (Policy::Server, Encoding::Int8),
+    let mut runs: Vec<(Option<Policy>, Encoding)> = vec![
+        (Some(Policy::Device), Encoding::Fp32),
+        (Some(Policy::Server), Encoding::Fp32),
+        (Some(Policy::Server), Encoding::Int8),
     ];
     for c in model.cut_candidates() {
-        runs.push((Policy::Static(c + 1), Encoding::Fp32));
-        runs.push((Policy::Static(c + 1), Encoding::Int8));
+        runs.push((Some(Policy::Static(c + 1)), Encoding::Fp32));
+        runs.push((Some(Policy::Static(c + 1)), Encoding::Int8));
     }
+    runs.push((None, Encoding::Fp32));
     let mut rows = Vec::new();
+    let mut choices: BTreeMap<String, usize> = BTreeMap::new();
     for (policy, encoding) in runs {
         let config = ClientConfig::new(server.url())
             .with_encoding(encoding)
             .with_deadline(Duration::from_secs(1))
-            .with_trace(Some(trace.clone()));
+            .with_trace(Some(trace.clone()))
+            .with_device_slowdown(device_slowdown);
         let mut client = DeviceClient::new(model.clone(), backend.clone(), config)?;
-        let s = run_policy(&mut client, &test, policy, threshold, n, |_, _| {})?;
+        let (s, enc) = match policy {
+            Some(policy) => (
+                run_policy(&mut client, &test, policy, threshold, n, |_, _| {})?,
+                encoding.datatype(),
+            ),
+            None => {
+                let mut sched = live::scheduler(live::LiveArgs {
+                    model: &model,
+                    backend: &backend,
+                    data: &data,
+                    server_url: &server.url(),
+                    policy: "dynamic",
+                    threshold,
+                    device_profile: None,
+                    server_profile: None,
+                    device_slowdown,
+                    calibration_samples: 1000,
+                })?;
+                let s = run_dynamic(
+                    &mut client,
+                    &test,
+                    &mut sched,
+                    "dynamic",
+                    threshold,
+                    n,
+                    |_, d, _| *choices.entry(sched_label(&model, d)).or_default() += 1,
+                )?;
+                (s, "any")
+            }
+        };
         let mut j = s.to_json();
-        j["encoding"] = encoding.datatype().into();
+        j["encoding"] = enc.into();
+        if s.policy == "dynamic" {
+            j["choices"] = serde_json::to_value(&choices)?;
+        }
         rows.push((s, j));
     }
     if as_json {
@@ -129,6 +175,7 @@ pub fn demo(
                 "model_dir": dir.display().to_string(),
                 "trace": trace_name,
                 "trace_mean_mbps": trace.mean_mbps(),
+                "device_slowdown": device_slowdown,
                 "samples": n,
                 "exit_threshold": threshold,
                 "adapter": backend.adapter(),
@@ -155,6 +202,7 @@ pub fn demo(
             s.fallbacks
         );
     }
+    println!("\ndynamic chose (cut/encoding: requests): {choices:?}");
     println!("\nstatic:K runs blocks 0..K on the device and the rest on the server; exits answer on the device when confident.");
     server.shutdown();
     Ok(())

@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod eval;
 mod info;
+mod live;
 mod profile;
 mod report_sparsity;
 mod run;
@@ -137,9 +138,24 @@ enum Command {
         /// Folder with the MNIST IDX files.
         #[arg(long, default_value = "models/data/mnist")]
         data: PathBuf,
-        /// device, server, static:K (device runs blocks 0..K), or dynamic.
+        /// device, server, static:K (device runs blocks 0..K), dynamic (cut and encoding per
+        /// request from live estimates) or dynamic-fp32|fp16|int8 (one split encoding).
         #[arg(long, default_value = "static:1")]
         policy: String,
+        /// Dynamic: the device's per-block profile (default: measured at start-up).
+        #[arg(long)]
+        device_profile: Option<PathBuf>,
+        /// Dynamic: the server's per-block profile (default: measured locally at start-up,
+        /// corrected online by the compute times the server reports).
+        #[arg(long)]
+        server_profile: Option<PathBuf>,
+        /// Emulate a device F times slower than this backend (waits after each local run; the
+        /// measured device profile is scaled to match).
+        #[arg(long, default_value_t = 1.0)]
+        device_slowdown: f64,
+        /// Dynamic: training samples the exit probabilities are calibrated on.
+        #[arg(long, default_value_t = 1000)]
+        calibration_samples: usize,
         /// Wire encoding of cut tensors: fp32, fp16 or int8.
         #[arg(long, default_value = "fp32")]
         encoding: String,
@@ -221,6 +237,9 @@ enum Command {
         /// Model directory (default: models/mnist-lenet-ee, else models/mnist-fixture).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Emulate a device F times slower than this backend (waits after each local run).
+        #[arg(long, default_value_t = 4.0)]
+        device_slowdown: f64,
         /// Where to run.
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
@@ -348,6 +367,10 @@ fn run(cli: Cli) -> Result<()> {
             server,
             data,
             policy,
+            device_profile,
+            server_profile,
+            device_slowdown,
+            calibration_samples,
             encoding,
             exit_threshold,
             trace,
@@ -361,6 +384,10 @@ fn run(cli: Cli) -> Result<()> {
             server,
             data,
             policy,
+            device_profile,
+            server_profile,
+            device_slowdown,
+            calibration_samples,
             encoding,
             exit_threshold,
             trace,
@@ -374,9 +401,10 @@ fn run(cli: Cli) -> Result<()> {
             limit,
             exit_threshold,
             model,
+            device_slowdown,
             backend,
             json,
-        } => demo::demo(limit, exit_threshold, backend, model, json),
+        } => demo::demo(limit, exit_threshold, backend, model, device_slowdown, json),
         Command::Wire {
             model,
             data,

@@ -1,12 +1,16 @@
 //! `edgecut run`: the MNIST test split through the device client and a tail server.
 
-use crate::{backend, load, BackendChoice};
+use crate::{backend, live, load, BackendChoice};
 use anyhow::{Context, Result};
 use edgecut::data::{load_mnist, Split};
+use edgecut::model::Model;
+use edgecut::sched::policy::Decision;
 use edgecut::split::client::{ClientConfig, DeviceClient};
+use edgecut::split::live::run_dynamic;
 use edgecut::split::runner::{run_policy, summary_stats, Policy};
 use edgecut::split::shaping::Trace;
 use edgecut::split::wire::Encoding;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,6 +20,10 @@ pub struct RunArgs {
     pub server: String,
     pub data: PathBuf,
     pub policy: String,
+    pub device_profile: Option<PathBuf>,
+    pub server_profile: Option<PathBuf>,
+    pub device_slowdown: f64,
+    pub calibration_samples: usize,
     pub encoding: String,
     pub exit_threshold: f32,
     pub trace: Option<PathBuf>,
@@ -27,7 +35,16 @@ pub struct RunArgs {
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
-    let policy = Policy::parse(&a.policy)?;
+    let dynamic = live::is_dynamic(&a.policy);
+    let policy = if dynamic {
+        live::encodings(&a.policy)?;
+        None
+    } else {
+        Some(Policy::parse(&a.policy)?)
+    };
+    if !(a.device_slowdown.is_finite() && a.device_slowdown >= 1.0) {
+        anyhow::bail!("--device-slowdown must be >= 1, got {}", a.device_slowdown);
+    }
     let encoding = Encoding::parse(&a.encoding)?;
     if !(0.0..=1.0).contains(&a.exit_threshold) {
         anyhow::bail!(
@@ -48,19 +65,57 @@ pub fn run(a: RunArgs) -> Result<()> {
         .with_encoding(encoding)
         .with_deadline(Duration::from_millis(a.deadline_ms))
         .with_token(a.token)
-        .with_trace(trace.clone());
-    let mut client = DeviceClient::new(model.clone(), backend, config)?;
+        .with_trace(trace.clone())
+        .with_device_slowdown(a.device_slowdown);
+    let mut client = DeviceClient::new(model.clone(), backend.clone(), config)?;
     let limit = a.limit.unwrap_or(test.len());
-    let s = run_policy(
-        &mut client,
-        &test,
-        policy,
-        a.exit_threshold,
-        limit,
-        |_, _| {},
-    )?;
+    let mut choices: BTreeMap<String, usize> = BTreeMap::new();
+    let mut sched_json = serde_json::Value::Null;
+    let s = match policy {
+        Some(policy) => run_policy(
+            &mut client,
+            &test,
+            policy,
+            a.exit_threshold,
+            limit,
+            |_, _| {},
+        )?,
+        None => {
+            let mut sched = live::scheduler(live::LiveArgs {
+                model: &model,
+                backend: &backend,
+                data: &a.data,
+                server_url: &a.server,
+                policy: &a.policy,
+                threshold: a.exit_threshold,
+                device_profile: a.device_profile.clone(),
+                server_profile: a.server_profile.clone(),
+                device_slowdown: a.device_slowdown,
+                calibration_samples: a.calibration_samples,
+            })?;
+            let s = run_dynamic(
+                &mut client,
+                &test,
+                &mut sched,
+                &a.policy,
+                a.exit_threshold,
+                limit,
+                |_, d, _| {
+                    let label = sched_label(&model, d);
+                    *choices.entry(label).or_default() += 1;
+                },
+            )?;
+            sched_json = live::scheduler_json(&sched);
+            s
+        }
+    };
     if a.json {
         let mut j = s.to_json();
+        if dynamic {
+            j["choices"] = serde_json::to_value(&choices)?;
+            j["scheduler"] = sched_json;
+        }
+        j["device_slowdown"] = a.device_slowdown.into();
         j["model"] = model.name().into();
         j["encoding"] = encoding.datatype().into();
         j["exit_threshold"] = a.exit_threshold.into();
@@ -80,6 +135,18 @@ pub fn run(a: RunArgs) -> Result<()> {
             s.fallbacks,
             s.cuts
         );
+        if dynamic {
+            println!("choices (cut/encoding: requests): {choices:?}");
+        }
     }
     Ok(())
+}
+
+/// `device`, `server` or `<block>/<encoding>` of a decision.
+pub fn sched_label(model: &Model, d: &Decision) -> String {
+    match d.option.cut {
+        edgecut::sched::Cut::Server => "server".into(),
+        edgecut::sched::Cut::Device => "device".into(),
+        edgecut::sched::Cut::After(k) => format!("{}/{}", model.blocks[k].name, d.option.encoding),
+    }
 }
