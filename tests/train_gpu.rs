@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_close, gpu, random, Tolerance};
-use edgecut::model::{Activation, Dense, FanIn};
+use edgecut::model::{Activation, Conv2d, Dense, FanIn, Pool, PoolKind};
 use edgecut::sparsity::FanInPattern;
 use edgecut::train::backward::{self as bw, FanInBackward};
 use edgecut::train::optim::{self, OptimState};
@@ -123,6 +123,99 @@ fn gpu_optimizer_steps_match_the_cpu_reference_over_several_steps() {
             &format!("{opt:?} first moment"),
             &gm,
             &st.m,
+            Tolerance::Approximate,
+        );
+    }
+}
+
+#[test]
+fn gpu_conv2d_gradients_match_the_cpu_reference_with_stride_padding_groups_and_depthwise() {
+    let Some(ctx) = gpu(
+        "gpu_conv2d_gradients_match_the_cpu_reference_with_stride_padding_groups_and_depthwise",
+    ) else {
+        return;
+    };
+    // (batch, in, out, kh, kw, stride, padding, groups, h, w)
+    for (n, ci, co, kh, kw, s, p, g, h, w) in [
+        (1, 1, 1, 1, 1, 1, 0, 1, 1, 1),
+        (3, 1, 6, 5, 5, 1, 2, 1, 13, 11),
+        (2, 3, 5, 3, 3, 2, 1, 1, 9, 7),
+        (2, 4, 6, 3, 2, 2, 0, 2, 8, 9),
+        (3, 6, 6, 3, 3, 2, 1, 6, 7, 10),
+        (2, 5, 7, 3, 3, 3, 2, 1, 10, 6),
+    ] {
+        let c = Conv2d {
+            in_channels: ci,
+            out_channels: co,
+            kernel_h: kh,
+            kernel_w: kw,
+            stride: s,
+            padding: p,
+            groups: g,
+            weight: random(co * (ci / g) * kh * kw, 1),
+            bias: random(co, 2),
+            activation: Activation::None,
+        };
+        let (oh, ow) = c.output_hw(h, w).expect("valid shape");
+        let x = random(n * ci * h * w, 3);
+        let dz = random(n * co * oh * ow, 4);
+        let (mut dw, mut db) = (vec![0.0; c.weight.len()], vec![0.0; co]);
+        let dx = bw::conv2d_backward(&c, &x, &dz, n, h, w, &mut dw, &mut db, true)
+            .expect("dx requested");
+        let what = format!("conv {ci}->{co} k{kh}x{kw} s{s} p{p} g{g} on {h}x{w}");
+        let (gw, gb) = tg::conv2d_grad_weight(&ctx, &c, &x, &dz, n, (h, w)).expect("gpu runs");
+        assert_close(&format!("{what} dw"), &gw, &dw, Tolerance::Approximate);
+        assert_close(&format!("{what} db"), &gb, &db, Tolerance::Approximate);
+        let gx = tg::conv2d_grad_input(&ctx, &c, &dz, n, (h, w)).expect("gpu runs");
+        assert_close(&format!("{what} dx"), &gx, &dx, Tolerance::Approximate);
+    }
+}
+
+#[test]
+fn gpu_pooling_gradients_match_the_cpu_reference_on_odd_shapes() {
+    let Some(ctx) = gpu("gpu_pooling_gradients_match_the_cpu_reference_on_odd_shapes") else {
+        return;
+    };
+    // (planes, h, w, kernel, stride, padding)
+    for (planes, h, w, k, s, p) in [
+        (1, 1, 1, 1, 1, 0),
+        (5, 7, 9, 2, 2, 0),
+        (3, 11, 6, 3, 2, 1),
+        (4, 8, 8, 3, 1, 1),
+        (2, 13, 5, 3, 3, 0),
+    ] {
+        // Coarse values so that max pooling sees ties and must pick the first maximum.
+        let x: Vec<f32> = random(planes * h * w, 7)
+            .into_iter()
+            .map(|v| (v * 4.0).round())
+            .collect();
+        for kind in [PoolKind::Max, PoolKind::Avg] {
+            let pool = Pool {
+                kind,
+                kernel_h: k,
+                kernel_w: k,
+                stride: s,
+                padding: p,
+            };
+            let (oh, ow) = pool.output_hw(h, w).expect("valid shape");
+            let dy = random(planes * oh * ow, 8);
+            let want = bw::pool_backward(&pool, &x, &dy, planes, h, w);
+            let got = tg::pool_grad(&ctx, &pool, &x, &dy, planes, (h, w)).expect("gpu runs");
+            assert_close(
+                &format!("{kind:?} pool k{k} s{s} p{p} on {h}x{w}"),
+                &got,
+                &want,
+                Tolerance::Approximate,
+            );
+        }
+    }
+    for (planes, hw) in [(1, 1), (7, 13), (33, 49)] {
+        let dy = random(planes, 9);
+        let got = tg::global_avgpool_grad(&ctx, &dy, planes, hw).expect("gpu runs");
+        assert_close(
+            "global avgpool",
+            &got,
+            &bw::global_avgpool_backward(&dy, hw),
             Tolerance::Approximate,
         );
     }
