@@ -256,6 +256,11 @@ impl OpWeights {
         }
     }
 
+    /// The fan-in index buffer, if any.
+    pub fn indices(&self) -> Option<&wgpu::Buffer> {
+        self.indices.as_ref()
+    }
+
     /// Uploads the weights of `op` (None for ops without parameters).
     pub fn upload(ctx: &GpuContext, label: &str, op: &Op) -> Result<Option<Self>, GpuError> {
         let (w, b, idx) = match op {
