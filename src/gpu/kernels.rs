@@ -242,6 +242,25 @@ pub struct OpWeights {
 }
 
 impl OpWeights {
+    /// Wraps buffers that already hold an op's weights, bias and (fan-in) indices, e.g. the
+    /// parameters a training run keeps on the GPU.
+    pub fn from_buffers(
+        weight: wgpu::Buffer,
+        bias: wgpu::Buffer,
+        indices: Option<wgpu::Buffer>,
+    ) -> Self {
+        Self {
+            weight,
+            bias,
+            indices,
+        }
+    }
+
+    /// The fan-in index buffer, if any.
+    pub fn indices(&self) -> Option<&wgpu::Buffer> {
+        self.indices.as_ref()
+    }
+
     /// Uploads the weights of `op` (None for ops without parameters).
     pub fn upload(ctx: &GpuContext, label: &str, op: &Op) -> Result<Option<Self>, GpuError> {
         let (w, b, idx) = match op {

@@ -23,11 +23,13 @@ pub enum Shader {
     TrainBackward,
     /// `train/optim.wgsl`: SGD-momentum and Adam steps.
     TrainOptim,
+    /// `train/conv.wgsl`: convolution and pooling gradients, and a gather.
+    TrainConv,
 }
 
 impl Shader {
     /// Every shader, for validation tests.
-    pub const ALL: [Shader; 10] = [
+    pub const ALL: [Shader; 11] = [
         Shader::Dense,
         Shader::FanIn,
         Shader::Conv2d,
@@ -38,6 +40,7 @@ impl Shader {
         Shader::Quant,
         Shader::TrainBackward,
         Shader::TrainOptim,
+        Shader::TrainConv,
     ];
 
     /// The WGSL source text.
@@ -53,6 +56,7 @@ impl Shader {
             Shader::Quant => include_str!("../../shaders/quant.wgsl"),
             Shader::TrainBackward => include_str!("../../shaders/train/backward.wgsl"),
             Shader::TrainOptim => include_str!("../../shaders/train/optim.wgsl"),
+            Shader::TrainConv => include_str!("../../shaders/train/conv.wgsl"),
         }
     }
 
@@ -69,6 +73,7 @@ impl Shader {
             Shader::Quant => "quant.wgsl",
             Shader::TrainBackward => "train/backward.wgsl",
             Shader::TrainOptim => "train/optim.wgsl",
+            Shader::TrainConv => "train/conv.wgsl",
         }
     }
 
@@ -96,13 +101,20 @@ impl Shader {
                 "fanin_grad_weight",
             ],
             Shader::TrainOptim => &["sgd_step", "adam_step"],
+            Shader::TrainConv => &[
+                "conv_grad_weight",
+                "conv_grad_input",
+                "pool_grad",
+                "global_avgpool_grad",
+                "gather",
+            ],
         }
     }
 
     /// Read-only storage buffers bound after the uniform (the write buffer comes last).
     pub fn read_buffers(self) -> usize {
         match self {
-            Shader::Dense | Shader::Conv2d | Shader::TrainBackward => 3,
+            Shader::Dense | Shader::Conv2d | Shader::TrainBackward | Shader::TrainConv => 3,
             Shader::FanIn => 4,
             Shader::Elementwise | Shader::Quant => 2,
             Shader::Pool | Shader::Exit | Shader::Copy | Shader::TrainOptim => 1,

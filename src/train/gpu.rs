@@ -5,9 +5,9 @@
 
 use super::backward::FanInBackward;
 use super::spec::OptimizerSpec;
-use crate::gpu::kernels::{self, Kernel, OpWeights};
+use crate::gpu::kernels::{self, ConvParams, Kernel, OpWeights};
 use crate::gpu::{read_back, staging, storage, upload, GpuContext, GpuError, Shader};
-use crate::model::{Activation, FanIn, Op};
+use crate::model::{Activation, Conv2d, FanIn, Op, Pool, PoolKind};
 use bytemuck::{Pod, Zeroable};
 
 /// Uniform parameters of `train/backward.wgsl` (WGSL twin: `GradParams`).
@@ -299,4 +299,284 @@ pub fn optim_step(
     let v2 = out.split_off(2 * len);
     let m2 = out.split_off(len);
     Ok((out, m2, v2))
+}
+
+// ---- Buffer-to-buffer launchers (the GPU training loop records these) ----
+
+/// A `train/backward.wgsl` dispatch over existing buffers (`len` invocations).
+#[allow(clippy::too_many_arguments)] // one launcher for four entry points
+pub fn backward_kernel(
+    ctx: &GpuContext,
+    label: &str,
+    entry: &'static str,
+    p: GradParams,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    c: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    len: usize,
+) -> Result<Kernel, GpuError> {
+    Kernel::new(
+        ctx,
+        format!("{label}.{entry}"),
+        Shader::TrainBackward,
+        entry,
+        &[],
+        &p,
+        &[a, b, c],
+        out,
+        len as u64,
+    )
+}
+
+/// Parameters of `train/backward.wgsl` (public twin of the private helper).
+pub fn grad_params(
+    batch: usize,
+    inputs: usize,
+    outputs: usize,
+    k: usize,
+    act: Activation,
+    len: usize,
+) -> GradParams {
+    params(batch, inputs, outputs, k, act, len)
+}
+
+/// The forward convolution's parameters for `n` samples of `h × w`.
+pub fn conv_params(c: &Conv2d, n: usize, (h, w): (usize, usize)) -> ConvParams {
+    let (oh, ow) = c
+        .output_hw(h, w)
+        .expect("shapes were validated when the model was loaded");
+    ConvParams {
+        batch: n as u32,
+        in_channels: c.in_channels as u32,
+        in_h: h as u32,
+        in_w: w as u32,
+        out_channels: c.out_channels as u32,
+        out_h: oh as u32,
+        out_w: ow as u32,
+        kernel_h: c.kernel_h as u32,
+        kernel_w: c.kernel_w as u32,
+        stride: c.stride as u32,
+        padding: c.padding as u32,
+        groups: c.groups as u32,
+        activation: 0,
+        _pad: [0; 3],
+    }
+}
+
+/// A `train/conv.wgsl` dispatch over existing buffers (`len` invocations).
+#[allow(clippy::too_many_arguments)] // one launcher for five entry points
+pub fn conv_kernel(
+    ctx: &GpuContext,
+    label: &str,
+    entry: &'static str,
+    p: ConvParams,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    c: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    len: usize,
+) -> Result<Kernel, GpuError> {
+    Kernel::new(
+        ctx,
+        format!("{label}.{entry}"),
+        Shader::TrainConv,
+        entry,
+        &[],
+        &p,
+        &[a, b, c],
+        out,
+        len as u64,
+    )
+}
+
+/// Pooling-gradient parameters over `planes` planes of `h × w` (in the conv layout).
+pub fn pool_params(pool: &Pool, planes: usize, (h, w): (usize, usize)) -> ConvParams {
+    let (oh, ow) = pool
+        .output_hw(h, w)
+        .expect("shapes were validated when the model was loaded");
+    ConvParams {
+        batch: planes as u32,
+        in_channels: 1,
+        in_h: h as u32,
+        in_w: w as u32,
+        out_channels: 1,
+        out_h: oh as u32,
+        out_w: ow as u32,
+        kernel_h: pool.kernel_h as u32,
+        kernel_w: pool.kernel_w as u32,
+        stride: pool.stride as u32,
+        padding: pool.padding as u32,
+        groups: 1,
+        activation: (pool.kind == PoolKind::Max) as u32,
+        _pad: [0; 3],
+    }
+}
+
+/// Global-average-pooling-gradient parameters over `planes` planes of `hw` cells.
+pub fn global_avgpool_params(planes: usize, hw: usize) -> ConvParams {
+    ConvParams {
+        batch: planes as u32,
+        in_channels: 1,
+        in_h: hw as u32,
+        in_w: 1,
+        out_channels: 1,
+        out_h: 1,
+        out_w: 1,
+        kernel_h: 1,
+        kernel_w: 1,
+        stride: 1,
+        padding: 0,
+        groups: 1,
+        activation: 0,
+        _pad: [0; 3],
+    }
+}
+
+/// Optimizer parameters for step `t` over `len` values.
+pub fn optim_params(
+    opt: OptimizerSpec,
+    lr: f32,
+    t: u32,
+    len: usize,
+) -> (&'static str, OptimParams) {
+    let base = OptimParams {
+        len: len as u32,
+        _pad0: 0,
+        lr,
+        momentum: 0.0,
+        beta1: 0.0,
+        beta2: 0.0,
+        eps: 1.0,
+        c1: 1.0,
+        c2: 1.0,
+        _pad1: [0; 3],
+    };
+    match opt {
+        OptimizerSpec::Sgd { momentum } => ("sgd_step", OptimParams { momentum, ..base }),
+        OptimizerSpec::Adam { beta1, beta2, eps } => (
+            "adam_step",
+            OptimParams {
+                beta1,
+                beta2,
+                eps,
+                c1: 1.0 - beta1.powi(t as i32),
+                c2: 1.0 - beta2.powi(t as i32),
+                ..base
+            },
+        ),
+    }
+}
+
+/// An optimizer dispatch updating `state` (`[w | m | v]`, `len` each) from `grad` in place.
+pub fn optim_kernel(
+    ctx: &GpuContext,
+    label: &str,
+    (entry, p): (&'static str, OptimParams),
+    grad: &wgpu::Buffer,
+    state: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    Kernel::new(
+        ctx,
+        format!("{label}.{entry}"),
+        Shader::TrainOptim,
+        entry,
+        &[],
+        &p,
+        &[grad],
+        state,
+        p.len as u64,
+    )
+}
+
+fn conv_one_shot(
+    ctx: &GpuContext,
+    entry: &'static str,
+    p: ConvParams,
+    bufs: [&[f32]; 3],
+    len: usize,
+) -> Result<Vec<f32>, GpuError> {
+    let up = |i: usize, d: &[f32]| {
+        upload(
+            ctx,
+            &format!("train.{entry}.{i}"),
+            if d.is_empty() { &[0.0] } else { d },
+        )
+    };
+    let (a, b, c) = (up(0, bufs[0])?, up(1, bufs[1])?, up(2, bufs[2])?);
+    let out = storage(ctx, &format!("train.{entry}.out"), (len * 4) as u64)?;
+    let k = conv_kernel(ctx, "train", entry, p, &a, &b, &c, &out, len)?;
+    run(ctx, &k, &out, len)
+}
+
+/// Convolution weight and bias gradients `(dw, db)` on the GPU for `n` samples of `h × w`.
+pub fn conv2d_grad_weight(
+    ctx: &GpuContext,
+    c: &Conv2d,
+    x: &[f32],
+    dz: &[f32],
+    n: usize,
+    hw: (usize, usize),
+) -> Result<(Vec<f32>, Vec<f32>), GpuError> {
+    let wl = c.weight.len();
+    let mut v = conv_one_shot(
+        ctx,
+        "conv_grad_weight",
+        conv_params(c, n, hw),
+        [x, dz, &[]],
+        wl + c.out_channels,
+    )?;
+    let db = v.split_off(wl);
+    Ok((v, db))
+}
+
+/// Convolution input gradient `dx [n, in_channels, h, w]` on the GPU.
+pub fn conv2d_grad_input(
+    ctx: &GpuContext,
+    c: &Conv2d,
+    dz: &[f32],
+    n: usize,
+    hw: (usize, usize),
+) -> Result<Vec<f32>, GpuError> {
+    conv_one_shot(
+        ctx,
+        "conv_grad_input",
+        conv_params(c, n, hw),
+        [&[], dz, &c.weight],
+        n * c.in_channels * hw.0 * hw.1,
+    )
+}
+
+/// Pooling input gradient over `planes` planes of `h × w` on the GPU.
+pub fn pool_grad(
+    ctx: &GpuContext,
+    pool: &Pool,
+    x: &[f32],
+    dy: &[f32],
+    planes: usize,
+    hw: (usize, usize),
+) -> Result<Vec<f32>, GpuError> {
+    conv_one_shot(
+        ctx,
+        "pool_grad",
+        pool_params(pool, planes, hw),
+        [x, dy, &[]],
+        planes * hw.0 * hw.1,
+    )
+}
+
+/// Global average pooling input gradient on the GPU.
+pub fn global_avgpool_grad(
+    ctx: &GpuContext,
+    dy: &[f32],
+    planes: usize,
+    hw: usize,
+) -> Result<Vec<f32>, GpuError> {
+    conv_one_shot(
+        ctx,
+        "global_avgpool_grad",
+        global_avgpool_params(planes, hw),
+        [&[], dy, &[]],
+        planes * hw,
+    )
 }

@@ -9,6 +9,7 @@
 
 pub mod backward;
 pub mod gpu;
+pub mod gpu_net;
 pub mod net;
 pub mod optim;
 pub mod spec;
@@ -297,8 +298,8 @@ pub fn train(
     }
     let mut weights: Vec<f32> = model.exits.iter().map(|e| e.loss_weight).collect();
     weights.push(spec.final_loss_weight);
-    let mut engine = Engine::new(&model, backend)?;
     let batch = spec.batch_size.min(train.len());
+    let mut engine = Engine::new(&model, backend, batch)?;
     let steps_per_epoch = train.len().div_ceil(batch);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_da7a);
     let mut order: Vec<usize> = (0..train.len()).collect();
@@ -422,10 +423,11 @@ enum Engine {
         net: CpuNet,
         state: Vec<Option<(OptimState, OptimState)>>,
     },
+    Gpu(Box<gpu_net::GpuNet>),
 }
 
 impl Engine {
-    fn new(model: &Model, backend: &Backend) -> Result<Self, TrainError> {
+    fn new(model: &Model, backend: &Backend, batch: usize) -> Result<Self, TrainError> {
         match backend {
             Backend::Cpu => {
                 let net = CpuNet::new(model);
@@ -443,9 +445,9 @@ impl Engine {
                     .collect();
                 Ok(Engine::Cpu { net, state })
             }
-            Backend::Gpu(_) => Err(TrainError::Spec {
-                reason: "GPU training is not available in this build; use --backend cpu".into(),
-            }),
+            Backend::Gpu(ctx) => Ok(Engine::Gpu(Box::new(
+                gpu_net::GpuNet::new(ctx.clone(), model, batch).map_err(EngineError::from)?,
+            ))),
         }
     }
 
@@ -461,6 +463,16 @@ impl Engine {
         t: u32,
     ) -> Result<StepResult, TrainError> {
         match self {
+            Engine::Gpu(net) => {
+                let f = net
+                    .step(x, labels, weights, opt, lr, t)
+                    .map_err(EngineError::from)?;
+                Ok(StepResult {
+                    loss: f.loss,
+                    final_correct: f.final_correct,
+                    culprit: f.non_finite_at,
+                })
+            }
             Engine::Cpu { net, state } => {
                 net.zero_grads();
                 let f = net.forward_backward(model, x, labels, weights, true);
@@ -507,9 +519,10 @@ impl Engine {
     }
 
     /// Copies trained parameters back into `model` (a no-op on the CPU, where they live there).
-    fn sync(&mut self, _model: &mut Model) -> Result<(), TrainError> {
+    fn sync(&mut self, model: &mut Model) -> Result<(), TrainError> {
         match self {
             Engine::Cpu { .. } => Ok(()),
+            Engine::Gpu(net) => Ok(net.sync(model).map_err(EngineError::from)?),
         }
     }
 }
