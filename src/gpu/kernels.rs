@@ -297,11 +297,11 @@ pub fn dense(
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Kernel, GpuError> {
-    let rows = rows_tile(batch);
-    let entry = if d.inputs.is_multiple_of(4) {
-        "dense_vec4"
-    } else {
-        "dense_scalar"
+    let vec4 = d.inputs.is_multiple_of(4);
+    let (entry, rows) = match (vec4, batch) {
+        (true, 16..) => ("dense_vec4_r16", 16),
+        (true, _) => ("dense_vec4", rows_tile(batch)),
+        (false, _) => ("dense_scalar", rows_tile(batch)),
     };
     let params = DenseParams {
         batch: batch as u32,
@@ -333,11 +333,11 @@ pub fn fanin(
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Kernel, GpuError> {
-    let rows = rows_tile(batch);
-    let entry = if f.k.is_multiple_of(4) {
-        "fanin_vec4"
-    } else {
-        "fanin_scalar"
+    let vec4 = f.k.is_multiple_of(4);
+    let (entry, rows) = match (vec4, batch) {
+        (true, 16..) => ("fanin_vec4_r16", 16),
+        (true, _) => ("fanin_vec4", rows_tile(batch)),
+        (false, _) => ("fanin_scalar", rows_tile(batch)),
     };
     let params = FanInParams {
         batch: batch as u32,
