@@ -81,7 +81,7 @@ impl Shader {
     pub fn entry_points(self) -> &'static [&'static str] {
         match self {
             Shader::Dense => &["dense_vec4", "dense_vec4_r16", "dense_scalar"],
-            Shader::FanIn => &["fanin_vec4", "fanin_vec4_r16", "fanin_scalar"],
+            Shader::FanIn => &["fanin_vec4", "fanin_scalar"],
             Shader::Conv2d => &["conv2d", "depthwise"],
             Shader::Pool => &["pool", "global_avgpool"],
             Shader::Elementwise => &["activation", "add", "mul"],
