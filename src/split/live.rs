@@ -13,7 +13,7 @@
 //! threshold ([`calibrate_exits`]), so the cost model counts requests answered early on the device.
 
 use super::client::{AnsweredBy, ClientError, DeviceClient, Outcome, Route};
-use super::runner::RunSummary;
+use super::runner::{RunSummary, Tally};
 use super::wire;
 use crate::data::Dataset;
 use crate::engine::{Backend, Plan};
@@ -23,7 +23,7 @@ use crate::sched::estimate::Estimator;
 use crate::sched::policy::{Decision, Dynamic};
 use crate::sched::profile::Profile;
 use crate::sched::{Cut, Encoding, SchedError};
-use std::collections::BTreeMap;
+
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
@@ -257,22 +257,10 @@ pub fn run_dynamic(
 ) -> Result<RunSummary, ClientError> {
     let n = limit.min(data.len());
     let shape = client.model().input_shape().to_vec();
-    let mut s = RunSummary {
-        policy: name.to_string(),
-        samples: 0,
-        accuracy: 0.0,
-        exit_rate: 0.0,
-        bytes_sent: 0,
-        latencies_ms: Vec::with_capacity(n),
-        cuts: BTreeMap::new(),
-        fallbacks: 0,
-        server_answers: 0,
-        transfer_ms_mean: 0.0,
-    };
+    let mut tally = Tally::new(name.to_string(), n);
     for r in sched.routes() {
         client.prepare(r)?;
     }
-    let (mut correct, mut exits, mut transfer) = (0usize, 0usize, 0.0f64);
     for i in 0..n {
         let x = data.batch(i..i + 1, &shape).ok_or_else(|| {
             ClientError::Input(format!(
@@ -287,23 +275,7 @@ pub fn run_dynamic(
             .observe(&o)
             .map_err(|e| ClientError::Input(format!("updating the scheduler: {e}")))?;
         on_outcome(i, &decision, &o);
-        s.samples += 1;
-        correct += (o.class == data.labels[i] as u32) as usize;
-        s.bytes_sent += o.bytes_sent;
-        s.latencies_ms.push(o.latency.as_secs_f64() * 1e3);
-        match &o.by {
-            AnsweredBy::Exit(_) => exits += 1,
-            AnsweredBy::Fallback(_) => s.fallbacks += 1,
-            AnsweredBy::Server => {
-                s.server_answers += 1;
-                transfer += o.transfer.map_or(0.0, |t| t.as_secs_f64() * 1e3);
-            }
-            AnsweredBy::Device => {}
-        }
-        *s.cuts.entry(o.cut).or_default() += 1;
+        tally.record(&o, data.labels[i]);
     }
-    s.accuracy = correct as f64 / s.samples.max(1) as f64;
-    s.exit_rate = exits as f64 / s.samples.max(1) as f64;
-    s.transfer_ms_mean = transfer / s.server_answers.max(1) as f64;
-    Ok(s)
+    Ok(tally.finish())
 }

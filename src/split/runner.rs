@@ -129,6 +129,65 @@ impl RunSummary {
     }
 }
 
+/// Accumulates answers into a [`RunSummary`]; shared by fixed and dynamic policies.
+pub(crate) struct Tally {
+    s: RunSummary,
+    correct: usize,
+    exits: usize,
+    transfer_ms: f64,
+}
+
+impl Tally {
+    /// An empty tally for `capacity` requests of `policy`.
+    pub(crate) fn new(policy: String, capacity: usize) -> Self {
+        Self {
+            s: RunSummary {
+                policy,
+                samples: 0,
+                accuracy: 0.0,
+                exit_rate: 0.0,
+                bytes_sent: 0,
+                latencies_ms: Vec::with_capacity(capacity),
+                cuts: BTreeMap::new(),
+                fallbacks: 0,
+                server_answers: 0,
+                transfer_ms_mean: 0.0,
+            },
+            correct: 0,
+            exits: 0,
+            transfer_ms: 0.0,
+        }
+    }
+
+    /// Counts one answered request whose true class is `label`.
+    pub(crate) fn record(&mut self, o: &Outcome, label: u8) {
+        let s = &mut self.s;
+        s.samples += 1;
+        self.correct += usize::from(o.class == label as u32);
+        s.bytes_sent += o.bytes_sent;
+        s.latencies_ms.push(o.latency.as_secs_f64() * 1e3);
+        match &o.by {
+            AnsweredBy::Exit(_) => self.exits += 1,
+            AnsweredBy::Fallback(_) => s.fallbacks += 1,
+            AnsweredBy::Server => {
+                s.server_answers += 1;
+                self.transfer_ms += o.transfer.map_or(0.0, |t| t.as_secs_f64() * 1e3);
+            }
+            AnsweredBy::Device => {}
+        }
+        *s.cuts.entry(o.cut).or_default() += 1;
+    }
+
+    /// The summary with rates and means filled in.
+    pub(crate) fn finish(mut self) -> RunSummary {
+        let n = self.s.samples.max(1) as f64;
+        self.s.accuracy = self.correct as f64 / n;
+        self.s.exit_rate = self.exits as f64 / n;
+        self.s.transfer_ms_mean = self.transfer_ms / self.s.server_answers.max(1) as f64;
+        self.s
+    }
+}
+
 /// Runs the first `limit` samples of `data` one by one; `on_outcome` sees every answer.
 pub fn run_policy(
     client: &mut DeviceClient,
@@ -140,20 +199,8 @@ pub fn run_policy(
 ) -> Result<RunSummary, ClientError> {
     let n = limit.min(data.len());
     let shape = client.model().input_shape().to_vec();
-    let mut s = RunSummary {
-        policy: policy.name(),
-        samples: 0,
-        accuracy: 0.0,
-        exit_rate: 0.0,
-        bytes_sent: 0,
-        latencies_ms: Vec::with_capacity(n),
-        cuts: BTreeMap::new(),
-        fallbacks: 0,
-        server_answers: 0,
-        transfer_ms_mean: 0.0,
-    };
+    let mut tally = Tally::new(policy.name(), n);
     client.prepare(policy.route())?;
-    let (mut correct, mut exits, mut transfer) = (0usize, 0usize, 0.0f64);
     for i in 0..n {
         let x = data.batch(i..i + 1, &shape).ok_or_else(|| {
             ClientError::Input(format!(
@@ -163,23 +210,7 @@ pub fn run_policy(
         })?;
         let o = client.classify(&x, policy.route(), threshold)?;
         on_outcome(i, &o);
-        s.samples += 1;
-        correct += (o.class == data.labels[i] as u32) as usize;
-        s.bytes_sent += o.bytes_sent;
-        s.latencies_ms.push(o.latency.as_secs_f64() * 1e3);
-        match &o.by {
-            AnsweredBy::Exit(_) => exits += 1,
-            AnsweredBy::Fallback(_) => s.fallbacks += 1,
-            AnsweredBy::Server => {
-                s.server_answers += 1;
-                transfer += o.transfer.map_or(0.0, |t| t.as_secs_f64() * 1e3);
-            }
-            AnsweredBy::Device => {}
-        }
-        *s.cuts.entry(o.cut).or_default() += 1;
+        tally.record(&o, data.labels[i]);
     }
-    s.accuracy = correct as f64 / s.samples.max(1) as f64;
-    s.exit_rate = exits as f64 / s.samples.max(1) as f64;
-    s.transfer_ms_mean = transfer / s.server_answers.max(1) as f64;
-    Ok(s)
+    Ok(tally.finish())
 }
