@@ -287,3 +287,27 @@ fn smaller_batches_run_on_a_larger_plan() {
         );
     }
 }
+
+/// Regression: with several threads polling one device, another thread's poll could run this
+/// thread's map callback just after its own poll returned, and the readback failed with "the map
+/// callback never fired" (seen in CI through the split server and client sharing a context).
+#[test]
+fn readback_waits_for_a_map_callback_run_by_another_threads_poll() {
+    let Some(ctx) = gpu("readback_waits_for_a_map_callback_run_by_another_threads_poll") else {
+        return;
+    };
+    let m = fixture();
+    let backend = Backend::Gpu(ctx);
+    std::thread::scope(|s| {
+        for t in 0..6u64 {
+            let (backend, m) = (backend.clone(), m.clone());
+            s.spawn(move || {
+                let plan = Plan::compile(&m, 0..m.blocks.len(), &backend, 1).expect("compiles");
+                let x = input(&m, 1, 200 + t);
+                for _ in 0..40 {
+                    plan.run(&x).expect("every readback completes");
+                }
+            });
+        }
+    });
+}

@@ -127,6 +127,9 @@ pub fn staging(ctx: &GpuContext, label: &str, bytes: u64) -> wgpu::Buffer {
     })
 }
 
+/// How long a readback waits for its map callback after the device went idle.
+const READBACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The one readback path: waits for submitted work, maps `staging`, copies `len` f32 values
 /// out and unmaps. Mapping is asynchronous in wgpu; the callback fires during `poll`, so we
 /// wait on the device rather than spin, and surface a failed map as an error.
@@ -146,10 +149,26 @@ pub fn read_back(
     ctx.device
         .poll(wgpu::PollType::wait_indefinitely())
         .map_err(|e| GpuError::Readback(e.to_string()))?;
-    match rx.try_recv() {
-        Ok(Some(Ok(()))) => {}
-        Ok(Some(Err(e))) => return Err(GpuError::Readback(e.to_string())),
-        _ => return Err(GpuError::Readback("the map callback never fired".into())),
+    // When several threads share the device, another thread's poll may be the one running our
+    // callback, a moment after our own poll returned: keep polling until it arrives.
+    let deadline = std::time::Instant::now() + READBACK_TIMEOUT;
+    loop {
+        match rx.try_recv() {
+            Ok(Some(Ok(()))) => break,
+            Ok(Some(Err(e))) => return Err(GpuError::Readback(e.to_string())),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                ctx.device
+                    .poll(wgpu::PollType::Poll)
+                    .map_err(|e| GpuError::Readback(e.to_string()))?;
+                std::thread::yield_now();
+            }
+            Ok(None) => {
+                return Err(GpuError::Readback(format!(
+                    "the buffer was not mapped within {READBACK_TIMEOUT:?}"
+                )))
+            }
+            Err(_) => return Err(GpuError::Readback("the map request was dropped".into())),
+        }
     }
     let out = {
         let view = staging
