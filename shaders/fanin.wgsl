@@ -4,14 +4,19 @@
 // Register-blocked: each invocation computes ROWS batch rows x 4 outputs; each index/weight
 // load is reused for ROWS rows. With k % 4 == 0, fanin_vec4 loads 4 indices and 4 weights at once.
 //
+// fanin_fm reads a feature-major input (see layout.wgsl): x[i] for 4 consecutive batch rows is
+// one contiguous vec4, so each gathered tap is one vec4 load feeding 4 rows instead of 4 scalar
+// loads, and neighbouring invocations (neighbouring rows of one output) read neighbouring
+// memory with the same index and weight. Inference plans use it from a few rows up.
+//
 // Bindings (group 0):
 //   0: uniform FanInParams
-//   1: x     [batch, inputs]  (read)
+//   1: x     [batch, inputs]  (read)   fanin_fm: [inputs, quads] vec4 of 4 rows
 //   2: idx   [outputs, k] u32 (read)   as vec4<u32> in fanin_vec4
 //   3: w     [outputs, k]     (read)   as vec4<f32> in fanin_vec4
 //   4: bias  [outputs]        (read)
-//   5: y     [batch, outputs] (write)
-// Override constants: WG (workgroup size), ROWS (1 or 4).
+//   5: y     [batch, outputs] (write)  fanin_fm with OUT_FM = 1: [outputs, quads] of 4 rows
+// Override constants: WG (workgroup size), ROWS (1 or 4), OUT_FM (fanin_fm's output layout).
 
 struct FanInParams {
     batch: u32,
@@ -26,9 +31,11 @@ struct FanInParams {
 
 override WG: u32 = 64u;
 override ROWS: u32 = 4u;
+override OUT_FM: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> params: FanInParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> xq: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> idx4: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> w4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> idx1: array<u32>;
@@ -138,4 +145,43 @@ fn fanin_scalar(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         }
     }
     store_tile(r0, o0, a0, a1, a2, a3);
+}
+
+// 4 rows of one output, in the layout OUT_FM selects (rows past the batch are padding: kept in
+// feature-major output, dropped in row-major output).
+fn store_quad(o: u32, q: u32, quads: u32, a: vec4<f32>) {
+    let b = bias[o];
+    for (var c = 0u; c < 4u; c++) {
+        let v = activate(a[c] + b, params.activation);
+        if OUT_FM == 1u {
+            y[(o * quads + q) * 4u + c] = v;
+        } else if q * 4u + c < params.batch {
+            y[(q * 4u + c) * params.outputs + o] = v;
+        }
+    }
+}
+
+// Feature-major input, k % 4 == 0: one output x 8 rows (two quads) per invocation.
+@compute @workgroup_size(WG)
+fn fanin_fm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * WG;
+    let quads = (params.batch + 3u) / 4u;
+    let pairs = (quads + 1u) / 2u;
+    if t >= pairs * params.outputs { return; }
+    let o = t / pairs;
+    let q0 = (t % pairs) * 2u;
+    let q1 = min(q0 + 1u, quads - 1u);
+    let k4 = params.k / 4u;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    for (var j = 0u; j < k4; j++) {
+        let i = idx4[o * k4 + j] * quads;
+        let w = w4[o * k4 + j];
+        a0 += xq[i.x + q0] * w.x + xq[i.y + q0] * w.y + xq[i.z + q0] * w.z + xq[i.w + q0] * w.w;
+        a1 += xq[i.x + q1] * w.x + xq[i.y + q1] * w.y + xq[i.z + q1] * w.z + xq[i.w + q1] * w.w;
+    }
+    store_quad(o, q0, quads, a0);
+    if q0 + 1u < quads {
+        store_quad(o, q0 + 1u, quads, a1);
+    }
 }

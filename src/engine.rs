@@ -6,7 +6,8 @@ use crate::cpu::{self, ExitStat};
 use crate::gpu::{self, kernels, GpuContext, GpuError};
 use crate::model::{Model, Op, Operand, Step};
 use crate::tensor::{Tensor, TensorError};
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
@@ -436,6 +437,100 @@ fn schedule<'m>(model: &'m Model, range: Range<usize>, exits: &[usize]) -> Sched
     s
 }
 
+/// What one dispatch of a GPU plan does.
+enum Work<'m> {
+    /// A model step ([`kernels::lower`]ed), row-major in and out.
+    Step(Cow<'m, Step>),
+    /// A fan-in step reading a feature-major input; `out_fm` when it writes feature-major too.
+    FanInFm { step: Cow<'m, Step>, out_fm: bool },
+    /// A feature-major copy of a row-major value with `features` per row.
+    ToFeatureMajor { label: String, features: usize },
+}
+
+/// One dispatch over numbered values.
+struct Placed<'m> {
+    work: Work<'m>,
+    input: usize,
+    other: Option<usize>,
+    output: usize,
+}
+
+/// Lowers every step for inference and picks activation layouts. From
+/// [`kernels::FEATURE_MAJOR_MIN_BATCH`] rows up, a fan-in step reads a feature-major input:
+/// its producer writes it so when every reader is such a fan-in (and it is neither an exit nor
+/// the plan output); otherwise one layout step per value makes the copy. Returns the
+/// dispatches and the new number of values.
+fn place<'m>(sched: &Schedule<'m>, batch: usize) -> (Vec<Placed<'m>>, usize) {
+    let lowered: Vec<Cow<'m, Step>> = sched.ops.iter().map(|r| kernels::lower(r.step)).collect();
+    let fm: Vec<bool> = lowered
+        .iter()
+        .map(|s| kernels::uses_feature_major(s, batch))
+        .collect();
+    let kept: HashSet<usize> = sched
+        .exit_outputs
+        .iter()
+        .map(|&(_, v)| v)
+        .chain([sched.output])
+        .collect();
+    let mut written_fm = vec![false; sched.values];
+    for (i, r) in sched.ops.iter().enumerate() {
+        let v = r.output;
+        let mut readers = sched
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.input == v || o.other == Some(v))
+            .peekable();
+        written_fm[v] = fm[i]
+            && !kept.contains(&v)
+            && readers.peek().is_some()
+            && readers.all(|(j, o)| fm[j] && o.other != Some(v));
+    }
+    let mut values = sched.values;
+    let mut copies: HashMap<usize, usize> = HashMap::new();
+    let mut placed = Vec::new();
+    for (i, (r, step)) in sched.ops.iter().zip(lowered).enumerate() {
+        if !fm[i] {
+            placed.push(Placed {
+                work: Work::Step(step),
+                input: r.input,
+                other: r.other,
+                output: r.output,
+            });
+            continue;
+        }
+        let input = if written_fm[r.input] {
+            r.input
+        } else if let Some(&copy) = copies.get(&r.input) {
+            copy
+        } else {
+            let copy = values;
+            values += 1;
+            copies.insert(r.input, copy);
+            placed.push(Placed {
+                work: Work::ToFeatureMajor {
+                    label: format!("{}.input", step.label),
+                    features: step.input_shape.iter().product(),
+                },
+                input: r.input,
+                other: None,
+                output: copy,
+            });
+            copy
+        };
+        placed.push(Placed {
+            work: Work::FanInFm {
+                step,
+                out_fm: written_fm[r.output],
+            },
+            input,
+            other: None,
+            output: r.output,
+        });
+    }
+    (placed, values)
+}
+
 impl GpuPlan {
     fn compile(
         ctx: Arc<GpuContext>,
@@ -465,11 +560,12 @@ impl GpuPlan {
     ) -> Result<Self, EngineError> {
         let classes = model.classes();
         let sched = schedule(model, range.clone(), exits);
+        let (placed, values) = place(&sched, batch);
         // Liveness: a buffer is recycled after the last step that reads its value; exit logits
         // and the output stay live until readback.
         const FOREVER: usize = usize::MAX;
-        let mut last_use = vec![0usize; sched.values];
-        for (i, op) in sched.ops.iter().enumerate() {
+        let mut last_use = vec![0usize; values];
+        for (i, op) in placed.iter().enumerate() {
             last_use[op.output] = last_use[op.output].max(i);
             last_use[op.input] = i;
             if let Some(o) = op.other {
@@ -480,7 +576,7 @@ impl GpuPlan {
         for &(_, v) in &sched.exit_outputs {
             last_use[v] = FOREVER;
         }
-        let mut slot_of = vec![usize::MAX; sched.values];
+        let mut slot_of = vec![usize::MAX; values];
         let mut free: Vec<usize> = Vec::new();
         let mut count = 0usize;
         let mut take = |free: &mut Vec<usize>| {
@@ -490,7 +586,7 @@ impl GpuPlan {
             })
         };
         slot_of[0] = take(&mut free);
-        for (i, op) in sched.ops.iter().enumerate() {
+        for (i, op) in placed.iter().enumerate() {
             slot_of[op.output] = take(&mut free);
             let mut dead = vec![op.input];
             dead.extend(op.other);
@@ -504,17 +600,6 @@ impl GpuPlan {
         }
         let input_slot = slot_of[0];
         let output_slot = slot_of[sched.output];
-        let max_elems = sched.max_elems;
-        let recorded: Vec<Recorded> = sched
-            .ops
-            .into_iter()
-            .map(|r| Recorded {
-                step: r.step,
-                input: slot_of[r.input],
-                other: r.other.map(|o| slot_of[o]),
-                output: slot_of[r.output],
-            })
-            .collect();
         let exit_outputs: Vec<(usize, usize)> = sched
             .exit_outputs
             .iter()
@@ -522,27 +607,49 @@ impl GpuPlan {
             .collect();
         let pool_count = count;
         let output_elems: usize = model.shape_at(range.end).iter().product();
-        let slot_bytes = (max_elems * batch * 4) as u64;
+        // Feature-major values pad the batch to quads of 4 rows.
+        let slot_bytes = (sched.max_elems * batch.next_multiple_of(4) * 4) as u64;
         let slots = (0..pool_count)
             .map(|i| gpu::storage(&ctx, &format!("activations.{i}"), slot_bytes))
             .collect::<Result<Vec<_>, _>>()?;
 
         let mut kernels_out = Vec::new();
         let mut weights = Vec::new();
-        for r in &recorded {
-            let w = kernels::OpWeights::upload(&ctx, &r.step.label, &r.step.op)?;
-            if let Some(k) = kernels::step(
-                &ctx,
-                r.step,
-                batch,
-                w.as_ref(),
-                &slots[r.input],
-                r.other.map(|o| &slots[o]),
-                &slots[r.output],
-            )? {
-                kernels_out.push(k);
+        for p in &placed {
+            let (x, y) = (&slots[slot_of[p.input]], &slots[slot_of[p.output]]);
+            match &p.work {
+                Work::Step(step) => {
+                    let w = kernels::OpWeights::upload(&ctx, &step.label, &step.op)?;
+                    let other = p.other.map(|o| &slots[slot_of[o]]);
+                    if let Some(k) = kernels::step(&ctx, step, batch, w.as_ref(), x, other, y)? {
+                        kernels_out.push(k);
+                    }
+                    weights.extend(w);
+                }
+                Work::FanInFm { step, out_fm } => {
+                    let Op::FanIn(f) = &step.op else {
+                        unreachable!("only fan-in steps read feature-major inputs")
+                    };
+                    let w = kernels::OpWeights::upload(&ctx, &step.label, &step.op)?
+                        .expect("fan-in ops carry weights");
+                    kernels_out.push(kernels::fanin_fm(
+                        &ctx,
+                        &step.label,
+                        f,
+                        batch,
+                        &w,
+                        x,
+                        y,
+                        *out_fm,
+                    )?);
+                    weights.push(w);
+                }
+                Work::ToFeatureMajor { label, features } => {
+                    kernels_out.push(kernels::to_feature_major(
+                        &ctx, label, *features, batch, x, y,
+                    )?);
+                }
             }
-            weights.extend(w);
         }
         let mut exit_bufs = Vec::new();
         for (e, slot) in exit_outputs {

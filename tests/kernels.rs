@@ -142,16 +142,52 @@ impl FanInProblem {
             x: random(batch * inputs, seed + 2),
         }
     }
+    /// Runs the step as inference does (lowered; feature-major from
+    /// `FEATURE_MAJOR_MIN_BATCH` rows) and checks the kernels it picked.
     fn check(&self, ctx: &GpuContext) {
         let f = &self.fanin;
         let s = step(Op::FanIn(f.clone()), vec![f.inputs], vec![f.outputs]);
-        let got =
-            kernels::run_step(ctx, &s, self.batch, &self.x, None).expect("fan-in kernel runs");
-        let want = cpu::fanin(f, &self.x, self.batch);
         let what = format!(
             "fanin batch={} {}->{} k={} {:?}",
             self.batch, f.inputs, f.outputs, f.k, f.activation
         );
+        let prepared = kernels::PreparedStep::new(ctx, &s, self.batch, &self.x, None)
+            .expect("fan-in kernel builds")
+            .expect("fan-in has a kernel");
+        let labels = prepared.labels().join(" ");
+        let want_kernel = if f.is_full() {
+            "dense"
+        } else if self.batch >= kernels::FEATURE_MAJOR_MIN_BATCH {
+            "fanin_fm"
+        } else {
+            "fanin_vec4"
+        };
+        assert!(labels.contains(want_kernel), "{what}: ran {labels}");
+        let got = prepared.run(ctx).expect("fan-in kernel runs");
+        let want = cpu::fanin(f, &self.x, self.batch);
+        assert_close(&what, &got, &want, tolerance_for(f.activation, f.k));
+    }
+
+    /// Runs the row-major launcher directly, on the model's own layout (training's forward
+    /// pass and input gradient use it at every batch size).
+    fn check_row_major(&self, ctx: &GpuContext) {
+        let f = &self.fanin;
+        let op = Op::FanIn(f.clone());
+        let w = kernels::OpWeights::upload(ctx, "test", &op)
+            .expect("weights upload")
+            .expect("fan-in has weights");
+        let x = edgecut::gpu::upload(ctx, "test.x", &self.x).expect("input uploads");
+        let n = self.batch * f.outputs;
+        let y = edgecut::gpu::storage(ctx, "test.y", (n * 4) as u64).expect("output allocates");
+        let k = kernels::fanin(ctx, "test", f, self.batch, &w, &x, &y).expect("kernel builds");
+        let got = kernels::PreparedStep::from_kernel(k, y, n, vec![x])
+            .run(ctx)
+            .expect("kernel runs");
+        let what = format!(
+            "row-major fanin batch={} {}->{} k={}",
+            self.batch, f.inputs, f.outputs, f.k
+        );
+        let want = cpu::fanin(f, &self.x, self.batch);
         assert_close(&what, &got, &want, tolerance_for(f.activation, f.k));
     }
 }
@@ -161,9 +197,14 @@ fn fanin_kernel_matches_cpu_reference_on_edge_shapes() {
     let Some(ctx) = gpu("fanin_kernel_matches_cpu_reference_on_edge_shapes") else {
         return;
     };
-    // k = 1, k = inputs, k % 4 != 0 (scalar path), large fan-in, tails, batch 1.
+    // k = 1, k = inputs (runs as dense), k % 4 != 0 (padded), large fan-in, tails, batch 1,
+    // batches around the feature-major threshold and an odd number of row quads.
     let shapes = [
         (1, 10, 3, 1),
+        (7, 30, 6, 5),
+        (8, 30, 6, 5),
+        (13, 50, 9, 1),
+        (256, 800, 100, 160),
         (1, 8, 8, 8),
         (2, 9, 5, 9),
         (3, 50, 7, 3),
@@ -179,6 +220,57 @@ fn fanin_kernel_matches_cpu_reference_on_edge_shapes() {
         for act in ACTIVATIONS {
             FanInProblem::new(b, n_in, n_out, k, act, i as u64 * 7).check(&ctx);
         }
+    }
+}
+
+#[test]
+fn row_major_fanin_kernels_match_cpu_reference_at_any_batch() {
+    let Some(ctx) = gpu("row_major_fanin_kernels_match_cpu_reference_at_any_batch") else {
+        return;
+    };
+    // fanin_vec4 (k % 4 == 0) and fanin_scalar, full and partial row tiles, k = inputs.
+    let shapes = [
+        (1, 10, 3, 1),
+        (3, 50, 7, 3),
+        (9, 100, 10, 100),
+        (16, 40, 12, 8),
+        (33, 40, 40, 9),
+        (64, 800, 100, 160),
+    ];
+    for (i, &(b, n_in, n_out, k)) in shapes.iter().enumerate() {
+        FanInProblem::new(b, n_in, n_out, k, Activation::Relu, i as u64 * 11).check_row_major(&ctx);
+    }
+}
+
+#[test]
+fn feature_major_layout_matches_a_cpu_transpose() {
+    let Some(ctx) = gpu("feature_major_layout_matches_a_cpu_transpose") else {
+        return;
+    };
+    // features % 4 == 0 (vec4 path) and not; batches that fill quads and leave a partial one.
+    for (batch, features) in [(8, 12), (9, 12), (5, 7), (1, 3), (64, 800)] {
+        let x = random(batch * features, batch as u64 + features as u64);
+        let xb = edgecut::gpu::upload(&ctx, "layout.x", &x).expect("input uploads");
+        let quads = batch.div_ceil(4);
+        let bytes = kernels::feature_major_bytes(features, batch);
+        let y = edgecut::gpu::storage(&ctx, "layout.y", bytes).expect("output allocates");
+        let k = kernels::to_feature_major(&ctx, "layout", features, batch, &xb, &y)
+            .expect("kernel builds");
+        let n = features * quads * 4;
+        let got = kernels::PreparedStep::from_kernel(k, y, n, vec![xb])
+            .run(&ctx)
+            .expect("kernel runs");
+        // Rows past the batch repeat the last row.
+        let want: Vec<f32> = (0..features)
+            .flat_map(|f| (0..quads * 4).map(move |r| (f, r.min(batch - 1))))
+            .map(|(f, r)| x[r * features + f])
+            .collect();
+        assert_close(
+            &format!("to_feature_major batch={batch} features={features}"),
+            &got,
+            &want,
+            Tolerance::Exact,
+        );
     }
 }
 

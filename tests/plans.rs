@@ -311,3 +311,68 @@ fn readback_waits_for_a_map_callback_run_by_another_threads_poll() {
         }
     });
 }
+
+/// From `FEATURE_MAJOR_MIN_BATCH` rows up, fan-in layers read feature-major activations: a
+/// chain of them transposes once, a full fan-in runs as dense, and results match the CPU.
+#[test]
+fn feature_major_fanin_chains_match_the_cpu_and_transpose_once() {
+    let Some(ctx) = gpu("feature_major_fanin_chains_match_the_cpu_and_transpose_once") else {
+        return;
+    };
+    let backend = Backend::Gpu(ctx);
+    let sparse = Arc::new(Model::load(models_dir().join("mnist-mlp-sparse-4x")).expect("loads"));
+    let lenet = Arc::new(Model::load(models_dir().join("mnist-lenet-ee")).expect("loads"));
+    let min = edgecut::gpu::kernels::FEATURE_MAJOR_MIN_BATCH;
+    for (m, batch) in [
+        (&sparse, min - 1),
+        (&sparse, min),
+        (&sparse, 9),
+        (&sparse, 64),
+        (&lenet, 13),
+    ] {
+        let x = input(m, batch, 5);
+        let n = m.blocks.len();
+        let plan = Plan::compile(m, 0..n, &backend, batch).expect("plan compiles");
+        let labels = plan.kernel_labels();
+        let count = |s: &str| labels.iter().filter(|l| l.contains(s)).count();
+        let fanins = m
+            .blocks
+            .iter()
+            .flat_map(|b| &b.steps)
+            .filter(|s| matches!(&s.op, edgecut::model::Op::FanIn(f) if !f.is_full()))
+            .count();
+        let what = format!("{} batch {batch}: {labels:?}", m.name());
+        if batch >= min {
+            assert_eq!(count("fanin_fm"), fanins, "{what}");
+            assert_eq!(count("to_feature_major"), 1, "{what}");
+        } else {
+            assert_eq!(count("fanin_fm") + count("to_feature_major"), 0, "{what}");
+        }
+        if m.name() == "mnist-mlp-sparse-4x" {
+            // fc3 reads all 100 inputs: it runs as a dense layer.
+            let fc3 = labels.iter().find(|l| l.starts_with("fc3."));
+            assert!(fc3.is_some_and(|l| l.contains("dense")), "{what}");
+        }
+        let gpu = plan.run(&x).expect("plan runs");
+        let cpu = run(m, 0..n, &Backend::Cpu, &x);
+        assert_close(
+            &what,
+            gpu.output.data(),
+            cpu.output.data(),
+            Tolerance::Close,
+        );
+        for (g, c) in gpu.exits.iter().zip(&cpu.exits) {
+            assert_close(&what, g.logits.data(), c.logits.data(), Tolerance::Close);
+        }
+        // A smaller batch on the same plan (padding rows of the last quad) agrees too.
+        let y = input(m, batch.div_ceil(2), 6);
+        let gpu = plan.run(&y).expect("plan runs a smaller batch");
+        let cpu = run(m, 0..n, &Backend::Cpu, &y);
+        assert_close(
+            &what,
+            gpu.output.data(),
+            cpu.output.data(),
+            Tolerance::Close,
+        );
+    }
+}

@@ -5,6 +5,7 @@
 use super::{check_storage_size, upload, GpuContext, GpuError, Shader};
 use crate::model::{Activation, Conv2d, Dense, FanIn, Op, Pool, PoolKind, Step};
 use bytemuck::{Pod, Zeroable};
+use std::borrow::Cow;
 use std::sync::Arc;
 use wgpu::util::DeviceExt;
 
@@ -129,6 +130,20 @@ pub struct ExitParams {
     pub classes: u32,
     /// Padding to 16 bytes.
     pub _pad: [u32; 2],
+}
+
+/// `LayoutParams` in `layout.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct LayoutParams {
+    /// Rows of the row-major input.
+    pub batch: u32,
+    /// Features per row.
+    pub features: u32,
+    /// Quads of 4 rows in the feature-major output.
+    pub quads: u32,
+    /// Padding to 16 bytes.
+    pub _pad: u32,
 }
 
 /// `CopyParams` in `copy.wgsl`.
@@ -363,6 +378,109 @@ pub fn fanin(
         &[x, indices, &weights.weight, &weights.bias],
         y,
         inv,
+    )
+}
+
+/// Smallest batch at which inference runs fan-in layers on feature-major activations
+/// (`fanin_fm`); below it a quad of 4 rows would be mostly padding.
+pub const FEATURE_MAJOR_MIN_BATCH: usize = 8;
+
+/// The step as inference runs it. A fan-in layer that reads every input is a dense layer (same
+/// weights, no index loads); other fan-in layers get `k` padded to a multiple of 4 with
+/// zero-weight taps, so the vec4 kernels always apply. Training keeps the model's own layout.
+pub fn lower(step: &Step) -> Cow<'_, Step> {
+    let op = match &step.op {
+        Op::FanIn(f) if f.is_full() => Op::Dense(f.to_dense()),
+        Op::FanIn(f) if !f.k.is_multiple_of(4) => Op::FanIn(f.padded(4)),
+        _ => return Cow::Borrowed(step),
+    };
+    Cow::Owned(Step { op, ..step.clone() })
+}
+
+/// True when inference runs this (lowered) step as `fanin_fm` on feature-major input.
+pub fn uses_feature_major(step: &Step, batch: usize) -> bool {
+    matches!(step.op, Op::FanIn(_)) && batch >= FEATURE_MAJOR_MIN_BATCH
+}
+
+/// Bytes of a feature-major copy of `features` per row for `batch` rows.
+pub fn feature_major_bytes(features: usize, batch: usize) -> u64 {
+    (features * batch.div_ceil(4) * 16) as u64
+}
+
+/// Fan-in on feature-major input (`k % 4 == 0`, see [`lower`]); writes feature-major output
+/// when `out_feature_major`, row-major otherwise.
+#[allow(clippy::too_many_arguments)] // the fan-in launcher's arguments plus the output layout
+pub fn fanin_fm(
+    ctx: &GpuContext,
+    label: &str,
+    f: &FanIn,
+    batch: usize,
+    weights: &OpWeights,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    out_feature_major: bool,
+) -> Result<Kernel, GpuError> {
+    assert!(
+        f.k.is_multiple_of(4),
+        "fanin_fm needs k % 4 == 0 (lower the step first)"
+    );
+    let params = FanInParams {
+        batch: batch as u32,
+        inputs: f.inputs as u32,
+        outputs: f.outputs as u32,
+        k: f.k as u32,
+        activation: f.activation as u32,
+        _pad: [0; 3],
+    };
+    let indices = weights
+        .indices
+        .as_ref()
+        .expect("fan-in weights always carry indices");
+    let pairs = (batch as u64).div_ceil(8);
+    Kernel::new(
+        ctx,
+        format!("{label}.fanin_fm"),
+        Shader::FanIn,
+        "fanin_fm",
+        &[("OUT_FM", out_feature_major as u32 as f64)],
+        &params,
+        &[x, indices, &weights.weight, &weights.bias],
+        y,
+        pairs * f.outputs as u64,
+    )
+}
+
+/// Row-major `[batch, features]` to feature-major (quads of 4 rows per feature).
+pub fn to_feature_major(
+    ctx: &GpuContext,
+    label: &str,
+    features: usize,
+    batch: usize,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    let quads = batch.div_ceil(4);
+    let params = LayoutParams {
+        batch: batch as u32,
+        features: features as u32,
+        quads: quads as u32,
+        _pad: 0,
+    };
+    let (entry, per) = if features.is_multiple_of(4) {
+        ("to_feature_major_vec4", 4)
+    } else {
+        ("to_feature_major", 1)
+    };
+    Kernel::new(
+        ctx,
+        format!("{label}.{entry}"),
+        Shader::Layout,
+        entry,
+        &[],
+        &params,
+        &[x],
+        y,
+        (features / per * quads) as u64,
     )
 }
 
@@ -642,9 +760,10 @@ pub fn step(
 }
 
 /// One step with its own buffers and uploaded weights, ready to dispatch repeatedly: kernel
-/// tests read it back once, benchmarks dispatch it many times per submission.
+/// tests read it back once, benchmarks dispatch it many times per submission. It runs the step
+/// as a plan would ([`lower`]ed; a feature-major fan-in includes its input's layout change).
 pub struct PreparedStep {
-    kernel: Kernel,
+    kernels: Vec<Kernel>,
     output: wgpu::Buffer,
     out_elems: usize,
     _buffers: Vec<wgpu::Buffer>,
@@ -661,6 +780,7 @@ impl PreparedStep {
         input: &[f32],
         other: Option<&[f32]>,
     ) -> Result<Option<Self>, GpuError> {
+        let step = lower(step);
         let x = upload(ctx, &format!("{}.input", step.label), input)?;
         let o = other
             .map(|d| upload(ctx, &format!("{}.other", step.label), d))
@@ -672,18 +792,49 @@ impl PreparedStep {
             (out_elems * 4) as u64,
         )?;
         let w = OpWeights::upload(ctx, &step.label, &step.op)?;
-        let Some(kernel) = self::step(ctx, step, batch, w.as_ref(), &x, o.as_ref(), &y)? else {
-            return Ok(None);
-        };
         let mut buffers = vec![x];
         buffers.extend(o);
+        let kernels = match &step.op {
+            Op::FanIn(f) if uses_feature_major(&step, batch) => {
+                let xt = super::storage(
+                    ctx,
+                    &format!("{}.input.feature_major", step.label),
+                    feature_major_bytes(f.inputs, batch),
+                )?;
+                let w = w.as_ref().expect("fan-in ops carry weights");
+                let layout = to_feature_major(ctx, &step.label, f.inputs, batch, &buffers[0], &xt)?;
+                let k = fanin_fm(ctx, &step.label, f, batch, w, &xt, &y, false)?;
+                buffers.push(xt);
+                vec![layout, k]
+            }
+            _ => {
+                let Some(k) = self::step(
+                    ctx,
+                    &step,
+                    batch,
+                    w.as_ref(),
+                    &buffers[0],
+                    buffers.get(1),
+                    &y,
+                )?
+                else {
+                    return Ok(None);
+                };
+                vec![k]
+            }
+        };
         Ok(Some(Self {
-            kernel,
+            kernels,
             output: y,
             out_elems,
             _buffers: buffers,
             _weights: w,
         }))
+    }
+
+    /// Labels of the dispatches, in order (`bench.fanin.to_feature_major_vec4`, …).
+    pub fn labels(&self) -> Vec<&str> {
+        self.kernels.iter().map(|k| k.label.as_str()).collect()
     }
 
     /// Wraps an already built kernel and its output buffer (e.g. the exit-statistics kernel).
@@ -694,7 +845,7 @@ impl PreparedStep {
         buffers: Vec<wgpu::Buffer>,
     ) -> Self {
         Self {
-            kernel,
+            kernels: vec![kernel],
             output,
             out_elems,
             _buffers: buffers,
@@ -763,7 +914,7 @@ impl PreparedStep {
             });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(&self.kernel.label),
+                label: Some("prepared.dispatch"),
                 timestamp_writes: queries.map(|q| wgpu::ComputePassTimestampWrites {
                     query_set: q,
                     beginning_of_pass_write_index: Some(0),
@@ -771,14 +922,16 @@ impl PreparedStep {
                 }),
             });
             for _ in 0..times {
-                self.kernel.encode(&mut pass);
+                for k in &self.kernels {
+                    k.encode(&mut pass);
+                }
             }
         }
         ctx.queue.submit([enc.finish()]);
         ctx.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::Failed {
-                context: self.kernel.label.clone(),
+                context: self.labels().join(" + "),
                 reason: e.to_string(),
             })?;
         Ok(())
@@ -795,10 +948,12 @@ impl PreparedStep {
             });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(&self.kernel.label),
+                label: Some("prepared.run"),
                 timestamp_writes: None,
             });
-            self.kernel.encode(&mut pass);
+            for k in &self.kernels {
+                k.encode(&mut pass);
+            }
         }
         enc.copy_buffer_to_buffer(&self.output, 0, &staging, 0, bytes);
         ctx.queue.submit([enc.finish()]);

@@ -15,6 +15,8 @@ pub enum Shader {
     Elementwise,
     /// `exit.wgsl`: softmax and exit statistics.
     Exit,
+    /// `layout.wgsl`: row-major to feature-major activations (for `fanin_fm`).
+    Layout,
     /// `copy.wgsl`: a large vec4 copy used to measure memory bandwidth.
     Copy,
     /// `quant.wgsl`: f16 / int8 packing of split tensors for the wire, and back.
@@ -29,13 +31,14 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader, for validation tests.
-    pub const ALL: [Shader; 11] = [
+    pub const ALL: [Shader; 12] = [
         Shader::Dense,
         Shader::FanIn,
         Shader::Conv2d,
         Shader::Pool,
         Shader::Elementwise,
         Shader::Exit,
+        Shader::Layout,
         Shader::Copy,
         Shader::Quant,
         Shader::TrainBackward,
@@ -52,6 +55,7 @@ impl Shader {
             Shader::Pool => include_str!("../../shaders/pool.wgsl"),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Exit => include_str!("../../shaders/exit.wgsl"),
+            Shader::Layout => include_str!("../../shaders/layout.wgsl"),
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
             Shader::Quant => include_str!("../../shaders/quant.wgsl"),
             Shader::TrainBackward => include_str!("../../shaders/train/backward.wgsl"),
@@ -69,6 +73,7 @@ impl Shader {
             Shader::Pool => "pool.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Exit => "exit.wgsl",
+            Shader::Layout => "layout.wgsl",
             Shader::Copy => "copy.wgsl",
             Shader::Quant => "quant.wgsl",
             Shader::TrainBackward => "train/backward.wgsl",
@@ -81,11 +86,12 @@ impl Shader {
     pub fn entry_points(self) -> &'static [&'static str] {
         match self {
             Shader::Dense => &["dense_vec4", "dense_vec4_r16", "dense_scalar"],
-            Shader::FanIn => &["fanin_vec4", "fanin_scalar"],
+            Shader::FanIn => &["fanin_vec4", "fanin_scalar", "fanin_fm"],
             Shader::Conv2d => &["conv2d", "depthwise"],
             Shader::Pool => &["pool", "global_avgpool"],
             Shader::Elementwise => &["activation", "add", "mul"],
             Shader::Exit => &["softmax", "exit_stats"],
+            Shader::Layout => &["to_feature_major", "to_feature_major_vec4"],
             Shader::Copy => &["copy"],
             Shader::Quant => &[
                 "int8_range",
@@ -117,7 +123,7 @@ impl Shader {
             Shader::Dense | Shader::Conv2d | Shader::TrainBackward | Shader::TrainConv => 3,
             Shader::FanIn => 4,
             Shader::Elementwise | Shader::Quant => 2,
-            Shader::Pool | Shader::Exit | Shader::Copy | Shader::TrainOptim => 1,
+            Shader::Pool | Shader::Exit | Shader::Layout | Shader::Copy | Shader::TrainOptim => 1,
         }
     }
 }

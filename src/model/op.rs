@@ -106,6 +106,53 @@ pub struct FanIn {
     pub activation: Activation,
 }
 
+impl FanIn {
+    /// True when every output reads every input once: the layer is dense in a permuted order.
+    pub fn is_full(&self) -> bool {
+        self.k == self.inputs
+    }
+
+    /// The same layer as a dense `[outputs, inputs]` matrix (taps of one input add up).
+    pub fn to_dense(&self) -> Dense {
+        let mut weight = vec![0.0; self.outputs * self.inputs];
+        for o in 0..self.outputs {
+            for j in 0..self.k {
+                weight[o * self.inputs + self.indices[o * self.k + j] as usize] +=
+                    self.weights[o * self.k + j];
+            }
+        }
+        Dense {
+            inputs: self.inputs,
+            outputs: self.outputs,
+            weight,
+            bias: self.bias.clone(),
+            activation: self.activation,
+        }
+    }
+
+    /// The same layer with `k` rounded up to a multiple of `m`: extra taps repeat each row's
+    /// first index with weight 0, so they add nothing.
+    pub fn padded(&self, m: usize) -> FanIn {
+        let k = self.k.div_ceil(m) * m;
+        let mut indices = Vec::with_capacity(self.outputs * k);
+        let mut weights = Vec::with_capacity(self.outputs * k);
+        for o in 0..self.outputs {
+            let row = o * self.k..(o + 1) * self.k;
+            indices.extend_from_slice(&self.indices[row.clone()]);
+            weights.extend_from_slice(&self.weights[row]);
+            let first = self.indices.get(o * self.k).copied().unwrap_or(0);
+            indices.resize((o + 1) * k, first);
+            weights.resize((o + 1) * k, 0.0);
+        }
+        FanIn {
+            k,
+            indices,
+            weights,
+            ..self.clone()
+        }
+    }
+}
+
 /// Max or average pooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolKind {
