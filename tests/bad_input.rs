@@ -33,7 +33,10 @@ fn mlp_json(k: usize, extra_op: Option<&str>) -> String {
 
 fn tiny_weights(indices: Vec<u32>, k: usize, dense_shape: Vec<usize>) -> Vec<u8> {
     let mut t = BTreeMap::new();
-    t.insert("b0.fc.indices".into(), TensorData::U32(vec![4, k], indices));
+    t.insert(
+        "b0.fc.indices".into(),
+        TensorData::Indices(vec![4, k], indices),
+    );
     t.insert(
         "b0.fc.weights".into(),
         TensorData::F32(vec![4, k], vec![0.5; 4 * k]),
@@ -129,11 +132,11 @@ fn wrong_tensor_dtype_names_the_tensor() {
     let mut t = BTreeMap::new();
     t.insert(
         "b0.fc.indices".into(),
-        TensorData::U32(vec![4, 4], good_indices()),
+        TensorData::Indices(vec![4, 4], good_indices()),
     );
     t.insert(
         "b0.fc.weights".into(),
-        TensorData::U32(vec![4, 4], vec![1; 16]),
+        TensorData::Indices(vec![4, 4], vec![1; 16]),
     );
     t.insert("b0.fc.bias".into(), TensorData::F32(vec![4], vec![0.0; 4]));
     t.insert(

@@ -763,7 +763,7 @@ impl Model {
                     );
                     out.insert(
                         key("indices"),
-                        TensorData::U32(vec![f.outputs, f.k], f.indices.clone()),
+                        TensorData::Indices(vec![f.outputs, f.k], f.indices.clone()),
                     );
                     out.insert(
                         key("bias"),

@@ -154,18 +154,29 @@ impl WeightSource<'_> {
 pub enum TensorData {
     /// `f32` values with a shape.
     F32(Vec<usize>, Vec<f32>),
-    /// `u32` indices with a shape.
-    U32(Vec<usize>, Vec<u32>),
+    /// Fan-in indices with a shape: written as `u16` when every index fits (inputs up to
+    /// 65,536, which halves their bytes on disk), else `u32`.
+    Indices(Vec<usize>, Vec<u32>),
 }
 
 /// Serialises named tensors to safetensors bytes (sorted by name, so output is reproducible).
 pub fn serialize(tensors: &BTreeMap<String, TensorData>) -> Result<Vec<u8>, ModelError> {
+    let narrow: BTreeMap<&String, Vec<u16>> = tensors
+        .iter()
+        .filter_map(|(k, t)| match t {
+            TensorData::Indices(_, d) if d.iter().all(|&i| i <= u16::MAX as u32) => {
+                Some((k, d.iter().map(|&i| i as u16).collect()))
+            }
+            _ => None,
+        })
+        .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
         .map(|(k, t)| {
-            let (dtype, shape, bytes): (Dtype, &Vec<usize>, &[u8]) = match t {
-                TensorData::F32(s, d) => (Dtype::F32, s, bytemuck::cast_slice(d)),
-                TensorData::U32(s, d) => (Dtype::U32, s, bytemuck::cast_slice(d)),
+            let (dtype, shape, bytes): (Dtype, &Vec<usize>, &[u8]) = match (t, narrow.get(k)) {
+                (TensorData::F32(s, d), _) => (Dtype::F32, s, bytemuck::cast_slice(d)),
+                (TensorData::Indices(s, _), Some(d)) => (Dtype::U16, s, bytemuck::cast_slice(d)),
+                (TensorData::Indices(s, d), None) => (Dtype::U32, s, bytemuck::cast_slice(d)),
             };
             safetensors::tensor::TensorView::new(dtype, shape.clone(), bytes)
                 .map(|v| (k.clone(), v))
@@ -179,4 +190,35 @@ pub fn serialize(tensors: &BTreeMap<String, TensorData>) -> Result<Vec<u8>, Mode
         key: "*".into(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dtype_of(bytes: &[u8], key: &str) -> Dtype {
+        let st = SafeTensors::deserialize(bytes).expect("valid safetensors");
+        st.tensor(key).expect("tensor exists").dtype()
+    }
+
+    #[test]
+    fn indices_are_written_as_u16_when_they_fit_and_read_back_unchanged() {
+        for (values, want) in [
+            (vec![0u32, 7, 65_535, 3], Dtype::U16),
+            (vec![0u32, 65_536, 2, 1], Dtype::U32),
+        ] {
+            let mut t = BTreeMap::new();
+            t.insert(
+                "fc.indices".to_string(),
+                TensorData::Indices(vec![2, 2], values.clone()),
+            );
+            let bytes = serialize(&t).expect("serializes");
+            assert_eq!(dtype_of(&bytes, "fc.indices"), want);
+            let st = SafeTensors::deserialize(&bytes).expect("valid safetensors");
+            let back = WeightSource::File(st)
+                .indices("fc.indices", 70_000, 2, 2)
+                .expect("reads back");
+            assert_eq!(back, values);
+        }
+    }
 }
