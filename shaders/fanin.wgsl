@@ -16,7 +16,8 @@
 //   3: w     [outputs, k]     (read)   as vec4<f32> in fanin_vec4
 //   4: bias  [outputs]        (read)
 //   5: y     [batch, outputs] (write)  fanin_fm with OUT_FM = 1: [outputs, quads] of 4 rows
-// Override constants: WG (workgroup size), ROWS (1 or 4), OUT_FM (fanin_fm's output layout).
+// Override constants: WG (workgroup size), ROWS (1 or 4), OUT_FM (fanin_fm's output layout),
+// G (fanin_fm: outputs sharing an index row, 1..=8).
 
 struct FanInParams {
     batch: u32,
@@ -32,6 +33,7 @@ struct FanInParams {
 override WG: u32 = 64u;
 override ROWS: u32 = 4u;
 override OUT_FM: u32 = 0u;
+override G: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> params: FanInParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -161,27 +163,41 @@ fn store_quad(o: u32, q: u32, quads: u32, a: vec4<f32>) {
     }
 }
 
-// Feature-major input, k % 4 == 0: one output x 8 rows (two quads) per invocation.
+// Feature-major input, k % 4 == 0: G outputs x 8 rows (two quads) per invocation. The G
+// outputs share one index row (a grouped pattern; G = 1 for independent rows), so each gathered
+// input vec4 feeds 4·G multiply-adds.
 @compute @workgroup_size(WG)
 fn fanin_fm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = gid.x + gid.y * nwg.x * WG;
     let quads = (params.batch + 3u) / 4u;
     let pairs = (quads + 1u) / 2u;
-    if t >= pairs * params.outputs { return; }
-    let o = t / pairs;
+    if t >= pairs * (params.outputs / G) { return; }
+    let o0 = (t / pairs) * G;
     let q0 = (t % pairs) * 2u;
     let q1 = min(q0 + 1u, quads - 1u);
     let k4 = params.k / 4u;
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
+    // a[2g] and a[2g + 1]: output o0 + g for quads q0 and q1 (G <= 8).
+    var a: array<vec4<f32>, 16>;
     for (var j = 0u; j < k4; j++) {
-        let i = idx4[o * k4 + j] * quads;
-        let w = w4[o * k4 + j];
-        a0 += xq[i.x + q0] * w.x + xq[i.y + q0] * w.y + xq[i.z + q0] * w.z + xq[i.w + q0] * w.w;
-        a1 += xq[i.x + q1] * w.x + xq[i.y + q1] * w.y + xq[i.z + q1] * w.z + xq[i.w + q1] * w.w;
+        let i = idx4[o0 * k4 + j] * quads;
+        let x0 = xq[i.x + q0];
+        let x1 = xq[i.y + q0];
+        let x2 = xq[i.z + q0];
+        let x3 = xq[i.w + q0];
+        let z0 = xq[i.x + q1];
+        let z1 = xq[i.y + q1];
+        let z2 = xq[i.z + q1];
+        let z3 = xq[i.w + q1];
+        for (var g = 0u; g < G; g++) {
+            let w = w4[(o0 + g) * k4 + j];
+            a[2u * g] += x0 * w.x + x1 * w.y + x2 * w.z + x3 * w.w;
+            a[2u * g + 1u] += z0 * w.x + z1 * w.y + z2 * w.z + z3 * w.w;
+        }
     }
-    store_quad(o, q0, quads, a0);
-    if q0 + 1u < quads {
-        store_quad(o, q0 + 1u, quads, a1);
+    for (var g = 0u; g < G; g++) {
+        store_quad(o0 + g, q0, quads, a[2u * g]);
+        if q0 + 1u < quads {
+            store_quad(o0 + g, q0 + 1u, quads, a[2u * g + 1u]);
+        }
     }
 }

@@ -170,6 +170,33 @@ fn fanin_index_out_of_range_is_rejected() {
 }
 
 #[test]
+fn fanin_declared_group_must_match_the_stored_indices() {
+    // Rows 0..4 of good_indices() are all different: not groups of 2.
+    let json = mlp_json(4, None).replace(r#""k": 4,"#, r#""k": 4, "group": 2,"#);
+    let err = load_err(
+        &json,
+        Some(tiny_weights(good_indices(), 4, vec![2, 4])),
+        "group",
+    );
+    assert!(
+        err.contains("b0.fc.indices")
+            && err.contains("groups of 2 outputs")
+            && err.contains("output 1"),
+        "{err}"
+    );
+    let json = mlp_json(4, None).replace(r#""k": 4,"#, r#""k": 4, "group": 3,"#);
+    let err = load_err(
+        &json,
+        Some(tiny_weights(good_indices(), 4, vec![2, 4])),
+        "group3",
+    );
+    assert!(
+        err.contains("group 3 must be a positive divisor of outputs (4)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn fanin_duplicate_index_in_a_row_is_rejected() {
     let mut idx = good_indices();
     idx[5] = 4;

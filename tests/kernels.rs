@@ -300,6 +300,56 @@ fn fanin_kernel_runs_fixed_degree_patterns() {
     );
 }
 
+/// Grouped patterns (outputs sharing index rows) run `fanin_fm` with the group found in the
+/// indices, including groups that are not powers of two and the 8-output cap.
+#[test]
+fn grouped_fanin_patterns_run_one_gather_per_group() {
+    let Some(ctx) = gpu("grouped_fanin_patterns_run_one_gather_per_group") else {
+        return;
+    };
+    // (batch, inputs, outputs, out_degree, pattern group, group the kernel uses)
+    let cases = [
+        (8, 64, 16, 4, 2, 2),
+        (9, 800, 100, 20, 5, 5),
+        (64, 90, 9, 3, 3, 3),
+        (33, 128, 64, 8, 8, 8),
+        (16, 128, 64, 16, 16, 8),
+        (256, 100, 100, 25, 5, 5),
+    ];
+    for (i, &(batch, inputs, outputs, d_out, group, used)) in cases.iter().enumerate() {
+        let p =
+            FanInPattern::grouped(inputs, outputs, d_out, group, i as u64).expect("valid group");
+        let f = FanIn {
+            inputs,
+            outputs,
+            k: p.k,
+            indices: p.indices,
+            weights: random(outputs * p.k, 10 + i as u64),
+            bias: random(outputs, 20 + i as u64),
+            activation: Activation::Relu,
+        };
+        assert_eq!(f.row_group(kernels::FANIN_MAX_GROUP), used);
+        let x = random(batch * inputs, 30 + i as u64);
+        let s = step(Op::FanIn(f.clone()), vec![inputs], vec![outputs]);
+        let prepared = kernels::PreparedStep::new(&ctx, &s, batch, &x, None)
+            .expect("fan-in kernel builds")
+            .expect("fan-in has a kernel");
+        let what = format!("grouped fanin batch={batch} {inputs}->{outputs} group={group}");
+        let labels = prepared.labels().join(" ");
+        assert!(
+            labels.contains(&format!("fanin_fm_g{used}")),
+            "{what}: ran {labels}"
+        );
+        let got = prepared.run(&ctx).expect("fan-in kernel runs");
+        assert_close(
+            &what,
+            &got,
+            &cpu::fanin(&f, &x, batch),
+            tolerance_for(f.activation, f.k),
+        );
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn conv_problem(
     ctx: &GpuContext,

@@ -2,6 +2,7 @@
 //! left at `--out`, and every shipped trained model evaluates to the accuracy its README states.
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+use edgecut::model::Op;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -101,6 +102,41 @@ fn train_rejects_an_impossible_degree_listing_the_valid_ones() {
         None,
         "out-degree 2 is impossible for 800 → 30: inputs·out_degree must be a multiple of outputs; valid out-degrees: [3, 6, 9",
     );
+}
+
+#[test]
+fn train_rejects_an_impossible_group_listing_the_valid_ones() {
+    let blocks = GOOD_BLOCKS.replace("\"out_degree\": 2}", "\"out_degree\": 2, \"group\": 4}");
+    assert_train_fails(
+        "group",
+        &spec_text(&blocks, "[]"),
+        None,
+        "group 4 is impossible with 40 outputs and out-degree 2: the group must divide both; valid groups: [1, 2]",
+    );
+}
+
+#[test]
+fn a_grouped_spec_trains_a_model_whose_rows_are_shared_in_groups() {
+    let dir = scratch("grouped");
+    let spec_path = dir.join("spec.json");
+    let blocks = GOOD_BLOCKS.replace("\"out_degree\": 2}", "\"out_degree\": 2, \"group\": 2}");
+    std::fs::write(&spec_path, spec_text(&blocks, "[]")).unwrap();
+    let out = dir.join("model");
+    let o = edgecut(&[
+        "train",
+        spec_path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--max-steps",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = edgecut::model::Model::load(&out).unwrap();
+    let Op::FanIn(f) = &model.blocks[0].steps[0].op else {
+        panic!("fc1 starts with its fan-in op");
+    };
+    assert_eq!((f.k, f.row_group(8)), (40, 2));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

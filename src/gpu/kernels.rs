@@ -407,8 +407,13 @@ pub fn feature_major_bytes(features: usize, batch: usize) -> u64 {
     (features * batch.div_ceil(4) * 16) as u64
 }
 
+/// Largest group of outputs sharing an index row that `fanin_fm` computes together (its
+/// accumulators live in registers).
+pub const FANIN_MAX_GROUP: usize = 8;
+
 /// Fan-in on feature-major input (`k % 4 == 0`, see [`lower`]); writes feature-major output
-/// when `out_feature_major`, row-major otherwise.
+/// when `out_feature_major`, row-major otherwise. Outputs that share an index row (a grouped
+/// pattern, [`FanIn::row_group`]) are computed together, each gathered input loaded once.
 #[allow(clippy::too_many_arguments)] // the fan-in launcher's arguments plus the output layout
 pub fn fanin_fm(
     ctx: &GpuContext,
@@ -436,17 +441,21 @@ pub fn fanin_fm(
         .indices
         .as_ref()
         .expect("fan-in weights always carry indices");
+    let group = f.row_group(FANIN_MAX_GROUP);
     let pairs = (batch as u64).div_ceil(8);
     Kernel::new(
         ctx,
-        format!("{label}.fanin_fm"),
+        format!("{label}.fanin_fm_g{group}"),
         Shader::FanIn,
         "fanin_fm",
-        &[("OUT_FM", out_feature_major as u32 as f64)],
+        &[
+            ("OUT_FM", out_feature_major as u32 as f64),
+            ("G", group as f64),
+        ],
         &params,
         &[x, indices, &weights.weight, &weights.bias],
         y,
-        pairs * f.outputs as u64,
+        pairs * (f.outputs / group) as u64,
     )
 }
 

@@ -86,6 +86,10 @@ impl Size2 {
     }
 }
 
+fn is_one(v: &usize) -> bool {
+    *v == 1
+}
+
 fn one() -> usize {
     1
 }
@@ -134,6 +138,10 @@ pub enum OpKind {
         outputs: usize,
         /// Inputs per output.
         k: usize,
+        /// Consecutive outputs sharing one index row (1: every row independent). A seeded
+        /// pattern is drawn grouped; stored indices are checked to be grouped.
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        group: usize,
         /// Whether a `bias` tensor exists.
         #[serde(default)]
         bias: bool,

@@ -482,6 +482,7 @@ fn compile_ops(
                 inputs: declared,
                 outputs,
                 k,
+                group,
                 bias,
             } => {
                 let [inputs] = shape[..] else {
@@ -501,7 +502,12 @@ fn compile_ops(
                         "k must be in 1..={inputs} and outputs positive (k = {k}, outputs = {outputs})"
                     )));
                 }
-                let indices = source.indices(&key("indices"), inputs, *outputs, *k)?;
+                if *group == 0 || !outputs.is_multiple_of(*group) {
+                    return Err(err(format!(
+                        "group {group} must be a positive divisor of outputs ({outputs})"
+                    )));
+                }
+                let indices = source.indices(&key("indices"), inputs, *outputs, *k, *group)?;
                 let pattern =
                     FanInPattern::from_indices(inputs, *outputs, *k, indices).map_err(|e| {
                         ModelError::Weights {
@@ -509,6 +515,20 @@ fn compile_ops(
                             reason: e.to_string(),
                         }
                     })?;
+                if let Some(row) = pattern
+                    .indices
+                    .chunks(*k)
+                    .enumerate()
+                    .find(|(o, row)| *row != &pattern.indices[(o - o % group) * k..][..*k])
+                    .map(|(o, _)| o)
+                {
+                    return Err(ModelError::Weights {
+                        key: key("indices"),
+                        reason: format!(
+                            "the op declares groups of {group} outputs sharing one index row, but output {row} differs from the first output of its group"
+                        ),
+                    });
+                }
                 let weights = source.f32(
                     &key("weights"),
                     &[*outputs, *k],

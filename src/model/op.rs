@@ -112,6 +112,22 @@ impl FanIn {
         self.k == self.inputs
     }
 
+    /// The largest `g <= max` dividing `outputs` such that every run of `g` consecutive outputs
+    /// shares one index row (a grouped pattern); 1 when rows are independent.
+    pub fn row_group(&self, max: usize) -> usize {
+        let k = self.k;
+        (2..=max.min(self.outputs))
+            .rev()
+            .find(|&g| {
+                self.outputs.is_multiple_of(g)
+                    && self
+                        .indices
+                        .chunks(g * k)
+                        .all(|group| group.chunks(k).all(|row| row == &group[..k]))
+            })
+            .unwrap_or(1)
+    }
+
     /// The same layer as a dense `[outputs, inputs]` matrix (taps of one input add up).
     pub fn to_dense(&self) -> Dense {
         let mut weight = vec![0.0; self.outputs * self.inputs];

@@ -79,6 +79,7 @@ impl WeightSource<'_> {
         inputs: usize,
         outputs: usize,
         k: usize,
+        group: usize,
     ) -> Result<Vec<u32>, ModelError> {
         match self {
             WeightSource::Seeded(seed) => {
@@ -91,11 +92,12 @@ impl WeightSource<'_> {
                         ),
                     });
                 }
-                let p = FanInPattern::random(inputs, outputs, out_degree, key_seed(*seed, key))
-                    .map_err(|e| ModelError::Weights {
-                        key: key.into(),
-                        reason: e.to_string(),
-                    })?;
+                let p =
+                    FanInPattern::grouped(inputs, outputs, out_degree, group, key_seed(*seed, key))
+                        .map_err(|e| ModelError::Weights {
+                            key: key.into(),
+                            reason: e.to_string(),
+                        })?;
                 Ok(p.indices)
             }
             WeightSource::File(st) => {
@@ -216,7 +218,7 @@ mod tests {
             assert_eq!(dtype_of(&bytes, "fc.indices"), want);
             let st = SafeTensors::deserialize(&bytes).expect("valid safetensors");
             let back = WeightSource::File(st)
-                .indices("fc.indices", 70_000, 2, 2)
+                .indices("fc.indices", 70_000, 2, 2, 1)
                 .expect("reads back");
             assert_eq!(back, values);
         }

@@ -5,7 +5,7 @@
 use super::TrainError;
 use crate::model::manifest::{BlockSpec, ExitSpec, InitSpec};
 use crate::model::{Manifest, Model, OpKind, OpSpec};
-use crate::sparsity::{valid_out_degrees, FanInPattern};
+use crate::sparsity::{valid_groups, valid_out_degrees, FanInPattern};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -24,7 +24,8 @@ pub struct TrainSpec {
     /// Number of classes.
     pub classes: usize,
     /// Blocks in order; ops as in `model.json`, except that `fanin` takes `outputs` and either
-    /// `out_degree` or `density` (the fan-in `k` and the pattern are derived and drawn).
+    /// `out_degree` or `density` (the fan-in `k` and the pattern are derived and drawn), and
+    /// optionally `group` (consecutive outputs sharing one index row).
     pub blocks: Vec<BlockSpec>,
     /// Exit heads, each with a `loss_weight` (default 1).
     #[serde(default)]
@@ -350,6 +351,15 @@ fn resolve_fanin(value: &Value, shape: &[usize]) -> Result<Value, String> {
             )
         }
     };
+    if let Some(g) = map.get("group") {
+        let g = g.as_u64().ok_or("\"group\" must be a positive integer")? as usize;
+        if g == 0 || !outputs.is_multiple_of(g) || !degree.is_multiple_of(g) {
+            return Err(format!(
+                "group {g} is impossible with {outputs} outputs and out-degree {degree}: the group must divide both; valid groups: {:?}",
+                valid_groups(outputs, degree)
+            ));
+        }
+    }
     map.insert("inputs".into(), Value::from(inputs));
     map.insert("k".into(), Value::from(inputs * degree / outputs));
     Ok(Value::Object(map))
