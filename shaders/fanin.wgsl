@@ -17,7 +17,7 @@
 //   4: bias  [outputs]        (read)
 //   5: y     [batch, outputs] (write)  fanin_fm with OUT_FM = 1: [outputs, quads] of 4 rows
 // Override constants: WG (workgroup size), ROWS (1 or 4), OUT_FM (fanin_fm's output layout),
-// G (fanin_fm: outputs sharing an index row, 1..=8).
+// G (fanin_group, fanin_fm: outputs sharing an index row, 1..=8).
 
 struct FanInParams {
     batch: u32,
@@ -149,6 +149,59 @@ fn fanin_scalar(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     store_tile(r0, o0, a0, a1, a2, a3);
 }
 
+// Rows r0..r0+ROWS of output o (row-major), from a[c] = row r0 + c.
+fn store_rows(o: u32, r0: u32, a: vec4<f32>) {
+    let b = bias[o];
+    for (var c = 0u; c < ROWS; c++) {
+        if r0 + c < params.batch {
+            y[(r0 + c) * params.outputs + o] = activate(a[c] + b, params.activation);
+        }
+    }
+}
+
+// Row-major input, k % 4 == 0, G > 1 outputs sharing one index row (a grouped pattern): ROWS
+// rows x G outputs per invocation, each gathered input feeding G multiply-adds. Used below the
+// feature-major batch threshold.
+@compute @workgroup_size(WG)
+fn fanin_group(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * WG;
+    let groups = params.outputs / G;
+    if t >= ((params.batch + ROWS - 1u) / ROWS) * groups { return; }
+    let o0 = (t % groups) * G;
+    let r0 = (t / groups) * ROWS;
+    let last_r = params.batch - 1u;
+    let xb = vec4<u32>(r0, min(r0 + 1u, last_r), min(r0 + 2u, last_r), min(r0 + 3u, last_r)) * params.inputs;
+    let k4 = params.k / 4u;
+    // a[g]: rows r0..r0+3 of output o0 + g (G <= 8).
+    var a: array<vec4<f32>, 8>;
+    for (var j = 0u; j < k4; j++) {
+        let i = idx4[o0 * k4 + j];
+        var x0 = vec4<f32>(x[xb.x + i.x], 0.0, 0.0, 0.0);
+        var x1 = vec4<f32>(x[xb.x + i.y], 0.0, 0.0, 0.0);
+        var x2 = vec4<f32>(x[xb.x + i.z], 0.0, 0.0, 0.0);
+        var x3 = vec4<f32>(x[xb.x + i.w], 0.0, 0.0, 0.0);
+        if ROWS == 4u {
+            x0 = vec4<f32>(x0.x, x[xb.y + i.x], x[xb.z + i.x], x[xb.w + i.x]);
+            x1 = vec4<f32>(x1.x, x[xb.y + i.y], x[xb.z + i.y], x[xb.w + i.y]);
+            x2 = vec4<f32>(x2.x, x[xb.y + i.z], x[xb.z + i.z], x[xb.w + i.z]);
+            x3 = vec4<f32>(x3.x, x[xb.y + i.w], x[xb.z + i.w], x[xb.w + i.w]);
+        }
+        for (var g = 0u; g < G; g++) {
+            let w = w4[(o0 + g) * k4 + j];
+            a[g] += x0 * w.x + x1 * w.y + x2 * w.z + x3 * w.w;
+        }
+    }
+    // Constant indices keep `a` in registers (see fanin_fm).
+    store_rows(o0, r0, a[0]);
+    if G > 1u { store_rows(o0 + 1u, r0, a[1]); }
+    if G > 2u { store_rows(o0 + 2u, r0, a[2]); }
+    if G > 3u { store_rows(o0 + 3u, r0, a[3]); }
+    if G > 4u { store_rows(o0 + 4u, r0, a[4]); }
+    if G > 5u { store_rows(o0 + 5u, r0, a[5]); }
+    if G > 6u { store_rows(o0 + 6u, r0, a[6]); }
+    if G > 7u { store_rows(o0 + 7u, r0, a[7]); }
+}
+
 // 4 rows of one output, in the layout OUT_FM selects (rows past the batch are padding: kept in
 // feature-major output, dropped in row-major output).
 fn store_quad(o: u32, q: u32, quads: u32, a: vec4<f32>) {
@@ -194,10 +247,22 @@ fn fanin_fm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
             a[2u * g + 1u] += z0 * w.x + z1 * w.y + z2 * w.z + z3 * w.w;
         }
     }
-    for (var g = 0u; g < G; g++) {
-        store_quad(o0 + g, q0, quads, a[2u * g]);
-        if q0 + 1u < quads {
-            store_quad(o0 + g, q0 + 1u, quads, a[2u * g + 1u]);
-        }
+    // Constant indices (not a loop over g) keep `a` in registers on compilers that would not
+    // unroll a loop this large (llvmpipe: 1.35x slower otherwise).
+    store_pair(o0, q0, quads, a[0], a[1]);
+    if G > 1u { store_pair(o0 + 1u, q0, quads, a[2], a[3]); }
+    if G > 2u { store_pair(o0 + 2u, q0, quads, a[4], a[5]); }
+    if G > 3u { store_pair(o0 + 3u, q0, quads, a[6], a[7]); }
+    if G > 4u { store_pair(o0 + 4u, q0, quads, a[8], a[9]); }
+    if G > 5u { store_pair(o0 + 5u, q0, quads, a[10], a[11]); }
+    if G > 6u { store_pair(o0 + 6u, q0, quads, a[12], a[13]); }
+    if G > 7u { store_pair(o0 + 7u, q0, quads, a[14], a[15]); }
+}
+
+// Quads q0 and q0 + 1 (when it exists) of output o.
+fn store_pair(o: u32, q0: u32, quads: u32, a0: vec4<f32>, a1: vec4<f32>) {
+    store_quad(o, q0, quads, a0);
+    if q0 + 1u < quads {
+        store_quad(o, q0 + 1u, quads, a1);
     }
 }

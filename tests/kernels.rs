@@ -300,8 +300,9 @@ fn fanin_kernel_runs_fixed_degree_patterns() {
     );
 }
 
-/// Grouped patterns (outputs sharing index rows) run `fanin_fm` with the group found in the
-/// indices, including groups that are not powers of two and the 8-output cap.
+/// Grouped patterns (outputs sharing index rows) run `fanin_group` (row-major, small batches)
+/// or `fanin_fm` with the group found in the indices, including groups that are not powers of
+/// two and the 8-output cap.
 #[test]
 fn grouped_fanin_patterns_run_one_gather_per_group() {
     let Some(ctx) = gpu("grouped_fanin_patterns_run_one_gather_per_group") else {
@@ -315,6 +316,10 @@ fn grouped_fanin_patterns_run_one_gather_per_group() {
         (33, 128, 64, 8, 8, 8),
         (16, 128, 64, 16, 16, 8),
         (256, 100, 100, 25, 5, 5),
+        (1, 800, 100, 20, 5, 5),
+        (3, 90, 9, 3, 3, 3),
+        (5, 128, 64, 16, 16, 8),
+        (7, 64, 16, 4, 2, 2),
     ];
     for (i, &(batch, inputs, outputs, d_out, group, used)) in cases.iter().enumerate() {
         let p =
@@ -336,8 +341,13 @@ fn grouped_fanin_patterns_run_one_gather_per_group() {
             .expect("fan-in has a kernel");
         let what = format!("grouped fanin batch={batch} {inputs}->{outputs} group={group}");
         let labels = prepared.labels().join(" ");
+        let kernel = if batch >= kernels::FEATURE_MAJOR_MIN_BATCH {
+            "fanin_fm"
+        } else {
+            "fanin_group"
+        };
         assert!(
-            labels.contains(&format!("fanin_fm_g{used}")),
+            labels.contains(&format!("{kernel}_g{used}")),
             "{what}: ran {labels}"
         );
         let got = prepared.run(&ctx).expect("fan-in kernel runs");

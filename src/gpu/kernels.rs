@@ -348,12 +348,16 @@ pub fn fanin(
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Kernel, GpuError> {
-    // A 16-row tile (as in dense) measured no faster here: the per-MAC input gathers dominate.
     let rows = rows_tile(batch);
-    let entry = if f.k.is_multiple_of(4) {
-        "fanin_vec4"
+    let group = if f.k.is_multiple_of(4) {
+        f.row_group(FANIN_MAX_GROUP)
     } else {
-        "fanin_scalar"
+        1
+    };
+    let (entry, per_invocation) = match (group, f.k.is_multiple_of(4)) {
+        (2.., _) => ("fanin_group", group),
+        (_, true) => ("fanin_vec4", 4),
+        (_, false) => ("fanin_scalar", 4),
     };
     let params = FanInParams {
         batch: batch as u32,
@@ -367,13 +371,18 @@ pub fn fanin(
         .indices
         .as_ref()
         .expect("fan-in weights always carry indices");
-    let inv = (batch as u64).div_ceil(rows as u64) * (f.outputs as u64).div_ceil(4);
+    let inv =
+        (batch as u64).div_ceil(rows as u64) * (f.outputs as u64).div_ceil(per_invocation as u64);
+    let label = match group {
+        2.. => format!("{label}.{entry}_g{group}"),
+        _ => format!("{label}.{entry}"),
+    };
     Kernel::new(
         ctx,
-        format!("{label}.{entry}"),
+        label,
         Shader::FanIn,
         entry,
-        &[("ROWS", rows as f64)],
+        &[("ROWS", rows as f64), ("G", group as f64)],
         &params,
         &[x, indices, &weights.weight, &weights.bias],
         y,

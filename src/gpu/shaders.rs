@@ -86,7 +86,7 @@ impl Shader {
     pub fn entry_points(self) -> &'static [&'static str] {
         match self {
             Shader::Dense => &["dense_vec4", "dense_vec4_r16", "dense_scalar"],
-            Shader::FanIn => &["fanin_vec4", "fanin_scalar", "fanin_fm"],
+            Shader::FanIn => &["fanin_vec4", "fanin_scalar", "fanin_group", "fanin_fm"],
             Shader::Conv2d => &["conv2d", "depthwise"],
             Shader::Pool => &["pool", "global_avgpool"],
             Shader::Elementwise => &["activation", "add", "mul"],

@@ -113,9 +113,13 @@ impl FanIn {
     }
 
     /// The largest `g <= max` dividing `outputs` such that every run of `g` consecutive outputs
-    /// shares one index row (a grouped pattern); 1 when rows are independent.
+    /// shares one index row (a grouped pattern); 1 when rows are independent or the op carries
+    /// no indices (a shape-only copy).
     pub fn row_group(&self, max: usize) -> usize {
         let k = self.k;
+        if k == 0 || self.indices.len() != self.outputs * k {
+            return 1;
+        }
         (2..=max.min(self.outputs))
             .rev()
             .find(|&g| {

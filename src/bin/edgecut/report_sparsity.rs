@@ -7,7 +7,7 @@ use crate::{backend, BackendChoice};
 use anyhow::{Context, Result};
 use edgecut::data::{load_mnist, Split};
 use edgecut::engine::{Answer, Backend, Plan};
-use edgecut::model::Model;
+use edgecut::model::{Model, Op};
 use edgecut::train::{train, TrainOptions, TrainSpec};
 use plotters::prelude::*;
 use serde_json::{json, Value};
@@ -39,12 +39,17 @@ fn time_plan(plan: &Plan, x: &edgecut::tensor::Tensor, reps: usize) -> Result<f6
     Ok(t[t.len() / 2])
 }
 
+/// The layer and layout kernels a plan dispatches (exit statistics and pools left out).
 fn kernels_used(plan: &Plan) -> String {
     let names: Vec<String> = plan
         .kernel_labels()
         .iter()
         .filter_map(|l| l.rsplit('.').next().map(str::to_string))
-        .filter(|k| k.starts_with("dense") || k.starts_with("fanin") || k.starts_with("conv"))
+        .filter(|k| {
+            ["dense", "fanin", "conv", "to_feature_major"]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
         .collect();
     let mut unique: Vec<String> = Vec::new();
     for n in names {
@@ -53,6 +58,68 @@ fn kernels_used(plan: &Plan) -> String {
         }
     }
     unique.join(", ")
+}
+
+/// The same function with every fan-in layer stored and run dense: the dense twin of a sparse
+/// model, for timing (None when the model has no fan-in layer).
+fn dense_twin(model: &Model) -> Option<Model> {
+    let mut twin = model.clone();
+    let mut changed = false;
+    let steps = twin
+        .blocks
+        .iter_mut()
+        .flat_map(|b| b.steps.iter_mut())
+        .chain(twin.exits.iter_mut().flat_map(|e| e.steps.iter_mut()));
+    for step in steps {
+        if let Op::FanIn(f) = &step.op {
+            step.op = Op::Dense(f.to_dense());
+            changed = true;
+        }
+    }
+    changed.then_some(twin)
+}
+
+/// Median `Plan::run` milliseconds at batch 1 and 256, with the kernels used at each.
+fn time_model(
+    model: &Arc<Model>,
+    gpu: &Backend,
+    test: &edgecut::data::Dataset,
+    reps: usize,
+) -> Result<Vec<(f64, String)>> {
+    [1usize, 256]
+        .into_iter()
+        .map(|n| {
+            let plan = Plan::compile(model, 0..model.blocks.len(), gpu, n)?;
+            let x = test
+                .batch(0..n, model.input_shape())
+                .context("test images fit the model input")?;
+            Ok((time_plan(&plan, &x, reps)? * 1e3, kernels_used(&plan)))
+        })
+        .collect()
+}
+
+/// Training samples per second over 40 optimizer steps of the model's own spec.
+fn train_throughput(
+    dir: &Path,
+    train_set: &edgecut::data::Dataset,
+    test: &edgecut::data::Dataset,
+    backend: &Backend,
+) -> Result<f64> {
+    let spec = TrainSpec::load(&dir.join("spec.json"))?;
+    let mut opts = TrainOptions::new();
+    opts.max_steps = Some(40);
+    opts.epochs = Some(1);
+    opts.eval_every_epoch = false;
+    let (_, summary) = train(
+        &spec,
+        train_set,
+        test,
+        backend,
+        &opts,
+        "report",
+        &mut |_| {},
+    )?;
+    Ok(summary.samples_per_sec)
 }
 
 pub fn report(models: &Path, data: &Path, out: &Path, reps: usize, as_json: bool) -> Result<()> {
@@ -72,31 +139,13 @@ pub fn report(models: &Path, data: &Path, out: &Path, reps: usize, as_json: bool
         let totals = model.totals();
         let bytes = std::fs::metadata(dir.join("weights.safetensors"))?.len()
             + std::fs::metadata(dir.join("model.json"))?.len();
-        let mut times = Vec::new();
-        let mut kernels = String::new();
-        for n in [1usize, 256] {
-            let plan = Plan::compile(&model, 0..model.blocks.len(), &gpu, n)?;
-            let x = test
-                .batch(0..n, model.input_shape())
-                .context("test images fit the model input")?;
-            times.push(time_plan(&plan, &x, reps)? * 1e3);
-            kernels = kernels_used(&plan);
-        }
-        // Training throughput on the CPU backend: 40 optimizer steps of the model's own spec.
-        let spec = TrainSpec::load(&dir.join("spec.json"))?;
-        let mut opts = TrainOptions::new();
-        opts.max_steps = Some(40);
-        opts.epochs = Some(1);
-        opts.eval_every_epoch = false;
-        let (_, summary) = train(
-            &spec,
-            &train_set,
-            &test,
-            &Backend::Cpu,
-            &opts,
-            "report",
-            &mut |_| {},
-        )?;
+        let times = time_model(&model, &gpu, &test, reps)?;
+        let twin = match dense_twin(&model) {
+            Some(t) => Some(time_model(&Arc::new(t), &gpu, &test, reps)?),
+            None => None,
+        };
+        let cpu_train = train_throughput(&dir, &train_set, &test, &Backend::Cpu)?;
+        let gpu_train = train_throughput(&dir, &train_set, &test, &gpu)?;
         rows.push(json!({
             "model": name,
             "test_accuracy": cpu,
@@ -104,10 +153,14 @@ pub fn report(models: &Path, data: &Path, out: &Path, reps: usize, as_json: bool
             "nonzero_weights": totals.nonzero_weights,
             "macs": totals.macs,
             "bytes_on_disk": bytes,
-            "gpu_ms_batch1": times[0],
-            "gpu_ms_batch256": times[1],
-            "kernels": kernels,
-            "train_samples_per_sec_cpu": summary.samples_per_sec,
+            "gpu_ms_batch1": times[0].0,
+            "gpu_ms_batch256": times[1].0,
+            "kernels_batch1": times[0].1,
+            "kernels_batch256": times[1].1,
+            "dense_twin_gpu_ms_batch1": twin.as_ref().map(|t| t[0].0),
+            "dense_twin_gpu_ms_batch256": twin.as_ref().map(|t| t[1].0),
+            "train_samples_per_sec_cpu": cpu_train,
+            "train_samples_per_sec_gpu": gpu_train,
         }));
     }
     // Early exits of the LeNet model.
@@ -165,22 +218,42 @@ fn markdown(rows: &[Value], exits: &[Value], gpu: &Backend, reps: usize) -> Stri
         "<!-- generated by `edgecut report-sparsity`; do not edit by hand -->\n\nGPU: {} (median of {reps} runs after warm-up; `Plan::run` wall time including upload and readback).\n",
         gpu.adapter()
     );
-    let _ = writeln!(s, "| model | test accuracy | params | nonzero weights | MACs | bytes on disk | GPU ms, batch 1 | GPU ms, batch 256 | kernels | CPU training samples/s |");
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+    let _ = writeln!(s, "| model | test accuracy | params | nonzero weights | MACs | bytes on disk | training samples/s, CPU | training samples/s, GPU |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let f = |r: &Value, k: &str| r[k].as_f64().unwrap_or(f64::NAN);
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {:.2}% | {} | {} | {} | {} | {:.3} | {:.3} | {} | {:.0} |",
+            "| {} | {:.2}% | {} | {} | {} | {} | {:.0} | {:.0} |",
             r["model"].as_str().unwrap_or(""),
-            r["test_accuracy"].as_f64().unwrap_or(0.0) * 100.0,
+            f(r, "test_accuracy") * 100.0,
             r["params"],
             r["nonzero_weights"],
             r["macs"],
             r["bytes_on_disk"],
-            r["gpu_ms_batch1"].as_f64().unwrap_or(0.0),
-            r["gpu_ms_batch256"].as_f64().unwrap_or(0.0),
-            r["kernels"].as_str().unwrap_or(""),
-            r["train_samples_per_sec_cpu"].as_f64().unwrap_or(0.0),
+            f(r, "train_samples_per_sec_cpu"),
+            f(r, "train_samples_per_sec_gpu"),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nInference time on the GPU. The dense twin is the same model with every fan-in layer stored and run dense (same function, same shapes), timed the same way; speedup = dense twin time / sparse time.\n\n| model | ms, batch 1 | ms, batch 256 | kernels, batch 1 | kernels, batch 256 | dense twin ms, batch 1 | dense twin ms, batch 256 | speedup, batch 1 | speedup, batch 256 |\n|---|---:|---:|---|---|---:|---:|---:|---:|"
+    );
+    for r in rows {
+        let twin = |k: &str, mine: &str| match r[k].as_f64() {
+            Some(t) => (format!("{t:.3}"), format!("{:.2}x", t / f(r, mine))),
+            None => ("—".to_string(), "—".to_string()),
+        };
+        let (t1, s1) = twin("dense_twin_gpu_ms_batch1", "gpu_ms_batch1");
+        let (t256, s256) = twin("dense_twin_gpu_ms_batch256", "gpu_ms_batch256");
+        let _ = writeln!(
+            s,
+            "| {} | {:.3} | {:.3} | {} | {} | {t1} | {t256} | {s1} | {s256} |",
+            r["model"].as_str().unwrap_or(""),
+            f(r, "gpu_ms_batch1"),
+            f(r, "gpu_ms_batch256"),
+            r["kernels_batch1"].as_str().unwrap_or(""),
+            r["kernels_batch256"].as_str().unwrap_or(""),
         );
     }
     let _ = writeln!(
