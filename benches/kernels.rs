@@ -1,5 +1,6 @@
-//! Kernel benchmarks (criterion): dense vs fixed-fan-in at densities 100/25/10/5 %
-//! (800→512 and 4096→4096, batch 1 and 64), dense 512³ (for the OpenBLAS comparison of
+//! Kernel benchmarks (criterion): dense vs fixed-fan-in at densities 100/25/10/5 % and
+//! grouped fixed-fan-in (rows shared by 8 outputs) at 25/10/5 % (800→512 and 4096→4096,
+//! batch 1 and 64), dense 512³ (for the OpenBLAS comparison of
 //! `benches/sgemm.py`), conv2d 3x3 on 32x32x32 and depthwise 3x3 on 112x112x32. The problems
 //! are the library's benchmark cases (`edgecut::bench`); every kernel is checked against the
 //! CPU reference before it is timed. Throughput is in FLOP (2 per multiply-add).
@@ -32,7 +33,7 @@ fn bench_case(c: &mut Criterion, ctx: &GpuContext, case: &KernelCase) {
         case.name,
         case.shape
     );
-    let density = if case.name == "fanin" {
+    let density = if case.name.starts_with("fanin") {
         format!("_d{:03}", (case.density * 100.0).round() as u32)
     } else {
         String::new()
@@ -62,7 +63,10 @@ fn kernels(c: &mut Criterion) {
         for batch in [1, 64] {
             bench_case(c, &ctx, &dense_case(inputs, outputs, batch, 1));
             for density in [1.0, 0.25, 0.10, 0.05] {
-                bench_case(c, &ctx, &fanin_case(inputs, outputs, batch, density, 4));
+                bench_case(c, &ctx, &fanin_case(inputs, outputs, batch, density, 1, 4));
+            }
+            for density in [0.25, 0.10, 0.05] {
+                bench_case(c, &ctx, &fanin_case(inputs, outputs, batch, density, 8, 4));
             }
         }
     }

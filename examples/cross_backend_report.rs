@@ -32,8 +32,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{} ({}, {}): bandwidth {:.1} GB/s, dense {:.2} GFLOP/s, status {}",
             b.name, b.kind, b.driver, b.ceilings.bandwidth_gbs, b.ceilings.gflops, b.status
         );
-        for (shape, batch, density, speedup) in edgecut::report::sparse_speedups(b) {
-            println!("  fan-in {shape} batch {batch} density {density}: {speedup:.2}x over dense");
+        for s in edgecut::report::sparse_speedups(b) {
+            println!(
+                "  {} {} batch {} density {}: {:.2}x over dense",
+                s.kernel, s.shape, s.batch, s.density, s.speedup
+            );
         }
     }
     println!(

@@ -103,7 +103,10 @@ pub fn kernel_suite(quick: bool) -> Vec<KernelCase> {
         for batch in [1usize, 64] {
             cases.push(dense_case(inputs, outputs, batch, 1));
             for density in [1.0f64, 0.25, 0.10, 0.05] {
-                cases.push(fanin_case(inputs, outputs, batch, density, 4));
+                cases.push(fanin_case(inputs, outputs, batch, density, 1, 4));
+            }
+            for density in [0.25f64, 0.10, 0.05] {
+                cases.push(fanin_case(inputs, outputs, batch, density, 8, 4));
             }
         }
     }
@@ -164,26 +167,32 @@ pub fn kernel_suite(quick: bool) -> Vec<KernelCase> {
 }
 
 /// Fixed-fan-in `inputs → outputs` at `density` (k rounded to a multiple of 4 so the vec4
-/// path runs, as in shipped models), random distinct rows.
+/// path runs, as in shipped models), random distinct rows; with `group > 1` (`fanin_grouped`)
+/// each row is shared by `group` consecutive outputs, as in a grouped pattern.
 pub fn fanin_case(
     inputs: usize,
     outputs: usize,
     batch: usize,
     density: f64,
+    group: usize,
     seed: u64,
 ) -> KernelCase {
     let k = (((inputs as f64 * density) / 4.0).round() as usize * 4).clamp(4, inputs);
+    let indices = random_rows(inputs, outputs / group, k, seed)
+        .chunks(k)
+        .flat_map(|row| std::iter::repeat_n(row, group).flatten().copied())
+        .collect();
     let f = FanIn {
         inputs,
         outputs,
         k,
-        indices: random_rows(inputs, outputs, k, seed),
+        indices,
         weights: random(outputs * k, seed + 1),
         bias: random(outputs, seed + 2),
         activation: Activation::Relu,
     };
     KernelCase {
-        name: "fanin".into(),
+        name: if group > 1 { "fanin_grouped" } else { "fanin" }.into(),
         shape: format!("{inputs}x{outputs}"),
         batch,
         density,

@@ -31,22 +31,42 @@ fn num(v: f64, digits: usize) -> String {
     }
 }
 
-/// The sparse-over-dense speedups of a backend: `(shape, batch, density, speedup)`, where
-/// speedup = dense time / fan-in time for the same shape and batch.
-pub fn sparse_speedups(b: &crate::bench::BackendReport) -> Vec<(String, usize, f64, f64)> {
+/// One sparse-over-dense comparison: speedup = dense time / fan-in time for the same shape
+/// and batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseSpeedup {
+    /// `fanin` (independent rows) or `fanin_grouped` (rows shared by groups of outputs).
+    pub kernel: String,
+    /// `inputs x outputs`.
+    pub shape: String,
+    /// Batch size.
+    pub batch: usize,
+    /// Fraction of the dense connections present.
+    pub density: f64,
+    /// Dense time / fan-in time.
+    pub speedup: f64,
+}
+
+/// The sparse-over-dense speedups of a backend.
+pub fn sparse_speedups(b: &crate::bench::BackendReport) -> Vec<SparseSpeedup> {
     let mut out = Vec::new();
-    for f in b.kernels.iter().filter(|k| k.name == "fanin" && k.checked) {
+    for f in b
+        .kernels
+        .iter()
+        .filter(|k| k.name.starts_with("fanin") && k.checked)
+    {
         if let Some(d) = b
             .kernels
             .iter()
             .find(|k| k.name == "dense" && k.shape == f.shape && k.batch == f.batch && k.checked)
         {
-            out.push((
-                f.shape.clone(),
-                f.batch,
-                f.density,
-                d.median_ms / f.median_ms,
-            ));
+            out.push(SparseSpeedup {
+                kernel: f.name.clone(),
+                shape: f.shape.clone(),
+                batch: f.batch,
+                density: f.density,
+                speedup: d.median_ms / f.median_ms,
+            });
         }
     }
     out
@@ -112,14 +132,21 @@ pub fn markdown(r: &Report) -> String {
             let _ = writeln!(s, "\nSparse (fan-in) vs dense, same shape and batch. Target: fan-in time ≤ 1.25 × density × dense time, i.e. speedup ≥ 1/(1.25·density).\n");
             let _ = writeln!(
                 s,
-                "| shape | batch | density | speedup | ideal 1/density | target | met |"
+                "| kernel | shape | batch | density | speedup | ideal 1/density | target | met |"
             );
-            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|");
-            for (shape, batch, density, sp) in speedups {
+            let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---|");
+            for SparseSpeedup {
+                kernel,
+                shape,
+                batch,
+                density,
+                speedup: sp,
+            } in speedups
+            {
                 let target = 1.0 / (1.25 * density);
                 let _ = writeln!(
                     s,
-                    "| {shape} | {batch} | {}% | {} | {} | {} | {} |",
+                    "| {kernel} | {shape} | {batch} | {}% | {} | {} | {} | {} |",
                     num(density * 100.0, 0),
                     num(sp, 2),
                     num(1.0 / density, 1),
@@ -351,21 +378,25 @@ pub fn plots(r: &Report, dir: &Path) -> Result<Vec<String>, ReportError> {
     let mut si = 0;
     for b in &r.backends {
         let sp = sparse_speedups(b);
-        let mut keys: Vec<(String, usize)> = sp.iter().map(|s| (s.0.clone(), s.1)).collect();
+        let mut keys: Vec<(String, String, usize)> = sp
+            .iter()
+            .map(|s| (s.kernel.clone(), s.shape.clone(), s.batch))
+            .collect();
+        keys.sort();
         keys.dedup();
-        for (shape, batch) in keys {
+        for (kernel, shape, batch) in keys {
             let color = COLORS[si % COLORS.len()];
             si += 1;
             let mut pts: Vec<(f64, f64)> = sp
                 .iter()
-                .filter(|s| s.0 == shape && s.1 == batch)
-                .map(|s| (s.2, s.3.min(21.0)))
+                .filter(|s| s.kernel == kernel && s.shape == shape && s.batch == batch)
+                .map(|s| (s.density, s.speedup.min(21.0)))
                 .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             chart
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
                 .map_err(|x| e(x.to_string()))?
-                .label(format!("{} {shape} b{batch}", b.kind))
+                .label(format!("{} {kernel} {shape} b{batch}", b.kind))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], color));
             chart
                 .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))

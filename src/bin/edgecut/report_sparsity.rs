@@ -24,19 +24,28 @@ const PAIRS: [(&str, &str); 2] = [
 const LENET: &str = "mnist-lenet-ee";
 const THRESHOLDS: [f32; 8] = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99];
 
-/// Median seconds of one `plan.run` on a batch of `n` (after warm-up).
-fn time_plan(plan: &Plan, x: &edgecut::tensor::Tensor, reps: usize) -> Result<f64> {
-    for _ in 0..3 {
-        plan.run(x)?;
+/// Median seconds of one `plan.run` for each plan, runs interleaved (plan 0, plan 1, plan 0,
+/// …) after warm-up, so that drift on a shared machine hits every plan alike.
+fn time_plans(plans: &[Plan], x: &edgecut::tensor::Tensor, reps: usize) -> Result<Vec<f64>> {
+    for p in plans {
+        for _ in 0..3 {
+            p.run(x)?;
+        }
     }
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
+    let mut t = vec![Vec::with_capacity(reps); plans.len()];
+    for _ in 0..reps {
+        for (p, times) in plans.iter().zip(&mut t) {
             let s = Instant::now();
-            plan.run(x).map(|_| s.elapsed().as_secs_f64())
+            p.run(x)?;
+            times.push(s.elapsed().as_secs_f64());
+        }
+    }
+    Ok(t.into_iter()
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
         })
-        .collect::<Result<_, _>>()?;
-    t.sort_by(f64::total_cmp);
-    Ok(t[t.len() / 2])
+        .collect())
 }
 
 /// The layer and layout kernels a plan dispatches (exit statistics and pools left out).
@@ -79,21 +88,37 @@ fn dense_twin(model: &Model) -> Option<Model> {
     changed.then_some(twin)
 }
 
+/// GPU time of a model (and of its dense twin, timed interleaved with it) at one batch size.
+struct Timing {
+    ms: f64,
+    kernels: String,
+    twin_ms: Option<f64>,
+}
+
 /// Median `Plan::run` milliseconds at batch 1 and 256, with the kernels used at each.
 fn time_model(
     model: &Arc<Model>,
+    twin: Option<Arc<Model>>,
     gpu: &Backend,
     test: &edgecut::data::Dataset,
     reps: usize,
-) -> Result<Vec<(f64, String)>> {
+) -> Result<Vec<Timing>> {
     [1usize, 256]
         .into_iter()
         .map(|n| {
-            let plan = Plan::compile(model, 0..model.blocks.len(), gpu, n)?;
+            let mut plans = vec![Plan::compile(model, 0..model.blocks.len(), gpu, n)?];
+            if let Some(t) = &twin {
+                plans.push(Plan::compile(t, 0..t.blocks.len(), gpu, n)?);
+            }
             let x = test
                 .batch(0..n, model.input_shape())
                 .context("test images fit the model input")?;
-            Ok((time_plan(&plan, &x, reps)? * 1e3, kernels_used(&plan)))
+            let ms = time_plans(&plans, &x, reps)?;
+            Ok(Timing {
+                ms: ms[0] * 1e3,
+                kernels: kernels_used(&plans[0]),
+                twin_ms: ms.get(1).map(|t| t * 1e3),
+            })
         })
         .collect()
 }
@@ -139,11 +164,7 @@ pub fn report(models: &Path, data: &Path, out: &Path, reps: usize, as_json: bool
         let totals = model.totals();
         let bytes = std::fs::metadata(dir.join("weights.safetensors"))?.len()
             + std::fs::metadata(dir.join("model.json"))?.len();
-        let times = time_model(&model, &gpu, &test, reps)?;
-        let twin = match dense_twin(&model) {
-            Some(t) => Some(time_model(&Arc::new(t), &gpu, &test, reps)?),
-            None => None,
-        };
+        let t = time_model(&model, dense_twin(&model).map(Arc::new), &gpu, &test, reps)?;
         let cpu_train = train_throughput(&dir, &train_set, &test, &Backend::Cpu)?;
         let gpu_train = train_throughput(&dir, &train_set, &test, &gpu)?;
         rows.push(json!({
@@ -153,12 +174,12 @@ pub fn report(models: &Path, data: &Path, out: &Path, reps: usize, as_json: bool
             "nonzero_weights": totals.nonzero_weights,
             "macs": totals.macs,
             "bytes_on_disk": bytes,
-            "gpu_ms_batch1": times[0].0,
-            "gpu_ms_batch256": times[1].0,
-            "kernels_batch1": times[0].1,
-            "kernels_batch256": times[1].1,
-            "dense_twin_gpu_ms_batch1": twin.as_ref().map(|t| t[0].0),
-            "dense_twin_gpu_ms_batch256": twin.as_ref().map(|t| t[1].0),
+            "gpu_ms_batch1": t[0].ms,
+            "gpu_ms_batch256": t[1].ms,
+            "kernels_batch1": t[0].kernels,
+            "kernels_batch256": t[1].kernels,
+            "dense_twin_gpu_ms_batch1": t[0].twin_ms,
+            "dense_twin_gpu_ms_batch256": t[1].twin_ms,
             "train_samples_per_sec_cpu": cpu_train,
             "train_samples_per_sec_gpu": gpu_train,
         }));
@@ -237,7 +258,7 @@ fn markdown(rows: &[Value], exits: &[Value], gpu: &Backend, reps: usize) -> Stri
     }
     let _ = writeln!(
         s,
-        "\nInference time on the GPU. The dense twin is the same model with every fan-in layer stored and run dense (same function, same shapes), timed the same way; speedup = dense twin time / sparse time.\n\n| model | ms, batch 1 | ms, batch 256 | kernels, batch 1 | kernels, batch 256 | dense twin ms, batch 1 | dense twin ms, batch 256 | speedup, batch 1 | speedup, batch 256 |\n|---|---:|---:|---|---|---:|---:|---:|---:|"
+        "\nInference time on the GPU. The dense twin is the same model with every fan-in layer stored and run dense (same function, same shapes), timed in the same run with their runs interleaved; speedup = dense twin time / sparse time.\n\n| model | ms, batch 1 | ms, batch 256 | kernels, batch 1 | kernels, batch 256 | dense twin ms, batch 1 | dense twin ms, batch 256 | speedup, batch 1 | speedup, batch 256 |\n|---|---:|---:|---|---|---:|---:|---:|---:|"
     );
     for r in rows {
         let twin = |k: &str, mine: &str| match r[k].as_f64() {
