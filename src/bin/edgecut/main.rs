@@ -219,8 +219,9 @@ enum Command {
         /// Where to write the Markdown table and the SVG plot.
         #[arg(long, default_value = "docs")]
         out: PathBuf,
-        /// Timed runs per measurement (the median is reported).
-        #[arg(long, default_value_t = 30)]
+        /// Timed runs per measurement (the median is reported; batch-1 wall times spread widely
+        /// on a shared machine, hence many).
+        #[arg(long, default_value_t = 100)]
         reps: usize,
         /// Print one JSON object.
         #[arg(long)]
