@@ -105,6 +105,10 @@ pub struct PlanOutput {
     pub exits: Vec<ExitOutput>,
     /// Statistics of the final logits when the range ends the model.
     pub final_stats: Option<Vec<ExitStat>>,
+    /// Device time of the plan's dispatches in seconds, from GPU timestamps around its compute
+    /// pass (no upload, submit or readback); `None` on the CPU backend and on adapters without
+    /// `TIMESTAMP_QUERY`.
+    pub device_seconds: Option<f64>,
 }
 
 /// Who answered a sample.
@@ -311,6 +315,7 @@ impl Plan {
             output: Tensor::new(shape, x).expect("block output matches its shape"),
             exits,
             final_stats,
+            device_seconds: None,
         }
     }
 }
@@ -351,6 +356,9 @@ pub fn run_steps_cpu(steps: &[Step], input: Vec<f32>, n: usize) -> Vec<f32> {
     x
 }
 
+/// Two `u64` GPU timestamps.
+const TIMESTAMP_BYTES: u64 = 16;
+
 struct GpuPlan {
     ctx: Arc<GpuContext>,
     model: Arc<Model>,
@@ -365,6 +373,9 @@ struct GpuPlan {
     exit_bufs: Vec<(usize, wgpu::Buffer, wgpu::Buffer)>,
     final_stats: Option<wgpu::Buffer>,
     staging: wgpu::Buffer,
+    /// Timestamp queries around the compute pass and their resolve buffer (adapters with
+    /// `TIMESTAMP_QUERY`).
+    timestamps: Option<(wgpu::QuerySet, wgpu::Buffer)>,
     /// Runs of one plan share its buffers, so they take turns.
     lock: Mutex<()>,
 }
@@ -685,7 +696,28 @@ impl GpuPlan {
             * (output_elems
                 + exit_bufs.len() * (classes + 4)
                 + if final_stats.is_some() { 4 } else { 0 });
-        let staging = gpu::staging(&ctx, "plan.readback", (staging_elems * 4) as u64);
+        let timestamps = ctx
+            .features
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+            .then(|| {
+                let set = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("plan.timestamps"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2,
+                });
+                let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("plan.timestamps.resolve"),
+                    size: TIMESTAMP_BYTES,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                });
+                (set, resolve)
+            });
+        let staging = gpu::staging(
+            &ctx,
+            "plan.readback",
+            (staging_elems * 4) as u64 + TIMESTAMP_BYTES,
+        );
         Ok(Self {
             ctx,
             model: model.clone(),
@@ -700,6 +732,7 @@ impl GpuPlan {
             exit_bufs,
             final_stats,
             staging,
+            timestamps,
             lock: Mutex::new(()),
         })
     }
@@ -724,7 +757,13 @@ impl GpuPlan {
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("plan.steps"),
-                timestamp_writes: None,
+                timestamp_writes: self.timestamps.as_ref().map(|(set, _)| {
+                    wgpu::ComputePassTimestampWrites {
+                        query_set: set,
+                        beginning_of_pass_write_index: Some(0),
+                        end_of_pass_write_index: Some(1),
+                    }
+                }),
             });
             for k in &self.kernels {
                 k.encode(&mut pass);
@@ -754,6 +793,10 @@ impl GpuPlan {
             .final_stats
             .as_ref()
             .map(|s| copy(&mut enc, s, cap * 4));
+        let ticks_at = self.timestamps.as_ref().map(|(set, resolve)| {
+            enc.resolve_query_set(set, 0..2, resolve, 0);
+            copy(&mut enc, resolve, (TIMESTAMP_BYTES / 4) as usize)
+        });
         let total = (offset / 4) as usize;
         ctx.queue.submit([enc.finish()]);
         let data = gpu::read_back(ctx, &self.staging, total)?;
@@ -795,10 +838,21 @@ impl GpuPlan {
                 stats: stats_of(s),
             })
             .collect();
+        let device_seconds = ticks_at.and_then(|at| {
+            let bytes: Vec<u8> = data[at as usize..at as usize + 4]
+                .iter()
+                .flat_map(|v| v.to_ne_bytes())
+                .collect();
+            let start = u64::from_ne_bytes(bytes[0..8].try_into().ok()?);
+            let end = u64::from_ne_bytes(bytes[8..16].try_into().ok()?);
+            let elapsed = end.checked_sub(start).filter(|&t| t > 0)?;
+            Some(elapsed as f64 * ctx.queue.get_timestamp_period() as f64 * 1e-9)
+        });
         Ok(PlanOutput {
             output,
             exits,
             final_stats: final_at.map(stats_of),
+            device_seconds,
         })
     }
 }

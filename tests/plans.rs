@@ -376,3 +376,28 @@ fn feature_major_fanin_chains_match_the_cpu_and_transpose_once() {
         );
     }
 }
+
+/// GPU plans report the device time of their dispatches when the adapter has timestamps.
+#[test]
+fn gpu_plans_report_device_time_within_wall_time() {
+    let Some(ctx) = gpu("gpu_plans_report_device_time_within_wall_time") else {
+        return;
+    };
+    let has_timestamps = ctx.features.contains(wgpu::Features::TIMESTAMP_QUERY);
+    let m = fixture();
+    let x = input(&m, 4, 9);
+    let plan = Plan::compile(&m, 0..m.blocks.len(), &Backend::Gpu(ctx), 4).expect("compiles");
+    plan.run(&x).expect("warm-up run");
+    let start = std::time::Instant::now();
+    let out = plan.run(&x).expect("plan runs");
+    let wall = start.elapsed().as_secs_f64();
+    match out.device_seconds {
+        Some(t) => assert!(t > 0.0 && t <= wall, "device {t} s vs wall {wall} s"),
+        None => assert!(
+            !has_timestamps,
+            "the adapter has TIMESTAMP_QUERY but no time came back"
+        ),
+    }
+    let cpu = run(&m, 0..m.blocks.len(), &Backend::Cpu, &x);
+    assert_eq!(cpu.device_seconds, None);
+}

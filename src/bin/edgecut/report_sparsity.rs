@@ -24,27 +24,37 @@ const PAIRS: [(&str, &str); 2] = [
 const LENET: &str = "mnist-lenet-ee";
 const THRESHOLDS: [f32; 8] = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99];
 
-/// Median seconds of one `plan.run` for each plan, runs interleaved (plan 0, plan 1, plan 0,
-/// …) after warm-up, so that drift on a shared machine hits every plan alike.
-fn time_plans(plans: &[Plan], x: &edgecut::tensor::Tensor, reps: usize) -> Result<Vec<f64>> {
+/// Median wall seconds of one `plan.run` and median device seconds (GPU timestamps, when the
+/// adapter has them) for each plan, runs interleaved (plan 0, plan 1, plan 0, …) after
+/// warm-up, so that drift on a shared machine hits every plan alike.
+fn time_plans(
+    plans: &[Plan],
+    x: &edgecut::tensor::Tensor,
+    reps: usize,
+) -> Result<Vec<(f64, Option<f64>)>> {
     for p in plans {
         for _ in 0..3 {
             p.run(x)?;
         }
     }
-    let mut t = vec![Vec::with_capacity(reps); plans.len()];
+    let mut wall = vec![Vec::with_capacity(reps); plans.len()];
+    let mut device = vec![Vec::with_capacity(reps); plans.len()];
     for _ in 0..reps {
-        for (p, times) in plans.iter().zip(&mut t) {
+        for (i, p) in plans.iter().enumerate() {
             let s = Instant::now();
-            p.run(x)?;
-            times.push(s.elapsed().as_secs_f64());
+            let out = p.run(x)?;
+            wall[i].push(s.elapsed().as_secs_f64());
+            device[i].extend(out.device_seconds);
         }
     }
-    Ok(t.into_iter()
-        .map(|mut v| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        })
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    Ok(wall
+        .into_iter()
+        .zip(device)
+        .map(|(w, d)| (median(w).unwrap_or(f64::NAN), median(d)))
         .collect())
 }
 
@@ -91,8 +101,10 @@ fn dense_twin(model: &Model) -> Option<Model> {
 /// GPU time of a model (and of its dense twin, timed interleaved with it) at one batch size.
 struct Timing {
     ms: f64,
+    device_ms: Option<f64>,
     kernels: String,
     twin_ms: Option<f64>,
+    twin_device_ms: Option<f64>,
 }
 
 /// Median `Plan::run` milliseconds at batch 1 and 256, with the kernels used at each.
@@ -113,11 +125,14 @@ fn time_model(
             let x = test
                 .batch(0..n, model.input_shape())
                 .context("test images fit the model input")?;
-            let ms = time_plans(&plans, &x, reps)?;
+            let t = time_plans(&plans, &x, reps)?;
+            let ms = |s: f64| s * 1e3;
             Ok(Timing {
-                ms: ms[0] * 1e3,
+                ms: ms(t[0].0),
+                device_ms: t[0].1.map(ms),
                 kernels: kernels_used(&plans[0]),
-                twin_ms: ms.get(1).map(|t| t * 1e3),
+                twin_ms: t.get(1).map(|t| ms(t.0)),
+                twin_device_ms: t.get(1).and_then(|t| t.1).map(ms),
             })
         })
         .collect()
@@ -180,6 +195,10 @@ pub fn report(models: &Path, data: &Path, out: &Path, reps: usize, as_json: bool
             "kernels_batch256": t[1].kernels,
             "dense_twin_gpu_ms_batch1": t[0].twin_ms,
             "dense_twin_gpu_ms_batch256": t[1].twin_ms,
+            "device_ms_batch1": t[0].device_ms,
+            "device_ms_batch256": t[1].device_ms,
+            "dense_twin_device_ms_batch1": t[0].twin_device_ms,
+            "dense_twin_device_ms_batch256": t[1].twin_device_ms,
             "train_samples_per_sec_cpu": cpu_train,
             "train_samples_per_sec_gpu": gpu_train,
         }));
@@ -258,28 +277,45 @@ fn markdown(rows: &[Value], exits: &[Value], gpu: &Backend, reps: usize) -> Stri
     }
     let _ = writeln!(
         s,
-        "\nInference time on the GPU. The dense twin is the same model with every fan-in layer stored and run dense (same function, same shapes), timed in the same run with their runs interleaved; speedup = dense twin time / sparse time.\n\n| model | ms, batch 1 | ms, batch 256 | kernels, batch 1 | kernels, batch 256 | dense twin ms, batch 1 | dense twin ms, batch 256 | speedup, batch 1 | speedup, batch 256 |\n|---|---:|---:|---|---|---:|---:|---:|---:|"
+        "\nInference time on the GPU. The dense twin is the same model with every fan-in layer stored and run dense (same function, same shapes), timed in the same run with their runs interleaved; speedup = dense twin time / sparse time. Wall time is what a caller of `Plan::run` waits (upload, dispatches, readback); device time is the dispatches alone, from GPU timestamps around the plan's compute pass.\n"
     );
-    for r in rows {
-        let twin = |k: &str, mine: &str| match r[k].as_f64() {
-            Some(t) => (format!("{t:.3}"), format!("{:.2}x", t / f(r, mine))),
-            None => ("—".to_string(), "—".to_string()),
-        };
-        let (t1, s1) = twin("dense_twin_gpu_ms_batch1", "gpu_ms_batch1");
-        let (t256, s256) = twin("dense_twin_gpu_ms_batch256", "gpu_ms_batch256");
+    for (what, key) in [("Wall", "gpu_ms"), ("Device", "device_ms")] {
+        let twin_key = format!("dense_twin_{key}");
         let _ = writeln!(
             s,
-            "| {} | {:.3} | {:.3} | {} | {} | {t1} | {t256} | {s1} | {s256} |",
-            r["model"].as_str().unwrap_or(""),
-            f(r, "gpu_ms_batch1"),
-            f(r, "gpu_ms_batch256"),
-            r["kernels_batch1"].as_str().unwrap_or(""),
-            r["kernels_batch256"].as_str().unwrap_or(""),
+            "| model | {what} ms, batch 1 | {what} ms, batch 256 | kernels, batch 1 | kernels, batch 256 | dense twin ms, batch 1 | dense twin ms, batch 256 | speedup, batch 1 | speedup, batch 256 |\n|---|---:|---:|---|---|---:|---:|---:|---:|"
         );
+        for r in rows {
+            let cell = |k: &str| match r[k].as_f64() {
+                Some(t) => format!("{t:.3}"),
+                None => "—".to_string(),
+            };
+            let speedup = |b: &str| match (
+                r[format!("{twin_key}_{b}")].as_f64(),
+                r[format!("{key}_{b}")].as_f64(),
+            ) {
+                (Some(t), Some(m)) => format!("{:.2}x", t / m),
+                _ => "—".to_string(),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r["model"].as_str().unwrap_or(""),
+                cell(&format!("{key}_batch1")),
+                cell(&format!("{key}_batch256")),
+                r["kernels_batch1"].as_str().unwrap_or(""),
+                r["kernels_batch256"].as_str().unwrap_or(""),
+                cell(&format!("{twin_key}_batch1")),
+                cell(&format!("{twin_key}_batch256")),
+                speedup("batch1"),
+                speedup("batch256"),
+            );
+        }
+        let _ = writeln!(s);
     }
     let _ = writeln!(
         s,
-        "\n`{LENET}` early exit (exit head after block `conv1`; a sample exits when its softmax confidence is above the threshold):\n\n| threshold | exit rate | overall accuracy | accuracy of exited samples |\n|---:|---:|---:|---:|"
+        "`{LENET}` early exit (exit head after block `conv1`; a sample exits when its softmax confidence is above the threshold):\n\n| threshold | exit rate | overall accuracy | accuracy of exited samples |\n|---:|---:|---:|---:|"
     );
     for e in exits {
         let _ = writeln!(
