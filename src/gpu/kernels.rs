@@ -338,7 +338,28 @@ pub fn dense(
     )
 }
 
-/// Fixed-fan-in layer launcher.
+/// The uniform parameters and index buffer of a fan-in launch.
+fn fanin_binding<'w>(
+    f: &FanIn,
+    batch: usize,
+    weights: &'w OpWeights,
+) -> (FanInParams, &'w wgpu::Buffer) {
+    let params = FanInParams {
+        batch: batch as u32,
+        inputs: f.inputs as u32,
+        outputs: f.outputs as u32,
+        k: f.k as u32,
+        activation: f.activation as u32,
+        _pad: [0; 3],
+    };
+    let indices = weights
+        .indices
+        .as_ref()
+        .expect("fan-in weights always carry indices");
+    (params, indices)
+}
+
+/// Fixed-fan-in layer launcher (row-major activations; also training's forward pass).
 pub fn fanin(
     ctx: &GpuContext,
     label: &str,
@@ -359,18 +380,7 @@ pub fn fanin(
         (_, true) => ("fanin_vec4", 4),
         (_, false) => ("fanin_scalar", 4),
     };
-    let params = FanInParams {
-        batch: batch as u32,
-        inputs: f.inputs as u32,
-        outputs: f.outputs as u32,
-        k: f.k as u32,
-        activation: f.activation as u32,
-        _pad: [0; 3],
-    };
-    let indices = weights
-        .indices
-        .as_ref()
-        .expect("fan-in weights always carry indices");
+    let (params, indices) = fanin_binding(f, batch, weights);
     let inv =
         (batch as u64).div_ceil(rows as u64) * (f.outputs as u64).div_ceil(per_invocation as u64);
     let label = match group {
@@ -438,18 +448,7 @@ pub fn fanin_fm(
         f.k.is_multiple_of(4),
         "fanin_fm needs k % 4 == 0 (lower the step first)"
     );
-    let params = FanInParams {
-        batch: batch as u32,
-        inputs: f.inputs as u32,
-        outputs: f.outputs as u32,
-        k: f.k as u32,
-        activation: f.activation as u32,
-        _pad: [0; 3],
-    };
-    let indices = weights
-        .indices
-        .as_ref()
-        .expect("fan-in weights always carry indices");
+    let (params, indices) = fanin_binding(f, batch, weights);
     let group = f.row_group(FANIN_MAX_GROUP);
     let pairs = (batch as u64).div_ceil(8);
     Kernel::new(

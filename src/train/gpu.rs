@@ -82,6 +82,29 @@ fn run(
     Ok(v)
 }
 
+/// Uploads three inputs, runs one training entry point and reads its output back (tests and
+/// one-off gradients; the training loop records [`train_kernel`]s instead).
+fn one_shot<P: Pod>(
+    ctx: &GpuContext,
+    shader: Shader,
+    entry: &'static str,
+    p: &P,
+    bufs: [&[f32]; 3],
+    len: usize,
+) -> Result<Vec<f32>, GpuError> {
+    let up = |i: usize, d: &[f32]| {
+        upload(
+            ctx,
+            &format!("train.{entry}.{i}"),
+            if d.is_empty() { &[0.0] } else { d },
+        )
+    };
+    let (a, b, c) = (up(0, bufs[0])?, up(1, bufs[1])?, up(2, bufs[2])?);
+    let out = storage(ctx, &format!("train.{entry}.out"), (len * 4) as u64)?;
+    let k = train_kernel(ctx, shader, "train", entry, p, [&a, &b, &c], &out, len)?;
+    run(ctx, &k, &out, len)
+}
+
 fn grad_kernel(
     ctx: &GpuContext,
     entry: &'static str,
@@ -89,26 +112,7 @@ fn grad_kernel(
     bufs: [&[f32]; 3],
     len: usize,
 ) -> Result<Vec<f32>, GpuError> {
-    let a = upload(ctx, &format!("train.{entry}.a"), bufs[0])?;
-    let b = upload(ctx, &format!("train.{entry}.b"), bufs[1])?;
-    let c = upload(
-        ctx,
-        &format!("train.{entry}.c"),
-        if bufs[2].is_empty() { &[0.0] } else { bufs[2] },
-    )?;
-    let out = storage(ctx, &format!("train.{entry}.out"), (len * 4) as u64)?;
-    let k = Kernel::new(
-        ctx,
-        format!("train.{entry}"),
-        Shader::TrainBackward,
-        entry,
-        &[],
-        &p,
-        &[&a, &b, &c],
-        &out,
-        len as u64,
-    )?;
-    run(ctx, &k, &out, len)
+    one_shot(ctx, Shader::TrainBackward, entry, &p, bufs, len)
 }
 
 fn params(
@@ -303,27 +307,27 @@ pub fn optim_step(
 
 // ---- Buffer-to-buffer launchers (the GPU training loop records these) ----
 
-/// A `train/backward.wgsl` dispatch over existing buffers (`len` invocations).
-#[allow(clippy::too_many_arguments)] // one launcher for four entry points
-pub fn backward_kernel(
+/// A training dispatch (`train/backward.wgsl` or `train/conv.wgsl`, whose entry points all
+/// read three buffers and write one) over existing buffers, `len` invocations.
+#[allow(clippy::too_many_arguments)] // one launcher for every training entry point
+pub fn train_kernel<P: Pod>(
     ctx: &GpuContext,
+    shader: Shader,
     label: &str,
     entry: &'static str,
-    p: GradParams,
-    a: &wgpu::Buffer,
-    b: &wgpu::Buffer,
-    c: &wgpu::Buffer,
+    p: &P,
+    reads: [&wgpu::Buffer; 3],
     out: &wgpu::Buffer,
     len: usize,
 ) -> Result<Kernel, GpuError> {
     Kernel::new(
         ctx,
         format!("{label}.{entry}"),
-        Shader::TrainBackward,
+        shader,
         entry,
         &[],
-        &p,
-        &[a, b, c],
+        p,
+        &reads,
         out,
         len as u64,
     )
@@ -362,32 +366,6 @@ pub fn conv_params(c: &Conv2d, n: usize, (h, w): (usize, usize)) -> ConvParams {
         activation: 0,
         _pad: [0; 3],
     }
-}
-
-/// A `train/conv.wgsl` dispatch over existing buffers (`len` invocations).
-#[allow(clippy::too_many_arguments)] // one launcher for five entry points
-pub fn conv_kernel(
-    ctx: &GpuContext,
-    label: &str,
-    entry: &'static str,
-    p: ConvParams,
-    a: &wgpu::Buffer,
-    b: &wgpu::Buffer,
-    c: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-    len: usize,
-) -> Result<Kernel, GpuError> {
-    Kernel::new(
-        ctx,
-        format!("{label}.{entry}"),
-        Shader::TrainConv,
-        entry,
-        &[],
-        &p,
-        &[a, b, c],
-        out,
-        len as u64,
-    )
 }
 
 /// Pooling-gradient parameters over `planes` planes of `h × w` (in the conv layout).
@@ -496,17 +474,7 @@ fn conv_one_shot(
     bufs: [&[f32]; 3],
     len: usize,
 ) -> Result<Vec<f32>, GpuError> {
-    let up = |i: usize, d: &[f32]| {
-        upload(
-            ctx,
-            &format!("train.{entry}.{i}"),
-            if d.is_empty() { &[0.0] } else { d },
-        )
-    };
-    let (a, b, c) = (up(0, bufs[0])?, up(1, bufs[1])?, up(2, bufs[2])?);
-    let out = storage(ctx, &format!("train.{entry}.out"), (len * 4) as u64)?;
-    let k = conv_kernel(ctx, "train", entry, p, &a, &b, &c, &out, len)?;
-    run(ctx, &k, &out, len)
+    one_shot(ctx, Shader::TrainConv, entry, &p, bufs, len)
 }
 
 /// Convolution weight and bias gradients `(dw, db)` on the GPU for `n` samples of `h × w`.

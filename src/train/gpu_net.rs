@@ -10,7 +10,7 @@ use super::net::{params, params_mut, step_at, step_at_mut, step_refs, StepRef};
 use super::spec::OptimizerSpec;
 use crate::cpu;
 use crate::gpu::kernels::{self, Kernel, OpWeights};
-use crate::gpu::{read_back, staging, storage, upload, GpuContext, GpuError};
+use crate::gpu::{read_back, staging, storage, upload, GpuContext, GpuError, Shader};
 use crate::model::{Activation, FanIn, Model, Op, Step};
 use std::sync::Arc;
 
@@ -364,14 +364,13 @@ impl GpuNet {
         let g = match (&s.pre, &s.dz) {
             (Some(pre), Some(dz)) => {
                 let len = n * s.out_elems;
-                ks.push(tg::backward_kernel(
+                ks.push(tg::train_kernel(
                     ctx,
+                    Shader::TrainBackward,
                     &label,
                     "activation_grad",
-                    tg::grad_params(0, 0, 0, 0, s.act, len),
-                    pre,
-                    &s.dout,
-                    &self.dummy,
+                    &tg::grad_params(0, 0, 0, 0, s.act, len),
+                    [pre, &s.dout, &self.dummy],
                     dz,
                     len,
                 )?);
@@ -384,26 +383,24 @@ impl GpuNet {
             Op::Dense(d) => {
                 let p = s.param.as_ref().expect("dense has parameters");
                 let gp = tg::grad_params(n, d.inputs, d.outputs, 0, Activation::None, 0);
-                ks.push(tg::backward_kernel(
+                ks.push(tg::train_kernel(
                     ctx,
+                    Shader::TrainBackward,
                     &label,
                     "dense_grad_weight",
-                    gp,
-                    &s.input,
-                    g,
-                    &self.dummy,
+                    &gp,
+                    [&s.input, g, &self.dummy],
                     &p.grad,
                     p.len,
                 )?);
                 if want_dx {
-                    ks.push(tg::backward_kernel(
+                    ks.push(tg::train_kernel(
                         ctx,
+                        Shader::TrainBackward,
                         &label,
                         "dense_grad_input",
-                        gp,
-                        &self.dummy,
-                        g,
-                        &p.state,
+                        &gp,
+                        [&self.dummy, g, &p.state],
                         &s.din,
                         n * d.inputs,
                     )?);
@@ -413,14 +410,13 @@ impl GpuNet {
                 let p = s.param.as_ref().expect("fan-in has parameters");
                 let idx = p.weights_indices();
                 let gp = tg::grad_params(n, f.inputs, f.outputs, f.k, Activation::None, 0);
-                ks.push(tg::backward_kernel(
+                ks.push(tg::train_kernel(
                     ctx,
+                    Shader::TrainBackward,
                     &label,
                     "fanin_grad_weight",
-                    gp,
-                    &s.input,
-                    g,
-                    idx,
+                    &gp,
+                    [&s.input, g, idx],
                     &p.grad,
                     p.len,
                 )?);
@@ -428,14 +424,13 @@ impl GpuNet {
                     let t = p.fanin_t.as_ref().expect("fan-in layers have a transpose");
                     let mut gather = tg::global_avgpool_params(t.len, 1);
                     gather.batch = t.len as u32;
-                    ks.push(tg::conv_kernel(
+                    ks.push(tg::train_kernel(
                         ctx,
+                        Shader::TrainConv,
                         &label,
                         "gather",
-                        gather,
-                        &p.state,
-                        &self.dummy,
-                        &t.positions,
+                        &gather,
+                        [&p.state, &self.dummy, &t.positions],
                         &t.gathered,
                         t.len,
                     )?);
@@ -453,26 +448,24 @@ impl GpuNet {
             Op::Conv2d(c) => {
                 let p = s.param.as_ref().expect("conv has parameters");
                 let cp = tg::conv_params(c, n, (shape[1], shape[2]));
-                ks.push(tg::conv_kernel(
+                ks.push(tg::train_kernel(
                     ctx,
+                    Shader::TrainConv,
                     &label,
                     "conv_grad_weight",
-                    cp,
-                    &s.input,
-                    g,
-                    &self.dummy,
+                    &cp,
+                    [&s.input, g, &self.dummy],
                     &p.grad,
                     p.len,
                 )?);
                 if want_dx {
-                    ks.push(tg::conv_kernel(
+                    ks.push(tg::train_kernel(
                         ctx,
+                        Shader::TrainConv,
                         &label,
                         "conv_grad_input",
-                        cp,
-                        &self.dummy,
-                        g,
-                        &p.state,
+                        &cp,
+                        [&self.dummy, g, &p.state],
                         &s.din,
                         n * s.in_elems,
                     )?);
@@ -480,42 +473,39 @@ impl GpuNet {
             }
             Op::Pool(pool) if want_dx => {
                 let planes = n * shape[0];
-                ks.push(tg::conv_kernel(
+                ks.push(tg::train_kernel(
                     ctx,
+                    Shader::TrainConv,
                     &label,
                     "pool_grad",
-                    tg::pool_params(pool, planes, (shape[1], shape[2])),
-                    &s.input,
-                    &s.dout,
-                    &self.dummy,
+                    &tg::pool_params(pool, planes, (shape[1], shape[2])),
+                    [&s.input, &s.dout, &self.dummy],
                     &s.din,
                     n * s.in_elems,
                 )?);
             }
             Op::GlobalAvgPool if want_dx => {
                 let hw = shape[1] * shape[2];
-                ks.push(tg::conv_kernel(
+                ks.push(tg::train_kernel(
                     ctx,
+                    Shader::TrainConv,
                     &label,
                     "global_avgpool_grad",
-                    tg::global_avgpool_params(n * shape[0], hw),
-                    &self.dummy,
-                    &s.dout,
-                    &self.dummy,
+                    &tg::global_avgpool_params(n * shape[0], hw),
+                    [&self.dummy, &s.dout, &self.dummy],
                     &s.din,
                     n * s.in_elems,
                 )?);
             }
             Op::Activation(a) if want_dx => {
                 let len = n * s.in_elems;
-                ks.push(tg::backward_kernel(
+                ks.push(tg::train_kernel(
                     ctx,
+                    Shader::TrainBackward,
                     &label,
                     "activation_grad",
-                    tg::grad_params(0, 0, 0, 0, *a, len),
-                    &s.input,
-                    &s.dout,
-                    &self.dummy,
+                    &tg::grad_params(0, 0, 0, 0, *a, len),
+                    [&s.input, &s.dout, &self.dummy],
                     &s.din,
                     len,
                 )?);

@@ -105,82 +105,9 @@ enum Command {
         json: bool,
     },
     /// Serve models (full and tail requests) over KServe v2 / Open Inference Protocol REST.
-    Serve {
-        /// Model directories.
-        #[arg(required = true)]
-        models: Vec<PathBuf>,
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8000")]
-        addr: std::net::SocketAddr,
-        /// Require `Authorization: Bearer T` (all routes but /v2/health/*).
-        #[arg(long)]
-        token: Option<String>,
-        /// GPU worker threads.
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
-        /// Most samples per GPU dispatch and per request (1 turns dynamic batching off).
-        #[arg(long, default_value_t = 32)]
-        max_batch: usize,
-        /// How long a request waits for others of the same cut to share its dispatch (µs).
-        #[arg(long, default_value_t = 500)]
-        max_delay_us: u64,
-        /// Where to run.
-        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-        backend: BackendChoice,
-    },
+    Serve(serve::ServeArgs),
     /// Classify the MNIST test split on this device, splitting with a server.
-    Run {
-        /// Model directory (the same model the server has).
-        model: PathBuf,
-        /// Server URL (http://host:port).
-        #[arg(long)]
-        server: String,
-        /// Folder with the MNIST IDX files.
-        #[arg(long, default_value = "models/data/mnist")]
-        data: PathBuf,
-        /// device, server, static:K (device runs blocks 0..K), dynamic (cut and encoding per
-        /// request from live estimates) or dynamic-fp32|fp16|int8 (one split encoding).
-        #[arg(long, default_value = "static:1")]
-        policy: String,
-        /// Dynamic: the device's per-block profile (default: measured at start-up).
-        #[arg(long)]
-        device_profile: Option<PathBuf>,
-        /// Dynamic: the server's per-block profile (default: measured locally at start-up,
-        /// corrected online by the compute times the server reports).
-        #[arg(long)]
-        server_profile: Option<PathBuf>,
-        /// Emulate a device F times slower than this backend (waits after each local run; the
-        /// measured device profile is scaled to match).
-        #[arg(long, default_value_t = 1.0)]
-        device_slowdown: f64,
-        /// Dynamic: training samples the exit probabilities are calibrated on.
-        #[arg(long, default_value_t = 1000)]
-        calibration_samples: usize,
-        /// Wire encoding of cut tensors: fp32, fp16 or int8.
-        #[arg(long, default_value = "fp32")]
-        encoding: String,
-        /// An exit head answers when its confidence is strictly above T (1.0 never exits).
-        #[arg(long, default_value_t = 0.9)]
-        exit_threshold: f32,
-        /// Shape the uplink to this trace (Pensieve `time Mbit/s` lines or Mahimahi).
-        #[arg(long)]
-        trace: Option<PathBuf>,
-        /// Only the first N test samples.
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Per-request deadline for the server's answer (ms), then the device finishes.
-        #[arg(long, default_value_t = 1000)]
-        deadline_ms: u64,
-        /// Bearer token for the server.
-        #[arg(long)]
-        token: Option<String>,
-        /// Where the device runs.
-        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-        backend: BackendChoice,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
+    Run(run::RunArgs),
     /// Train a spec (JSON) on MNIST and write a model directory (model.json + weights).
     Train {
         /// Training spec (architecture, sparsity, exits, optimizer, schedule).
@@ -346,58 +273,8 @@ fn run(cli: Cli) -> Result<()> {
             out,
             json,
         } => bench::bench(&backends, models, quick, &out, json),
-        Command::Serve {
-            models,
-            addr,
-            token,
-            workers,
-            max_batch,
-            max_delay_us,
-            backend,
-        } => serve::serve(serve::ServeArgs {
-            models,
-            addr,
-            token,
-            workers,
-            max_batch,
-            max_delay_us,
-            backend,
-        }),
-        Command::Run {
-            model,
-            server,
-            data,
-            policy,
-            device_profile,
-            server_profile,
-            device_slowdown,
-            calibration_samples,
-            encoding,
-            exit_threshold,
-            trace,
-            limit,
-            deadline_ms,
-            token,
-            backend,
-            json,
-        } => run::run(run::RunArgs {
-            model,
-            server,
-            data,
-            policy,
-            device_profile,
-            server_profile,
-            device_slowdown,
-            calibration_samples,
-            encoding,
-            exit_threshold,
-            trace,
-            limit,
-            deadline_ms,
-            token,
-            backend,
-            json,
-        }),
+        Command::Serve(args) => serve::serve(args),
+        Command::Run(args) => run::run(args),
         Command::Demo {
             limit,
             exit_threshold,

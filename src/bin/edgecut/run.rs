@@ -15,22 +15,57 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Flags of `edgecut run`.
+#[derive(clap::Args)]
 pub struct RunArgs {
+    /// Model directory (the same model the server has).
     pub model: PathBuf,
+    /// Server URL (http://host:port).
+    #[arg(long)]
     pub server: String,
+    /// Folder with the MNIST IDX files.
+    #[arg(long, default_value = "models/data/mnist")]
     pub data: PathBuf,
+    /// device, server, static:K (device runs blocks 0..K), dynamic (cut and encoding per
+    /// request from live estimates) or dynamic-fp32|fp16|int8 (one split encoding).
+    #[arg(long, default_value = "static:1")]
     pub policy: String,
+    /// Dynamic: the device's per-block profile (default: measured at start-up).
+    #[arg(long)]
     pub device_profile: Option<PathBuf>,
+    /// Dynamic: the server's per-block profile (default: measured locally at start-up,
+    /// corrected online by the compute times the server reports).
+    #[arg(long)]
     pub server_profile: Option<PathBuf>,
+    /// Emulate a device F times slower than this backend (waits after each local run; the
+    /// measured device profile is scaled to match).
+    #[arg(long, default_value_t = 1.0)]
     pub device_slowdown: f64,
+    /// Dynamic: training samples the exit probabilities are calibrated on.
+    #[arg(long, default_value_t = 1000)]
     pub calibration_samples: usize,
+    /// Wire encoding of cut tensors: fp32, fp16 or int8.
+    #[arg(long, default_value = "fp32")]
     pub encoding: String,
+    /// An exit head answers when its confidence is strictly above T (1.0 never exits).
+    #[arg(long, default_value_t = 0.9)]
     pub exit_threshold: f32,
+    /// Shape the uplink to this trace (Pensieve `time Mbit/s` lines or Mahimahi).
+    #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// Only the first N test samples.
+    #[arg(long)]
     pub limit: Option<usize>,
+    /// Per-request deadline for the server's answer (ms), then the device finishes.
+    #[arg(long, default_value_t = 1000)]
     pub deadline_ms: u64,
+    /// Bearer token for the server.
+    #[arg(long)]
     pub token: Option<String>,
+    /// Where the device runs.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// Print one JSON object.
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -8,13 +8,28 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Flags of `edgecut serve`.
+#[derive(clap::Args)]
 pub struct ServeArgs {
+    /// Model directories.
+    #[arg(required = true)]
     pub models: Vec<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
     pub addr: SocketAddr,
+    /// Require `Authorization: Bearer T` (all routes but /v2/health/*).
+    #[arg(long)]
     pub token: Option<String>,
+    /// GPU worker threads.
+    #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// Most samples per GPU dispatch and per request (1 turns dynamic batching off).
+    #[arg(long, default_value_t = 32)]
     pub max_batch: usize,
+    /// How long a request waits for others of the same cut to share its dispatch (µs).
+    #[arg(long, default_value_t = 500)]
     pub max_delay_us: u64,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
 }
 
