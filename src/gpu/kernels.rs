@@ -227,6 +227,28 @@ impl Kernel {
     }
 }
 
+/// A command encoder holding one compute pass that dispatches `kernels` in order; the caller
+/// adds copies and submits.
+pub fn encode_pass<'k>(
+    ctx: &GpuContext,
+    label: &str,
+    kernels: impl IntoIterator<Item = &'k Kernel>,
+) -> wgpu::CommandEncoder {
+    let mut enc = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: None,
+        });
+        for k in kernels {
+            k.encode(&mut pass);
+        }
+    }
+    enc
+}
+
 /// Workgroups for `invocations` threads, folded into 2-D when one dimension is not enough
 /// (kernels rebuild the linear id from `num_workgroups`).
 pub fn dispatch_size(
@@ -958,20 +980,7 @@ impl PreparedStep {
     pub fn run(&self, ctx: &GpuContext) -> Result<Vec<f32>, GpuError> {
         let bytes = (self.out_elems * 4) as u64;
         let staging = super::staging(ctx, "prepared.readback", bytes);
-        let mut enc = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("prepared.run"),
-            });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("prepared.run"),
-                timestamp_writes: None,
-            });
-            for k in &self.kernels {
-                k.encode(&mut pass);
-            }
-        }
+        let mut enc = encode_pass(ctx, "prepared.run", &self.kernels);
         enc.copy_buffer_to_buffer(&self.output, 0, &staging, 0, bytes);
         ctx.queue.submit([enc.finish()]);
         super::read_back(ctx, &staging, self.out_elems)

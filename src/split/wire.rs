@@ -320,18 +320,7 @@ fn run_quant(
     let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
     let total: usize = reads.iter().map(|r| r.1).sum();
     let staging = gpu::staging(ctx, &format!("{what}.readback"), (total * 4) as u64);
-    let mut enc = ctx
-        .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(what) });
-    {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(what),
-            timestamp_writes: None,
-        });
-        for k in kernels {
-            k.encode(&mut pass);
-        }
-    }
+    let mut enc = gpu::kernels::encode_pass(ctx, what, kernels);
     let mut offset = 0u64;
     for (buf, words) in reads {
         let bytes = (*words * 4) as u64;

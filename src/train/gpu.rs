@@ -63,18 +63,7 @@ fn run(
     len: usize,
 ) -> Result<Vec<f32>, GpuError> {
     let stage = staging(ctx, &format!("{}.staging", kernel.label), (len * 4) as u64);
-    let mut enc = ctx
-        .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some(&kernel.label),
-        });
-    {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(&kernel.label),
-            timestamp_writes: None,
-        });
-        kernel.encode(&mut pass);
-    }
+    let mut enc = kernels::encode_pass(ctx, &kernel.label, [kernel]);
     enc.copy_buffer_to_buffer(out, 0, &stage, 0, crate::gpu::padded((len * 4) as u64));
     ctx.queue.submit([enc.finish()]);
     let mut v = read_back(ctx, &stage, len)?;

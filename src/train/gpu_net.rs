@@ -574,20 +574,7 @@ impl GpuNet {
                 )
             })
             .collect();
-        let mut enc = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("train.forward"),
-            });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("train.forward"),
-                timestamp_writes: None,
-            });
-            for k in &fwd {
-                k.encode(&mut pass);
-            }
-        }
+        let mut enc = kernels::encode_pass(ctx, "train.forward", &fwd);
         for (&h, st) in heads.iter().zip(&stages) {
             enc.copy_buffer_to_buffer(
                 &self.steps[h].out,
@@ -657,20 +644,7 @@ impl GpuNet {
             }
             bwd.extend(self.backward_kernels(i, n, pos > 0, optim)?);
         }
-        let mut enc = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("train.backward"),
-            });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("train.backward"),
-                timestamp_writes: None,
-            });
-            for k in &bwd {
-                k.encode(&mut pass);
-            }
-        }
+        let mut enc = kernels::encode_pass(ctx, "train.backward", &bwd);
         for s in &self.steps {
             if let Some(p) = &s.param {
                 let lb = p.len - p.len_w;
