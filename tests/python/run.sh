@@ -16,7 +16,9 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tritonclient.h
     fi
     "$venv/bin/pip" install -q --disable-pip-version-check "tritonclient[http]" numpy
 fi
-cargo build --locked -q --bin edgecut
+# The binary `cargo test` builds for the integration tests (same features, so nothing is rebuilt
+# after the test run; a plain `cargo build --bin` would unify features differently and rebuild).
+cargo test --locked -q --no-run
 bin="$target/debug/edgecut"
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 log="$(mktemp)"

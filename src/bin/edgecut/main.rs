@@ -136,24 +136,7 @@ enum Command {
     },
     /// Sparse-vs-dense results of the shipped MNIST models (accuracy, size, MACs, measured GPU
     /// time, early exits, training throughput); writes docs/sparsity-results.md and an SVG plot.
-    ReportSparsity {
-        /// Folder holding the shipped models.
-        #[arg(long, default_value = "models")]
-        models: PathBuf,
-        /// Folder with the MNIST IDX files.
-        #[arg(long, default_value = "models/data/mnist")]
-        data: PathBuf,
-        /// Where to write the Markdown table and the SVG plot.
-        #[arg(long, default_value = "docs")]
-        out: PathBuf,
-        /// Timed runs per measurement (the median is reported; batch-1 wall times spread widely
-        /// on a shared machine, hence many).
-        #[arg(long, default_value_t = 100)]
-        reps: usize,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
+    ReportSparsity(report_sparsity::ReportArgs),
     /// The main demo: shipped MNIST model, in-process server, a 3G trace, every policy.
     Demo {
         /// Test digits per policy.
@@ -332,13 +315,7 @@ fn run(cli: Cli) -> Result<()> {
             max_steps,
             json,
         }),
-        Command::ReportSparsity {
-            models,
-            data,
-            out,
-            reps,
-            json,
-        } => report_sparsity::report(&models, &data, &out, reps.max(1), json),
+        Command::ReportSparsity(args) => report_sparsity::report(args),
         Command::Adapters { json } => {
             let adapters = list_adapters();
             if json {

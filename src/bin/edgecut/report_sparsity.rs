@@ -12,7 +12,7 @@ use edgecut::train::{train, TrainOptions, TrainSpec};
 use plotters::prelude::*;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -162,7 +162,65 @@ fn train_throughput(
     Ok(summary.samples_per_sec)
 }
 
-pub fn report(models: &Path, data: &Path, out: &Path, reps: usize, as_json: bool) -> Result<()> {
+/// Flags of `edgecut report-sparsity`.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// Folder holding the shipped models.
+    #[arg(long, default_value = "models")]
+    pub models: PathBuf,
+    /// Folder with the MNIST IDX files.
+    #[arg(long, default_value = "models/data/mnist")]
+    pub data: PathBuf,
+    /// Where to write the Markdown table and the SVG plot.
+    #[arg(long, default_value = "docs")]
+    pub out: PathBuf,
+    /// README whose results section (between the `sparsity-results` markers) is replaced by the
+    /// tables; left alone when it has no markers or does not exist.
+    #[arg(long, default_value = "README.md")]
+    pub readme: PathBuf,
+    /// Timed runs per measurement (the median is reported; batch-1 wall times spread widely
+    /// on a shared machine, hence many).
+    #[arg(long, default_value_t = 100)]
+    pub reps: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const BEGIN: &str = "<!-- sparsity-results:begin -->";
+const END: &str = "<!-- sparsity-results:end -->";
+
+/// Replaces the README section between the markers with `md` and the plot; says what it did.
+fn update_readme(readme: &Path, md: &str, plot: &Path) -> Result<String> {
+    let Ok(text) = std::fs::read_to_string(readme) else {
+        return Ok(format!("{} not found; README not updated", readme.display()));
+    };
+    let (Some(b), Some(e)) = (text.find(BEGIN), text.find(END)) else {
+        return Ok(format!(
+            "{} has no {BEGIN} … {END} markers; README not updated",
+            readme.display()
+        ));
+    };
+    anyhow::ensure!(b < e, "{}: {END} comes before {BEGIN}", readme.display());
+    let body = format!(
+        "{BEGIN}\n{md}\n![mnist-lenet-ee early exit vs threshold]({})\n",
+        plot.display()
+    );
+    let updated = format!("{}{body}{}", &text[..b], &text[e..]);
+    std::fs::write(readme, updated).with_context(|| format!("writing {}", readme.display()))?;
+    Ok(format!("updated the results section of {}", readme.display()))
+}
+
+pub fn report(args: ReportArgs) -> Result<()> {
+    let ReportArgs {
+        models,
+        data,
+        out,
+        readme,
+        reps,
+        json: as_json,
+    } = args;
+    let (models, data, out, reps) = (models.as_path(), data.as_path(), out.as_path(), reps.max(1));
     let test = load_mnist(data, Split::Test)?;
     let train_set = load_mnist(data, Split::Train)?;
     let gpu = backend(BackendChoice::Gpu).context("the report measures GPU inference time")?;
@@ -239,14 +297,17 @@ pub fn report(models: &Path, data: &Path, out: &Path, reps: usize, as_json: bool
     std::fs::create_dir_all(out)?;
     std::fs::write(out.join("sparsity-results.md"), &md)?;
     plot(&exits, &out.join("sparsity-exits.svg"))?;
+    let readme_note = update_readme(&readme, &md, &out.join("sparsity-exits.svg"))?;
     if as_json {
         println!(
             "{}",
             json!({"adapter": gpu.adapter(), "models": rows, "lenet_exits": exits,
-                   "markdown": out.join("sparsity-results.md").display().to_string()})
+                   "markdown": out.join("sparsity-results.md").display().to_string(),
+                   "readme": readme_note})
         );
     } else {
         print!("{md}");
+        eprintln!("{readme_note}");
     }
     Ok(())
 }
