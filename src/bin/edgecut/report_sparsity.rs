@@ -193,7 +193,10 @@ const END: &str = "<!-- sparsity-results:end -->";
 /// Replaces the README section between the markers with `md` and the plot; says what it did.
 fn update_readme(readme: &Path, md: &str, plot: &Path) -> Result<String> {
     let Ok(text) = std::fs::read_to_string(readme) else {
-        return Ok(format!("{} not found; README not updated", readme.display()));
+        return Ok(format!(
+            "{} not found; README not updated",
+            readme.display()
+        ));
     };
     let (Some(b), Some(e)) = (text.find(BEGIN), text.find(END)) else {
         return Ok(format!(
@@ -208,7 +211,10 @@ fn update_readme(readme: &Path, md: &str, plot: &Path) -> Result<String> {
     );
     let updated = format!("{}{body}{}", &text[..b], &text[e..]);
     std::fs::write(readme, updated).with_context(|| format!("writing {}", readme.display()))?;
-    Ok(format!("updated the results section of {}", readme.display()))
+    Ok(format!(
+        "updated the results section of {}",
+        readme.display()
+    ))
 }
 
 pub fn report(args: ReportArgs) -> Result<()> {
@@ -440,4 +446,33 @@ fn plot(exits: &[Value], path: &Path) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readme_section_between_markers_is_replaced_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("edgecut-readme-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let readme = dir.join("README.md");
+        std::fs::write(
+            &readme,
+            format!("# T\nbefore\n{BEGIN}\nold table\n{END}\nafter\n"),
+        )
+        .unwrap();
+        let note = update_readme(&readme, "| new |", Path::new("docs/x.svg")).unwrap();
+        assert!(note.starts_with("updated"), "{note}");
+        let text = std::fs::read_to_string(&readme).unwrap();
+        assert_eq!(
+            text,
+            format!("# T\nbefore\n{BEGIN}\n| new |\n![mnist-lenet-ee early exit vs threshold](docs/x.svg)\n{END}\nafter\n")
+        );
+        std::fs::write(&readme, "no markers\n").unwrap();
+        let note = update_readme(&readme, "| new |", Path::new("x.svg")).unwrap();
+        assert!(note.contains("no"), "{note}");
+        assert_eq!(std::fs::read_to_string(&readme).unwrap(), "no markers\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
