@@ -4,6 +4,7 @@
 pub mod plot;
 
 use crate::bench::Report;
+use plot::COLORS;
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -183,15 +184,6 @@ fn err(path: &Path) -> impl Fn(String) -> ReportError + '_ {
     }
 }
 
-const COLORS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-];
-
 /// Grouped bars: one group per label, one bar per series. Log-free linear axis.
 fn bars(
     path: &Path,
@@ -351,31 +343,12 @@ pub fn plots(r: &Report, dir: &Path) -> Result<Vec<String>, ReportError> {
 
     // Sparse speedup vs density with the ideal 1/density line.
     let p = dir.join("sparse_speedup.svg");
-    let e = err(&p);
-    let root = SVGBackend::new(&p, (720, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("fan-in speedup over dense vs density", ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0f64..1.05f64, 0f64..21f64)
-        .map_err(|x| e(x.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc("density")
-        .y_desc("dense time / fan-in time")
-        .draw()
-        .map_err(|x| e(x.to_string()))?;
-    chart
-        .draw_series(LineSeries::new(
-            (5..=100).map(|d| (d as f64 / 100.0, (100.0 / d as f64).min(21.0))),
-            BLACK,
-        ))
-        .map_err(|x| e(x.to_string()))?
-        .label("ideal 1/density")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], BLACK));
-    let mut si = 0;
+    let mut series = vec![plot::Series {
+        name: "ideal 1/density".into(),
+        points: (5..=100)
+            .map(|d| (d as f64 / 100.0, 100.0 / d as f64))
+            .collect(),
+    }];
     for b in &r.backends {
         let sp = sparse_speedups(b);
         let mut keys: Vec<(String, String, usize)> = sp
@@ -385,31 +358,27 @@ pub fn plots(r: &Report, dir: &Path) -> Result<Vec<String>, ReportError> {
         keys.sort();
         keys.dedup();
         for (kernel, shape, batch) in keys {
-            let color = COLORS[si % COLORS.len()];
-            si += 1;
-            let mut pts: Vec<(f64, f64)> = sp
+            let mut points: Vec<(f64, f64)> = sp
                 .iter()
                 .filter(|s| s.kernel == kernel && s.shape == shape && s.batch == batch)
-                .map(|s| (s.density, s.speedup.min(21.0)))
+                .map(|s| (s.density, s.speedup))
                 .collect();
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(|x| e(x.to_string()))?
-                .label(format!("{} {kernel} {shape} b{batch}", b.kind))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], color));
-            chart
-                .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-                .map_err(|x| e(x.to_string()))?;
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            series.push(plot::Series {
+                name: format!("{} {kernel} {shape} b{batch}", b.kind),
+                points,
+            });
         }
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|x| e(x.to_string()))?;
-    root.present().map_err(|x| e(x.to_string()))?;
+    plot::line_chart(
+        &p,
+        "fan-in speedup over dense vs density",
+        "density",
+        "dense time / fan-in time",
+        &series,
+        false,
+    )
+    .map_err(|e| err(&p)(e.to_string()))?;
     written.push(p.display().to_string());
     Ok(written)
 }
