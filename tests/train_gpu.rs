@@ -364,3 +364,35 @@ fn a_short_gpu_cli_training_run_writes_a_loadable_model() {
     assert_eq!(prov["test_accuracy"], summary["test_accuracy"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// On the GPU too, a diverging run names a layer of the model (found by reading the layer
+/// outputs and gradients back), not just the loss or the head.
+#[test]
+fn gpu_training_divergence_names_the_layer() {
+    let Some(ctx) = gpu("gpu_training_divergence_names_the_layer") else {
+        return;
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut s = TrainSpec::load(&root.join("models/mnist-mlp-sparse-4x/spec.json")).expect("spec");
+    s.lr = 1e6;
+    s.optimizer = OptimizerSpec::Sgd { momentum: 0.0 };
+    let data = load_mnist(&root.join("models/data/mnist"), Split::Test).expect("data");
+    let err = train(
+        &s,
+        &data,
+        &data,
+        &Backend::Gpu(ctx),
+        &TrainOptions::new(),
+        "test",
+        &mut |_: Progress| {},
+    )
+    .expect_err("lr 1e6 diverges");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("epoch 1")
+            && ["fc1.fanin", "fc2.fanin", "fc3.fanin"]
+                .iter()
+                .any(|l| msg.contains(&format!("layer '{l}'"))),
+        "{msg}"
+    );
+}

@@ -667,6 +667,49 @@ impl GpuNet {
         })
     }
 
+    /// The layer to blame after the last step of `n` samples diverged: the first step (in
+    /// forward order) whose output holds a non-finite value, else the one with the largest
+    /// (or a non-finite) weight gradient — as the CPU trainer decides. Reads buffers back, so it
+    /// is only called on failure.
+    pub fn blame(&self, n: usize) -> Result<Option<String>, GpuError> {
+        let ctx = self.ctx.as_ref();
+        let fetch = |buf: &wgpu::Buffer, len: usize, what: &str| -> Result<Vec<f32>, GpuError> {
+            let st = staging(ctx, what, (len * 4) as u64);
+            let mut enc = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(what) });
+            enc.copy_buffer_to_buffer(buf, 0, &st, 0, crate::gpu::padded((len * 4) as u64));
+            ctx.queue.submit([enc.finish()]);
+            let mut v = read_back(ctx, &st, len)?;
+            v.truncate(len);
+            Ok(v)
+        };
+        let order = self.main.iter().chain(self.exits.iter().flatten());
+        for &i in order.clone() {
+            let s = &self.steps[i];
+            let out = fetch(&s.out, n * s.out_elems, "train.blame.output")?;
+            if out.iter().any(|v| !v.is_finite()) {
+                return Ok(Some(s.label.clone()));
+            }
+        }
+        let mut worst: Option<(f32, &str)> = None;
+        for &i in order {
+            let s = &self.steps[i];
+            let Some(p) = &s.param else { continue };
+            let g = fetch(&p.grad, p.len_w, "train.blame.grad")?;
+            let norm = g.iter().map(|v| v * v).sum::<f32>().sqrt();
+            let norm = if norm.is_finite() {
+                norm
+            } else {
+                f32::INFINITY
+            };
+            if worst.is_none_or(|(w, _)| norm > w) {
+                worst = Some((norm, &s.label));
+            }
+        }
+        Ok(worst.map(|(_, l)| l.to_string()))
+    }
+
     /// Reads the trained parameters back into `model`.
     pub fn sync(&self, model: &mut Model) -> Result<(), GpuError> {
         let ctx = self.ctx.as_ref();

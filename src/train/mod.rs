@@ -322,10 +322,14 @@ pub fn train(
             let lr = lr * spec.lr_decay.powi(epoch as i32 - 1);
             let f = engine.step(&mut model, &x, &labels, &weights, spec.optimizer, lr, t)?;
             if !f.loss.is_finite() || f.loss > opts.max_loss {
+                let layer = match f.culprit {
+                    Some(l) => Some(l),
+                    None => engine.blame(idx.len())?,
+                };
                 return Err(TrainError::Diverged {
                     epoch,
                     step: s + 1,
-                    layer: f.culprit.unwrap_or_else(|| "loss".into()),
+                    layer: layer.unwrap_or_else(|| "loss".into()),
                     loss: f.loss,
                 });
             }
@@ -427,6 +431,14 @@ enum Engine {
 }
 
 impl Engine {
+    /// The layer to name after a diverged step that did not name one (GPU: read back).
+    fn blame(&self, n: usize) -> Result<Option<String>, TrainError> {
+        match self {
+            Engine::Cpu { .. } => Ok(None),
+            Engine::Gpu(net) => Ok(net.blame(n).map_err(EngineError::from)?),
+        }
+    }
+
     fn new(model: &Model, backend: &Backend, batch: usize) -> Result<Self, TrainError> {
         match backend {
             Backend::Cpu => {
@@ -467,10 +479,11 @@ impl Engine {
                 let f = net
                     .step(x, labels, weights, opt, lr, t)
                     .map_err(EngineError::from)?;
+                // Non-finite logits name only the head; `blame` finds the layer.
                 Ok(StepResult {
                     loss: f.loss,
                     final_correct: f.final_correct,
-                    culprit: f.non_finite_at,
+                    culprit: None,
                 })
             }
             Engine::Cpu { net, state } => {
