@@ -162,6 +162,7 @@ pub struct Kernel {
     pub label: String,
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
+    params: wgpu::Buffer,
     workgroups: (u32, u32),
 }
 
@@ -194,7 +195,7 @@ impl Kernel {
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(&format!("{label}.params")),
                 contents: bytemuck::bytes_of(params),
-                usage: wgpu::BufferUsages::UNIFORM,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             });
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
@@ -216,7 +217,15 @@ impl Kernel {
             label,
             pipeline,
             bind_group,
+            params: uniform,
         })
+    }
+
+    /// Replaces the uniform parameters (same type and size as at creation) before the next
+    /// submission, so a recorded kernel can be reused with new values (e.g. the optimizer's
+    /// step count).
+    pub fn write_params<P: Pod>(&self, queue: &wgpu::Queue, params: &P) {
+        queue.write_buffer(&self.params, 0, bytemuck::bytes_of(params));
     }
 
     /// Records the dispatch into a compute pass.

@@ -77,6 +77,18 @@ pub struct GpuNet {
     joins: Vec<(usize, Vec<wgpu::Buffer>)>,
     input: wgpu::Buffer,
     dummy: wgpu::Buffer,
+    /// The dispatches of one step, recorded once per batch size and reused: only the
+    /// optimizer kernels' parameters change between steps.
+    recorded: Option<Recorded>,
+}
+
+/// A training step's dispatches for batches of `n`.
+struct Recorded {
+    n: usize,
+    fwd: Vec<Kernel>,
+    bwd: Vec<Kernel>,
+    /// `(index in bwd, parameter count)` of every optimizer kernel.
+    optim: Vec<(usize, usize)>,
 }
 
 fn unsupported(what: String) -> GpuError {
@@ -310,6 +322,7 @@ impl GpuNet {
             joins,
             input,
             dummy,
+            recorded: None,
         })
     }
 
@@ -525,6 +538,59 @@ impl GpuNet {
         Ok(ks)
     }
 
+    /// Records the forward, backward and optimizer dispatches of a step on `n` samples.
+    fn record(&self, n: usize, optim: (OptimizerSpec, f32, u32)) -> Result<Recorded, GpuError> {
+        let ctx = self.ctx.as_ref();
+        let mut fwd = Vec::new();
+        for &i in self.main.iter().chain(self.exits.iter().flatten()) {
+            fwd.extend(self.forward_kernels(i, n)?);
+        }
+        // Backward and optimizer: exit heads, then the main path (junctions summed first).
+        let mut bwd = Vec::new();
+        let mut optim_at = Vec::new();
+        let mut push = |bwd: &mut Vec<Kernel>, i: usize, ks: Vec<Kernel>| {
+            bwd.extend(ks);
+            if let Some(p) = &self.steps[i].param {
+                // backward_kernels ends with the layer's optimizer kernel.
+                optim_at.push((bwd.len() - 1, p.len));
+            }
+        };
+        for e in &self.exits {
+            for &i in e.iter().rev() {
+                let ks = self.backward_kernels(i, n, true, optim)?;
+                push(&mut bwd, i, ks);
+            }
+        }
+        for (pos, &i) in self.main.iter().enumerate().rev() {
+            if let Some((_, bufs)) = self.joins.iter().find(|(p, _)| *p == i) {
+                // The main consumer wrote its input gradient into its own buffer too.
+                let s = &self.steps[i];
+                let len = n * s.out_elems;
+                let a = &bufs[0];
+                let b = bufs.get(1).unwrap_or(&self.dummy);
+                bwd.push(kernels::elementwise(
+                    ctx,
+                    &format!("train.{}.join", s.label),
+                    "add",
+                    len,
+                    1,
+                    Activation::None,
+                    a,
+                    b,
+                    &s.dout,
+                )?);
+            }
+            let ks = self.backward_kernels(i, n, pos > 0, optim)?;
+            push(&mut bwd, i, ks);
+        }
+        Ok(Recorded {
+            n,
+            fwd,
+            bwd,
+            optim: optim_at,
+        })
+    }
+
     /// One training step on `x` (`n = labels.len()` samples): forward, host loss, backward
     /// and optimizer update on the GPU. `weights` are the head loss weights (exits, then final).
     #[allow(clippy::too_many_arguments)] // one optimizer step's inputs
@@ -547,15 +613,14 @@ impl GpuNet {
         }
         ctx.queue
             .write_buffer(&self.input, 0, bytemuck::cast_slice(x));
-        // Forward.
-        let mut fwd = Vec::new();
-        for &i in &self.main {
-            fwd.extend(self.forward_kernels(i, n)?);
+        if self.recorded.as_ref().is_none_or(|r| r.n != n) {
+            self.recorded = Some(self.record(n, (opt, lr, t))?);
         }
-        for e in &self.exits {
-            for &i in e {
-                fwd.extend(self.forward_kernels(i, n)?);
-            }
+        let Some(rec) = &self.recorded else {
+            unreachable!("recorded just above")
+        };
+        for &(k, len) in &rec.optim {
+            rec.bwd[k].write_params(&ctx.queue, &tg::optim_params(opt, lr, t, len).1);
         }
         let mut heads: Vec<usize> = self
             .exits
@@ -574,7 +639,7 @@ impl GpuNet {
                 )
             })
             .collect();
-        let mut enc = kernels::encode_pass(ctx, "train.forward", &fwd);
+        let mut enc = kernels::encode_pass(ctx, "train.forward", &rec.fwd);
         for (&h, st) in heads.iter().zip(&stages) {
             enc.copy_buffer_to_buffer(
                 &self.steps[h].out,
@@ -615,36 +680,7 @@ impl GpuNet {
                 non_finite_at,
             });
         }
-        // Backward and optimizer: exit heads, then the main path (junctions summed first).
-        let optim = (opt, lr, t);
-        let mut bwd = Vec::new();
-        for e in &self.exits {
-            for &i in e.iter().rev() {
-                bwd.extend(self.backward_kernels(i, n, true, optim)?);
-            }
-        }
-        for (pos, &i) in self.main.iter().enumerate().rev() {
-            if let Some((_, bufs)) = self.joins.iter().find(|(p, _)| *p == i) {
-                // The main consumer wrote its input gradient into its own buffer too.
-                let s = &self.steps[i];
-                let len = n * s.out_elems;
-                let a = &bufs[0];
-                let b = bufs.get(1).unwrap_or(&self.dummy);
-                bwd.push(kernels::elementwise(
-                    ctx,
-                    &format!("train.{}.join", s.label),
-                    "add",
-                    len,
-                    1,
-                    Activation::None,
-                    a,
-                    b,
-                    &s.dout,
-                )?);
-            }
-            bwd.extend(self.backward_kernels(i, n, pos > 0, optim)?);
-        }
-        let mut enc = kernels::encode_pass(ctx, "train.backward", &bwd);
+        let mut enc = kernels::encode_pass(ctx, "train.backward", &rec.bwd);
         for s in &self.steps {
             if let Some(p) = &s.param {
                 let lb = p.len - p.len_w;
