@@ -35,25 +35,33 @@ fn spec_text(blocks: &str, exits: &str) -> String {
     )
 }
 
-/// Runs `edgecut train` on `spec` and asserts a non-zero exit, `want` in stderr, no model left.
-fn assert_train_fails(name: &str, spec: &str, data: Option<&Path>, want: &str) {
-    let dir = scratch(name);
+/// Writes `spec` into `dir` and runs `edgecut train <spec> --out <dir>/model <args>`; returns
+/// the output and the model path.
+fn train_in(dir: &Path, spec: &str, args: &[&str]) -> (std::process::Output, PathBuf) {
     let spec_path = dir.join("spec.json");
     std::fs::write(&spec_path, spec).unwrap();
     let out = dir.join("model");
-    let data = data
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| root().join("models/data/mnist"));
-    let o = edgecut(&[
+    let mut all = vec![
         "train",
         spec_path.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--max-steps",
-        "2",
-    ]);
+    ];
+    all.extend_from_slice(args);
+    (edgecut(&all), out)
+}
+
+/// Runs `edgecut train` on `spec` and asserts a non-zero exit, `want` in stderr, no model left.
+fn assert_train_fails(name: &str, spec: &str, data: Option<&Path>, want: &str) {
+    let dir = scratch(name);
+    let data = data
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root().join("models/data/mnist"));
+    let (o, out) = train_in(
+        &dir,
+        spec,
+        &["--data", data.to_str().unwrap(), "--max-steps", "2"],
+    );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{name}: should fail");
     assert!(
@@ -118,18 +126,8 @@ fn train_rejects_an_impossible_group_listing_the_valid_ones() {
 #[test]
 fn a_grouped_spec_trains_a_model_whose_rows_are_shared_in_groups() {
     let dir = scratch("grouped");
-    let spec_path = dir.join("spec.json");
     let blocks = GOOD_BLOCKS.replace("\"out_degree\": 2}", "\"out_degree\": 2, \"group\": 2}");
-    std::fs::write(&spec_path, spec_text(&blocks, "[]")).unwrap();
-    let out = dir.join("model");
-    let o = edgecut(&[
-        "train",
-        spec_path.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--max-steps",
-        "1",
-    ]);
+    let (o, out) = train_in(&dir, &spec_text(&blocks, "[]"), &["--max-steps", "1"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let model = edgecut::model::Model::load(&out).unwrap();
     let Op::FanIn(f) = &model.blocks[0].steps[0].op else {
@@ -199,20 +197,11 @@ fn train_rejects_corrupt_idx_files() {
 #[test]
 fn a_two_step_cli_training_run_writes_a_loadable_model_with_provenance() {
     let dir = scratch("ok");
-    let spec_path = dir.join("spec.json");
-    std::fs::write(&spec_path, spec_text(GOOD_BLOCKS, "[]")).unwrap();
-    let out = dir.join("model");
-    let o = edgecut(&[
-        "train",
-        spec_path.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--backend",
-        "cpu",
-        "--max-steps",
-        "2",
-        "--json",
-    ]);
+    let (o, out) = train_in(
+        &dir,
+        &spec_text(GOOD_BLOCKS, "[]"),
+        &["--backend", "cpu", "--max-steps", "2", "--json"],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
     assert_eq!(summary["steps"], 2);

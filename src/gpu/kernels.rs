@@ -78,6 +78,32 @@ pub struct ConvParams {
     pub _pad: [u32; 3],
 }
 
+impl ConvParams {
+    /// The parameters of convolution `c` over `batch` inputs of `h × w` (its fused activation
+    /// included).
+    pub fn new(c: &Conv2d, batch: usize, (h, w): (usize, usize)) -> Self {
+        let (oh, ow) = c
+            .output_hw(h, w)
+            .expect("shapes were validated when the model was loaded");
+        Self {
+            batch: batch as u32,
+            in_channels: c.in_channels as u32,
+            in_h: h as u32,
+            in_w: w as u32,
+            out_channels: c.out_channels as u32,
+            out_h: oh as u32,
+            out_w: ow as u32,
+            kernel_h: c.kernel_h as u32,
+            kernel_w: c.kernel_w as u32,
+            stride: c.stride as u32,
+            padding: c.padding as u32,
+            groups: c.groups as u32,
+            activation: c.activation as u32,
+            _pad: [0; 3],
+        }
+    }
+}
+
 /// `PoolParams` in `pool.wgsl`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
@@ -546,25 +572,9 @@ pub fn conv2d(
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Kernel, GpuError> {
-    let (oh, ow) = c
-        .output_hw(h, w)
-        .expect("shapes were validated when the model was loaded");
-    let params = ConvParams {
-        batch: batch as u32,
-        in_channels: c.in_channels as u32,
-        in_h: h as u32,
-        in_w: w as u32,
-        out_channels: c.out_channels as u32,
-        out_h: oh as u32,
-        out_w: ow as u32,
-        kernel_h: c.kernel_h as u32,
-        kernel_w: c.kernel_w as u32,
-        stride: c.stride as u32,
-        padding: c.padding as u32,
-        groups: c.groups as u32,
-        activation: c.activation as u32,
-        _pad: [0; 3],
-    };
+    let params = ConvParams::new(c, batch, (h, w));
+    let ow = params.out_w as usize;
+    let oh = params.out_h as usize;
     let col_tiles = (ow as u64).div_ceil(4);
     let (entry, tile, channels) = if c.is_depthwise() {
         ("depthwise", 1u32, c.out_channels)

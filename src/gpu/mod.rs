@@ -127,6 +127,25 @@ pub fn staging(ctx: &GpuContext, label: &str, bytes: u64) -> wgpu::Buffer {
     })
 }
 
+/// Copies the first `len` f32 values of a storage buffer (with `COPY_SRC`) back to the host:
+/// one copy, one submission, [`read_back`].
+pub fn read_buffer(
+    ctx: &GpuContext,
+    label: &str,
+    buffer: &wgpu::Buffer,
+    len: usize,
+) -> Result<Vec<f32>, GpuError> {
+    let st = staging(ctx, label, (len * 4) as u64);
+    let mut enc = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+    enc.copy_buffer_to_buffer(buffer, 0, &st, 0, padded((len * 4) as u64));
+    ctx.queue.submit([enc.finish()]);
+    let mut v = read_back(ctx, &st, len)?;
+    v.truncate(len);
+    Ok(v)
+}
+
 /// How long a readback waits for its map callback after the device went idle.
 const READBACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 

@@ -335,25 +335,11 @@ pub fn grad_params(
 }
 
 /// The forward convolution's parameters for `n` samples of `h × w`.
-pub fn conv_params(c: &Conv2d, n: usize, (h, w): (usize, usize)) -> ConvParams {
-    let (oh, ow) = c
-        .output_hw(h, w)
-        .expect("shapes were validated when the model was loaded");
+pub fn conv_params(c: &Conv2d, n: usize, hw: (usize, usize)) -> ConvParams {
+    // The gradients run on the pre-activation values: no fused activation here.
     ConvParams {
-        batch: n as u32,
-        in_channels: c.in_channels as u32,
-        in_h: h as u32,
-        in_w: w as u32,
-        out_channels: c.out_channels as u32,
-        out_h: oh as u32,
-        out_w: ow as u32,
-        kernel_h: c.kernel_h as u32,
-        kernel_w: c.kernel_w as u32,
-        stride: c.stride as u32,
-        padding: c.padding as u32,
-        groups: c.groups as u32,
         activation: 0,
-        _pad: [0; 3],
+        ..ConvParams::new(c, n, hw)
     }
 }
 

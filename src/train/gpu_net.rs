@@ -10,7 +10,7 @@ use super::net::{params, params_mut, step_at, step_at_mut, step_refs, StepRef};
 use super::spec::OptimizerSpec;
 use crate::cpu;
 use crate::gpu::kernels::{self, Kernel, OpWeights};
-use crate::gpu::{read_back, staging, storage, upload, GpuContext, GpuError, Shader};
+use crate::gpu::{read_back, read_buffer, staging, storage, upload, GpuContext, GpuError, Shader};
 use crate::model::{Activation, FanIn, Model, Op, Step};
 use std::sync::Arc;
 
@@ -709,41 +709,26 @@ impl GpuNet {
     /// is only called on failure.
     pub fn blame(&self, n: usize) -> Result<Option<String>, GpuError> {
         let ctx = self.ctx.as_ref();
-        let fetch = |buf: &wgpu::Buffer, len: usize, what: &str| -> Result<Vec<f32>, GpuError> {
-            let st = staging(ctx, what, (len * 4) as u64);
-            let mut enc = ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(what) });
-            enc.copy_buffer_to_buffer(buf, 0, &st, 0, crate::gpu::padded((len * 4) as u64));
-            ctx.queue.submit([enc.finish()]);
-            let mut v = read_back(ctx, &st, len)?;
-            v.truncate(len);
-            Ok(v)
-        };
-        let order = self.main.iter().chain(self.exits.iter().flatten());
-        for &i in order.clone() {
-            let s = &self.steps[i];
-            let out = fetch(&s.out, n * s.out_elems, "train.blame.output")?;
+        let order: Vec<&NetStep> = self
+            .main
+            .iter()
+            .chain(self.exits.iter().flatten())
+            .map(|&i| &self.steps[i])
+            .collect();
+        for s in &order {
+            let out = read_buffer(ctx, "train.blame.output", &s.out, n * s.out_elems)?;
             if out.iter().any(|v| !v.is_finite()) {
                 return Ok(Some(s.label.clone()));
             }
         }
-        let mut worst: Option<(f32, &str)> = None;
-        for &i in order {
-            let s = &self.steps[i];
-            let Some(p) = &s.param else { continue };
-            let g = fetch(&p.grad, p.len_w, "train.blame.grad")?;
-            let norm = g.iter().map(|v| v * v).sum::<f32>().sqrt();
-            let norm = if norm.is_finite() {
-                norm
-            } else {
-                f32::INFINITY
-            };
-            if worst.is_none_or(|(w, _)| norm > w) {
-                worst = Some((norm, &s.label));
-            }
-        }
-        Ok(worst.map(|(_, l)| l.to_string()))
+        let grads = order
+            .iter()
+            .filter_map(|s| s.param.as_ref().map(|p| (s, p)))
+            .map(|(s, p)| {
+                read_buffer(ctx, "train.blame.grad", &p.grad, p.len_w).map(|g| (s.label.clone(), g))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(super::largest_gradient(grads))
     }
 
     /// Reads the trained parameters back into `model`.
@@ -751,20 +736,7 @@ impl GpuNet {
         let ctx = self.ctx.as_ref();
         for (s, &r) in self.steps.iter().zip(&self.refs) {
             let Some(p) = &s.param else { continue };
-            let st = staging(
-                ctx,
-                &format!("train.{}.readback", s.label),
-                (p.len * 4) as u64,
-            );
-            let mut enc = ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("train.sync"),
-                });
-            enc.copy_buffer_to_buffer(&p.state, 0, &st, 0, crate::gpu::padded((p.len * 4) as u64));
-            ctx.queue.submit([enc.finish()]);
-            let mut v = read_back(ctx, &st, p.len)?;
-            v.truncate(p.len);
+            let mut v = read_buffer(ctx, &format!("train.{}.readback", s.label), &p.state, p.len)?;
             let b = v.split_off(p.len_w);
             if let Some((w, bias)) = params_mut(&mut step_at_mut(model, r).op) {
                 *w = v;

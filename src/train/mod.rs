@@ -414,6 +414,29 @@ pub fn train(
     Ok((model, summary))
 }
 
+/// The label whose weight gradient has the largest norm, a non-finite norm counting as
+/// infinite: the layer a diverged step is blamed on when no activation went non-finite.
+fn largest_gradient<G: AsRef<[f32]>>(
+    grads: impl IntoIterator<Item = (String, G)>,
+) -> Option<String> {
+    let norm = |g: &[f32]| {
+        let n = g.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if n.is_finite() {
+            n
+        } else {
+            f32::INFINITY
+        }
+    };
+    grads
+        .into_iter()
+        .map(|(label, g)| (norm(g.as_ref()), label))
+        .fold(None, |best: Option<(f32, String)>, (n, l)| match best {
+            Some((b, _)) if b >= n => best,
+            _ => Some((n, l)),
+        })
+        .map(|(_, l)| l)
+}
+
 /// What one optimizer step reports.
 struct StepResult {
     loss: f32,
@@ -490,24 +513,13 @@ impl Engine {
                 net.zero_grads();
                 let f = net.forward_backward(model, x, labels, weights, true);
                 let bad = !f.loss.is_finite();
+                // Exploding or NaN without a non-finite activation: blame the layer with the
+                // largest (or a non-finite) gradient.
                 let culprit = f.non_finite_at.clone().or_else(|| {
-                    // Exploding or NaN without a non-finite activation: blame the layer with
-                    // the largest (or a non-finite) gradient.
-                    let mut worst: Option<(f32, String)> = None;
-                    for (r, g) in net.refs().iter().zip(&net.grads) {
-                        if let Some(g) = g {
-                            let norm: f32 = g.weight.iter().map(|v| v * v).sum::<f32>().sqrt();
-                            let norm = if norm.is_finite() {
-                                norm
-                            } else {
-                                f32::INFINITY
-                            };
-                            if worst.as_ref().is_none_or(|(w, _)| norm > *w) {
-                                worst = Some((norm, step_at(model, *r).label.clone()));
-                            }
-                        }
-                    }
-                    worst.map(|(_, l)| l)
+                    largest_gradient(net.refs().iter().zip(&net.grads).filter_map(|(r, g)| {
+                        g.as_ref()
+                            .map(|g| (step_at(model, *r).label.clone(), &g.weight))
+                    }))
                 });
                 let result = StepResult {
                     loss: f.loss,
