@@ -483,19 +483,20 @@ fn place<'m>(sched: &Schedule<'m>, batch: usize) -> (Vec<Placed<'m>>, usize) {
         .map(|&(_, v)| v)
         .chain([sched.output])
         .collect();
+    // Per value: how many steps read it, and whether all of them are feature-major fan-ins
+    // reading it as their input.
+    let mut readers = vec![(0usize, true); sched.values];
+    for (j, o) in sched.ops.iter().enumerate() {
+        readers[o.input].0 += 1;
+        readers[o.input].1 &= fm[j];
+        if let Some(v) = o.other {
+            readers[v] = (readers[v].0 + 1, false);
+        }
+    }
     let mut written_fm = vec![false; sched.values];
     for (i, r) in sched.ops.iter().enumerate() {
-        let v = r.output;
-        let mut readers = sched
-            .ops
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| o.input == v || o.other == Some(v))
-            .peekable();
-        written_fm[v] = fm[i]
-            && !kept.contains(&v)
-            && readers.peek().is_some()
-            && readers.all(|(j, o)| fm[j] && o.other != Some(v));
+        let (count, all_fm) = readers[r.output];
+        written_fm[r.output] = fm[i] && !kept.contains(&r.output) && count > 0 && all_fm;
     }
     let mut values = sched.values;
     let mut copies: HashMap<usize, usize> = HashMap::new();
