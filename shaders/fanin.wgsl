@@ -248,7 +248,7 @@ fn fanin_fm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
         }
     }
     // Constant indices (not a loop over g) keep `a` in registers on compilers that would not
-    // unroll a loop this large (llvmpipe: 1.35x slower otherwise).
+    // unroll a loop this large (llvmpipe spilled them and ran measurably slower).
     store_pair(o0, q0, quads, a[0], a[1]);
     if G > 1u { store_pair(o0 + 1u, q0, quads, a[2], a[3]); }
     if G > 2u { store_pair(o0 + 2u, q0, quads, a[4], a[5]); }

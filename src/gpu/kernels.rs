@@ -458,9 +458,9 @@ pub fn fanin(
 }
 
 /// Smallest batch at which inference runs fan-in layers on feature-major activations
-/// (`fanin_fm`); below it a pair of 4-row quads would be mostly padding. At 8 rows (800 → 100,
-/// k = 160, lavapipe) `fanin_fm` already took 0.4–0.5x the time of `fanin_vec4` and 0.55–0.7x
-/// that of `fanin_group`, before the input's layout change.
+/// (`fanin_fm`); below it a pair of 4-row quads would be mostly padding. On lavapipe `fanin_fm`
+/// was already the faster kernel at 8 rows (800 → 100, k = 160), before the input's layout
+/// change.
 pub const FEATURE_MAJOR_MIN_BATCH: usize = 8;
 
 /// The step as inference runs it. A fan-in layer that reads every input is a dense layer (same
