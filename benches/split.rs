@@ -12,8 +12,8 @@ use edgecut::data::{load_mnist, Split};
 use edgecut::engine::Backend;
 use edgecut::model::Model;
 use edgecut::split::client::{AnsweredBy, ClientConfig, DeviceClient, Route};
-use edgecut::split::runner::summary_stats;
 use edgecut::split::server::{Server, ServerConfig};
+use edgecut::stats::Summary;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -60,8 +60,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     server.shutdown();
-    let (om, o50, o95) = summary_stats(&overhead);
-    let (lm, l50, l95) = summary_stats(&latency);
+    let Summary {
+        mean: om,
+        p50: o50,
+        p95: o95,
+        ..
+    } = Summary::of(&overhead);
+    let Summary {
+        mean: lm,
+        p50: l50,
+        p95: l95,
+        ..
+    } = Summary::of(&latency);
 
     // Throughput with 16 concurrent clients.
     let mut throughput = serde_json::Map::new();

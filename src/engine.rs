@@ -12,6 +12,9 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
+pub mod evaluate;
+pub use evaluate::{evaluate, Evaluation, SampleResult};
+
 /// Errors compiling or running a plan.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -42,6 +45,9 @@ pub enum EngineError {
         /// The shape error.
         source: TensorError,
     },
+    /// A plan or dataset that cannot be evaluated together.
+    #[error("cannot evaluate: {0}")]
+    Evaluate(String),
     /// A GPU failure.
     #[error(transparent)]
     Gpu(#[from] GpuError),

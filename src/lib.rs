@@ -20,6 +20,7 @@
 pub mod bench;
 pub mod cpu;
 pub mod data;
+pub mod encoding;
 pub mod engine;
 pub mod fixture;
 pub mod gpu;
@@ -29,5 +30,6 @@ pub mod sched;
 pub mod sim;
 pub mod sparsity;
 pub mod split;
+pub mod stats;
 pub mod tensor;
 pub mod train;

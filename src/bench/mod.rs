@@ -228,14 +228,10 @@ fn machine() -> Machine {
     }
 }
 
-fn median_spread(mut v: Vec<f64>) -> (f64, [f64; 2]) {
-    v.sort_by(f64::total_cmp);
-    let m = if v.len() % 2 == 1 {
-        v[v.len() / 2]
-    } else {
-        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-    };
-    (m, [v[0], v[v.len() - 1]])
+/// Median and range of timings.
+fn median_spread(v: Vec<f64>) -> (f64, [f64; 2]) {
+    let s = crate::stats::Summary::of(&v);
+    (s.p50, [s.min, s.max])
 }
 
 /// Tolerance of the pre-timing check (the kernel tests use tighter, per-kernel ones).

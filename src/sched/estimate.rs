@@ -240,7 +240,7 @@ pub fn evaluate(method: RateMethod, transfers: &[(u64, f64)]) -> PredictionError
         method: method.name(),
         samples: n,
         mape,
-        median_ape: super::profile::median(&mut apes),
+        median_ape: crate::stats::median(&apes),
         under_50: under as f64 / n.max(1) as f64,
     }
 }

@@ -103,7 +103,7 @@ impl Profile {
                     plan.run(&input).map_err(engine)?;
                     times.push(t.elapsed().as_secs_f64());
                 }
-                seconds.push(median(&mut times));
+                seconds.push(crate::stats::median(&times));
             }
             blocks.push(BlockTime {
                 name: block.name.clone(),
@@ -287,18 +287,4 @@ impl Profile {
 
 fn short(hash: &str) -> &str {
     &hash[..hash.len().min(16)]
-}
-
-/// Median of a non-empty slice (sorts it).
-pub fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
 }

@@ -234,12 +234,12 @@ pub struct SimResult {
 impl SimResult {
     /// Mean latency, seconds.
     pub fn mean(&self) -> f64 {
-        self.latencies.iter().sum::<f64>() / self.latencies.len().max(1) as f64
+        crate::stats::mean(&self.latencies)
     }
 
-    /// Latency percentile `q` in 0..=100 (nearest rank), seconds.
+    /// Latency percentile `q` in 0..=100 ([`crate::stats::percentile`]), seconds.
     pub fn percentile(&self, q: f64) -> f64 {
-        percentile(&self.latencies, q)
+        crate::stats::percentile(&self.latencies, q)
     }
 
     /// Fraction of requests per option label.
@@ -251,17 +251,6 @@ impl SimResult {
         }
         m
     }
-}
-
-/// Nearest-rank percentile of unsorted values.
-pub fn percentile(v: &[f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let rank = ((q / 100.0) * s.len() as f64).ceil() as usize;
-    s[rank.clamp(1, s.len()) - 1]
 }
 
 /// An observation that becomes visible to the device at `at` (ns, for ordering).

@@ -90,25 +90,10 @@ pub struct RunSummary {
     pub transfer_ms_mean: f64,
 }
 
-/// `(mean, p50, p95)` of values (0 when empty); percentiles by nearest rank.
-pub fn summary_stats(values: &[f64]) -> (f64, f64, f64) {
-    if values.is_empty() {
-        return (0.0, 0.0, 0.0);
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-    (
-        v.iter().sum::<f64>() / v.len() as f64,
-        rank(0.5),
-        rank(0.95),
-    )
-}
-
 impl RunSummary {
     /// The DESIGN §7 JSON object.
     pub fn to_json(&self) -> Value {
-        let (mean, p50, p95) = summary_stats(&self.latencies_ms);
+        let l = crate::stats::Summary::of(&self.latencies_ms);
         let cuts: serde_json::Map<String, Value> = self
             .cuts
             .iter()
@@ -120,7 +105,7 @@ impl RunSummary {
             "accuracy": self.accuracy,
             "exit_rate": self.exit_rate,
             "bytes_sent": self.bytes_sent,
-            "latency_ms": {"mean": mean, "p50": p50, "p95": p95},
+            "latency_ms": {"mean": l.mean, "p50": l.p50, "p95": l.p95},
             "cuts": cuts,
             "fallbacks": self.fallbacks,
             "server_answers": self.server_answers,

@@ -7,10 +7,11 @@ use anyhow::{Context, Result};
 use edgecut::data::{load_mnist, Split};
 use edgecut::split::client::{ClientConfig, DeviceClient};
 use edgecut::split::live::run_dynamic;
-use edgecut::split::runner::{run_policy, summary_stats, Policy};
+use edgecut::split::runner::{run_policy, Policy};
 use edgecut::split::server::{Server, ServerConfig};
 use edgecut::split::shaping::Trace;
 use edgecut::split::wire::Encoding;
+use edgecut::stats::Summary;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -189,7 +190,7 @@ pub fn demo(
         "policy", "enc", "accuracy", "exits", "bytes", "mean ms", "p95 ms", "fallbacks"
     );
     for (s, j) in &rows {
-        let (mean, _, p95) = summary_stats(&s.latencies_ms);
+        let Summary { mean, p95, .. } = Summary::of(&s.latencies_ms);
         println!(
             "{:<10} {:<5} {:>8.1}% {:>6.1}% {:>9} {:>9.2} {:>9.2} {:>9}",
             s.policy,

@@ -3,7 +3,7 @@
 use crate::{backend, load, BackendChoice};
 use anyhow::{bail, Context, Result};
 use edgecut::data::{load_mnist, Split};
-use edgecut::engine::{Answer, Plan};
+use edgecut::engine::{evaluate, Plan};
 use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
@@ -27,35 +27,21 @@ pub fn eval(
     let model = load(path)?;
     let test = load_mnist(data, Split::Test)?;
     let n = limit.unwrap_or(test.len()).min(test.len());
+    if n == 0 {
+        bail!(
+            "no test samples to evaluate in {} (--limit 0?)",
+            data.display()
+        );
+    }
     let backend = backend(choice)?;
     let plan = Plan::compile(&model, 0..model.blocks.len(), &backend, batch.min(n.max(1)))
         .context("compiling the model")?;
     let start = Instant::now();
-    let (mut correct, mut exited) = (0usize, 0usize);
-    let mut per_exit = vec![0usize; model.exits.len()];
-    for lo in (0..n).step_by(plan.capacity()) {
-        let hi = (lo + plan.capacity()).min(n);
-        let x = test.batch(lo..hi, model.input_shape()).with_context(|| {
-            format!(
-                "MNIST images have {} values per sample but the model expects input {:?}",
-                test.images.sample_len(),
-                model.input_shape()
-            )
-        })?;
-        let out = plan.run(&x)?;
-        for (i, a) in out.answers(threshold).into_iter().enumerate() {
-            if let Answer::Exit { exit, .. } = a {
-                exited += 1;
-                per_exit[exit] += 1;
-            }
-            if a.class() == Some(test.labels[lo + i] as u32) {
-                correct += 1;
-            }
-        }
-    }
+    let result = evaluate(&plan, &test, n).context("evaluating")?;
     let secs = start.elapsed().as_secs_f64();
-    let accuracy = correct as f64 / n.max(1) as f64;
-    let exit_rate = exited as f64 / n.max(1) as f64;
+    let accuracy = result.accuracy(threshold);
+    let exit_rate = result.exit_rate(threshold);
+    let per_exit = result.exit_counts(threshold, model.exits.len());
     if as_json {
         let exits: serde_json::Map<String, serde_json::Value> = model
             .exits

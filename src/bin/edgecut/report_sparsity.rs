@@ -47,14 +47,11 @@ fn time_plans(
             device[i].extend(out.device_seconds);
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied()
-    };
+    let median = |v: Vec<f64>| Some(edgecut::stats::median(&v)).filter(|m| !m.is_nan());
     Ok(wall
         .into_iter()
         .zip(device)
-        .map(|(w, d)| (median(w).unwrap_or(f64::NAN), median(d)))
+        .map(|(w, d)| (edgecut::stats::median(&w), median(d)))
         .collect())
 }
 

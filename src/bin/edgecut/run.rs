@@ -7,9 +7,10 @@ use edgecut::model::Model;
 use edgecut::sched::policy::Decision;
 use edgecut::split::client::{ClientConfig, DeviceClient};
 use edgecut::split::live::run_dynamic;
-use edgecut::split::runner::{run_policy, summary_stats, Policy};
+use edgecut::split::runner::{run_policy, Policy};
 use edgecut::split::shaping::Trace;
 use edgecut::split::wire::Encoding;
+use edgecut::stats::Summary;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -157,7 +158,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         j["trace"] = a.trace.map(|p| p.display().to_string()).into();
         println!("{j}");
     } else {
-        let (mean, p50, p95) = summary_stats(&s.latencies_ms);
+        let Summary { mean, p50, p95, .. } = Summary::of(&s.latencies_ms);
         println!(
             "{} on {} via {} ({encoding}): {} samples, accuracy {:.2}%, exit rate {:.1}%, {} bytes sent, latency mean {mean:.2} / p50 {p50:.2} / p95 {p95:.2} ms, {} fallbacks, cuts {:?}",
             model.name(),

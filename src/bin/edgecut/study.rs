@@ -12,7 +12,7 @@ use edgecut::sched::estimate::{evaluate, RateMethod};
 use edgecut::sched::policy::{self, Policy};
 use edgecut::sched::{Cut, Encoding, Estimates};
 use edgecut::sim::trace::Trace;
-use edgecut::sim::{percentile, simulate, Arrivals, ExitSource, ServerLoad, SimConfig};
+use edgecut::sim::{simulate, Arrivals, ExitSource, ServerLoad, SimConfig};
 use serde_json::{json, Map, Value};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -338,7 +338,7 @@ pub fn study(a: StudyArgs) -> Result<()> {
                 lat.extend(r.latencies);
             }
             let mean = lat.iter().sum::<f64>() / lat.len() as f64;
-            let p95 = percentile(&lat, 95.0);
+            let p95 = edgecut::stats::percentile(&lat, 95.0);
             rows.push((
                 name.clone(),
                 mean,
