@@ -1,0 +1,108 @@
+//! The bounded GPU queue: jobs wait here until a worker takes the oldest one together with
+//! every queued job for the same cut, up to the batch size or the batching deadline.
+
+use super::http::ApiError;
+use crate::split::wire::Encoded;
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// What a validated request asks the GPU to do.
+pub(super) struct Job {
+    pub(super) model: usize,
+    pub(super) from: usize,
+    pub(super) input: Encoded,
+    pub(super) samples: usize,
+    pub(super) enqueued: Instant,
+    pub(super) reply: tokio::sync::oneshot::Sender<Result<JobDone, ApiError>>,
+}
+
+pub(super) struct JobDone {
+    pub(super) logits: Vec<f32>,
+    pub(super) queue_us: u64,
+    pub(super) compute_us: u64,
+    pub(super) batch_requests: usize,
+}
+
+pub(super) struct QueueState {
+    pub(super) jobs: VecDeque<Job>,
+    pub(super) closed: bool,
+}
+
+/// The bounded GPU queue.
+pub(super) struct Queue {
+    pub(super) jobs: Mutex<QueueState>,
+    pub(super) ready: Condvar,
+    pub(super) capacity: usize,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.lock().jobs.len()
+    }
+
+    pub(super) fn push(&self, job: Job) -> Result<(), Job> {
+        let mut q = self.lock();
+        if q.closed || q.jobs.len() >= self.capacity {
+            return Err(job);
+        }
+        q.jobs.push_back(job);
+        drop(q);
+        self.ready.notify_all();
+        Ok(())
+    }
+
+    pub(super) fn close(&self) {
+        let mut q = self.lock();
+        q.closed = true;
+        q.jobs.clear();
+        drop(q);
+        self.ready.notify_all();
+    }
+
+    /// The next batch: the oldest job plus every queued job for the same cut, waiting up to
+    /// `max_delay` after the oldest arrived for more while fewer than `max_batch` samples.
+    pub(super) fn take_batch(&self, max_batch: usize, max_delay: Duration) -> Option<Vec<Job>> {
+        let mut q = self.lock();
+        loop {
+            if q.closed {
+                return None;
+            }
+            if !q.jobs.is_empty() {
+                break;
+            }
+            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        let first = q.jobs.pop_front().expect("queue is not empty");
+        let key = (first.model, first.from);
+        let deadline = first.enqueued + max_delay;
+        let mut samples = first.samples;
+        let mut batch = vec![first];
+        loop {
+            let mut i = 0;
+            while i < q.jobs.len() && samples < max_batch {
+                let j = &q.jobs[i];
+                if (j.model, j.from) == key && samples + j.samples <= max_batch {
+                    let j = q.jobs.remove(i).expect("index is in range");
+                    samples += j.samples;
+                    batch.push(j);
+                } else {
+                    i += 1;
+                }
+            }
+            let now = Instant::now();
+            if samples >= max_batch || now >= deadline || q.closed {
+                return Some(batch);
+            }
+            q = self
+                .ready
+                .wait_timeout(q, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! HTTP: the router, header and body limits, bearer-token auth, and the JSON/binary responses.
+
+use super::batcher::Job;
+use super::request::request_tensor;
+use super::{ServerConfig, Shared};
+use crate::split::kserve::{self, RawTensor, HEADER_LENGTH};
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Map, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub(super) async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    config: ServerConfig,
+) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // hyper rejects request heads beyond its read buffer with a bare 431; the router
+        // answers smaller oversized heads with a JSON error first.
+        let buffer = (config.max_header_bytes * 2).max(8192);
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .max_buf_size(buffer)
+                .keep_alive(true)
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
+
+/// A 4xx/5xx answer with `{"error": message}`.
+pub(super) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+pub(super) fn err(status: StatusCode, msg: impl Into<String>) -> ApiError {
+    ApiError(status, msg.into())
+}
+
+pub(super) fn router(shared: Arc<Shared>) -> Router {
+    let guarded = Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/stats", get(model_stats))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            authorize,
+        ));
+    Router::new()
+        .route(
+            "/v2/health/live",
+            get(|| async { axum::Json(json!({"live": true})) }),
+        )
+        .route(
+            "/v2/health/ready",
+            get(|| async { axum::Json(json!({"ready": true})) }),
+        )
+        .merge(guarded)
+        .fallback(|req: Request| async move {
+            err(
+                StatusCode::NOT_FOUND,
+                format!("no route {} {}", req.method(), req.uri().path()),
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            limit_headers,
+        ))
+        .with_state(shared)
+}
+
+async fn limit_headers(
+    State(s): State<Arc<Shared>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let head: usize = req.uri().to_string().len()
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head > s.config.max_header_bytes {
+        return err(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "request headers are {head} bytes, over the server's limit of {}",
+                s.config.max_header_bytes
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+async fn authorize(
+    State(s): State<Arc<Shared>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = &s.config.token {
+        let given = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            None => {
+                return err(
+                    StatusCode::UNAUTHORIZED,
+                    "this server needs 'Authorization: Bearer <token>'",
+                )
+                .into_response()
+            }
+            Some(g) if !constant_time_eq(g.as_bytes(), token.as_bytes()) => {
+                return err(StatusCode::UNAUTHORIZED, "wrong bearer token").into_response()
+            }
+            Some(_) => {}
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn server_metadata() -> axum::Json<Value> {
+    axum::Json(json!({
+        "name": "edgecut",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data", "edgecut_split", "statistics"],
+    }))
+}
+
+fn find(s: &Shared, name: &str) -> Result<usize, ApiError> {
+    s.names.get(name).copied().ok_or_else(|| {
+        let mut known: Vec<&str> = s.names.keys().map(|k| k.as_str()).collect();
+        known.sort();
+        err(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown model '{name}'; this server has: {}",
+                known.join(", ")
+            ),
+        )
+    })
+}
+
+fn dims(batch: i64, shape: &[usize]) -> Vec<i64> {
+    std::iter::once(batch)
+        .chain(shape.iter().map(|&d| d as i64))
+        .collect()
+}
+
+async fn model_metadata(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let m = &s.models[find(&s, &name)?];
+    let cuts: Vec<Value> = (0..m.blocks.len())
+        .map(|k| {
+            json!({
+                "from_block": k,
+                "block": m.blocks[k].name,
+                "input_shape": m.shape_at(k),
+                "natural_bottleneck": k > 0 && m.is_natural_bottleneck(k - 1),
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "name": m.name(),
+        "versions": ["1"],
+        "platform": "edgecut",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": dims(-1, m.input_shape())}],
+        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, m.classes()]}],
+        "parameters": {
+            "edgecut_model_hash": m.hash,
+            "edgecut_max_batch": s.config.max_batch,
+            "edgecut_cuts": cuts,
+        },
+    })))
+}
+
+async fn model_ready(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    find(&s, &name)?;
+    Ok(axum::Json(json!({"name": name, "ready": true})))
+}
+
+async fn model_stats(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let i = find(&s, &name)?;
+    let st = s.stats[i].lock().unwrap_or_else(|p| p.into_inner());
+    let mean = |f: fn(&(u64, u64)) -> u64| {
+        if st.recent.is_empty() {
+            0.0
+        } else {
+            st.recent.iter().map(f).sum::<u64>() as f64 / st.recent.len() as f64
+        }
+    };
+    let queued = s.queue.len();
+    Ok(axum::Json(json!({
+        "name": name,
+        "requests": st.requests,
+        "errors": st.errors,
+        "batches": st.batches,
+        "samples": st.samples,
+        "recent": st.recent.len(),
+        "queue_us_mean": mean(|r| r.0),
+        "compute_us_mean": mean(|r| r.1),
+        "queue_depth": queued,
+        "uptime_s": s.started.elapsed().as_secs_f64(),
+    })))
+}
+
+async fn infer(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let model = match find(&s, &name) {
+        Ok(m) => m,
+        Err(e) => return e.into_response(),
+    };
+    let result = infer_inner(&s, model, &headers, body).await;
+    {
+        let mut st = s.stats[model].lock().unwrap_or_else(|p| p.into_inner());
+        st.requests += 1;
+        if result.is_err() {
+            st.errors += 1;
+        }
+    }
+    match result {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn header_usize(headers: &HeaderMap, name: &str) -> Result<Option<usize>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    err(
+                        StatusCode::BAD_REQUEST,
+                        format!("{name} must be a byte count"),
+                    )
+                })
+        })
+        .transpose()
+}
+
+async fn infer_inner(
+    s: &Arc<Shared>,
+    model: usize,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let cfg = &s.config;
+    let declared = header_usize(headers, "content-length")?;
+    if let Some(n) = declared.filter(|&n| n > cfg.max_body_bytes) {
+        return Err(err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "body of {n} bytes is over the server's limit of {}",
+                cfg.max_body_bytes
+            ),
+        ));
+    }
+    let header_length = header_usize(headers, HEADER_LENGTH)?;
+    if let Some(n) = header_length.filter(|&n| n > cfg.max_header_bytes) {
+        return Err(err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "Inference-Header-Content-Length {n} is over the server's limit of {}",
+                cfg.max_header_bytes
+            ),
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, cfg.max_body_bytes)
+        .await
+        .map_err(|e| {
+            err(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "reading the body failed or it is over the limit of {} bytes: {e}",
+                    cfg.max_body_bytes
+                ),
+            )
+        })?;
+    if let Some(n) = declared.filter(|&n| n != bytes.len()) {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            format!("Content-Length says {n} bytes but {} arrived", bytes.len()),
+        ));
+    }
+    if header_length.is_none() && bytes.len() > cfg.max_header_bytes.max(1 << 20) * 16 {
+        return Err(err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "JSON-only body too large",
+        ));
+    }
+    let msg = kserve::parse(&bytes, header_length, "inputs")
+        .map_err(|e| err(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let m = &s.models[model];
+    let [input] = &msg.tensors[..] else {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            format!("expected exactly one input, got {}", msg.tensors.len()),
+        ));
+    };
+    let (from, encoded) = request_tensor(m, &msg, input)?;
+    let samples = encoded.shape.first().copied().unwrap_or(0);
+    if samples == 0 || samples > cfg.max_batch {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "batch of {samples} samples; this server takes 1..={} per request (--max-batch)",
+                cfg.max_batch
+            ),
+        ));
+    }
+    let binary_out = wants_binary(&msg.header);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    s.queue
+        .push(Job {
+            model,
+            from,
+            input: encoded,
+            samples,
+            enqueued: Instant::now(),
+            reply: tx,
+        })
+        .map_err(|_| {
+            err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the GPU queue is full ({} requests)", cfg.queue_capacity),
+            )
+        })?;
+    let done = match tokio::time::timeout(cfg.request_timeout, rx).await {
+        Ok(Ok(r)) => r?,
+        Ok(Err(_)) => {
+            return Err(err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is stopping",
+            ))
+        }
+        Err(_) => {
+            return Err(err(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("no GPU result within {:?}", cfg.request_timeout),
+            ))
+        }
+    };
+    let mut header = Map::new();
+    if let Some(id) = msg.header.get("id") {
+        header.insert("id".into(), id.clone());
+    }
+    header.insert("model_name".into(), json!(m.name()));
+    header.insert("model_version".into(), json!("1"));
+    header.insert(
+        "parameters".into(),
+        json!({
+            "queue_us": done.queue_us,
+            "compute_us": done.compute_us,
+            "batch_requests": done.batch_requests,
+            "request_id": s.next_id.fetch_add(1, Ordering::Relaxed),
+        }),
+    );
+    let logits = RawTensor {
+        name: "logits".into(),
+        datatype: "FP32".into(),
+        shape: vec![samples, m.classes()],
+        bytes: bytemuck::cast_slice(&done.logits).to_vec(),
+        parameters: Map::new(),
+    };
+    let (body, json_len) = kserve::build(header, "outputs", &[logits], binary_out);
+    let mut resp = Response::new(Body::from(body));
+    let h = resp.headers_mut();
+    if let Some(n) = json_len {
+        h.insert(HEADER_LENGTH, HeaderValue::from(n));
+        h.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+    } else {
+        h.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    Ok(resp)
+}
+
+/// Binary output when the request says so for the whole request or for `logits`.
+fn wants_binary(header: &Map<String, Value>) -> bool {
+    let top = header
+        .get("parameters")
+        .and_then(|p| p.get("binary_data_output"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let per_output = header
+        .get("outputs")
+        .and_then(Value::as_array)
+        .map(|outs| {
+            outs.iter().any(|o| {
+                o.get("parameters")
+                    .and_then(|p| p.get("binary_data"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+            })
+        })
+        .unwrap_or(false);
+    top || per_output
+}
