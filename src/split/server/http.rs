@@ -1,8 +1,9 @@
 //! HTTP: the router, header and body limits, bearer-token auth, and the JSON/binary responses.
 
-use super::batcher::Job;
-use super::request::request_tensor;
+use super::batcher::{Job, JobDone};
+use super::request::{self, InferRequest};
 use super::{ServerConfig, Shared};
+use crate::model::Model;
 use crate::split::kserve::{self, RawTensor, HEADER_LENGTH};
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -334,33 +335,20 @@ async fn infer_inner(
             "JSON-only body too large",
         ));
     }
-    let msg = kserve::parse(&bytes, header_length, "inputs")
-        .map_err(|e| err(StatusCode::BAD_REQUEST, e.to_string()))?;
     let m = &s.models[model];
-    let [input] = &msg.tensors[..] else {
-        return Err(err(
-            StatusCode::BAD_REQUEST,
-            format!("expected exactly one input, got {}", msg.tensors.len()),
-        ));
-    };
-    let (from, encoded) = request_tensor(m, &msg, input)?;
-    let samples = encoded.shape.first().copied().unwrap_or(0);
-    if samples == 0 || samples > cfg.max_batch {
-        return Err(err(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "batch of {samples} samples; this server takes 1..={} per request (--max-batch)",
-                cfg.max_batch
-            ),
-        ));
-    }
-    let binary_out = wants_binary(&msg.header);
+    let InferRequest {
+        from,
+        input,
+        samples,
+        binary_out,
+        id,
+    } = request::parse(m, &bytes, header_length, cfg.max_batch)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     s.queue
         .push(Job {
             model,
             from,
-            input: encoded,
+            input,
             samples,
             enqueued: Instant::now(),
             reply: tx,
@@ -386,9 +374,24 @@ async fn infer_inner(
             ))
         }
     };
+    let request_id = s.next_id.fetch_add(1, Ordering::Relaxed);
+    Ok(logits_response(
+        m, id, request_id, samples, &done, binary_out,
+    ))
+}
+
+/// The KServe answer: one `FP32` output `logits` and the server timing in parameters.
+fn logits_response(
+    m: &Model,
+    id: Option<Value>,
+    request_id: u64,
+    samples: usize,
+    done: &JobDone,
+    binary_out: bool,
+) -> Response {
     let mut header = Map::new();
-    if let Some(id) = msg.header.get("id") {
-        header.insert("id".into(), id.clone());
+    if let Some(id) = id {
+        header.insert("id".into(), id);
     }
     header.insert("model_name".into(), json!(m.name()));
     header.insert("model_version".into(), json!("1"));
@@ -398,7 +401,7 @@ async fn infer_inner(
             "queue_us": done.queue_us,
             "compute_us": done.compute_us,
             "batch_requests": done.batch_requests,
-            "request_id": s.next_id.fetch_add(1, Ordering::Relaxed),
+            "request_id": request_id,
         }),
     );
     let logits = RawTensor {
@@ -423,27 +426,5 @@ async fn infer_inner(
             HeaderValue::from_static("application/json"),
         );
     }
-    Ok(resp)
-}
-
-/// Binary output when the request says so for the whole request or for `logits`.
-fn wants_binary(header: &Map<String, Value>) -> bool {
-    let top = header
-        .get("parameters")
-        .and_then(|p| p.get("binary_data_output"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let per_output = header
-        .get("outputs")
-        .and_then(Value::as_array)
-        .map(|outs| {
-            outs.iter().any(|o| {
-                o.get("parameters")
-                    .and_then(|p| p.get("binary_data"))
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false)
-            })
-        })
-        .unwrap_or(false);
-    top || per_output
+    resp
 }

@@ -23,7 +23,7 @@ mod http;
 mod request;
 mod worker;
 
-use crate::engine::{Backend, Plan};
+use crate::engine::Backend;
 use crate::model::Model;
 use batcher::{Queue, QueueState};
 use std::collections::{HashMap, VecDeque};
@@ -173,7 +173,7 @@ impl Server {
                 .collect(),
             models,
             names,
-            plans: Mutex::new(HashMap::new()),
+            plans: worker::PlanCache::new(),
             backend,
             config: config.clone(),
             queue: queue.clone(),
@@ -272,7 +272,7 @@ struct Shared {
     models: Vec<Arc<Model>>,
     names: HashMap<String, usize>,
     stats: Vec<Mutex<ModelStats>>,
-    plans: Mutex<HashMap<(usize, usize, usize), Arc<Plan>>>,
+    plans: worker::PlanCache,
     backend: Backend,
     config: ServerConfig,
     queue: Arc<Queue>,

@@ -5,10 +5,82 @@ use crate::model::Model;
 use crate::split::kserve::{self, RawTensor};
 use crate::split::wire::{Encoded, Encoding, Int8Params};
 use axum::http::StatusCode;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-/// Validates the input against the model and the cut it names.
-pub(super) fn request_tensor(
+/// A validated infer request: what the worker runs and how to answer.
+pub(super) struct InferRequest {
+    /// First block to run (0 for a full-model request).
+    pub(super) from: usize,
+    /// The input tensor as it arrived (decoded by the worker).
+    pub(super) input: Encoded,
+    /// Samples in the request.
+    pub(super) samples: usize,
+    /// Whether the answer uses the binary tensor extension.
+    pub(super) binary_out: bool,
+    /// The request's `id`, echoed in the answer.
+    pub(super) id: Option<Value>,
+}
+
+/// Parses a KServe v2 infer body (`header_length` from `Inference-Header-Content-Length`) and
+/// validates it against `m`; `max_batch` bounds the samples per request.
+pub(super) fn parse(
+    m: &Model,
+    bytes: &[u8],
+    header_length: Option<usize>,
+    max_batch: usize,
+) -> Result<InferRequest, ApiError> {
+    let msg = kserve::parse(bytes, header_length, "inputs")
+        .map_err(|e| err(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let [input] = &msg.tensors[..] else {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            format!("expected exactly one input, got {}", msg.tensors.len()),
+        ));
+    };
+    let (from, input) = request_tensor(m, &msg, input)?;
+    let samples = input.shape.first().copied().unwrap_or(0);
+    if samples == 0 || samples > max_batch {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "batch of {samples} samples; this server takes 1..={max_batch} per request (--max-batch)"
+            ),
+        ));
+    }
+    Ok(InferRequest {
+        from,
+        input,
+        samples,
+        binary_out: wants_binary(&msg.header),
+        id: msg.header.get("id").cloned(),
+    })
+}
+
+/// Binary output when the request says so for the whole request or for `logits`.
+fn wants_binary(header: &Map<String, Value>) -> bool {
+    let top = header
+        .get("parameters")
+        .and_then(|p| p.get("binary_data_output"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let per_output = header
+        .get("outputs")
+        .and_then(Value::as_array)
+        .map(|outs| {
+            outs.iter().any(|o| {
+                o.get("parameters")
+                    .and_then(|p| p.get("binary_data"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+            })
+        })
+        .unwrap_or(false);
+    top || per_output
+}
+
+/// Validates the input against the model and the cut it names (`edgecut_from_block`: the
+/// first block the server runs).
+fn request_tensor(
     m: &Model,
     msg: &kserve::Message,
     input: &RawTensor,

@@ -7,7 +7,9 @@ use crate::engine::{EngineError, Plan};
 use crate::split::wire::Codec;
 use crate::tensor::Tensor;
 use axum::http::StatusCode;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 pub(super) fn worker(s: Arc<Shared>) {
@@ -62,6 +64,7 @@ fn capacity_for(samples: usize, max_batch: usize) -> usize {
         .unwrap_or(max_batch)
 }
 
+/// The tail plan for `from..` of `model` sized for `samples`, compiled on first use.
 pub(super) fn plan(
     s: &Shared,
     model: usize,
@@ -69,19 +72,45 @@ pub(super) fn plan(
     samples: usize,
 ) -> Result<Arc<Plan>, EngineError> {
     let capacity = capacity_for(samples, s.config.max_batch);
-    let mut plans = s.plans.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(p) = plans.get(&(model, from, capacity)) {
-        return Ok(p.clone());
+    s.plans.get_or_compile((model, from, capacity), || {
+        let m = &s.models[model];
+        Plan::compile(m, from..m.blocks.len(), &s.backend, capacity)
+    })
+}
+
+/// Key of a compiled plan: model index, first block, batch capacity.
+pub(super) type PlanKey = (usize, usize, usize);
+
+/// Compiled plans shared by the workers. Compiling happens outside the lock, so a cold cut
+/// (seconds of pipeline creation for a big model) never stalls workers serving warm plans; two
+/// workers compiling the same key at once both compile and the first one stored is kept.
+pub(super) struct PlanCache<K = PlanKey, V = Plan> {
+    plans: Mutex<HashMap<K, Arc<V>>>,
+}
+
+impl<K: Eq + Hash + Copy, V> PlanCache<K, V> {
+    pub(super) fn new() -> Self {
+        Self {
+            plans: Mutex::new(HashMap::new()),
+        }
     }
-    let m = &s.models[model];
-    let p = Arc::new(Plan::compile(
-        m,
-        from..m.blocks.len(),
-        &s.backend,
-        capacity,
-    )?);
-    plans.insert((model, from, capacity), p.clone());
-    Ok(p)
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<K, Arc<V>>> {
+        self.plans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached value for `key`, or the result of `compile` (run without the lock held).
+    pub(super) fn get_or_compile<E>(
+        &self,
+        key: K,
+        compile: impl FnOnce() -> Result<V, E>,
+    ) -> Result<Arc<V>, E> {
+        if let Some(p) = self.lock().get(&key) {
+            return Ok(p.clone());
+        }
+        let compiled = Arc::new(compile()?);
+        Ok(self.lock().entry(key).or_insert(compiled).clone())
+    }
 }
 
 fn run_batch(
@@ -104,4 +133,97 @@ fn run_batch(
     let x = Tensor::new(shape, data).map_err(|e| e.to_string())?;
     let out = plan.run(&x).map_err(|e| e.to_string())?;
     Ok(out.output.into_data())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PlanCache;
+    use std::sync::mpsc::channel;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const PATIENCE: Duration = Duration::from_secs(20);
+
+    #[test]
+    fn a_warm_plan_is_served_while_another_worker_compiles_a_cold_one() {
+        let cache: Arc<PlanCache<u32, &str>> = Arc::new(PlanCache::new());
+        cache
+            .get_or_compile(1, || Ok::<_, ()>("warm"))
+            .expect("compiles");
+        let (started_tx, started) = channel();
+        let (release, release_rx) = channel::<()>();
+        let cold = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                cache.get_or_compile(2, || {
+                    started_tx.send(()).expect("the test waits");
+                    // A slow compilation: it ends only when the test says so.
+                    release_rx
+                        .recv_timeout(PATIENCE)
+                        .expect("the test releases it");
+                    Ok::<_, ()>("cold")
+                })
+            })
+        };
+        started.recv_timeout(PATIENCE).expect("compilation starts");
+        // While the cold plan compiles, another worker gets the warm one (had compilation held
+        // the lock, this would block until the release below, which comes only after it).
+        let (served_tx, served) = channel();
+        let warm = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                let p = cache.get_or_compile(1, || Err("the warm plan is cached"));
+                served_tx.send(p).expect("the test waits");
+            })
+        };
+        let p = served
+            .recv_timeout(PATIENCE)
+            .expect("a warm plan is served during a cold compilation");
+        assert_eq!(*p.expect("cached"), "warm");
+        release.send(()).expect("the compiler waits");
+        assert_eq!(*cold.join().expect("no panic").expect("compiles"), "cold");
+        warm.join().expect("no panic");
+    }
+
+    #[test]
+    fn two_workers_compiling_one_key_keep_the_first_plan_stored() {
+        let cache: Arc<PlanCache<u32, u32>> = Arc::new(PlanCache::new());
+        let (started_tx, started) = channel();
+        let (release, release_rx) = channel::<()>();
+        let slow = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                cache.get_or_compile(7, || {
+                    started_tx.send(()).expect("the test waits");
+                    release_rx
+                        .recv_timeout(PATIENCE)
+                        .expect("the test releases it");
+                    Ok::<_, ()>(1)
+                })
+            })
+        };
+        started.recv_timeout(PATIENCE).expect("compilation starts");
+        let fast = cache
+            .get_or_compile(7, || Ok::<_, ()>(2))
+            .expect("compiles");
+        release.send(()).expect("the compiler waits");
+        let slow = slow.join().expect("no panic").expect("compiles");
+        assert_eq!((*fast, *slow), (2, 2));
+        assert!(Arc::ptr_eq(&fast, &slow));
+    }
+
+    #[test]
+    fn a_failed_compilation_is_not_cached() {
+        let cache: PlanCache<u32, u32> = PlanCache::new();
+        assert_eq!(
+            cache.get_or_compile(3, || Err("no adapter")),
+            Err("no adapter")
+        );
+        assert_eq!(
+            *cache
+                .get_or_compile(3, || Ok::<_, ()>(5))
+                .expect("compiles"),
+            5
+        );
+    }
 }
