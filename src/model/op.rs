@@ -1,5 +1,8 @@
 //! Compiled ops: what the CPU reference and the GPU kernels execute, after batchnorm
-//! folding and activation fusion.
+//! folding and activation fusion; and each manifest op's shape rule ([`OpKind::output_shape`]),
+//! the one definition that model loading and the training spec both apply.
+
+use super::manifest::OpKind;
 
 /// An activation fused into the op that produces its input. The discriminant is the
 /// code the WGSL kernels switch on.
@@ -58,12 +61,28 @@ pub struct Conv2d {
     pub activation: Activation,
 }
 
+/// Output `(height, width)` of a sliding window over `(h, w)` padded on every side; `None`
+/// when the window is larger than the padded input. `stride` must be positive.
+fn window_hw(
+    (h, w): (usize, usize),
+    (kh, kw): (usize, usize),
+    stride: usize,
+    padding: usize,
+) -> Option<(usize, usize)> {
+    let oh = (h + 2 * padding).checked_sub(kh)? / stride + 1;
+    let ow = (w + 2 * padding).checked_sub(kw)? / stride + 1;
+    Some((oh, ow))
+}
+
 impl Conv2d {
     /// Output `(height, width)` for an input of `(h, w)`.
     pub fn output_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
-        let oh = (h + 2 * self.padding).checked_sub(self.kernel_h)? / self.stride + 1;
-        let ow = (w + 2 * self.padding).checked_sub(self.kernel_w)? / self.stride + 1;
-        Some((oh, ow))
+        window_hw(
+            (h, w),
+            (self.kernel_h, self.kernel_w),
+            self.stride,
+            self.padding,
+        )
     }
 
     /// True for depthwise convolution (one input channel per group, one output per group).
@@ -200,9 +219,12 @@ pub struct Pool {
 impl Pool {
     /// Output `(height, width)` for an input of `(h, w)`.
     pub fn output_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
-        let oh = (h + 2 * self.padding).checked_sub(self.kernel_h)? / self.stride + 1;
-        let ow = (w + 2 * self.padding).checked_sub(self.kernel_w)? / self.stride + 1;
-        Some((oh, ow))
+        window_hw(
+            (h, w),
+            (self.kernel_h, self.kernel_w),
+            self.stride,
+            self.padding,
+        )
     }
 }
 
@@ -292,4 +314,202 @@ pub struct Step {
     pub output_shape: Vec<usize>,
     /// Label under which the output is kept for a later `add`/`mul`.
     pub save_as: Option<String>,
+}
+
+/// `[channels, height, width]` or why the op needs it.
+fn chw(shape: &[usize]) -> Result<(usize, usize, usize), String> {
+    match *shape {
+        [c, h, w] => Ok((c, h, w)),
+        _ => Err(format!(
+            "needs a [channels, height, width] input, got {shape:?}"
+        )),
+    }
+}
+
+/// `[features]` or why the op needs it.
+fn features(shape: &[usize]) -> Result<usize, String> {
+    match *shape {
+        [n] => Ok(n),
+        _ => Err(format!(
+            "needs a 1-D input (add a flatten op first), got {shape:?}"
+        )),
+    }
+}
+
+impl OpKind {
+    /// The shape rule: the per-sample output shape for a per-sample `input`, after checking
+    /// the op's parameters against it. `operand` is the shape of the second operand of `add`
+    /// and `mul` (the block input or a saved tensor). Errors say what is wrong with the op;
+    /// callers add the block and op names.
+    pub fn output_shape(
+        &self,
+        input: &[usize],
+        operand: Option<&[usize]>,
+    ) -> Result<Vec<usize>, String> {
+        match self {
+            OpKind::Conv2d {
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                groups,
+                ..
+            } => {
+                let (c, h, w) = chw(input)?;
+                let (kh, kw) = kernel.hw();
+                if *out_channels == 0 || kh == 0 || kw == 0 || *stride == 0 || *groups == 0 {
+                    return Err("out_channels, kernel, stride and groups must be positive".into());
+                }
+                if c % groups != 0 || out_channels % groups != 0 {
+                    return Err(format!(
+                        "groups {groups} must divide input channels {c} and out_channels {out_channels}"
+                    ));
+                }
+                let (oh, ow) = window_hw((h, w), (kh, kw), *stride, *padding).ok_or_else(|| {
+                    format!(
+                        "kernel {kh}x{kw} is larger than the padded input {h}x{w} (padding {padding})"
+                    )
+                })?;
+                Ok(vec![*out_channels, oh, ow])
+            }
+            OpKind::Dense { outputs, .. } => {
+                features(input)?;
+                if *outputs == 0 {
+                    return Err("outputs must be positive".into());
+                }
+                Ok(vec![*outputs])
+            }
+            OpKind::Fanin {
+                inputs: declared,
+                outputs,
+                k,
+                group,
+                ..
+            } => {
+                let inputs = features(input)?;
+                if let Some(d) = declared.filter(|&d| d != inputs) {
+                    return Err(format!(
+                        "declares {d} inputs but receives {inputs} features"
+                    ));
+                }
+                if *outputs == 0 || *k == 0 || *k > inputs {
+                    return Err(format!(
+                        "k must be in 1..={inputs} and outputs positive (k = {k}, outputs = {outputs})"
+                    ));
+                }
+                if *group == 0 || !outputs.is_multiple_of(*group) {
+                    return Err(format!(
+                        "group {group} must be a positive divisor of outputs ({outputs})"
+                    ));
+                }
+                Ok(vec![*outputs])
+            }
+            OpKind::Maxpool {
+                kernel,
+                stride,
+                padding,
+            }
+            | OpKind::Avgpool {
+                kernel,
+                stride,
+                padding,
+            } => {
+                let (c, h, w) = chw(input)?;
+                let (kh, kw) = kernel.hw();
+                let stride = stride.unwrap_or(kh);
+                if kh == 0 || kw == 0 || stride == 0 || *padding >= kh.min(kw) {
+                    return Err(
+                        "kernel and stride must be positive and padding smaller than the kernel"
+                            .into(),
+                    );
+                }
+                let (oh, ow) = window_hw((h, w), (kh, kw), stride, *padding)
+                    .ok_or_else(|| format!("window {kh}x{kw} is larger than the input {h}x{w}"))?;
+                Ok(vec![c, oh, ow])
+            }
+            OpKind::GlobalAvgpool => {
+                let (c, _, _) = chw(input)?;
+                Ok(vec![c, 1, 1])
+            }
+            OpKind::Flatten => Ok(vec![input.iter().product()]),
+            OpKind::Batchnorm { .. }
+            | OpKind::Relu
+            | OpKind::Relu6
+            | OpKind::Silu
+            | OpKind::Sigmoid
+            | OpKind::Softmax => Ok(input.to_vec()),
+            OpKind::Add { .. } => {
+                let other = operand.ok_or("add needs a second operand")?;
+                if other != input {
+                    return Err(format!(
+                        "cannot add {other:?} to {input:?}: shapes must match"
+                    ));
+                }
+                Ok(input.to_vec())
+            }
+            OpKind::Mul { .. } => {
+                let other = operand.ok_or("mul needs a second operand")?;
+                let gate_ok = input.len() == 3
+                    && other.len() == 3
+                    && input[0] == other[0]
+                    && input[1] == 1
+                    && input[2] == 1;
+                if !(gate_ok || other == input) {
+                    return Err(format!(
+                        "cannot multiply {input:?} with {other:?}: needs the same shape or a [C,1,1] gate over [C,H,W]"
+                    ));
+                }
+                Ok(other.to_vec())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::manifest::Size2;
+
+    fn conv(out_channels: usize, kernel: usize, stride: usize, padding: usize) -> OpKind {
+        OpKind::Conv2d {
+            out_channels,
+            kernel: Size2::Square(kernel),
+            stride,
+            padding,
+            groups: 1,
+            bias: false,
+        }
+    }
+
+    #[test]
+    fn shape_rules_give_the_output_shape_of_each_op() {
+        assert_eq!(conv(8, 3, 2, 1).output_shape(&[3, 32, 32], None), Ok(vec![8, 16, 16]));
+        let pool = OpKind::Maxpool {
+            kernel: Size2::Square(2),
+            stride: None,
+            padding: 0,
+        };
+        assert_eq!(pool.output_shape(&[4, 7, 7], None), Ok(vec![4, 3, 3]));
+        assert_eq!(OpKind::GlobalAvgpool.output_shape(&[4, 7, 7], None), Ok(vec![4, 1, 1]));
+        assert_eq!(OpKind::Flatten.output_shape(&[4, 2, 2], None), Ok(vec![16]));
+        let gate = OpKind::Mul { with: "x".into() };
+        assert_eq!(gate.output_shape(&[4, 1, 1], Some(&[4, 5, 5])), Ok(vec![4, 5, 5]));
+    }
+
+    #[test]
+    fn shape_rules_say_what_is_wrong() {
+        let err = |kind: OpKind, input: &[usize]| kind.output_shape(input, None).unwrap_err();
+        assert!(err(conv(8, 5, 1, 0), &[3, 4, 4]).contains("larger than the padded input 4x4"));
+        assert!(err(conv(8, 3, 0, 0), &[3, 4, 4]).contains("must be positive"));
+        let dense = OpKind::Dense {
+            outputs: 4,
+            bias: false,
+        };
+        assert!(err(dense, &[1, 4, 4]).contains("needs a 1-D input"));
+        let add = OpKind::Add { with: "x".into() };
+        assert!(add
+            .output_shape(&[4], Some(&[5]))
+            .unwrap_err()
+            .contains("shapes must match"));
+    }
 }
