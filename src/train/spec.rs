@@ -196,7 +196,8 @@ impl TrainSpec {
     }
 }
 
-/// Resolves `fanin` degrees, rejects ops training does not support, and walks the shapes.
+/// Resolves `fanin` degrees, rejects ops training does not support, and walks the shapes with
+/// each op's shape rule ([`OpKind::output_shape`]).
 fn resolve_ops(
     block: &str,
     ops: &[Value],
@@ -221,64 +222,7 @@ fn resolve_ops(
             value = resolve_fanin(&value, &shape).map_err(&err)?;
         }
         let spec = OpSpec::parse(&value, index).map_err(&err)?;
-        let chw = |s: &[usize]| match *s {
-            [c, h, w] => Ok((c, h, w)),
-            _ => Err(err(format!(
-                "needs a [channels, height, width] input, got {s:?}"
-            ))),
-        };
-        let window = |h: usize, w: usize, k: (usize, usize), s: usize, p: usize| {
-            let oh = (h + 2 * p).checked_sub(k.0).map(|v| v / s.max(1) + 1);
-            let ow = (w + 2 * p).checked_sub(k.1).map(|v| v / s.max(1) + 1);
-            match (oh, ow) {
-                (Some(a), Some(b)) => Ok((a, b)),
-                _ => Err(err(format!(
-                    "window {}x{} does not fit the input {h}x{w} (padding {p})",
-                    k.0, k.1
-                ))),
-            }
-        };
-        shape = match &spec.kind {
-            OpKind::Conv2d {
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                ..
-            } => {
-                let (_, h, w) = chw(&shape)?;
-                let (oh, ow) = window(h, w, kernel.hw(), *stride, *padding)?;
-                vec![*out_channels, oh, ow]
-            }
-            OpKind::Maxpool {
-                kernel,
-                stride,
-                padding,
-            }
-            | OpKind::Avgpool {
-                kernel,
-                stride,
-                padding,
-            } => {
-                let (c, h, w) = chw(&shape)?;
-                let k = kernel.hw();
-                let (oh, ow) = window(h, w, k, stride.unwrap_or(k.0), *padding)?;
-                vec![c, oh, ow]
-            }
-            OpKind::GlobalAvgpool => {
-                let (c, _, _) = chw(&shape)?;
-                vec![c, 1, 1]
-            }
-            OpKind::Flatten => vec![shape.iter().product()],
-            OpKind::Dense { outputs, .. } | OpKind::Fanin { outputs, .. } => {
-                if shape.len() != 1 {
-                    return Err(err(format!(
-                        "needs a 1-D input (add a flatten op first), got {shape:?}"
-                    )));
-                }
-                vec![*outputs]
-            }
-            OpKind::Relu | OpKind::Relu6 | OpKind::Silu | OpKind::Sigmoid => shape,
+        match &spec.kind {
             OpKind::Softmax => {
                 return Err(err(
                     "softmax is part of the loss; leave it out of the spec".into()
@@ -289,7 +233,10 @@ fn resolve_ops(
                     "'{op_name}' is not supported by training; trainable ops are conv2d, dense, fanin, maxpool, avgpool, global_avgpool, flatten, relu, relu6, silu, sigmoid"
                 )))
             }
-        };
+            _ => {}
+        }
+        // The op's own shape rule, the one model loading applies.
+        shape = spec.kind.output_shape(&shape, None).map_err(&err)?;
         let mut v = spec.to_value();
         if matches!(
             spec.kind,
