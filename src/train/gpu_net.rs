@@ -98,11 +98,89 @@ fn unsupported(what: String) -> GpuError {
     }
 }
 
-impl GpuNet {
-    /// Uploads `model`'s parameters and allocates buffers for batches of up to `cap` samples.
-    pub fn new(ctx: Arc<GpuContext>, model: &Model, cap: usize) -> Result<Self, GpuError> {
-        let refs = step_refs(model);
-        let cap = cap.max(1);
+impl Param {
+    /// Uploads a layer's weights `w` and bias `b` with zeroed optimizer state and gradients;
+    /// a fan-in layer also gets its transposed pattern for the input gradient.
+    fn upload(
+        ctx: &GpuContext,
+        label: &str,
+        op: &Op,
+        w: &[f32],
+        b: &[f32],
+    ) -> Result<Self, GpuError> {
+        let len = w.len() + b.len();
+        let mut init: Vec<f32> = w.iter().chain(b).copied().collect();
+        init.resize(3 * len, 0.0);
+        let state = upload(ctx, &format!("train.{label}.state"), &init)?;
+        let bias = upload(ctx, &format!("train.{label}.bias"), b)?;
+        let grad = storage(ctx, &format!("train.{label}.grad"), (len * 4) as u64)?;
+        let (indices, fanin_t) = match op {
+            Op::FanIn(f) => {
+                let (idx, t) = FanInT::upload(ctx, label, f)?;
+                (Some(idx), Some(t))
+            }
+            _ => (None, None),
+        };
+        Ok(Param {
+            len_w: w.len(),
+            len,
+            weights: OpWeights::from_buffers(state.clone(), bias.clone(), indices),
+            state,
+            bias,
+            grad,
+            fanin_t,
+        })
+    }
+}
+
+impl FanInT {
+    /// Uploads a fan-in layer's indices and the transposed (fan-out) pattern whose kernel
+    /// computes its input gradient; returns the forward indices buffer too.
+    fn upload(ctx: &GpuContext, label: &str, f: &FanIn) -> Result<(wgpu::Buffer, Self), GpuError> {
+        let idx = upload(ctx, &format!("train.{label}.indices"), &f.indices)?;
+        let back = bw::FanInBackward::new(f).ok_or_else(|| {
+            unsupported(format!(
+                "GPU training of '{label}': the fan-in pattern has a non-uniform out-degree"
+            ))
+        })?;
+        let t = &back.transposed;
+        let tl = t.indices.len();
+        let positions = upload(ctx, &format!("train.{label}.positions"), &back.positions)?;
+        let gathered = storage(ctx, &format!("train.{label}.gathered"), (tl * 4) as u64)?;
+        let zeros = storage(ctx, &format!("train.{label}.zeros"), (t.outputs * 4) as u64)?;
+        let tidx = upload(ctx, &format!("train.{label}.tindices"), &t.indices)?;
+        let op = FanIn {
+            inputs: t.inputs,
+            outputs: t.outputs,
+            k: t.k,
+            indices: Vec::new(),
+            weights: Vec::new(),
+            bias: Vec::new(),
+            activation: Activation::None,
+        };
+        Ok((
+            idx,
+            FanInT {
+                op,
+                positions,
+                weights: OpWeights::from_buffers(gathered.clone(), zeros, Some(tidx)),
+                gathered,
+                len: tl,
+            },
+        ))
+    }
+}
+
+/// How the steps connect: the producer of each step's input (`None`: the model input), the
+/// main path and each exit head's steps, as indices into the step list.
+struct Topology {
+    srcs: Vec<Option<usize>>,
+    main: Vec<usize>,
+    exits: Vec<Vec<usize>>,
+}
+
+impl Topology {
+    fn new(model: &Model, refs: &[StepRef]) -> Self {
         let pos = |r: StepRef| refs.iter().position(|&x| x == r).unwrap_or(0);
         // Producer of each step's input.
         let mut srcs: Vec<Option<usize>> = vec![None; refs.len()];
@@ -136,6 +214,16 @@ impl GpuNet {
                 exits[e].push(i);
             }
         }
+        Self { srcs, main, exits }
+    }
+}
+
+impl GpuNet {
+    /// Uploads `model`'s parameters and allocates buffers for batches of up to `cap` samples.
+    pub fn new(ctx: Arc<GpuContext>, model: &Model, cap: usize) -> Result<Self, GpuError> {
+        let refs = step_refs(model);
+        let cap = cap.max(1);
+        let Topology { srcs, main, exits } = Topology::new(model, &refs);
         let mut consumers = vec![0usize; refs.len()];
         for p in srcs.iter().flatten() {
             consumers[*p] += 1;
@@ -204,87 +292,7 @@ impl GpuNet {
             };
             let param = match params(&step.op) {
                 None => None,
-                Some((w, b)) => {
-                    let len = w.len() + b.len();
-                    let mut init: Vec<f32> = w.iter().chain(b).copied().collect();
-                    init.resize(3 * len, 0.0);
-                    let state = upload(ctx.as_ref(), &format!("train.{label}.state"), &init)?;
-                    let bias = upload(ctx.as_ref(), &format!("train.{label}.bias"), b)?;
-                    let grad = storage(
-                        ctx.as_ref(),
-                        &format!("train.{label}.grad"),
-                        (len * 4) as u64,
-                    )?;
-                    let (indices, fanin_t) = match &step.op {
-                        Op::FanIn(f) => {
-                            let idx = upload(
-                                ctx.as_ref(),
-                                &format!("train.{label}.indices"),
-                                &f.indices,
-                            )?;
-                            let back = bw::FanInBackward::new(f).ok_or_else(|| {
-                                unsupported(format!(
-                                    "GPU training of '{label}': the fan-in pattern has a non-uniform out-degree"
-                                ))
-                            })?;
-                            let t = &back.transposed;
-                            let tl = t.indices.len();
-                            let positions = upload(
-                                ctx.as_ref(),
-                                &format!("train.{label}.positions"),
-                                &back.positions,
-                            )?;
-                            let gathered = storage(
-                                ctx.as_ref(),
-                                &format!("train.{label}.gathered"),
-                                (tl * 4) as u64,
-                            )?;
-                            let zeros = storage(
-                                ctx.as_ref(),
-                                &format!("train.{label}.zeros"),
-                                (t.outputs * 4) as u64,
-                            )?;
-                            let tidx = upload(
-                                ctx.as_ref(),
-                                &format!("train.{label}.tindices"),
-                                &t.indices,
-                            )?;
-                            let op = FanIn {
-                                inputs: t.inputs,
-                                outputs: t.outputs,
-                                k: t.k,
-                                indices: Vec::new(),
-                                weights: Vec::new(),
-                                bias: Vec::new(),
-                                activation: Activation::None,
-                            };
-                            (
-                                Some(idx),
-                                Some(FanInT {
-                                    op,
-                                    positions,
-                                    weights: OpWeights::from_buffers(
-                                        gathered.clone(),
-                                        zeros,
-                                        Some(tidx),
-                                    ),
-                                    gathered,
-                                    len: tl,
-                                }),
-                            )
-                        }
-                        _ => (None, None),
-                    };
-                    Some(Param {
-                        len_w: w.len(),
-                        len,
-                        weights: OpWeights::from_buffers(state.clone(), bias.clone(), indices),
-                        state,
-                        bias,
-                        grad,
-                        fanin_t,
-                    })
-                }
+                Some((w, b)) => Some(Param::upload(ctx.as_ref(), &label, &step.op, w, b)?),
             };
             // Drop the weights of the shape-only copy.
             if let Some((w, b)) = params_mut(&mut lin.op) {
@@ -393,96 +401,8 @@ impl GpuNet {
         };
         let shape = &s.lin.input_shape;
         match &s.lin.op {
-            Op::Dense(d) => {
-                let p = s.param.as_ref().expect("dense has parameters");
-                let gp = tg::grad_params(n, d.inputs, d.outputs, 0, Activation::None, 0);
-                ks.push(tg::train_kernel(
-                    ctx,
-                    Shader::TrainBackward,
-                    &label,
-                    "dense_grad_weight",
-                    &gp,
-                    [&s.input, g, &self.dummy],
-                    &p.grad,
-                    p.len,
-                )?);
-                if want_dx {
-                    ks.push(tg::train_kernel(
-                        ctx,
-                        Shader::TrainBackward,
-                        &label,
-                        "dense_grad_input",
-                        &gp,
-                        [&self.dummy, g, &p.state],
-                        &s.din,
-                        n * d.inputs,
-                    )?);
-                }
-            }
-            Op::FanIn(f) => {
-                let p = s.param.as_ref().expect("fan-in has parameters");
-                let idx = p.weights_indices();
-                let gp = tg::grad_params(n, f.inputs, f.outputs, f.k, Activation::None, 0);
-                ks.push(tg::train_kernel(
-                    ctx,
-                    Shader::TrainBackward,
-                    &label,
-                    "fanin_grad_weight",
-                    &gp,
-                    [&s.input, g, idx],
-                    &p.grad,
-                    p.len,
-                )?);
-                if want_dx {
-                    let t = p.fanin_t.as_ref().expect("fan-in layers have a transpose");
-                    let mut gather = tg::global_avgpool_params(t.len, 1);
-                    gather.batch = t.len as u32;
-                    ks.push(tg::train_kernel(
-                        ctx,
-                        Shader::TrainConv,
-                        &label,
-                        "gather",
-                        &gather,
-                        [&p.state, &self.dummy, &t.positions],
-                        &t.gathered,
-                        t.len,
-                    )?);
-                    ks.push(kernels::fanin(
-                        ctx,
-                        &format!("{label}.grad_input"),
-                        &t.op,
-                        n,
-                        &t.weights,
-                        g,
-                        &s.din,
-                    )?);
-                }
-            }
-            Op::Conv2d(c) => {
-                let p = s.param.as_ref().expect("conv has parameters");
-                let cp = tg::conv_params(c, n, (shape[1], shape[2]));
-                ks.push(tg::train_kernel(
-                    ctx,
-                    Shader::TrainConv,
-                    &label,
-                    "conv_grad_weight",
-                    &cp,
-                    [&s.input, g, &self.dummy],
-                    &p.grad,
-                    p.len,
-                )?);
-                if want_dx {
-                    ks.push(tg::train_kernel(
-                        ctx,
-                        Shader::TrainConv,
-                        &label,
-                        "conv_grad_input",
-                        &cp,
-                        [&self.dummy, g, &p.state],
-                        &s.din,
-                        n * s.in_elems,
-                    )?);
-                }
+            Op::Dense(_) | Op::FanIn(_) | Op::Conv2d(_) => {
+                ks.extend(self.layer_grad_kernels(s, &label, g, n, want_dx)?);
             }
             Op::Pool(pool) if want_dx => {
                 let planes = n * shape[0];
@@ -534,6 +454,117 @@ impl GpuNet {
                 &p.grad,
                 &p.state,
             )?);
+        }
+        Ok(ks)
+    }
+
+    /// Gradient dispatches of a parametrised layer (dense, fan-in, conv) given `g`, the
+    /// gradient at its pre-activation: weight and bias gradients, and the input gradient
+    /// when `want_dx`.
+    fn layer_grad_kernels(
+        &self,
+        s: &NetStep,
+        label: &str,
+        g: &wgpu::Buffer,
+        n: usize,
+        want_dx: bool,
+    ) -> Result<Vec<Kernel>, GpuError> {
+        let ctx = self.ctx.as_ref();
+        let shape = &s.lin.input_shape;
+        let mut ks = Vec::new();
+        match &s.lin.op {
+            Op::Dense(d) => {
+                let p = s.param.as_ref().expect("dense has parameters");
+                let gp = tg::grad_params(n, d.inputs, d.outputs, 0, Activation::None, 0);
+                ks.push(tg::train_kernel(
+                    ctx,
+                    Shader::TrainBackward,
+                    label,
+                    "dense_grad_weight",
+                    &gp,
+                    [&s.input, g, &self.dummy],
+                    &p.grad,
+                    p.len,
+                )?);
+                if want_dx {
+                    ks.push(tg::train_kernel(
+                        ctx,
+                        Shader::TrainBackward,
+                        label,
+                        "dense_grad_input",
+                        &gp,
+                        [&self.dummy, g, &p.state],
+                        &s.din,
+                        n * d.inputs,
+                    )?);
+                }
+            }
+            Op::FanIn(f) => {
+                let p = s.param.as_ref().expect("fan-in has parameters");
+                let idx = p.weights_indices();
+                let gp = tg::grad_params(n, f.inputs, f.outputs, f.k, Activation::None, 0);
+                ks.push(tg::train_kernel(
+                    ctx,
+                    Shader::TrainBackward,
+                    label,
+                    "fanin_grad_weight",
+                    &gp,
+                    [&s.input, g, idx],
+                    &p.grad,
+                    p.len,
+                )?);
+                if want_dx {
+                    let t = p.fanin_t.as_ref().expect("fan-in layers have a transpose");
+                    let mut gather = tg::global_avgpool_params(t.len, 1);
+                    gather.batch = t.len as u32;
+                    ks.push(tg::train_kernel(
+                        ctx,
+                        Shader::TrainConv,
+                        label,
+                        "gather",
+                        &gather,
+                        [&p.state, &self.dummy, &t.positions],
+                        &t.gathered,
+                        t.len,
+                    )?);
+                    ks.push(kernels::fanin(
+                        ctx,
+                        &format!("{label}.grad_input"),
+                        &t.op,
+                        n,
+                        &t.weights,
+                        g,
+                        &s.din,
+                    )?);
+                }
+            }
+            Op::Conv2d(c) => {
+                let p = s.param.as_ref().expect("conv has parameters");
+                let cp = tg::conv_params(c, n, (shape[1], shape[2]));
+                ks.push(tg::train_kernel(
+                    ctx,
+                    Shader::TrainConv,
+                    label,
+                    "conv_grad_weight",
+                    &cp,
+                    [&s.input, g, &self.dummy],
+                    &p.grad,
+                    p.len,
+                )?);
+                if want_dx {
+                    ks.push(tg::train_kernel(
+                        ctx,
+                        Shader::TrainConv,
+                        label,
+                        "conv_grad_input",
+                        &cp,
+                        [&self.dummy, g, &p.state],
+                        &s.din,
+                        n * s.in_elems,
+                    )?);
+                }
+            }
+            _ => {}
         }
         Ok(ks)
     }

@@ -272,30 +272,7 @@ pub fn train(
     let lr = opts.lr.unwrap_or(spec.lr);
     let mut model = spec.build(seed)?;
     let elems = model.input_elems();
-    let per = train.images.sample_len();
-    let flat_ok = model.input_shape().len() == 1 && per <= elems;
-    if !(per == elems || flat_ok) || test.images.sample_len() != per {
-        return Err(TrainError::DataShape {
-            got: per,
-            want: model.input_shape().to_vec(),
-            elems,
-        });
-    }
-    for (set, data) in [("training", train), ("test", test)] {
-        if let Some(&bad) = data.labels.iter().find(|&&l| l as usize >= model.classes()) {
-            return Err(TrainError::Spec {
-                reason: format!(
-                    "the {set} data has label {bad}, but the spec declares {} classes",
-                    model.classes()
-                ),
-            });
-        }
-    }
-    if train.is_empty() {
-        return Err(TrainError::Spec {
-            reason: "the training set is empty".into(),
-        });
-    }
+    check_data(&model, train, test)?;
     let mut weights: Vec<f32> = model.exits.iter().map(|e| e.loss_weight).collect();
     weights.push(spec.final_loss_weight);
     let batch = spec.batch_size.min(train.len());
@@ -392,11 +369,54 @@ pub fn train(
         train_seconds: train_secs,
         history,
     };
+    model.manifest.provenance = Some(provenance(spec, (seed, epochs, lr), command, &summary));
+    Ok((model, summary))
+}
+
+/// Checks that the data fits the model: sample size (a 1-D input may take shorter samples,
+/// zero-padded), labels within the classes, a non-empty training set.
+fn check_data(model: &Model, train: &Dataset, test: &Dataset) -> Result<(), TrainError> {
+    let elems = model.input_elems();
+    let per = train.images.sample_len();
+    let flat_ok = model.input_shape().len() == 1 && per <= elems;
+    if !(per == elems || flat_ok) || test.images.sample_len() != per {
+        return Err(TrainError::DataShape {
+            got: per,
+            want: model.input_shape().to_vec(),
+            elems,
+        });
+    }
+    for (set, data) in [("training", train), ("test", test)] {
+        if let Some(&bad) = data.labels.iter().find(|&&l| l as usize >= model.classes()) {
+            return Err(TrainError::Spec {
+                reason: format!(
+                    "the {set} data has label {bad}, but the spec declares {} classes",
+                    model.classes()
+                ),
+            });
+        }
+    }
+    if train.is_empty() {
+        return Err(TrainError::Spec {
+            reason: "the training set is empty".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The trained model's provenance: the command, the spec with the values actually used
+/// (`(seed, epochs, lr)` after command-line overrides) and the results.
+fn provenance(
+    spec: &TrainSpec,
+    (seed, epochs, lr): (u64, usize, f32),
+    command: &str,
+    summary: &TrainSummary,
+) -> Value {
     let mut spec_value = serde_json::to_value(spec).unwrap_or(Value::Null);
     spec_value["seed"] = json!(seed);
     spec_value["epochs"] = json!(epochs);
     spec_value["lr"] = json!(lr);
-    model.manifest.provenance = Some(json!({
+    json!({
         "trained_by": format!("edgecut {}", env!("CARGO_PKG_VERSION")),
         "command": command,
         "spec": spec_value,
@@ -410,8 +430,7 @@ pub fn train(
         "test_accuracy": summary.test_accuracy,
         "exit_accuracy": summary.exit_accuracy,
         "final_loss": summary.final_loss,
-    }));
-    Ok((model, summary))
+    })
 }
 
 /// The label whose weight gradient has the largest norm, a non-finite norm counting as
