@@ -483,17 +483,26 @@ mod tests {
 
     #[test]
     fn shape_rules_give_the_output_shape_of_each_op() {
-        assert_eq!(conv(8, 3, 2, 1).output_shape(&[3, 32, 32], None), Ok(vec![8, 16, 16]));
+        assert_eq!(
+            conv(8, 3, 2, 1).output_shape(&[3, 32, 32], None),
+            Ok(vec![8, 16, 16])
+        );
         let pool = OpKind::Maxpool {
             kernel: Size2::Square(2),
             stride: None,
             padding: 0,
         };
         assert_eq!(pool.output_shape(&[4, 7, 7], None), Ok(vec![4, 3, 3]));
-        assert_eq!(OpKind::GlobalAvgpool.output_shape(&[4, 7, 7], None), Ok(vec![4, 1, 1]));
+        assert_eq!(
+            OpKind::GlobalAvgpool.output_shape(&[4, 7, 7], None),
+            Ok(vec![4, 1, 1])
+        );
         assert_eq!(OpKind::Flatten.output_shape(&[4, 2, 2], None), Ok(vec![16]));
         let gate = OpKind::Mul { with: "x".into() };
-        assert_eq!(gate.output_shape(&[4, 1, 1], Some(&[4, 5, 5])), Ok(vec![4, 5, 5]));
+        assert_eq!(
+            gate.output_shape(&[4, 1, 1], Some(&[4, 5, 5])),
+            Ok(vec![4, 5, 5])
+        );
     }
 
     #[test]

@@ -12,10 +12,9 @@
 //! the input's datatype), `edgecut_scale` and `edgecut_zero_point` (for `INT8`). The response holds
 //! one `FP32` output `logits` `[batch, classes]` and parameters `queue_us`, `compute_us` and
 //! `batch_requests` (how many requests shared the GPU dispatch).
-
 //!
-//! Rooms: [`http`] (router, limits, auth, responses), [`request`] (parsing and validating an
-//! infer request), [`batcher`] (the bounded queue, deadlines, batching by cut) and [`worker`]
+//! Rooms: `http` (router, limits, auth, responses), `request` (parsing and validating an
+//! infer request), `batcher` (the bounded queue, deadlines, batching by cut) and `worker`
 //! (running batches on compiled plans).
 
 mod batcher;

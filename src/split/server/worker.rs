@@ -12,6 +12,8 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+/// A GPU worker thread: runs batches until the queue closes, answering every job of a batch
+/// with its share of the logits and the batch timing (or the batch's error).
 pub(super) fn worker(s: Arc<Shared>) {
     let codec = Codec::for_backend(&s.backend);
     while let Some(batch) = s.queue.take_batch(s.config.max_batch, s.config.max_delay) {
@@ -113,6 +115,8 @@ impl<K: Eq + Hash + Copy, V> PlanCache<K, V> {
     }
 }
 
+/// Decodes every job's split tensor, joins them into one batch and runs the tail plan for
+/// `from..` on it; the logits of all jobs in order.
 fn run_batch(
     s: &Shared,
     codec: &Codec,
