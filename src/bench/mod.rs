@@ -11,7 +11,9 @@ pub use suite::{conv_case, dense_case, fanin_case, kernel_suite, KernelCase};
 use crate::engine::{run_steps_cpu, Backend, Plan};
 use crate::gpu::{self, kernels, AdapterSummary, GpuContext};
 use crate::model::Model;
-use crate::tensor::Tensor;
+use crate::sched::profile::{self, Clock, Timing};
+use crate::sched::SchedError;
+use rand::SeedableRng;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -109,6 +111,8 @@ pub struct ModelResult {
     pub name: String,
     /// Batch.
     pub batch: usize,
+    /// The clock of every time of this model (GPU timestamps where the adapter has them).
+    pub clock: Clock,
     /// Median time of the whole model as one plan.
     pub total_ms: f64,
     /// Per block (each block its own plan and submission).
@@ -387,49 +391,46 @@ fn time_models(
     out
 }
 
+/// Whole-model and per-block times from the one block profiler ([`crate::sched::profile`]).
 fn time_model(
     backend: &Backend,
     model: &Arc<Model>,
     batch: usize,
     reps: usize,
-) -> Result<ModelResult, crate::engine::EngineError> {
-    // Device time (GPU timestamps around the plan's dispatches) where the adapter has them,
-    // else wall-clock around `Plan::run`.
-    let time = |plan: &Plan, x: &Tensor| -> Result<f64, crate::engine::EngineError> {
-        plan.run(x)?;
-        let mut v = Vec::new();
-        for _ in 0..reps {
-            let t = Instant::now();
-            let out = plan.run(x)?;
-            v.push(out.device_seconds.unwrap_or(t.elapsed().as_secs_f64()));
+) -> Result<ModelResult, SchedError> {
+    let whole = Plan::compile(model, 0..model.blocks.len(), backend, batch).map_err(|source| {
+        SchedError::Engine {
+            block: "whole model".into(),
+            source,
         }
-        Ok(median_spread(v).0 * 1e3)
-    };
-    let input_of = |shape: &[usize]| {
-        let mut s = vec![batch];
-        s.extend_from_slice(shape);
-        let n: usize = s.iter().product();
-        Tensor::new(s, (0..n).map(|i| ((i % 17) as f32) / 17.0).collect())
-            .expect("shape and data agree")
-    };
-    let n = model.blocks.len();
-    let whole = Plan::compile(model, 0..n, backend, batch)?;
-    let total_ms = time(&whole, &input_of(model.input_shape()))?;
-    let mut blocks = Vec::new();
-    for b in 0..n {
-        let plan = Plan::compile(model, b..b + 1, backend, batch)?;
-        blocks.push(BlockTime {
-            name: model.blocks[b].name.clone(),
-            median_ms: time(&plan, &input_of(model.shape_at(b)))?,
-        });
-    }
+    })?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let input = profile::random_input(&mut rng, batch, model.input_shape());
+    let total =
+        profile::time_plans(&[&whole], &input, 1, reps).map_err(|source| SchedError::Engine {
+            block: "whole model".into(),
+            source,
+        })?;
+    let per_block = profile::time_blocks(model, backend, &[batch], 1, reps)?;
+    let clock = Clock::common(total.iter().chain(per_block.iter().flatten()));
+    let ms = |t: &Timing| t.seconds_by(clock) * 1e3;
+    let blocks: Vec<BlockTime> = model
+        .blocks
+        .iter()
+        .zip(&per_block)
+        .map(|(b, t)| BlockTime {
+            name: b.name.clone(),
+            median_ms: t.first().map_or(f64::NAN, ms),
+        })
+        .collect();
     let mut order: Vec<&BlockTime> = blocks.iter().collect();
     order.sort_by(|a, b| b.median_ms.total_cmp(&a.median_ms));
     let dominant = order.iter().take(3).map(|b| b.name.clone()).collect();
     Ok(ModelResult {
         name: model.name().into(),
         batch,
-        total_ms,
+        clock,
+        total_ms: total.first().map_or(f64::NAN, ms),
         blocks,
         dominant,
     })
@@ -596,7 +597,7 @@ fn bench_gpu(
         }
     }
     report.timing = if used_timestamps {
-        "gpu timestamps (TIMESTAMP_QUERY), models included".into()
+        "gpu timestamps (TIMESTAMP_QUERY); models by their own clock".into()
     } else {
         "wall-clock around submit-and-wait".into()
     };

@@ -4,6 +4,9 @@
 use super::{Answer, EngineError, Plan, PlanOutput};
 use crate::cpu::ExitStat;
 use crate::data::Dataset;
+use crate::model::Model;
+use crate::tensor::Tensor;
+use std::sync::Arc;
 
 /// What one sample produced: its label, final logits and the statistics of every exit head.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,13 +103,62 @@ pub fn evaluate(plan: &Plan, data: &Dataset, limit: usize) -> Result<Evaluation,
             plan.range()
         )));
     }
+    run_batches(model, plan.capacity(), data, limit, |x| {
+        Ok(vec![plan.run(x)?])
+    })
+}
+
+/// Runs a split model, `head` then `tail` (which together cover the whole model, cut where `head`
+/// ends), over the first `limit` samples of `data`, passing each batch's split tensor through
+/// `link` on its way from one to the other: the wire's encode and decode, or anything else a
+/// split does to it. Batches are the smaller of the two plans' capacities.
+pub fn evaluate_split<E: From<EngineError>>(
+    head: &Plan,
+    tail: &Plan,
+    data: &Dataset,
+    limit: usize,
+    mut link: impl FnMut(&Tensor) -> Result<Tensor, E>,
+) -> Result<Evaluation, E> {
+    let model = head.model();
+    let blocks = model.blocks.len();
+    let same_model = Arc::ptr_eq(model, tail.model()) || model.hash == tail.model().hash;
+    if !same_model
+        || head.range().start != 0
+        || head.range().end != tail.range().start
+        || tail.range().end != blocks
+    {
+        return Err(EngineError::Evaluate(format!(
+            "a split evaluation needs a head from block 0 and a tail to block {blocks} of one model, meeting at the cut; got blocks {:?} and {:?}",
+            head.range(),
+            tail.range()
+        ))
+        .into());
+    }
+    let capacity = head.capacity().min(tail.capacity());
+    run_batches(model, capacity, data, limit, |x| {
+        let front = head.run(x)?;
+        let back = tail.run(&link(&front.output)?)?;
+        Ok(vec![front, back])
+    })
+}
+
+/// The loop itself: `run` turns each batch into the outputs of plans covering the whole model in
+/// block order (the last one ends the model).
+fn run_batches<E: From<EngineError>>(
+    model: &Model,
+    capacity: usize,
+    data: &Dataset,
+    limit: usize,
+    mut run: impl FnMut(&Tensor) -> Result<Vec<PlanOutput>, E>,
+) -> Result<Evaluation, E> {
     let mut exit_order: Vec<usize> = (0..model.exits.len()).collect();
     exit_order.sort_by_key(|&i| model.exits[i].after_block);
     let classes = model.classes();
     let n = limit.min(data.len());
+    let capacity = capacity.max(1);
     let mut samples = Vec::with_capacity(n);
-    for lo in (0..n).step_by(plan.capacity().max(1)) {
-        let hi = (lo + plan.capacity()).min(n);
+    for lo in (0..n).step_by(capacity) {
+        let hi = (lo + capacity).min(n);
         let x = data.batch(lo..hi, model.input_shape()).ok_or_else(|| {
             EngineError::Evaluate(format!(
                 "the dataset has {} values per sample but model '{}' expects input {:?}",
@@ -115,9 +167,9 @@ pub fn evaluate(plan: &Plan, data: &Dataset, limit: usize) -> Result<Evaluation,
                 model.input_shape()
             ))
         })?;
-        let out = plan.run(&x)?;
+        let outputs = run(&x)?;
         collect(
-            &out,
+            &outputs,
             &exit_order,
             classes,
             &data.labels[lo..hi],
@@ -131,25 +183,29 @@ pub fn evaluate(plan: &Plan, data: &Dataset, limit: usize) -> Result<Evaluation,
 }
 
 fn collect(
-    out: &PlanOutput,
+    outputs: &[PlanOutput],
     exit_order: &[usize],
     classes: usize,
     labels: &[u8],
     samples: &mut Vec<SampleResult>,
 ) -> Result<(), EngineError> {
-    let finals = out.final_stats.as_ref().ok_or_else(|| {
+    let last = outputs
+        .last()
+        .ok_or_else(|| EngineError::Evaluate("no plan ran".into()))?;
+    let finals = last.final_stats.as_ref().ok_or_else(|| {
         EngineError::Evaluate("a whole-model plan produced no final logits".into())
     })?;
     let exits: Vec<&super::ExitOutput> = exit_order
         .iter()
         .map(|&e| {
-            out.exits
+            outputs
                 .iter()
+                .flat_map(|o| &o.exits)
                 .find(|x| x.exit == e)
                 .ok_or_else(|| EngineError::Evaluate(format!("exit head {e} did not run")))
         })
         .collect::<Result<_, _>>()?;
-    let logits = out.output.data();
+    let logits = last.output.data();
     for (i, &label) in labels.iter().enumerate() {
         samples.push(SampleResult {
             label: u32::from(label),
@@ -159,4 +215,51 @@ fn collect(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Backend;
+    use crate::fixture::lenet;
+
+    fn data(n: usize) -> Dataset {
+        let values: Vec<f32> = (0..n * 28 * 28)
+            .map(|i| ((i * 7) % 13) as f32 / 13.0)
+            .collect();
+        Dataset {
+            images: Tensor::new(vec![n, 1, 28, 28], values).expect("sized"),
+            labels: (0..n).map(|i| (i % 10) as u8).collect(),
+        }
+    }
+
+    #[test]
+    fn a_split_evaluation_with_an_exact_link_matches_the_whole_model() {
+        let model = Arc::new(lenet(3).expect("fixture builds"));
+        let blocks = model.blocks.len();
+        let whole = Plan::compile(&model, 0..blocks, &Backend::Cpu, 4).expect("compiles");
+        let want = evaluate(&whole, &data(10), 10).expect("evaluates");
+        assert_eq!(want.samples.len(), 10);
+        for cut in 1..blocks {
+            let head = Plan::compile(&model, 0..cut, &Backend::Cpu, 3).expect("head");
+            let tail = Plan::compile(&model, cut..blocks, &Backend::Cpu, 4).expect("tail");
+            let got = evaluate_split(&head, &tail, &data(10), 10, |t| {
+                Ok::<_, EngineError>(t.clone())
+            })
+            .expect("evaluates");
+            assert_eq!(got, want, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn a_split_evaluation_refuses_plans_that_do_not_meet_at_the_cut() {
+        let model = Arc::new(lenet(3).expect("fixture builds"));
+        let head = Plan::compile(&model, 0..1, &Backend::Cpu, 2).expect("head");
+        let tail = Plan::compile(&model, 2..model.blocks.len(), &Backend::Cpu, 2).expect("tail");
+        let err = evaluate_split(&head, &tail, &data(2), 2, |t| {
+            Ok::<_, EngineError>(t.clone())
+        })
+        .expect_err("a gap between the plans");
+        assert!(err.to_string().contains("meeting at the cut"), "{err}");
+    }
 }

@@ -1,7 +1,14 @@
-//! Reports: Markdown tables and SVG plots of benchmark results (this file) and the line charts
-//! and heatmaps of simulations and studies (`plot`).
+//! Reports: what the `edgecut` commands measure, as typed `Serialize` structs whose field names
+//! are the commands' JSON keys, with their Markdown tables and SVG plots. The benchmark's tables
+//! and plots (this file), model facts ([`info`]), accuracy ([`eval`]), wire encodings ([`wire`]),
+//! the sparse-vs-dense report ([`sparsity`]), and the line charts and heatmaps of simulations and
+//! studies ([`plot`]).
 
+pub mod eval;
+pub mod info;
 pub mod plot;
+pub mod sparsity;
+pub mod wire;
 
 use crate::bench::Report;
 use plot::COLORS;
@@ -22,6 +29,41 @@ pub enum ReportError {
         /// Why.
         reason: String,
     },
+    /// Arguments that leave nothing to measure.
+    #[error("{0}")]
+    Invalid(String),
+    /// A model failed to load.
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    /// A plan failed to compile or run.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    /// A split tensor failed to encode or decode.
+    #[error(transparent)]
+    Wire(#[from] crate::split::wire::WireError),
+    /// A tensor of the wrong shape.
+    #[error(transparent)]
+    Tensor(#[from] crate::tensor::TensorError),
+    /// Training failed.
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
+    /// A plot failed to draw.
+    #[error(transparent)]
+    Plot(#[from] plot::PlotError),
+}
+
+/// Writes a benchmark report into `dir` (created if needed): `report.json`, `report.md` and the
+/// plots of [`plots`]; returns the plots' file names.
+pub fn write(r: &Report, dir: &Path) -> Result<Vec<String>, ReportError> {
+    let file = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| err(&path)(e.to_string()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(dir)(e.to_string()))?;
+    let json = serde_json::to_string_pretty(r).map_err(|e| err(dir)(e.to_string()))?;
+    file("report.json", json)?;
+    file("report.md", markdown(r))?;
+    plots(r, dir)
 }
 
 fn num(v: f64, digits: usize) -> String {
@@ -159,10 +201,14 @@ pub fn markdown(r: &Report) -> String {
         for m in &b.models {
             let _ = writeln!(
                 s,
-                "\n**{}**, batch {}: {} ms as one plan; dominant blocks: {}.\n",
+                "\n**{}**, batch {}: {} ms as one plan ({}); dominant blocks: {}.\n",
                 m.name,
                 m.batch,
                 num(m.total_ms, 2),
+                match m.clock {
+                    crate::sched::profile::Clock::GpuTimestamps => "GPU timestamps",
+                    crate::sched::profile::Clock::Wall => "wall time",
+                },
                 m.dominant.join(", ")
             );
             let _ = writeln!(s, "| block | median ms |\n|---|---:|");

@@ -1,10 +1,17 @@
-//! Per-block time profiles: each block of a model timed on a backend in its own submission (a one-block
-//! [`Plan`] compiled per block, `run` timed, median of repeated runs after warm-up), for one or more
-//! batch sizes. Saved as JSON with the model hash and block names; refused for another model.
-//! A block's exit heads run in its plan, so their time is part of the block's.
+//! The one block profiler: per-block time profiles of a model on a backend, and the timing of
+//! plans that `edgecut profile`, `edgecut bench` and `edgecut report-sparsity` all use.
+//!
+//! One clock: GPU timestamps around a plan's compute pass ([`PlanOutput::device_seconds`]) where the
+//! adapter has them, wall time around `Plan::run` otherwise; every result says which ([`Clock`]).
+//! Each block is timed in its own submission (a one-block [`Plan`]), as the median of repeated runs
+//! after warm-up, for one or more batch sizes. Profiles are saved as JSON with the model hash and
+//! block names and refused for another model. A block's exit heads run in its plan, so their time
+//! is part of the block's.
+//!
+//! [`PlanOutput::device_seconds`]: crate::engine::PlanOutput::device_seconds
 
 use super::SchedError;
-use crate::engine::{Backend, Plan};
+use crate::engine::{Backend, EngineError, Plan};
 use crate::model::Model;
 use crate::tensor::Tensor;
 use rand::{Rng, SeedableRng};
@@ -12,6 +19,140 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// The clock a time was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Clock {
+    /// GPU timestamps around the plan's compute pass: the dispatches alone, no upload or readback.
+    GpuTimestamps,
+    /// Wall time around `Plan::run` (upload, dispatches, readback): the CPU backend and adapters
+    /// without `TIMESTAMP_QUERY`.
+    Wall,
+}
+
+impl Clock {
+    /// The clock every timing in `timings` has: GPU timestamps only when all of them do, so that
+    /// times compared with each other come from one clock.
+    pub fn common<'a>(timings: impl IntoIterator<Item = &'a Timing>) -> Clock {
+        let mut timings = timings.into_iter().peekable();
+        if timings.peek().is_some() && timings.all(|t| t.device_seconds.is_some()) {
+            Clock::GpuTimestamps
+        } else {
+            Clock::Wall
+        }
+    }
+}
+
+/// Median time of a plan's timed runs, by both clocks.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Timing {
+    /// Median wall seconds of `Plan::run`.
+    pub wall_seconds: f64,
+    /// Median GPU-timestamp seconds, when every run had them.
+    pub device_seconds: Option<f64>,
+}
+
+impl Timing {
+    /// The clock this timing prefers: GPU timestamps when it has them.
+    pub fn clock(&self) -> Clock {
+        Clock::common([self])
+    }
+
+    /// Seconds by this timing's own clock ([`Timing::clock`]).
+    pub fn seconds(&self) -> f64 {
+        self.seconds_by(self.clock())
+    }
+
+    /// Seconds by `clock` (wall time when asked for timestamps it does not have).
+    pub fn seconds_by(&self, clock: Clock) -> f64 {
+        match (clock, self.device_seconds) {
+            (Clock::GpuTimestamps, Some(d)) => d,
+            _ => self.wall_seconds,
+        }
+    }
+}
+
+/// Times `plans` on one input: `warmup` untimed runs of each, then `runs` timed rounds (at least
+/// one) with the plans interleaved (plan 0, plan 1, plan 0, ...), so that drift on a shared machine
+/// hits every plan alike. One [`Timing`] per plan.
+pub fn time_plans(
+    plans: &[&Plan],
+    input: &Tensor,
+    warmup: usize,
+    runs: usize,
+) -> Result<Vec<Timing>, EngineError> {
+    for p in plans {
+        for _ in 0..warmup {
+            p.run(input)?;
+        }
+    }
+    let runs = runs.max(1);
+    let mut wall = vec![Vec::with_capacity(runs); plans.len()];
+    let mut device = vec![Vec::with_capacity(runs); plans.len()];
+    for _ in 0..runs {
+        for (i, p) in plans.iter().enumerate() {
+            let start = Instant::now();
+            let out = p.run(input)?;
+            wall[i].push(start.elapsed().as_secs_f64());
+            device[i].extend(out.device_seconds);
+        }
+    }
+    Ok(wall
+        .iter()
+        .zip(&device)
+        .map(|(w, d)| Timing {
+            wall_seconds: crate::stats::median(w),
+            device_seconds: (d.len() == w.len()).then(|| crate::stats::median(d)),
+        })
+        .collect())
+}
+
+/// A seeded random input of `batch` samples of `sample` shape, values in `-1..1`.
+pub fn random_input(rng: &mut impl Rng, batch: usize, sample: &[usize]) -> Tensor {
+    let elems: usize = sample.iter().product();
+    let data: Vec<f32> = (0..batch * elems)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let mut shape = vec![batch];
+    shape.extend_from_slice(sample);
+    Tensor::new(shape, data).expect("data sized to the shape")
+}
+
+/// Times every block of `model` on `backend`, each as its own one-block plan (compiled once for the
+/// largest batch), at each batch size on a seeded random input: `[block][batch]`.
+pub fn time_blocks(
+    model: &Arc<Model>,
+    backend: &Backend,
+    batches: &[usize],
+    warmup: usize,
+    runs: usize,
+) -> Result<Vec<Vec<Timing>>, SchedError> {
+    if batches.is_empty() || batches.contains(&0) {
+        return Err(SchedError::Invalid {
+            what: "batch sizes".into(),
+            reason: format!("{batches:?}: need one or more sizes >= 1"),
+        });
+    }
+    let capacity = batches.iter().copied().max().unwrap_or(1);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut blocks = Vec::with_capacity(model.blocks.len());
+    for (i, block) in model.blocks.iter().enumerate() {
+        let engine = |source| SchedError::Engine {
+            block: block.name.clone(),
+            source,
+        };
+        let plan = Plan::compile(model, i..i + 1, backend, capacity).map_err(engine)?;
+        let mut times = Vec::with_capacity(batches.len());
+        for &b in batches {
+            let input = random_input(&mut rng, b, model.shape_at(i));
+            let t = time_plans(&[&plan], &input, warmup, runs).map_err(engine)?;
+            times.extend(t);
+        }
+        blocks.push(times);
+    }
+    Ok(blocks)
+}
 
 /// The profile file format version.
 pub const PROFILE_FORMAT: u32 = 1;
@@ -46,6 +187,9 @@ pub struct Profile {
     pub warmup: usize,
     /// Timed runs per block and batch (the median is kept).
     pub runs: usize,
+    /// The clock of every time here (profiles written before this field were wall time).
+    #[serde(default = "wall_clock")]
+    pub clock: Clock,
     /// Per-block times, in block order.
     pub blocks: Vec<BlockTime>,
     /// Runs observed online since measuring ([`Profile::observe`]).
@@ -54,8 +198,8 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// Times every block of `model` on `backend` for each batch size: `warmup` untimed runs, then
-    /// the median of `runs` timed `Plan::run` calls (random input, seeded).
+    /// Times every block of `model` on `backend` for each batch size with [`time_blocks`]:
+    /// `warmup` untimed runs, then the median of `runs` timed runs, all by one [`Clock`].
     pub fn measure(
         model: &Arc<Model>,
         backend: &Backend,
@@ -63,53 +207,23 @@ impl Profile {
         warmup: usize,
         runs: usize,
     ) -> Result<Self, SchedError> {
-        if batches.is_empty() || batches.contains(&0) {
-            return Err(SchedError::Invalid {
-                what: "batch sizes".into(),
-                reason: format!("{batches:?}: need one or more sizes >= 1"),
-            });
-        }
         if runs == 0 {
             return Err(SchedError::Invalid {
                 what: "runs".into(),
                 reason: "need at least one timed run".into(),
             });
         }
-        let capacity = *batches.iter().max().expect("checked non-empty");
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let mut blocks = Vec::with_capacity(model.blocks.len());
-        for (i, block) in model.blocks.iter().enumerate() {
-            let engine = |source| SchedError::Engine {
-                block: block.name.clone(),
-                source,
-            };
-            let plan = Plan::compile(model, i..i + 1, backend, capacity).map_err(engine)?;
-            let sample: Vec<usize> = model.shape_at(i).to_vec();
-            let elems: usize = sample.iter().product();
-            let mut seconds = Vec::with_capacity(batches.len());
-            for &b in batches {
-                let data: Vec<f32> = (0..b * elems)
-                    .map(|_| rng.random_range(-1.0..1.0))
-                    .collect();
-                let mut shape = vec![b];
-                shape.extend_from_slice(&sample);
-                let input = Tensor::new(shape, data).expect("data sized to the shape");
-                for _ in 0..warmup {
-                    plan.run(&input).map_err(engine)?;
-                }
-                let mut times = Vec::with_capacity(runs);
-                for _ in 0..runs {
-                    let t = Instant::now();
-                    plan.run(&input).map_err(engine)?;
-                    times.push(t.elapsed().as_secs_f64());
-                }
-                seconds.push(crate::stats::median(&times));
-            }
-            blocks.push(BlockTime {
+        let timings = time_blocks(model, backend, batches, warmup, runs)?;
+        let clock = Clock::common(timings.iter().flatten());
+        let blocks = model
+            .blocks
+            .iter()
+            .zip(&timings)
+            .map(|(block, t)| BlockTime {
                 name: block.name.clone(),
-                seconds,
-            });
-        }
+                seconds: t.iter().map(|t| t.seconds_by(clock)).collect(),
+            })
+            .collect();
         Ok(Self {
             format: PROFILE_FORMAT,
             model: model.name().to_string(),
@@ -120,6 +234,7 @@ impl Profile {
             slowdown: 1.0,
             warmup,
             runs,
+            clock,
             blocks,
             observed_runs: 0,
         })
@@ -285,6 +400,58 @@ impl Profile {
     }
 }
 
+fn wall_clock() -> Clock {
+    Clock::Wall
+}
+
 fn short(hash: &str) -> &str {
     &hash[..hash.len().min(16)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing(wall: f64, device: Option<f64>) -> Timing {
+        Timing {
+            wall_seconds: wall,
+            device_seconds: device,
+        }
+    }
+
+    #[test]
+    fn timestamps_are_the_clock_only_when_every_timing_has_them() {
+        let gpu = timing(2.0, Some(1.0));
+        let wall = timing(3.0, None);
+        assert_eq!(gpu.clock(), Clock::GpuTimestamps);
+        assert_eq!(gpu.seconds(), 1.0);
+        assert_eq!(wall.clock(), Clock::Wall);
+        assert_eq!(wall.seconds(), 3.0);
+        assert_eq!(Clock::common([&gpu, &gpu]), Clock::GpuTimestamps);
+        assert_eq!(Clock::common([&gpu, &wall]), Clock::Wall);
+        assert_eq!(Clock::common([]), Clock::Wall);
+        // A mixed set is read by the wall clock throughout, never half and half.
+        assert_eq!(gpu.seconds_by(Clock::Wall), 2.0);
+    }
+
+    #[test]
+    fn the_cpu_backend_is_profiled_by_the_wall_clock() {
+        let model = Arc::new(crate::fixture::lenet(1).expect("fixture builds"));
+        let p = Profile::measure(&model, &Backend::Cpu, &[1, 2], 0, 1).expect("measures");
+        assert_eq!(p.clock, Clock::Wall);
+        assert_eq!(p.blocks.len(), model.blocks.len());
+        assert!(p.blocks.iter().flat_map(|b| &b.seconds).all(|s| *s > 0.0));
+        let json = serde_json::to_value(&p).expect("serialises");
+        assert_eq!(json["clock"], "wall");
+    }
+
+    #[test]
+    fn profiles_written_before_the_clock_field_read_as_wall_time() {
+        let model = Arc::new(crate::fixture::lenet(1).expect("fixture builds"));
+        let p = Profile::measure(&model, &Backend::Cpu, &[1], 0, 1).expect("measures");
+        let mut json = serde_json::to_value(&p).expect("serialises");
+        json.as_object_mut().expect("an object").remove("clock");
+        let back: Profile = serde_json::from_value(json).expect("reads");
+        assert_eq!(back.clock, Clock::Wall);
+    }
 }

@@ -1,20 +1,34 @@
 //! `edgecut bench`: the cross-backend benchmark report.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use edgecut::bench::{self, BenchOptions};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// Runs the benchmark and writes `report.md`, `report.json` and the plots into `out`.
-pub fn bench(
-    backends: &str,
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// `all`, or a comma-separated list of `cpu`, backend kinds (`vulkan`, `gl`, ...) or adapter-name substrings.
+    #[arg(long, default_value = "all")]
+    backends: String,
+    /// Model directories whose blocks are timed.
+    #[arg(long, value_delimiter = ',', default_values = ["models/mnist-fixture", "models/efficientnet-b0"])]
     models: Vec<PathBuf>,
+    /// Smaller suite, batch-1 models, fewer repetitions (under two minutes on 2 cores).
+    #[arg(long)]
     quick: bool,
-    out: &Path,
-    as_json: bool,
-) -> Result<()> {
-    let selectors: Vec<String> = backends
+    /// Folder for report.md, report.json and the SVG plots.
+    #[arg(long, default_value = "bench-report")]
+    out: PathBuf,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the benchmark and writes `report.md`, `report.json` and the plots into `out`.
+pub fn bench(a: BenchArgs) -> Result<()> {
+    let selectors: Vec<String> = a
+        .backends
         .split(',')
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
@@ -27,36 +41,30 @@ pub fn bench(
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
-    let options = BenchOptions::new(quick, selectors, models);
+    let options = BenchOptions::new(a.quick, selectors, a.models);
     let report = bench::run(&options, |m| bar.set_message(m.to_string()))?;
     bar.finish_and_clear();
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let json = serde_json::to_string_pretty(&report)?;
-    std::fs::write(out.join("report.json"), &json)
-        .with_context(|| format!("writing {}", out.join("report.json").display()))?;
-    std::fs::write(out.join("report.md"), edgecut::report::markdown(&report))
-        .with_context(|| format!("writing {}", out.join("report.md").display()))?;
-    let plots = edgecut::report::plots(&report, out)?;
-    if as_json {
+    let plots = edgecut::report::write(&report, &a.out)?;
+    if a.json {
         println!("{}", serde_json::to_string(&report)?);
-    } else {
-        for b in &report.backends {
-            println!(
-                "{} ({}): {}; bandwidth {:.1} GB/s, dense {:.2} GFLOP/s, {} kernels, {} model runs",
-                b.name,
-                b.kind,
-                b.status,
-                b.ceilings.bandwidth_gbs,
-                b.ceilings.gflops,
-                b.kernels.len(),
-                b.models.len()
-            );
-        }
+        return Ok(());
+    }
+    for b in &report.backends {
         println!(
-            "wrote {}/report.md, report.json and {}",
-            out.display(),
-            plots.join(", ")
+            "{} ({}): {}; bandwidth {:.1} GB/s, dense {:.2} GFLOP/s, {} kernels, {} model runs",
+            b.name,
+            b.kind,
+            b.status,
+            b.ceilings.bandwidth_gbs,
+            b.ceilings.gflops,
+            b.kernels.len(),
+            b.models.len()
         );
     }
+    println!(
+        "wrote {}/report.md, report.json and {}",
+        a.out.display(),
+        plots.join(", ")
+    );
     Ok(())
 }

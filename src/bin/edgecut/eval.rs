@@ -1,81 +1,65 @@
 //! `edgecut eval`: accuracy and exit rate on the MNIST test split.
 
 use crate::{backend, load, BackendChoice};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use edgecut::data::{load_mnist, Split};
-use edgecut::engine::{evaluate, Plan};
-use serde_json::json;
-use std::path::Path;
-use std::time::Instant;
+use edgecut::report::eval::eval_model;
+use std::path::PathBuf;
 
-#[allow(clippy::too_many_arguments)] // mirrors the command's flags
-pub fn eval(
-    path: &Path,
-    data: &Path,
-    choice: BackendChoice,
-    threshold: f32,
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// Model directory.
+    model: PathBuf,
+    /// Folder with the MNIST IDX files (plain or .gz).
+    #[arg(long, default_value = "models/data/mnist")]
+    data: PathBuf,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    backend: BackendChoice,
+    /// An exit head answers when its softmax confidence is strictly above T (1.0 never exits).
+    #[arg(long, default_value_t = 1.0)]
+    exit_threshold: f32,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 256)]
     batch: usize,
+    /// Evaluate only the first N test samples.
+    #[arg(long)]
     limit: Option<usize>,
-    as_json: bool,
-) -> Result<()> {
-    if batch == 0 {
-        bail!("--batch must be at least 1");
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    let model = load(&a.model)?;
+    let test = load_mnist(&a.data, Split::Test)?;
+    let backend = backend(a.backend)?;
+    let r = eval_model(
+        &model,
+        &backend,
+        &test,
+        a.exit_threshold,
+        a.batch,
+        a.limit.unwrap_or(usize::MAX),
+    )
+    .context("evaluating")?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
     }
-    if !(0.0..=1.0).contains(&threshold) {
-        bail!("--exit-threshold must be in [0, 1], got {threshold}");
+    if model.seeded {
+        println!("note: '{}' has untrained seeded weights", r.model);
     }
-    let model = load(path)?;
-    let test = load_mnist(data, Split::Test)?;
-    let n = limit.unwrap_or(test.len()).min(test.len());
-    if n == 0 {
-        bail!(
-            "no test samples to evaluate in {} (--limit 0?)",
-            data.display()
-        );
-    }
-    let backend = backend(choice)?;
-    let plan = Plan::compile(&model, 0..model.blocks.len(), &backend, batch.min(n.max(1)))
-        .context("compiling the model")?;
-    let start = Instant::now();
-    let result = evaluate(&plan, &test, n).context("evaluating")?;
-    let secs = start.elapsed().as_secs_f64();
-    let accuracy = result.accuracy(threshold);
-    let exit_rate = result.exit_rate(threshold);
-    let per_exit = result.exit_counts(threshold, model.exits.len());
-    if as_json {
-        let exits: serde_json::Map<String, serde_json::Value> = model
-            .exits
-            .iter()
-            .zip(&per_exit)
-            .map(|(e, c)| (e.name.clone(), json!(c)))
-            .collect();
-        println!(
-            "{}",
-            json!({
-                "model": model.name(),
-                "samples": n,
-                "accuracy": accuracy,
-                "backend": backend.name(),
-                "adapter": backend.adapter(),
-                "exit_threshold": threshold,
-                "exit_rate": exit_rate,
-                "exits": exits,
-                "seconds": secs,
-            })
-        );
-    } else {
-        if model.seeded {
-            println!("note: '{}' has untrained seeded weights", model.name());
-        }
-        println!(
-            "{}: {n} samples, accuracy {:.2}%, exit rate {:.1}% (threshold {threshold}), {} on {}, {:.2} s",
-            model.name(),
-            accuracy * 100.0,
-            exit_rate * 100.0,
-            backend.name(),
-            backend.adapter(),
-            secs
-        );
-    }
+    println!(
+        "{}: {} samples, accuracy {:.2}%, exit rate {:.1}% (threshold {}), {} on {}, {:.2} s",
+        r.model,
+        r.samples,
+        r.accuracy * 100.0,
+        r.exit_rate * 100.0,
+        r.exit_threshold,
+        r.backend,
+        r.adapter,
+        r.seconds
+    );
     Ok(())
 }

@@ -56,28 +56,7 @@ enum Command {
         json: bool,
     },
     /// Accuracy and exit rate of a model on the MNIST test split.
-    Eval {
-        /// Model directory.
-        model: PathBuf,
-        /// Folder with the MNIST IDX files (plain or .gz).
-        #[arg(long, default_value = "models/data/mnist")]
-        data: PathBuf,
-        /// Where to run.
-        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-        backend: BackendChoice,
-        /// An exit head answers when its softmax confidence is strictly above T (1.0 never exits).
-        #[arg(long, default_value_t = 1.0)]
-        exit_threshold: f32,
-        /// Samples per batch.
-        #[arg(long, default_value_t = 256)]
-        batch: usize,
-        /// Evaluate only the first N test samples.
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
+    Eval(eval::EvalArgs),
     /// Write the untrained LeNet-style fixture model (seeded) to a directory.
     Init {
         /// Output directory.
@@ -87,53 +66,13 @@ enum Command {
         seed: u64,
     },
     /// Benchmark kernels and model blocks on every adapter plus the CPU backend.
-    Bench {
-        /// `all`, or a comma-separated list of `cpu`, backend kinds (`vulkan`, `gl`, ...) or adapter-name substrings.
-        #[arg(long, default_value = "all")]
-        backends: String,
-        /// Model directories whose blocks are timed.
-        #[arg(long, value_delimiter = ',', default_values = ["models/mnist-fixture", "models/efficientnet-b0"])]
-        models: Vec<PathBuf>,
-        /// Smaller suite, batch-1 models, fewer repetitions (under two minutes on 2 cores).
-        #[arg(long)]
-        quick: bool,
-        /// Folder for report.md, report.json and the SVG plots.
-        #[arg(long, default_value = "bench-report")]
-        out: PathBuf,
-        /// Print the report as one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(bench::BenchArgs),
     /// Serve models (full and tail requests) over KServe v2 / Open Inference Protocol REST.
     Serve(serve::ServeArgs),
     /// Classify the MNIST test split on this device, splitting with a server.
     Run(run::RunArgs),
     /// Train a spec (JSON) on MNIST and write a model directory (model.json + weights).
-    Train {
-        /// Training spec (architecture, sparsity, exits, optimizer, schedule).
-        spec: PathBuf,
-        /// Output model directory (written to a temporary folder, then renamed).
-        #[arg(long)]
-        out: PathBuf,
-        /// Folder with the MNIST IDX files (plain or .gz).
-        #[arg(long, default_value = "models/data/mnist")]
-        data: PathBuf,
-        /// Where to train.
-        #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
-        backend: BackendChoice,
-        /// Overrides the spec's epochs.
-        #[arg(long)]
-        epochs: Option<usize>,
-        /// Overrides the spec's seed (weights, patterns, data order).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Stop after this many optimizer steps (short runs).
-        #[arg(long)]
-        max_steps: Option<usize>,
-        /// Print one JSON object (the final summary).
-        #[arg(long)]
-        json: bool,
-    },
+    Train(train::TrainArgs),
     /// Sparse-vs-dense results of the shipped MNIST models (accuracy, size, MACs, measured GPU
     /// time, early exits, training throughput); writes docs/sparsity-results.md and an SVG plot.
     ReportSparsity(report_sparsity::ReportArgs),
@@ -159,51 +98,10 @@ enum Command {
         json: bool,
     },
     /// Accuracy effect of each wire encoding (FP32, FP16, INT8) at every cut.
-    Wire {
-        /// Model directory.
-        model: PathBuf,
-        /// Folder with the MNIST IDX files.
-        #[arg(long, default_value = "models/data/mnist")]
-        data: PathBuf,
-        /// Only the first N test samples.
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Where to run (the codec runs quant.wgsl on a GPU).
-        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-        backend: BackendChoice,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Per-block times of a model (each block in its own submission), saved as a JSON profile.
-    Profile {
-        /// Model directory.
-        model: PathBuf,
-        /// Where to run.
-        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-        backend: BackendChoice,
-        /// Batch sizes to time (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "1")]
-        batch: Vec<usize>,
-        /// Untimed runs per block before timing.
-        #[arg(long, default_value_t = 2)]
-        warmup: usize,
-        /// Timed runs per block (the median is kept).
-        #[arg(long, default_value_t = 7)]
-        runs: usize,
-        /// Multiply every time by F (emulates a device F times slower).
-        #[arg(long, default_value_t = 1.0)]
-        slowdown: f64,
-        /// Scale an existing profile instead of measuring.
-        #[arg(long)]
-        from: Option<PathBuf>,
-        /// Save the profile JSON here.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Print one JSON object (the profile).
-        #[arg(long)]
-        json: bool,
-    },
+    Wire(wire::WireArgs),
+    /// Per-block times of a model (each block in its own submission, GPU timestamps where the
+    /// adapter has them), saved as a JSON profile.
+    Profile(profile::ProfileArgs),
     /// Trace-driven simulation of a request stream under scheduling policies.
     Simulate(simulate::SimulateArgs),
     /// The dynamic-split-computing study: rate/load sweeps and real-trace replays, tables and plots.
@@ -228,15 +126,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { model, json } => info::info(&model, json),
-        Command::Eval {
-            model,
-            data,
-            backend,
-            exit_threshold,
-            batch,
-            limit,
-            json,
-        } => eval::eval(&model, &data, backend, exit_threshold, batch, limit, json),
+        Command::Eval(args) => eval::eval(args),
         Command::Init { out, seed } => {
             let model = edgecut::fixture::lenet(seed)?;
             model
@@ -249,13 +139,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Bench {
-            backends,
-            models,
-            quick,
-            out,
-            json,
-        } => bench::bench(&backends, models, quick, &out, json),
+        Command::Bench(args) => bench::bench(args),
         Command::Serve(args) => serve::serve(args),
         Command::Run(args) => run::run(args),
         Command::Demo {
@@ -266,55 +150,11 @@ fn run(cli: Cli) -> Result<()> {
             backend,
             json,
         } => demo::demo(limit, exit_threshold, backend, model, device_slowdown, json),
-        Command::Wire {
-            model,
-            data,
-            limit,
-            backend,
-            json,
-        } => wire::wire(&model, &data, backend, limit, json),
-        Command::Profile {
-            model,
-            backend,
-            batch,
-            warmup,
-            runs,
-            slowdown,
-            from,
-            out,
-            json,
-        } => profile::profile(profile::Args {
-            model: &model,
-            backend,
-            batches: &batch,
-            warmup,
-            runs,
-            slowdown,
-            from: from.as_deref(),
-            out: out.as_deref(),
-            json,
-        }),
+        Command::Wire(args) => wire::wire(args),
+        Command::Profile(args) => profile::profile(args),
         Command::Simulate(args) => simulate::simulate(args),
         Command::Study(args) => study::study(args),
-        Command::Train {
-            spec,
-            out,
-            data,
-            backend,
-            epochs,
-            seed,
-            max_steps,
-            json,
-        } => train::train(train::TrainArgs {
-            spec: &spec,
-            out: &out,
-            data: &data,
-            backend,
-            epochs,
-            seed,
-            max_steps,
-            json,
-        }),
+        Command::Train(args) => train::train(args),
         Command::ReportSparsity(args) => report_sparsity::report(args),
         Command::Adapters { json } => {
             let adapters = list_adapters();

@@ -5,22 +5,37 @@ use anyhow::{bail, Context, Result};
 use edgecut::data::{load_mnist, Split};
 use edgecut::train::{train as run_training, Progress, TrainOptions, TrainSpec};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::path::Path;
+use std::path::PathBuf;
 
-/// Flags of `edgecut train` beyond the spec.
-pub struct TrainArgs<'a> {
-    pub spec: &'a Path,
-    pub out: &'a Path,
-    pub data: &'a Path,
-    pub backend: BackendChoice,
-    pub epochs: Option<usize>,
-    pub seed: Option<u64>,
-    pub max_steps: Option<usize>,
-    pub json: bool,
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Training spec (architecture, sparsity, exits, optimizer, schedule).
+    spec: PathBuf,
+    /// Output model directory (written to a temporary folder, then renamed).
+    #[arg(long)]
+    out: PathBuf,
+    /// Folder with the MNIST IDX files (plain or .gz).
+    #[arg(long, default_value = "models/data/mnist")]
+    data: PathBuf,
+    /// Where to train.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    backend: BackendChoice,
+    /// Overrides the spec's epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Overrides the spec's seed (weights, patterns, data order).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop after this many optimizer steps (short runs).
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Print one JSON object (the final summary).
+    #[arg(long)]
+    json: bool,
 }
 
-pub fn train(args: TrainArgs<'_>) -> Result<()> {
-    let spec = TrainSpec::load(args.spec)?;
+pub fn train(args: TrainArgs) -> Result<()> {
+    let spec = TrainSpec::load(&args.spec)?;
     // Validate the architecture before reading data or touching a GPU.
     spec.build(args.seed.unwrap_or(spec.seed))
         .with_context(|| format!("building the model of {}", args.spec.display()))?;
@@ -30,17 +45,15 @@ pub fn train(args: TrainArgs<'_>) -> Result<()> {
     } else if args.out.exists() && !args.out.is_dir() {
         bail!("--out {} exists and is not a directory", args.out.display());
     }
-    let train_set = load_mnist(args.data, Split::Train)?;
-    let test_set = load_mnist(args.data, Split::Test)?;
+    let train_set = load_mnist(&args.data, Split::Train)?;
+    let test_set = load_mnist(&args.data, Split::Test)?;
     let backend = backend(args.backend)?;
     let mut opts = TrainOptions::new();
-    opts.epochs = args.epochs;
-    opts.seed = args.seed;
-    opts.max_steps = args.max_steps;
-    let command = std::iter::once("edgecut".to_string())
-        .chain(std::env::args().skip(1))
-        .collect::<Vec<_>>()
-        .join(" ");
+    (opts.epochs, opts.seed, opts.max_steps) = (args.epochs, args.seed, args.max_steps);
+    let command = format!(
+        "edgecut {}",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    );
     let bar = ProgressBar::new(0);
     if args.json {
         bar.set_draw_target(ProgressDrawTarget::hidden());
@@ -99,28 +112,23 @@ pub fn train(args: TrainArgs<'_>) -> Result<()> {
     )?;
     bar.finish_and_clear();
     model
-        .save(args.out)
+        .save(&args.out)
         .with_context(|| format!("writing the model to {}", args.out.display()))?;
     if args.json {
         let mut v = serde_json::to_value(&summary)?;
         v["out"] = serde_json::json!(args.out.display().to_string());
         println!("{v}");
     } else {
-        let exits: Vec<String> = summary
-            .exit_accuracy
-            .iter()
+        let exits: Vec<String> = (summary.exit_accuracy.iter())
             .map(|(k, v)| format!("{k} {:.2}%", v * 100.0))
             .collect();
+        let exits = Some(exits.join(", ")).filter(|e| !e.is_empty());
         println!(
             "{}: test accuracy {:.2}% ({} test samples){}; {} epochs, {} steps, {:.0} samples/s on {} ({}); wrote {}",
             summary.model,
             summary.test_accuracy * 100.0,
             summary.test_samples,
-            if exits.is_empty() {
-                String::new()
-            } else {
-                format!(", exits: {}", exits.join(", "))
-            },
+            exits.map(|e| format!(", exits: {e}")).unwrap_or_default(),
             summary.epochs,
             summary.steps,
             summary.samples_per_sec,

@@ -1,0 +1,209 @@
+//! What `edgecut wire` reports: the accuracy effect of each split-tensor encoding at every cut of a
+//! model, with the backend's real codec (`quant.wgsl` on a GPU) between the head and tail plans,
+//! measured with the one split evaluation loop ([`evaluate_split`]).
+
+use super::ReportError;
+use crate::data::Dataset;
+use crate::encoding::Encoding;
+use crate::engine::evaluate::evaluate_split;
+use crate::engine::{Backend, Plan};
+use crate::model::Model;
+use crate::split::wire::Codec;
+use crate::tensor::Tensor;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Samples per batch of the head and tail plans.
+const BATCH: usize = 250;
+
+/// One encoding at one cut.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WireRow {
+    /// Blocks run by the head (the cut follows block `cut - 1`).
+    pub cut: usize,
+    /// Name of the block the cut follows.
+    pub after_block: String,
+    /// KServe datatype of the encoding (`FP32`, `FP16`, `INT8`).
+    pub encoding: &'static str,
+    /// Payload bytes of one sample's split tensor.
+    pub bytes_per_sample: usize,
+    /// Fraction answered correctly by the final classifier.
+    pub accuracy: f64,
+    /// Accuracy minus the FP32 accuracy at the same cut.
+    pub accuracy_change: f64,
+    /// Fraction of samples given the same class as with FP32.
+    pub agreement_with_fp32: f64,
+    /// Largest absolute difference between a decoded and the original split value.
+    pub max_abs_error: f32,
+}
+
+/// Every encoding at every cut of one model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WireReport {
+    /// Model name.
+    pub model: String,
+    /// Model content hash.
+    pub hash: String,
+    /// Samples evaluated at each cut and encoding.
+    pub samples: usize,
+    /// `cpu` or `gpu`.
+    pub backend: String,
+    /// Adapter description.
+    pub adapter: String,
+    /// Rows by cut, then encoding (widest first).
+    pub rows: Vec<WireRow>,
+}
+
+/// The text of `edgecut wire`: a header line and one row per cut and encoding.
+impl std::fmt::Display for WireReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{}: wire encodings at every cut, {} test samples, codec on {}",
+            self.model, self.samples, self.adapter
+        )?;
+        writeln!(
+            f,
+            "{:>4} {:<10} {:<5} {:>10} {:>9} {:>9} {:>10} {:>10}",
+            "cut", "after", "enc", "bytes/smp", "accuracy", "change", "agree fp32", "max |err|"
+        )?;
+        for r in &self.rows {
+            writeln!(
+                f,
+                "{:>4} {:<10} {:<5} {:>10} {:>8.2}% {:>+8.2}% {:>9.2}% {:>10.3e}",
+                r.cut,
+                r.after_block,
+                r.encoding,
+                r.bytes_per_sample,
+                r.accuracy * 100.0,
+                r.accuracy_change * 100.0,
+                r.agreement_with_fp32 * 100.0,
+                r.max_abs_error
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Encodes and decodes the split tensor one sample at a time, as the device client sends them,
+/// and raises `max_err` to the largest difference seen.
+fn round_trip(
+    codec: &Codec,
+    mid: &Tensor,
+    encoding: Encoding,
+    max_err: &mut f32,
+) -> Result<Tensor, ReportError> {
+    let mut decoded = Vec::with_capacity(mid.len());
+    let mut shape = mid.shape().to_vec();
+    shape[0] = 1;
+    for i in 0..mid.batch() {
+        let one = Tensor::new(shape.clone(), mid.sample(i).to_vec())?;
+        decoded.extend_from_slice(codec.decode(&codec.encode(&one, encoding)?)?.data());
+    }
+    for (a, b) in decoded.iter().zip(mid.data()) {
+        *max_err = max_err.max((a - b).abs());
+    }
+    Ok(Tensor::new(mid.shape().to_vec(), decoded)?)
+}
+
+/// Evaluates the first `limit` samples of `data` split at every cut of `model` with every encoding.
+pub fn wire_accuracy(
+    model: &Arc<Model>,
+    backend: &Backend,
+    data: &Dataset,
+    limit: usize,
+) -> Result<WireReport, ReportError> {
+    let n = limit.min(data.len());
+    if n == 0 {
+        return Err(ReportError::Invalid("no samples to evaluate".into()));
+    }
+    let codec = Codec::for_backend(backend);
+    let blocks = model.blocks.len();
+    let batch = BATCH.min(n);
+    let mut rows = Vec::new();
+    for cut in 1..blocks {
+        let head = Plan::compile(model, 0..cut, backend, batch)?;
+        let tail = Plan::compile(model, cut..blocks, backend, batch)?;
+        let elems: usize = model.shape_at(cut).iter().product();
+        let mut fp32: Option<(f64, Vec<Option<u32>>)> = None;
+        for encoding in Encoding::ALL {
+            let mut max_abs_error = 0f32;
+            let result = evaluate_split(&head, &tail, data, n, |mid| {
+                round_trip(&codec, mid, encoding, &mut max_abs_error)
+            })?;
+            let accuracy = result.accuracy(1.0);
+            let classes: Vec<Option<u32>> = result.answers(1.0).iter().map(|a| a.class()).collect();
+            let (reference_accuracy, reference) = fp32.get_or_insert((accuracy, classes.clone()));
+            let agree = classes.iter().zip(reference.iter()).filter(|(a, b)| a == b);
+            rows.push(WireRow {
+                cut,
+                after_block: model.blocks[cut - 1].name.clone(),
+                encoding: encoding.datatype(),
+                bytes_per_sample: elems * encoding.bytes_per_value(),
+                accuracy,
+                accuracy_change: accuracy - *reference_accuracy,
+                agreement_with_fp32: agree.count() as f64 / n as f64,
+                max_abs_error,
+            });
+        }
+    }
+    Ok(WireReport {
+        model: model.name().to_string(),
+        hash: model.hash.clone(),
+        samples: n,
+        backend: backend.name().to_string(),
+        adapter: backend.adapter(),
+        rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{load_mnist, Split};
+    use crate::engine::evaluate;
+    use std::path::Path;
+
+    #[test]
+    fn wire_rows_of_a_shipped_model_give_fp32_the_unsplit_accuracy() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let model = Arc::new(Model::load(root.join("models/mnist-lenet-ee")).expect("loads"));
+        let test = load_mnist(&root.join("models/data/mnist"), Split::Test).expect("MNIST");
+        let n = 60;
+        let r = wire_accuracy(&model, &Backend::Cpu, &test, n).expect("measures");
+        let blocks = model.blocks.len();
+        assert_eq!((r.samples, r.rows.len()), (n, (blocks - 1) * 3));
+        let whole = Plan::compile(&model, 0..blocks, &Backend::Cpu, n).expect("compiles");
+        let unsplit = evaluate(&whole, &test, n).expect("evaluates").accuracy(1.0);
+        for row in &r.rows {
+            let elems: usize = model.shape_at(row.cut).iter().product();
+            match row.encoding {
+                "FP32" => {
+                    assert_eq!(row.accuracy, unsplit, "cut {}", row.cut);
+                    assert_eq!((row.max_abs_error, row.accuracy_change), (0.0, 0.0));
+                    assert_eq!(row.agreement_with_fp32, 1.0);
+                    assert_eq!(row.bytes_per_sample, 4 * elems);
+                }
+                "FP16" => assert_eq!(row.bytes_per_sample, 2 * elems),
+                _ => {
+                    assert_eq!(row.bytes_per_sample, elems);
+                    assert!(row.max_abs_error > 0.0, "INT8 is lossy at cut {}", row.cut);
+                }
+            }
+            assert!(row.agreement_with_fp32 >= 0.9, "{row:?}");
+        }
+        let json = serde_json::to_value(&r).expect("serialises");
+        for key in [
+            "cut",
+            "after_block",
+            "encoding",
+            "bytes_per_sample",
+            "accuracy",
+        ] {
+            assert!(!json["rows"][0][key].is_null(), "row missing {key}");
+        }
+        for key in ["accuracy_change", "agreement_with_fp32", "max_abs_error"] {
+            assert!(!json["rows"][0][key].is_null(), "row missing {key}");
+        }
+    }
+}
