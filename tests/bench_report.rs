@@ -5,7 +5,10 @@
 mod common;
 
 use edgecut::bench::{kernel_suite, targets};
+use edgecut::engine::{Backend, Plan};
+use edgecut::sched::profile::{time_plans, Clock, Profile};
 use std::process::Command;
+use std::sync::Arc;
 
 #[test]
 fn every_suite_kernel_matches_its_cpu_reference_on_the_gpu() {
@@ -77,6 +80,7 @@ fn cli_bench_writes_a_report_with_the_documented_keys() {
     let m = &b["models"][0];
     assert_eq!(m["name"], "mnist-fixture");
     assert_eq!(m["blocks"].as_array().expect("blocks").len(), 5);
+    assert_eq!(m["clock"], "wall", "the CPU backend has no GPU timestamps");
     assert!(b["notes"][0]
         .as_str()
         .expect("note")
@@ -101,4 +105,31 @@ fn cli_bench_rejects_an_unknown_backend() {
         .expect("runs");
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("available:"));
+}
+
+#[test]
+fn the_profiler_reads_gpu_timestamps_exactly_when_the_adapter_has_them() {
+    let Some(ctx) =
+        common::gpu("the_profiler_reads_gpu_timestamps_exactly_when_the_adapter_has_them")
+    else {
+        return;
+    };
+    let want = if ctx.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+        Clock::GpuTimestamps
+    } else {
+        Clock::Wall
+    };
+    let model = Arc::new(edgecut::fixture::lenet(1).expect("fixture builds"));
+    let gpu = Backend::Gpu(ctx);
+    let plan = Plan::compile(&model, 0..model.blocks.len(), &gpu, 2).expect("compiles");
+    let mut shape = vec![2];
+    shape.extend_from_slice(model.input_shape());
+    let x = edgecut::tensor::Tensor::new(shape, vec![0.5; 2 * model.input_elems()]).expect("x");
+    let t = time_plans(&[&plan], &x, 1, 3).expect("times");
+    assert_eq!(t[0].clock(), want, "{:?}", t[0]);
+    if let Some(device) = t[0].device_seconds {
+        assert!(device > 0.0 && device <= t[0].wall_seconds, "{:?}", t[0]);
+    }
+    let p = Profile::measure(&model, &gpu, &[1], 1, 2).expect("measures");
+    assert_eq!(p.clock, want);
 }
