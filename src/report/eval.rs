@@ -1,5 +1,5 @@
 //! What `edgecut eval` reports: accuracy and exit rate of a whole model on a labelled dataset,
-//! measured with the one evaluation loop ([`crate::engine::evaluate`]).
+//! measured with the one evaluation loop ([`crate::engine::evaluate()`]).
 
 use super::ReportError;
 use crate::data::Dataset;

@@ -201,14 +201,11 @@ pub fn markdown(r: &Report) -> String {
         for m in &b.models {
             let _ = writeln!(
                 s,
-                "\n**{}**, batch {}: {} ms as one plan ({}); dominant blocks: {}.\n",
+                "\n**{}**, batch {}: {} ms as one plan ({} clock); dominant blocks: {}.\n",
                 m.name,
                 m.batch,
                 num(m.total_ms, 2),
-                match m.clock {
-                    crate::sched::profile::Clock::GpuTimestamps => "GPU timestamps",
-                    crate::sched::profile::Clock::Wall => "wall time",
-                },
+                m.clock,
                 m.dominant.join(", ")
             );
             let _ = writeln!(s, "| block | median ms |\n|---|---:|");

@@ -31,6 +31,15 @@ pub enum Clock {
     Wall,
 }
 
+impl std::fmt::Display for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Clock::GpuTimestamps => "GPU timestamps",
+            Clock::Wall => "wall",
+        })
+    }
+}
+
 impl Clock {
     /// The clock every timing in `timings` has: GPU timestamps only when all of them do, so that
     /// times compared with each other come from one clock.

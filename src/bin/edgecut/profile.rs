@@ -59,7 +59,7 @@ pub fn profile(a: ProfileArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{} on {} ({}), slowdown {}, median of {} runs after {} warm-up, {:?} clock",
+        "{} on {} ({}), slowdown {}, median of {} runs after {} warm-up, {} clock",
         p.model, p.backend, p.adapter, p.slowdown, p.runs, p.warmup, p.clock
     );
     let header = p
