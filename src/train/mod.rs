@@ -217,40 +217,20 @@ pub fn evaluate(
     backend: &Backend,
 ) -> Result<(f64, Vec<f64>), TrainError> {
     let n = data.len();
-    let cap = n.clamp(1, 500);
-    let plan = Plan::compile(model, 0..model.blocks.len(), backend, cap)?;
-    let mut correct = 0usize;
+    let plan = Plan::compile(model, 0..model.blocks.len(), backend, n.clamp(1, 500))?;
+    let result = crate::engine::evaluate(&plan, data, n)?;
+    let d = n.max(1) as f64;
+    let correct = |stat: &crate::cpu::ExitStat, label: u32| usize::from(stat.argmax == label);
     let mut exits = vec![0usize; model.exits.len()];
-    for lo in (0..n).step_by(cap) {
-        let hi = (lo + cap).min(n);
-        let x = data
-            .batch(lo..hi, model.input_shape())
-            .ok_or_else(|| TrainError::DataShape {
-                got: data.images.sample_len(),
-                want: model.input_shape().to_vec(),
-                elems: model.input_elems(),
-            })?;
-        let out = plan.run(&x)?;
-        let labels = &data.labels[lo..hi];
-        if let Some(f) = &out.final_stats {
-            correct += f
-                .iter()
-                .zip(labels)
-                .filter(|(s, &l)| s.argmax == l as u32)
-                .count();
-        }
-        for e in &out.exits {
-            exits[e.exit] += e
-                .stats
-                .iter()
-                .zip(labels)
-                .filter(|(s, &l)| s.argmax == l as u32)
-                .count();
+    let mut finals = 0usize;
+    for s in &result.samples {
+        finals += correct(&s.final_stat, s.label);
+        for (stat, &e) in s.exits.iter().zip(&result.exit_order) {
+            exits[e] += correct(stat, s.label);
         }
     }
-    let d = n.max(1) as f64;
     Ok((
-        correct as f64 / d,
+        finals as f64 / d,
         exits.into_iter().map(|c| c as f64 / d).collect(),
     ))
 }
