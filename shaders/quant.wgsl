@@ -6,7 +6,9 @@
 //                  range widened to include 0; scale = (hi - lo) / 255 (1 when hi == lo),
 //                  zero_point = clamp(round(-128 - lo / scale), -128, 127)
 // quantize_int8:   y[i] = 4 codes clamp(round(x / scale) + zero_point, -128, 127), one per byte
-// dequantize_int8: y[i] = (code - zero_point) * scale, as f32 bits
+// dequantize_int8: y[i] = (code - zero_point) * scale, as f32 bits, with the scale and zero point
+//                  of sample row r = i / row at range[2r], range[2r + 1] (a batch of requests
+//                  each quantised on its own; row = len for one per-tensor pair)
 // pack_f16:        y[i] = pack2x16float(x[2i], x[2i + 1])
 // unpack_f16:      y[i] = unpack2x16float(x[i / 2])[i % 2], as f32 bits
 // Non-finite inputs give unspecified codes (the wire carries finite activations).
@@ -14,15 +16,16 @@
 // Bindings (group 0):
 //   0: uniform QuantParams
 //   1: x     array<u32> (read): f32 bits (int8_range, quantize_int8, pack_f16) or packed words
-//   2: range array<f32> (read): (scale, zero_point, min, max) written by int8_range or the peer
+//   2: range array<f32> (read): (scale, zero_point, min, max) written by int8_range, or
+//                               (scale, zero_point) per sample row received from peers
 //   3: y     array<u32> (write): packed words, f32 bits, or the range (int8_range)
 // Override constants: WG (workgroup size, at most 256).
 
 struct QuantParams {
     len: u32,
     words: u32,
-    _pad0: u32,
-    _pad1: u32,
+    row: u32,
+    _pad: u32,
 }
 
 override WG: u32 = 64u;
@@ -90,7 +93,8 @@ fn dequantize_int8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     if i >= params.len { return; }
     let byte = (x[i / 4u] >> (8u * (i % 4u))) & 0xffu;
     let code = bitcast<i32>(byte << 24u) >> 24u;
-    y[i] = bitcast<u32>((f32(code) - range[1]) * range[0]);
+    let r = 2u * (i / params.row);
+    y[i] = bitcast<u32>((f32(code) - range[r + 1u]) * range[r]);
 }
 
 @compute @workgroup_size(WG)

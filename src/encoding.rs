@@ -259,3 +259,39 @@ pub fn decode_cpu(e: &Encoded) -> Result<Tensor, EncodingError> {
     };
     Ok(Tensor::new(e.shape.clone(), data).expect("length checked against the shape"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_round_trip_error_is_at_most_half_a_step() {
+        let data: Vec<f32> = (0..101).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let t = Tensor::new(vec![1, 101], data.clone()).expect("shape");
+        let e = encode_cpu(&t, Encoding::Int8);
+        let p = e.int8.expect("int8 params");
+        let back = decode_cpu(&e).expect("decode");
+        for (a, b) in data.iter().zip(back.data()) {
+            assert!((a - b).abs() <= p.scale * 0.5 + 1e-6, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn fp16_round_trip_keeps_eleven_significant_bits() {
+        let data: Vec<f32> = (0..33).map(|i| i as f32 * 0.123 - 2.0).collect();
+        let t = Tensor::new(vec![33], data.clone()).expect("shape");
+        let back = decode_cpu(&encode_cpu(&t, Encoding::Fp16)).expect("decode");
+        for (a, b) in data.iter().zip(back.data()) {
+            assert!((a - b).abs() <= a.abs() * 1e-3 + 1e-7, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn wrong_length_and_bad_int8_params_are_refused() {
+        let err = Encoded::new(Encoding::Fp16, vec![2, 3], vec![0; 11], None).unwrap_err();
+        assert!(err.to_string().contains("needs 12 bytes, got 11"), "{err}");
+        assert!(Int8Params::checked(0.0, 0).is_err());
+        assert!(Int8Params::checked(0.1, 200).is_err());
+        assert!(Encoding::parse("bf16").is_err());
+    }
+}

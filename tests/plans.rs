@@ -5,7 +5,8 @@
 mod common;
 
 use common::{assert_close, gpu, random, Tolerance};
-use edgecut::engine::{Answer, Backend, Plan, PlanOutput};
+use edgecut::encoding::{decode_cpu, encode_cpu, Encoded, Encoding};
+use edgecut::engine::{Answer, Backend, Plan, PlanIo, PlanOutput};
 use edgecut::model::Model;
 use edgecut::tensor::Tensor;
 use std::path::PathBuf;
@@ -406,4 +407,201 @@ fn gpu_plans_report_device_time_within_wall_time() {
     }
     let cpu = run(&m, 0..m.blocks.len(), &Backend::Cpu, &x);
     assert_eq!(cpu.device_seconds, None);
+}
+
+/// A two-block dense model whose cut tensor has `cut_elems` values per sample, so the 4-byte
+/// packing of FP16 / INT8 words ends in every kind of tail (seeded weights, made in memory).
+fn narrow_cut(cut_elems: usize) -> Arc<Model> {
+    let manifest: edgecut::model::Manifest = serde_json::from_value(serde_json::json!({
+        "format": 1,
+        "name": format!("narrow-cut-{cut_elems}"),
+        "input": [9],
+        "classes": 4,
+        "init": {"seed": cut_elems},
+        "blocks": [
+            {"name": "a", "ops": [{"op": "dense", "name": "fc", "outputs": cut_elems, "bias": true}]},
+            {"name": "b", "ops": [{"op": "dense", "name": "fc", "outputs": 4, "bias": true}]}
+        ]
+    }))
+    .expect("the manifest matches the schema");
+    let json = serde_json::to_vec(&manifest).expect("serialises");
+    Arc::new(Model::from_parts(manifest, &json, None).expect("the model builds"))
+}
+
+/// The FP16 halves of two encodings, as u16 codes.
+fn halves(bytes: &[u8]) -> Vec<u16> {
+    bytes
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+#[test]
+fn gpu_head_encode_and_tail_decode_match_the_cpu_reference_on_odd_lengths() {
+    let Some(ctx) = gpu("gpu_head_encode_and_tail_decode_match_the_cpu_reference_on_odd_lengths")
+    else {
+        return;
+    };
+    let backend = Backend::Gpu(ctx);
+    for (i, cut_elems) in [1usize, 3, 5, 6, 63].into_iter().enumerate() {
+        let m = narrow_cut(cut_elems);
+        for batch in [1usize, 8] {
+            let what = format!("{cut_elems} values x {batch} samples");
+            // Shifted so some cut tensors are all positive and some straddle 0.
+            let shift = if i % 2 == 0 { 2.0 } else { 0.0 };
+            let data = random(batch * 9, i as u64)
+                .iter()
+                .map(|v| v + shift)
+                .collect();
+            let x = Tensor::new(vec![batch, 9], data).expect("shape");
+            for encoding in [Encoding::Fp16, Encoding::Int8] {
+                let head =
+                    Plan::compile_with(&m, 0..1, &backend, batch, PlanIo::encoding(encoding))
+                        .expect("head compiles");
+                let out = head.run(&x).expect("head runs");
+                let got = out.encoded.expect("the head encodes its output");
+                let want = encode_cpu(&out.output, encoding);
+                assert_eq!(got.shape, want.shape, "{what} {encoding}");
+                assert_eq!(got.bytes.len(), want.bytes.len(), "{what} {encoding}");
+                match encoding {
+                    Encoding::Fp16 => {
+                        assert_eq!(halves(&got.bytes), halves(&want.bytes), "{what} fp16")
+                    }
+                    _ => {
+                        let (g, w) = (got.int8.expect("params"), want.int8.expect("params"));
+                        assert_eq!(g.zero_point, w.zero_point, "{what} int8 zero point");
+                        assert_close("int8 scale", &[g.scale], &[w.scale], Tolerance::Close);
+                        for (k, (a, b)) in got.bytes.iter().zip(&want.bytes).enumerate() {
+                            let step = (*a as i8 as i32 - *b as i8 as i32).abs();
+                            assert!(step <= 1, "{what} int8 value {k}: {a} vs {b}");
+                        }
+                    }
+                }
+                // The tail decodes in its first dispatch exactly as the reference decoder,
+                // then runs the same kernels as a plain tail.
+                let tail =
+                    Plan::compile_with(&m, 1..2, &backend, batch, PlanIo::decoding(encoding))
+                        .expect("tail compiles");
+                let plain = Plan::compile(&m, 1..2, &backend, batch).expect("tail compiles");
+                let decoded = decode_cpu(&want).expect("decodes");
+                let via_plan = tail.run_encoded(&[&want]).expect("tail runs");
+                let reference = plain.run(&decoded).expect("tail runs");
+                assert_eq!(via_plan.output, reference.output, "{what} {encoding} tail");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_tail_decodes_a_batch_of_requests_each_with_its_own_int8_scale() {
+    let Some(ctx) = gpu("a_tail_decodes_a_batch_of_requests_each_with_its_own_int8_scale") else {
+        return;
+    };
+    let m = narrow_cut(5);
+    for backend in [Backend::Cpu, Backend::Gpu(ctx)] {
+        let io = PlanIo::decoding(Encoding::Int8);
+        let tail = Plan::compile_with(&m, 1..2, &backend, 8, io).expect("compiles");
+        let plain = Plan::compile(&m, 1..2, &backend, 8).expect("compiles");
+        // Three requests of 1, 2 and 3 samples with different ranges.
+        let mut parts = Vec::new();
+        let mut decoded = Vec::new();
+        for (i, samples) in [1usize, 2, 3].into_iter().enumerate() {
+            let data = random(samples * 5, 10 + i as u64)
+                .iter()
+                .map(|v| v * (i + 1) as f32)
+                .collect();
+            let t = Tensor::new(vec![samples, 5], data).expect("shape");
+            let e = encode_cpu(&t, Encoding::Int8);
+            decoded.extend_from_slice(decode_cpu(&e).expect("decodes").data());
+            parts.push(e);
+        }
+        let refs: Vec<&Encoded> = parts.iter().collect();
+        let got = tail.run_encoded(&refs).expect("runs");
+        let want = plain
+            .run(&Tensor::new(vec![6, 5], decoded).expect("shape"))
+            .expect("runs");
+        assert_eq!(got.output, want.output, "{}", backend.name());
+    }
+}
+
+#[test]
+fn split_through_fp32_encoded_plans_matches_the_unsplit_model_at_every_cut() {
+    let Some(ctx) = gpu("split_through_fp32_encoded_plans_matches_the_unsplit_model_at_every_cut")
+    else {
+        return;
+    };
+    let m = fixture();
+    let n = m.blocks.len();
+    let x = input(&m, 2, 3);
+    for backend in [Backend::Cpu, Backend::Gpu(ctx)] {
+        let full = run(&m, 0..n, &backend, &x);
+        for k in 1..n {
+            let fp32 = Encoding::Fp32;
+            let head = Plan::compile_with(&m, 0..k, &backend, 2, PlanIo::encoding(fp32))
+                .expect("head compiles");
+            let tail = Plan::compile_with(&m, k..n, &backend, 2, PlanIo::decoding(fp32))
+                .expect("tail compiles");
+            let sent = head.run(&x).expect("head runs").encoded.expect("encoded");
+            let out = tail.run_encoded(&[&sent]).expect("tail runs");
+            assert_eq!(
+                out.output,
+                full.output,
+                "{} cut after block {k}",
+                backend.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn encoded_input_of_another_encoding_or_shape_is_refused() {
+    let m = narrow_cut(3);
+    let tail = Plan::compile_with(&m, 1..2, &Backend::Cpu, 4, PlanIo::decoding(Encoding::Fp16))
+        .expect("compiles");
+    let t = Tensor::new(vec![1, 3], vec![0.5, -1.0, 2.0]).expect("shape");
+    let err = tail
+        .run_encoded(&[&encode_cpu(&t, Encoding::Int8)])
+        .expect_err("int8 into an fp16 tail");
+    assert!(err.to_string().contains("compiled for fp16 input"), "{err}");
+    let wide = Tensor::new(vec![1, 4], vec![0.0; 4]).expect("shape");
+    let err = tail
+        .run_encoded(&[&encode_cpu(&wide, Encoding::Fp16)])
+        .expect_err("wrong shape");
+    assert!(
+        err.to_string().contains("expected a tensor of shape"),
+        "{err}"
+    );
+    let many = Tensor::new(vec![5, 3], vec![0.0; 15]).expect("shape");
+    let err = tail
+        .run_encoded(&[&encode_cpu(&many, Encoding::Fp16)])
+        .expect_err("too many samples");
+    assert!(err.to_string().contains("does not fit this plan"), "{err}");
+}
+
+#[test]
+fn a_compiled_plan_creates_no_buffers_or_bind_groups_while_it_runs() {
+    if gpu("a_compiled_plan_creates_no_buffers_or_bind_groups_while_it_runs").is_none() {
+        return;
+    }
+    // A context of its own, so other tests' compilations do not move the counter.
+    let ctx = Arc::new(edgecut::gpu::GpuContext::new().expect("an adapter exists"));
+    let backend = Backend::Gpu(ctx.clone());
+    let m = narrow_cut(5);
+    let x = Tensor::new(vec![2, 9], random(18, 4)).expect("shape");
+    for encoding in [Encoding::Fp16, Encoding::Int8] {
+        let head = Plan::compile_with(&m, 0..1, &backend, 2, PlanIo::encoding(encoding))
+            .expect("compiles");
+        let tail = Plan::compile_with(&m, 1..2, &backend, 2, PlanIo::decoding(encoding))
+            .expect("compiles");
+        let before = ctx.objects_created();
+        for _ in 0..3 {
+            let sent = head.run(&x).expect("runs").encoded.expect("encoded");
+            tail.run_encoded(&[&sent]).expect("runs");
+        }
+        assert_eq!(
+            ctx.objects_created(),
+            before,
+            "{encoding}: objects made per run"
+        );
+    }
 }

@@ -1,18 +1,17 @@
-//! Split runtime end to end on loopback: the quant.wgsl codec against its CPU reference, split
-//! inference through the server against local evaluation at every cut, faults (server killed,
+//! Split runtime end to end on loopback (the plans' encode/decode steps are checked against
+//! their CPU reference in tests/plans.rs): split inference through the server against local evaluation at every cut, faults (server killed,
 //! stalled, malformed) and bad requests answered with 4xx while the server keeps serving.
 
 mod common;
 
-use common::{assert_close, gpu, random, Tolerance};
+use common::gpu;
 use edgecut::data::{load_mnist, Dataset, Split};
+use edgecut::encoding::Encoding;
 use edgecut::engine::{Backend, Plan};
 use edgecut::model::Model;
 use edgecut::split::client::{AnsweredBy, ClientConfig, DeviceClient, Route};
 use edgecut::split::runner::{run_policy, Policy};
 use edgecut::split::server::{Server, ServerConfig};
-use edgecut::split::wire::{decode_cpu, encode_cpu, Codec, Encoding};
-use edgecut::tensor::Tensor;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -49,70 +48,6 @@ fn local_classes(model: &Arc<Model>, backend: &Backend, data: &Dataset, n: usize
         .iter()
         .map(|a| a.class().expect("final answer"))
         .collect()
-}
-
-#[test]
-fn gpu_wire_codec_matches_the_cpu_reference_on_odd_sizes() {
-    let Some(ctx) = gpu("gpu_wire_codec_matches_the_cpu_reference_on_odd_sizes") else {
-        return;
-    };
-    let codec = Codec::Gpu(ctx);
-    for (i, len) in [1usize, 3, 5, 63, 65, 257, 1001, 4097]
-        .into_iter()
-        .enumerate()
-    {
-        // Shifted so some tensors are all positive (post-ReLU) and some straddle 0.
-        let shift = if i % 2 == 0 { 1.0 } else { 0.0 };
-        let data: Vec<f32> = random(len, i as u64)
-            .iter()
-            .map(|v| 3.0 * v + shift)
-            .collect();
-        let t = Tensor::new(vec![1, len], data).expect("shape");
-        // FP16: same bits as `half` (both round to nearest even) up to one ulp.
-        let g = codec.encode(&t, Encoding::Fp16).expect("gpu fp16");
-        let c = encode_cpu(&t, Encoding::Fp16);
-        for (k, (a, b)) in g.bytes.chunks(2).zip(c.bytes.chunks(2)).enumerate() {
-            let (a, b) = (
-                u16::from_le_bytes([a[0], a[1]]),
-                u16::from_le_bytes([b[0], b[1]]),
-            );
-            assert!(
-                a.abs_diff(b) <= 1,
-                "fp16 len {len} value {k}: {a:#x} vs {b:#x}"
-            );
-        }
-        let back = codec.decode(&g).expect("gpu unpack");
-        assert_close(
-            "unpack_f16",
-            back.data(),
-            decode_cpu(&g).expect("cpu").data(),
-            Tolerance::Exact,
-        );
-        // INT8: the GPU's range and scale match the reference; codes differ by at most one
-        // (division rounding at .5 boundaries).
-        let g = codec.encode(&t, Encoding::Int8).expect("gpu int8");
-        let c = encode_cpu(&t, Encoding::Int8);
-        let (gp, cp) = (g.int8.expect("params"), c.int8.expect("params"));
-        assert_close("int8 scale", &[gp.scale], &[cp.scale], Tolerance::Close);
-        assert!(
-            (gp.zero_point - cp.zero_point).abs() <= 1,
-            "zero point {gp:?} vs {cp:?}"
-        );
-        assert_eq!(g.bytes.len(), len);
-        for (k, (a, b)) in g.bytes.iter().zip(&c.bytes).enumerate() {
-            assert!(
-                (*a as i8 as i32 - *b as i8 as i32).abs() <= 1,
-                "int8 len {len} value {k}"
-            );
-        }
-        let back = codec.decode(&g).expect("gpu dequantize");
-        assert_close(
-            "dequantize_int8",
-            back.data(),
-            decode_cpu(&g).expect("cpu").data(),
-            Tolerance::Close,
-        );
-    }
 }
 
 #[test]

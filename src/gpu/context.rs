@@ -3,6 +3,7 @@
 use super::shaders::Shader;
 use super::GpuError;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Key of a cached compute pipeline: shader, entry point and override constants
@@ -67,6 +68,9 @@ pub struct GpuContext {
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     layouts: Mutex<HashMap<usize, Arc<wgpu::BindGroupLayout>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    /// Buffers and bind groups made through this crate's helpers, so tests can check that a
+    /// compiled plan makes none while it runs.
+    created: AtomicUsize,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -181,7 +185,19 @@ impl GpuContext {
             modules: Mutex::default(),
             layouts: Mutex::default(),
             pipelines: Mutex::default(),
+            created: AtomicUsize::new(0),
         })
+    }
+
+    /// Buffers and bind groups created so far through the crate's helpers ([`crate::gpu::storage`],
+    /// [`crate::gpu::upload`], [`crate::gpu::staging`], [`crate::gpu::kernels::Kernel::new`]).
+    pub fn objects_created(&self) -> usize {
+        self.created.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` created objects (see [`GpuContext::objects_created`]).
+    pub(crate) fn count_created(&self, n: usize) {
+        self.created.fetch_add(n, Ordering::Relaxed);
     }
 
     /// A one-line description of the adapter.

@@ -3,6 +3,7 @@
 //! The `Pod` parameter structs are the twins of the WGSL structs of the same names.
 
 use super::{check_storage_size, upload, GpuContext, GpuError, Shader};
+use crate::encoding::Encoding;
 use crate::model::{Activation, Conv2d, Dense, FanIn, Op, Pool, PoolKind, Step};
 use bytemuck::{Pod, Zeroable};
 use std::borrow::Cow;
@@ -216,6 +217,7 @@ impl Kernel {
         let mut all_constants = vec![("WG", WORKGROUP as f64)];
         all_constants.extend_from_slice(constants);
         let pipeline = ctx.pipeline(shader, entry, &all_constants);
+        ctx.count_created(2);
         let uniform = ctx
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -700,6 +702,64 @@ pub fn elementwise(
         &[a, b],
         y,
         len as u64,
+    )
+}
+
+/// `QuantParams` in `quant.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct QuantParams {
+    /// Values.
+    pub len: u32,
+    /// Packed 32-bit words.
+    pub words: u32,
+    /// Values per sample row: `dequantize_int8` reads row `i / row`'s scale and zero point.
+    pub row: u32,
+    /// Padding to 16 bytes.
+    pub _pad: u32,
+}
+
+impl QuantParams {
+    /// Parameters for `len` values in `encoding`, `row` values per sample.
+    pub fn new(len: usize, row: usize, encoding: Encoding) -> Self {
+        Self {
+            len: len as u32,
+            words: quant_words(len, encoding) as u32,
+            row: row.max(1) as u32,
+            _pad: 0,
+        }
+    }
+}
+
+/// 32-bit words holding `len` values packed in `encoding`.
+pub fn quant_words(len: usize, encoding: Encoding) -> usize {
+    len.div_ceil(4 / encoding.bytes_per_value())
+}
+
+/// A `quant.wgsl` launcher: `entry` over `invocations` threads, reading `x` and `range`,
+/// writing `y`, with room for `capacity` values (the live count goes in with
+/// [`Kernel::write_params`] before each run).
+#[allow(clippy::too_many_arguments)] // the bindings of one family, named as in the shader
+pub fn quant(
+    ctx: &GpuContext,
+    label: &str,
+    entry: &'static str,
+    params: QuantParams,
+    x: &wgpu::Buffer,
+    range: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    invocations: usize,
+) -> Result<Kernel, GpuError> {
+    Kernel::new(
+        ctx,
+        format!("{label}.{entry}"),
+        Shader::Quant,
+        entry,
+        &[],
+        &params,
+        &[x, range],
+        y,
+        invocations as u64,
     )
 }
 

@@ -91,6 +91,7 @@ pub fn upload<T: bytemuck::Pod>(
 ) -> Result<wgpu::Buffer, GpuError> {
     let bytes: &[u8] = bytemuck::cast_slice(data);
     check_storage_size(ctx, label, bytes.len() as u64)?;
+    ctx.count_created(1);
     let mut contents = bytes.to_vec();
     contents.resize(padded(bytes.len() as u64) as usize, 0);
     Ok(ctx
@@ -107,6 +108,7 @@ pub fn upload<T: bytemuck::Pod>(
 /// Creates an uninitialised (zeroed) storage buffer of `bytes` (padded to 16).
 pub fn storage(ctx: &GpuContext, label: &str, bytes: u64) -> Result<wgpu::Buffer, GpuError> {
     check_storage_size(ctx, label, bytes)?;
+    ctx.count_created(1);
     Ok(ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: padded(bytes),
@@ -119,6 +121,7 @@ pub fn storage(ctx: &GpuContext, label: &str, bytes: u64) -> Result<wgpu::Buffer
 
 /// A buffer the CPU can map to read results.
 pub fn staging(ctx: &GpuContext, label: &str, bytes: u64) -> wgpu::Buffer {
+    ctx.count_created(1);
     ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: padded(bytes),

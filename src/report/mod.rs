@@ -38,9 +38,9 @@ pub enum ReportError {
     /// A plan failed to compile or run.
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
-    /// A split tensor failed to encode or decode.
+    /// A split tensor failed to decode.
     #[error(transparent)]
-    Wire(#[from] crate::split::wire::WireError),
+    Encoding(#[from] crate::encoding::EncodingError),
     /// A tensor of the wrong shape.
     #[error(transparent)]
     Tensor(#[from] crate::tensor::TensorError),

@@ -1,14 +1,15 @@
 //! What `edgecut wire` reports: the accuracy effect of each split-tensor encoding at every cut of a
-//! model, with the backend's real codec (`quant.wgsl` on a GPU) between the head and tail plans,
-//! measured with the one split evaluation loop ([`evaluate_split`]).
+//! model, with the reference codec ([`encode_cpu`] / [`decode_cpu`]) between the head and tail
+//! plans, measured with the one split evaluation loop ([`evaluate_split`]). The plans' own encode
+//! and decode steps (`quant.wgsl` on a GPU) match this codec: FP16 byte for byte, INT8 with the
+//! same scale and zero point and codes within one step (tests/plans.rs).
 
 use super::ReportError;
 use crate::data::Dataset;
-use crate::encoding::Encoding;
+use crate::encoding::{decode_cpu, encode_cpu, Encoding};
 use crate::engine::evaluate::evaluate_split;
 use crate::engine::{Backend, Plan};
 use crate::model::Model;
-use crate::split::wire::Codec;
 use crate::tensor::Tensor;
 use serde::Serialize;
 use std::sync::Arc;
@@ -87,18 +88,13 @@ impl std::fmt::Display for WireReport {
 
 /// Encodes and decodes the split tensor one sample at a time, as the device client sends them,
 /// and raises `max_err` to the largest difference seen.
-fn round_trip(
-    codec: &Codec,
-    mid: &Tensor,
-    encoding: Encoding,
-    max_err: &mut f32,
-) -> Result<Tensor, ReportError> {
+fn round_trip(mid: &Tensor, encoding: Encoding, max_err: &mut f32) -> Result<Tensor, ReportError> {
     let mut decoded = Vec::with_capacity(mid.len());
     let mut shape = mid.shape().to_vec();
     shape[0] = 1;
     for i in 0..mid.batch() {
         let one = Tensor::new(shape.clone(), mid.sample(i).to_vec())?;
-        decoded.extend_from_slice(codec.decode(&codec.encode(&one, encoding)?)?.data());
+        decoded.extend_from_slice(decode_cpu(&encode_cpu(&one, encoding))?.data());
     }
     for (a, b) in decoded.iter().zip(mid.data()) {
         *max_err = max_err.max((a - b).abs());
@@ -117,7 +113,6 @@ pub fn wire_accuracy(
     if n == 0 {
         return Err(ReportError::Invalid("no samples to evaluate".into()));
     }
-    let codec = Codec::for_backend(backend);
     let blocks = model.blocks.len();
     let batch = BATCH.min(n);
     let mut rows = Vec::new();
@@ -129,7 +124,7 @@ pub fn wire_accuracy(
         for encoding in Encoding::ALL {
             let mut max_abs_error = 0f32;
             let result = evaluate_split(&head, &tail, data, n, |mid| {
-                round_trip(&codec, mid, encoding, &mut max_abs_error)
+                round_trip(mid, encoding, &mut max_abs_error)
             })?;
             let accuracy = result.accuracy(1.0);
             let classes: Vec<Option<u32>> = result.answers(1.0).iter().map(|a| a.class()).collect();

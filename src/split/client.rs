@@ -10,8 +10,8 @@
 
 use super::kserve::{self, RawTensor, HEADER_LENGTH};
 use super::shaping::{Shaper, Trace};
-use super::wire::{Codec, Encoding, WireError};
-use crate::engine::{Answer, Backend, EngineError, Plan};
+use crate::encoding::{encode_cpu, Encoded, Encoding};
+use crate::engine::{Answer, Backend, EngineError, Plan, PlanIo};
 use crate::model::Model;
 use crate::tensor::Tensor;
 use serde_json::{json, Map, Value};
@@ -43,9 +43,6 @@ pub enum ClientError {
     /// The local plans failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// Encoding failed.
-    #[error(transparent)]
-    Wire(#[from] WireError),
 }
 
 /// Why a remote attempt failed (the request then falls back to the device).
@@ -183,17 +180,17 @@ impl ClientConfig {
     }
 }
 
-/// The device: local plans, the codec and one connection to the server.
+/// The device: local plans (heads per cut and encoding, which encode the split tensor in their
+/// last step) and one connection to the server.
 pub struct DeviceClient {
     model: Arc<Model>,
     backend: Backend,
-    codec: Codec,
     config: ClientConfig,
     host: String,
     addr: SocketAddr,
     conn: Option<TcpStream>,
     shaper: Option<Shaper>,
-    heads: HashMap<usize, Plan>,
+    heads: HashMap<(usize, Encoding), Plan>,
     tails: HashMap<usize, Plan>,
 }
 
@@ -216,7 +213,6 @@ impl DeviceClient {
             .and_then(|mut a| a.next())
             .ok_or_else(|| ClientError::BadUrl(config.server.clone()))?;
         Ok(Self {
-            codec: Codec::for_backend(&backend),
             shaper: config.trace.clone().map(Shaper::new),
             model,
             backend,
@@ -252,19 +248,28 @@ impl DeviceClient {
         }
     }
 
-    fn plan<'a>(
-        cache: &'a mut HashMap<usize, Plan>,
+    fn plan<'a, K: std::hash::Hash + Eq>(
+        cache: &'a mut HashMap<K, Plan>,
         model: &Arc<Model>,
         backend: &Backend,
-        key: usize,
+        key: K,
         range: std::ops::Range<usize>,
+        io: PlanIo,
     ) -> Result<&'a Plan, EngineError> {
         Ok(match cache.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(Plan::compile(model, range, backend, 1)?)
+                e.insert(Plan::compile_with(model, range, backend, 1, io)?)
             }
         })
+    }
+
+    /// The head plan of `cut` for the current encoding (its last step encodes the output).
+    fn head(&mut self, cut: usize) -> Result<&Plan, EngineError> {
+        let encoding = self.config.encoding;
+        let io = PlanIo::encoding(encoding);
+        let key = (cut, encoding);
+        Self::plan(&mut self.heads, &self.model, &self.backend, key, 0..cut, io)
     }
 
     /// Compiles the local plans a route needs (head, and the tail for fallbacks), so the first
@@ -278,15 +283,17 @@ impl DeviceClient {
             Route::Cut(k) => return Err(ClientError::BadCut { cut: k, blocks }),
         };
         if cut > 0 {
-            Self::plan(&mut self.heads, &self.model, &self.backend, cut, 0..cut)?;
+            self.head(cut)?;
         }
         if cut < blocks {
+            let io = PlanIo::default();
             Self::plan(
                 &mut self.tails,
                 &self.model,
                 &self.backend,
                 cut,
                 cut..blocks,
+                io,
             )?;
         }
         Ok(())
@@ -318,9 +325,8 @@ impl DeviceClient {
             head: Duration::ZERO,
             latency: Duration::ZERO,
         };
-        let x = if cut > 0 {
-            let head = Self::plan(&mut self.heads, &self.model, &self.backend, cut, 0..cut)?;
-            let out = head.run(image)?;
+        let (x, encoded) = if cut > 0 {
+            let out = self.head(cut)?.run(image)?;
             self.emulate_slowdown(start.elapsed());
             outcome.head = start.elapsed();
             match out.answers(threshold)[0] {
@@ -335,13 +341,16 @@ impl DeviceClient {
                     outcome.latency = start.elapsed();
                     return Ok(outcome);
                 }
-                Answer::Continue => out.output,
+                Answer::Continue => {
+                    let encoded = out.encoded.expect("head plans encode their output");
+                    (out.output, encoded)
+                }
             }
         } else {
-            image.clone()
+            (image.clone(), encode_cpu(image, self.config.encoding))
         };
         let deadline = Instant::now() + self.config.deadline;
-        match self.remote(&x, cut, deadline, &mut outcome) {
+        match self.remote(&x, encoded, cut, deadline, &mut outcome) {
             Ok(class) => {
                 outcome.class = class;
                 outcome.by = AnsweredBy::Server;
@@ -350,12 +359,14 @@ impl DeviceClient {
                 // Never reuse a connection after a failure: a late answer must not be read
                 // as the next request's.
                 self.conn = None;
+                let io = PlanIo::default();
                 let tail = Self::plan(
                     &mut self.tails,
                     &self.model,
                     &self.backend,
                     cut,
                     cut..blocks,
+                    io,
                 )?;
                 let tail_start = Instant::now();
                 let out = tail.run(&x)?;
@@ -370,8 +381,7 @@ impl DeviceClient {
         Ok(outcome)
     }
 
-    fn request_bytes(&self, x: &Tensor, cut: usize) -> Result<Vec<u8>, ClientError> {
-        let e = self.codec.encode(x, self.config.encoding)?;
+    fn request_bytes(&self, e: Encoded, cut: usize) -> Vec<u8> {
         let mut params = Map::new();
         params.insert("edgecut_from_block".into(), json!(cut));
         params.insert("edgecut_model_hash".into(), json!(self.model.hash));
@@ -404,19 +414,18 @@ impl DeviceClient {
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();
         bytes.extend_from_slice(&body);
-        Ok(bytes)
+        bytes
     }
 
     fn remote(
         &mut self,
         x: &Tensor,
+        encoded: Encoded,
         cut: usize,
         deadline: Instant,
         outcome: &mut Outcome,
     ) -> Result<u32, RemoteError> {
-        let request = self
-            .request_bytes(x, cut)
-            .map_err(|e| RemoteError::Malformed(format!("encoding the request: {e}")))?;
+        let request = self.request_bytes(encoded, cut);
         let left = |d: Instant| {
             d.checked_duration_since(Instant::now())
                 .filter(|l| !l.is_zero())

@@ -16,7 +16,7 @@ pub struct WireArgs {
     /// Only the first N test samples.
     #[arg(long)]
     limit: Option<usize>,
-    /// Where to run (the codec runs quant.wgsl on a GPU).
+    /// Where to run the head and tail plans.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
     /// Print one JSON object.

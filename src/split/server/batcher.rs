@@ -2,7 +2,7 @@
 //! every queued job for the same cut, up to the batch size or the batching deadline.
 
 use super::http::ApiError;
-use crate::split::wire::Encoded;
+use crate::encoding::Encoded;
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -78,7 +78,8 @@ impl Queue {
             q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
         }
         let first = q.jobs.pop_front().expect("queue is not empty");
-        let key = (first.model, first.from);
+        // One batch runs one plan, which decodes one encoding in its first step.
+        let key = (first.model, first.from, first.input.encoding);
         let deadline = first.enqueued + max_delay;
         let mut samples = first.samples;
         let mut batch = vec![first];
@@ -86,7 +87,7 @@ impl Queue {
             let mut i = 0;
             while i < q.jobs.len() && samples < max_batch {
                 let j = &q.jobs[i];
-                if (j.model, j.from) == key && samples + j.samples <= max_batch {
+                if (j.model, j.from, j.input.encoding) == key && samples + j.samples <= max_batch {
                     let j = q.jobs.remove(i).expect("index is in range");
                     samples += j.samples;
                     batch.push(j);

@@ -22,6 +22,7 @@ mod http;
 mod request;
 mod worker;
 
+use crate::encoding::Encoding;
 use crate::engine::Backend;
 use crate::model::Model;
 use batcher::{Queue, QueueState};
@@ -182,7 +183,7 @@ impl Server {
         // Compile the plans of the likely cuts now rather than on the first requests.
         for (i, m) in shared.models.iter().enumerate() {
             for from in std::iter::once(0).chain(m.cut_candidates().into_iter().map(|c| c + 1)) {
-                if let Err(e) = worker::plan(&shared, i, from, 1) {
+                if let Err(e) = worker::plan(&shared, i, from, 1, Encoding::Fp32) {
                     log::warn!("compiling blocks {from}.. of {} failed: {e}", m.name());
                 }
             }

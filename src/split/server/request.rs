@@ -1,9 +1,9 @@
 //! Request validation: the input tensor against the model and the cut its parameters name.
 
 use super::http::{err, ApiError};
+use crate::encoding::{Encoded, Encoding, Int8Params};
 use crate::model::Model;
 use crate::split::kserve::{self, RawTensor};
-use crate::split::wire::{Encoded, Encoding, Int8Params};
 use axum::http::StatusCode;
 use serde_json::{Map, Value};
 

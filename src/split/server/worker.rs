@@ -1,11 +1,11 @@
-//! GPU workers: take a batch, decode its inputs, run the tail plan for its cut, reply.
+//! GPU workers: take a batch, run the tail plan for its cut and encoding on the received bytes
+//! (the plan's first dispatch decodes them), reply.
 
 use super::batcher::{Job, JobDone};
 use super::http::err;
 use super::{Shared, RECENT};
-use crate::engine::{EngineError, Plan};
-use crate::split::wire::Codec;
-use crate::tensor::Tensor;
+use crate::encoding::{Encoded, Encoding};
+use crate::engine::{EngineError, Plan, PlanIo};
 use axum::http::StatusCode;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -15,11 +15,10 @@ use std::time::Instant;
 /// A GPU worker thread: runs batches until the queue closes, answering every job of a batch
 /// with its share of the logits and the batch timing (or the batch's error).
 pub(super) fn worker(s: Arc<Shared>) {
-    let codec = Codec::for_backend(&s.backend);
     while let Some(batch) = s.queue.take_batch(s.config.max_batch, s.config.max_delay) {
         let started = Instant::now();
         let (model, from) = (batch[0].model, batch[0].from);
-        let result = run_batch(&s, &codec, model, from, &batch);
+        let result = run_batch(&s, model, from, &batch);
         let compute_us = started.elapsed().as_micros() as u64;
         let n = batch.len();
         match result {
@@ -66,22 +65,26 @@ fn capacity_for(samples: usize, max_batch: usize) -> usize {
         .unwrap_or(max_batch)
 }
 
-/// The tail plan for `from..` of `model` sized for `samples`, compiled on first use.
+/// The tail plan for `from..` of `model` sized for `samples` and decoding `encoding` in its
+/// first step, compiled on first use.
 pub(super) fn plan(
     s: &Shared,
     model: usize,
     from: usize,
     samples: usize,
+    encoding: Encoding,
 ) -> Result<Arc<Plan>, EngineError> {
     let capacity = capacity_for(samples, s.config.max_batch);
-    s.plans.get_or_compile((model, from, capacity), || {
-        let m = &s.models[model];
-        Plan::compile(m, from..m.blocks.len(), &s.backend, capacity)
-    })
+    s.plans
+        .get_or_compile((model, from, capacity, encoding), || {
+            let m = &s.models[model];
+            let io = PlanIo::decoding(encoding);
+            Plan::compile_with(m, from..m.blocks.len(), &s.backend, capacity, io)
+        })
 }
 
-/// Key of a compiled plan: model index, first block, batch capacity.
-pub(super) type PlanKey = (usize, usize, usize);
+/// Key of a compiled plan: model index, first block, batch capacity, input encoding.
+pub(super) type PlanKey = (usize, usize, usize, Encoding);
 
 /// Compiled plans shared by the workers. Compiling happens outside the lock, so a cold cut
 /// (seconds of pipeline creation for a big model) never stalls workers serving warm plans; two
@@ -115,27 +118,15 @@ impl<K: Eq + Hash + Copy, V> PlanCache<K, V> {
     }
 }
 
-/// Decodes every job's split tensor, joins them into one batch and runs the tail plan for
-/// `from..` on it; the logits of all jobs in order.
-fn run_batch(
-    s: &Shared,
-    codec: &Codec,
-    model: usize,
-    from: usize,
-    batch: &[Job],
-) -> Result<Vec<f32>, String> {
-    let mut data = Vec::new();
-    let mut samples = 0;
-    for job in batch {
-        let t = codec.decode(&job.input).map_err(|e| e.to_string())?;
-        samples += t.batch();
-        data.extend_from_slice(t.data());
-    }
-    let plan = plan(s, model, from, samples).map_err(|e| e.to_string())?;
-    let mut shape = vec![samples];
-    shape.extend_from_slice(plan.input_shape());
-    let x = Tensor::new(shape, data).map_err(|e| e.to_string())?;
-    let out = plan.run(&x).map_err(|e| e.to_string())?;
+/// Runs a batch of jobs of one model, cut and encoding as one batch of the tail plan for
+/// `from..`: the received bytes go to the plan as they are (uploaded once), its first step
+/// decodes them; the logits of all jobs in order.
+fn run_batch(s: &Shared, model: usize, from: usize, batch: &[Job]) -> Result<Vec<f32>, String> {
+    let parts: Vec<&Encoded> = batch.iter().map(|j| &j.input).collect();
+    let samples = batch.iter().map(|j| j.samples).sum();
+    let encoding = batch[0].input.encoding;
+    let plan = plan(s, model, from, samples, encoding).map_err(|e| e.to_string())?;
+    let out = plan.run_encoded(&parts).map_err(|e| e.to_string())?;
     Ok(out.output.into_data())
 }
 
