@@ -1,7 +1,10 @@
 //! Split runtime benchmarks over loopback (one JSON object on stdout):
 //! - `overhead_us`: per-request latency of a split beyond head + tail compute (latency minus the
 //!   device's head time minus the server's reported compute time: encoding, HTTP on loopback,
-//!   queueing, decoding), p50/p95, cut after block 1 (FP32), batching delay 0;
+//!   queueing, decoding), p50/p95, cut after block 1 (FP32), batching delay 0; the head plan
+//!   encodes the split tensor in its last dispatch and the tail plan decodes it in its first,
+//!   so since then the head and server times include them;
+//! - `by_encoding`: the same overhead and end-to-end latency for FP32, FP16 and INT8;
 //! - `throughput_rps`: full-model requests per second from 16 concurrent device clients with
 //!   dynamic batching (max batch 32, delay 500 µs) and without (max batch 1).
 //!
@@ -9,6 +12,7 @@
 //! Env: `SPLIT_BENCH_REQUESTS` (default 400), `SPLIT_BENCH_MODEL` (default models/mnist-fixture).
 
 use edgecut::data::{load_mnist, Split};
+use edgecut::encoding::Encoding;
 use edgecut::engine::Backend;
 use edgecut::model::Model;
 use edgecut::split::client::{AnsweredBy, ClientConfig, DeviceClient, Route};
@@ -32,46 +36,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let sample = |i: usize| test.batch(i % test.len()..i % test.len() + 1, model.input_shape());
 
-    // Overhead of one split request beyond compute.
+    // Overhead of one split request beyond compute, per encoding.
     let server = Server::start(
         vec![model.clone()],
         backend.clone(),
         ServerConfig::new(loopback).with_batching(1, 32, Duration::ZERO),
     )?;
-    let mut client = DeviceClient::new(
-        model.clone(),
-        backend.clone(),
-        ClientConfig::new(server.url()),
-    )?;
-    client.prepare(Route::Cut(1))?;
-    let mut overhead = Vec::new();
-    let mut latency = Vec::new();
-    for i in 0..requests + 20 {
-        let x = sample(i).ok_or("sample shape")?;
-        let o = client.classify(&x, Route::Cut(1), 1.0)?;
-        if o.by != AnsweredBy::Server {
-            return Err(format!("request {i} was not answered by the server: {:?}", o.by).into());
+    let mut by_encoding = serde_json::Map::new();
+    for encoding in Encoding::ALL {
+        let mut client = DeviceClient::new(
+            model.clone(),
+            backend.clone(),
+            ClientConfig::new(server.url()),
+        )?;
+        client.set_encoding(encoding);
+        client.prepare(Route::Cut(1))?;
+        let mut overhead = Vec::new();
+        let mut latency = Vec::new();
+        for i in 0..requests + 20 {
+            let x = sample(i).ok_or("sample shape")?;
+            let o = client.classify(&x, Route::Cut(1), 1.0)?;
+            if o.by != AnsweredBy::Server {
+                return Err(
+                    format!("request {i} was not answered by the server: {:?}", o.by).into(),
+                );
+            }
+            let (_, compute_us) = o.server_us.ok_or("no server timing")?;
+            if i >= 20 {
+                let l = o.latency.as_secs_f64() * 1e6;
+                latency.push(l);
+                overhead.push(l - o.head.as_secs_f64() * 1e6 - compute_us as f64);
+            }
         }
-        let (_, compute_us) = o.server_us.ok_or("no server timing")?;
-        if i >= 20 {
-            let l = o.latency.as_secs_f64() * 1e6;
-            latency.push(l);
-            overhead.push(l - o.head.as_secs_f64() * 1e6 - compute_us as f64);
-        }
+        let (o, l) = (Summary::of(&overhead), Summary::of(&latency));
+        by_encoding.insert(
+            encoding.to_string(),
+            serde_json::json!({
+                "overhead_us": {"mean": o.mean, "p50": o.p50, "p95": o.p95},
+                "latency_us": {"mean": l.mean, "p50": l.p50, "p95": l.p95},
+            }),
+        );
     }
     server.shutdown();
-    let Summary {
-        mean: om,
-        p50: o50,
-        p95: o95,
-        ..
-    } = Summary::of(&overhead);
-    let Summary {
-        mean: lm,
-        p50: l50,
-        p95: l95,
-        ..
-    } = Summary::of(&latency);
+    let fp32 = by_encoding
+        .get("fp32")
+        .cloned()
+        .ok_or("no fp32 measurement")?;
 
     // Throughput with 16 concurrent clients.
     let mut throughput = serde_json::Map::new();
@@ -130,8 +140,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "adapter": backend.adapter(),
             "requests": requests,
             "cut": 1,
-            "overhead_us": {"mean": om, "p50": o50, "p95": o95},
-            "latency_us": {"mean": lm, "p50": l50, "p95": l95},
+            "overhead_us": fp32["overhead_us"],
+            "latency_us": fp32["latency_us"],
+            "by_encoding": by_encoding,
             "throughput_rps": throughput,
         })
     );

@@ -7,8 +7,8 @@
 //! plan's first step unpacks received bytes ([`Plan::run_encoded`]), so the tensor crosses
 //! between host and device once per side.
 //!
-//! Rooms: [`plan`] is the planner (pure data), `cpu` and `gpu` the executors, [`evaluate`] the
-//! loop over a labelled dataset.
+//! Rooms: `plan` is the planner (pure data: steps, layouts, buffer liveness), `cpu` and `gpu`
+//! the executors, [`evaluate`] the loop over a labelled dataset.
 
 use crate::cpu::ExitStat;
 use crate::encoding::{Encoded, Encoding, EncodingError};
@@ -22,7 +22,7 @@ use thiserror::Error;
 mod cpu;
 pub mod evaluate;
 mod gpu;
-pub mod plan;
+mod plan;
 
 pub use cpu::run_steps_cpu;
 pub use evaluate::{evaluate, Evaluation, SampleResult};

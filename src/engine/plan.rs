@@ -1,6 +1,6 @@
 //! The planner: pure data, no device. It numbers the values a block range computes
-//! ([`schedule`]), lowers its steps and picks activation layouts ([`place`]), and assigns the
-//! values to a pool of reusable buffers by liveness ([`assign_slots`]). The GPU executor turns
+//! (`schedule`), lowers its steps and picks activation layouts (`place`), and assigns the
+//! values to a pool of reusable buffers by liveness (`assign_slots`). The GPU executor turns
 //! the result into buffers and dispatches; these functions are testable without a GPU.
 
 use crate::gpu::kernels;
