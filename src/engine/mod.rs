@@ -8,7 +8,7 @@
 //! between host and device once per side.
 //!
 //! Rooms: `plan` is the planner (pure data: steps, layouts, buffer liveness), `cpu` and `gpu`
-//! the executors, [`evaluate`] the loop over a labelled dataset.
+//! the executors, [`evaluate()`] the loop over a labelled dataset.
 
 use crate::cpu::ExitStat;
 use crate::encoding::{Encoded, Encoding, EncodingError};
