@@ -15,7 +15,8 @@ use edgecut::data::{load_mnist, Split};
 use edgecut::encoding::Encoding;
 use edgecut::engine::Backend;
 use edgecut::model::Model;
-use edgecut::split::client::{AnsweredBy, ClientConfig, DeviceClient, Route};
+use edgecut::sched::{Choice, Cut};
+use edgecut::split::client::{AnsweredBy, ClientConfig, DeviceClient};
 use edgecut::split::server::{Server, ServerConfig};
 use edgecut::stats::Summary;
 use std::net::SocketAddr;
@@ -49,13 +50,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             backend.clone(),
             ClientConfig::new(server.url()),
         )?;
-        client.set_encoding(encoding);
-        client.prepare(Route::Cut(1))?;
+        let after_first = Choice::after(0, encoding);
+        client.prepare(after_first)?;
         let mut overhead = Vec::new();
         let mut latency = Vec::new();
         for i in 0..requests + 20 {
             let x = sample(i).ok_or("sample shape")?;
-            let o = client.classify(&x, Route::Cut(1), 1.0)?;
+            let o = client.classify(&x, after_first, 1.0)?;
             if o.by != AnsweredBy::Server {
                 return Err(
                     format!("request {i} was not answered by the server: {:?}", o.by).into(),
@@ -108,7 +109,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let mut ok = 0;
                     for x in &xs {
                         let o = client
-                            .classify(x, Route::Server, 1.0)
+                            .classify(
+                                x,
+                                Choice {
+                                    cut: Cut::Server,
+                                    encoding: Encoding::Fp32,
+                                },
+                                1.0,
+                            )
                             .map_err(|e| e.to_string())?;
                         ok += (o.by == AnsweredBy::Server) as usize;
                     }

@@ -223,13 +223,13 @@ fn the_cost_model_matches_the_design_formula() {
         server.choice,
         Choice {
             cut: Cut::Server,
-            encoding: Encoding::Uint8Image
+            encoding: Encoding::Int8
         }
     );
     assert_eq!(
         server.bytes,
         3 * 224 * 224,
-        "an image input is sent as uint8"
+        "an image input is sent as 8-bit pixels, 1 byte each"
     );
     let device = t.options.last().unwrap();
     assert!((device.expected(&est) - dev.iter().sum::<f64>()).abs() < 1e-12);
@@ -278,20 +278,14 @@ fn dynamic_sends_less_when_the_rate_drops() {
         let c = only_fp32
             .choose(&Estimates::from_mb_ms(r, 10.0, 0.0))
             .option;
-        assert!(matches!(
-            c.encoding,
-            Encoding::Fp32 | Encoding::Uint8Image | Encoding::None
-        ));
+        let fp32_or_an_end =
+            |c: &Choice| c.encoding == Encoding::Fp32 || matches!(c.cut, Cut::Server | Cut::Device);
+        assert!(fp32_or_an_end(&c));
         // The choice is the minimum over every allowed option.
         let best = t
             .options
             .iter()
-            .filter(|o| {
-                matches!(
-                    o.choice.encoding,
-                    Encoding::Fp32 | Encoding::Uint8Image | Encoding::None
-                )
-            })
+            .filter(|o| fp32_or_an_end(&o.choice))
             .map(|o| o.expected(&Estimates::from_mb_ms(r, 10.0, 0.0)))
             .fold(f64::INFINITY, f64::min);
         assert!(
@@ -328,6 +322,58 @@ fn policy_names_parse_and_bad_ones_are_refused() {
     assert!(matches!(e, SchedError::NotACandidate { .. }));
     assert!(e.to_string().contains("blocks_5 (6)"), "{e}");
     assert!(policy::parse("static:blocks_5:bf16", &t, None).is_err());
+}
+
+#[test]
+fn old_and_misspelled_policy_names_are_refused_with_the_new_form() {
+    let t = effnet_table();
+    // `static:K` once meant "the device runs blocks 0..K" in `edgecut run`.
+    let e = policy::parse("static:6", &t, None).err().unwrap();
+    assert!(matches!(e, SchedError::OldSpelling { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("static:blocks_5") && msg.contains("static:6:fp32") && msg.contains("AFTER"),
+        "{msg}"
+    );
+    for (name, new_form) in [
+        ("device-only", "`device`"),
+        ("server-only", "`server`"),
+        ("static:blocks_5/fp16", "static:blocks_5:fp16"),
+        ("static", "static:<block name or index>"),
+    ] {
+        let e = policy::parse(name, &t, None).err().unwrap().to_string();
+        assert!(e.contains(new_form), "{name}: {e}");
+    }
+    for name in ["dynamic-fp64", "oracle-", "dynamo"] {
+        let e = policy::parse(name, &t, None).err().unwrap();
+        assert!(matches!(e, SchedError::UnknownPolicy(_)), "{name}: {e}");
+        assert!(
+            e.to_string().contains("static:<block name or index>"),
+            "{e}"
+        );
+    }
+    let e = policy::parse_live("oracle", &t).err().unwrap();
+    assert!(matches!(e, SchedError::NeedsFuture(_)), "{e}");
+    assert!(e.to_string().contains("dynamic"), "{e}");
+}
+
+#[test]
+fn a_choice_has_one_label_and_static_names_the_block_it_follows() {
+    let t = effnet_table();
+    let p = policy::parse("static:blocks_5:fp16", &t, None).unwrap();
+    assert_eq!(p.name(), "static:blocks_5:fp16");
+    let c = Choice::after(
+        t.parse_cut("blocks_5")
+            .map(|c| match c {
+                Cut::After(k) => k,
+                _ => unreachable!(),
+            })
+            .unwrap(),
+        Encoding::Fp16,
+    );
+    assert_eq!(t.label(c), "blocks_5:fp16");
+    assert_eq!(t.label(Choice::DEVICE), "device");
+    assert_eq!(t.label(t.server_choice()), "server");
 }
 
 #[test]
@@ -389,7 +435,7 @@ fn dynamic_tracks_a_stepping_rate_close_to_the_oracle() {
     };
     let run = |p: &mut dyn Policy| simulate(&t, &trace, p, &cfg, &ExitSource::None);
     let dynamic = run(&mut Dynamic::new(&t));
-    let oracle = run(&mut Oracle::with(&t, &Encoding::SPLIT, None).unwrap());
+    let oracle = run(&mut Oracle::with(&t, &Encoding::ALL, None).unwrap());
     let mut best_static = f64::INFINITY;
     for o in &t.options {
         let r = run(&mut Fixed::new(&t, o.choice).unwrap());

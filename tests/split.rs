@@ -9,8 +9,11 @@ use edgecut::data::{load_mnist, Dataset, Split};
 use edgecut::encoding::Encoding;
 use edgecut::engine::{Backend, Plan};
 use edgecut::model::Model;
-use edgecut::split::client::{AnsweredBy, ClientConfig, DeviceClient, Route};
-use edgecut::split::runner::{run_policy, Policy};
+use edgecut::sched::policy;
+use edgecut::sched::{Choice, Cut};
+use edgecut::split::client::{AnsweredBy, ClientConfig, DeviceClient};
+use edgecut::split::live::Feedback;
+use edgecut::split::runner::run;
 use edgecut::split::server::{Server, ServerConfig};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -68,23 +71,29 @@ fn split_inference_through_the_server_matches_local_eval_at_every_cut() {
     )
     .expect("server starts");
     for encoding in Encoding::ALL {
-        let config = ClientConfig::new(server.url()).with_encoding(encoding);
+        let config = ClientConfig::new(server.url());
         let mut client = DeviceClient::new(model.clone(), backend.clone(), config).expect("client");
         for cut in 0..model.blocks.len() {
-            let policy = if cut == 0 {
-                Policy::Server
-            } else {
-                Policy::Static(cut)
+            // The server runs blocks cut.. : server-only, or a cut after block cut - 1.
+            let choice = match cut {
+                0 => Choice {
+                    cut: Cut::Server,
+                    encoding,
+                },
+                _ => Choice::after(cut - 1, encoding),
             };
-            let mut got = Vec::new();
-            let s = run_policy(&mut client, &data, policy, 1.0, n, |_, o| {
+            client.prepare(choice).expect("plans");
+            let (mut got, mut bytes_sent) = (Vec::new(), 0);
+            for i in 0..n {
+                let x = data.batch(i..i + 1, model.input_shape()).expect("batch");
+                let o = client.classify(&x, choice, 1.0).expect("answered");
                 assert_eq!(o.by, AnsweredBy::Server, "cut {cut} {encoding}");
+                assert_eq!(o.choice, choice);
+                bytes_sent += o.bytes_sent;
                 got.push(o.class);
-            })
-            .expect("runs");
-            assert_eq!(s.fallbacks, 0);
+            }
             assert!(
-                s.bytes_sent
+                bytes_sent
                     > n * model.shape_at(cut).iter().product::<usize>()
                         * encoding.bytes_per_value()
             );
@@ -124,13 +133,24 @@ fn killing_the_server_mid_run_still_answers_every_request_with_fallbacks() {
     let mut client =
         DeviceClient::new(model.clone(), backend, ClientConfig::new(url)).expect("client");
     let mut answered = vec![0usize; n];
-    let s = run_policy(&mut client, &data, Policy::Static(2), 1.0, n, |i, o| {
-        answered[i] += 1;
-        assert_eq!(o.class, want[i], "sample {i} answered by {:?}", o.by);
-        if i == n / 2 - 1 {
-            server.take().expect("still running").shutdown();
-        }
-    })
+    let mut feedback = Feedback::without_profiles(model.clone()).expect("table");
+    let name = format!("static:{}", model.blocks[1].name);
+    let mut p = policy::parse_live(&name, feedback.table()).expect("a candidate");
+    let s = run(
+        &mut client,
+        &data,
+        p.as_mut(),
+        &mut feedback,
+        1.0,
+        n,
+        |i, _, o| {
+            answered[i] += 1;
+            assert_eq!(o.class, want[i], "sample {i} answered by {:?}", o.by);
+            if i == n / 2 - 1 {
+                server.take().expect("still running").shutdown();
+            }
+        },
+    )
     .expect("runs");
     assert!(
         answered.iter().all(|&a| a == 1),
@@ -202,9 +222,10 @@ fn stalled_refusing_or_malformed_servers_fall_back_within_the_deadline() {
     ] {
         let config = ClientConfig::new(format!("http://{addr}")).with_deadline(deadline);
         let mut client = DeviceClient::new(model.clone(), backend.clone(), config).expect("client");
-        client.prepare(Route::Cut(1)).expect("plans");
+        let choice = Choice::after(0, Encoding::Fp32);
+        client.prepare(choice).expect("plans");
         let start = Instant::now();
-        let o = client.classify(&x, Route::Cut(1), 1.0).expect("answered");
+        let o = client.classify(&x, choice, 1.0).expect("answered");
         let took = start.elapsed();
         assert!(
             matches!(o.by, AnsweredBy::Fallback(_)),
@@ -255,16 +276,16 @@ fn post(model: &str, token: Option<&str>, extra: &str, body: &[u8]) -> Vec<u8> {
     r
 }
 
-/// A binary tail request: JSON header + data, with its header length.
+/// A binary tail request cutting after block `after`: JSON header + data, with its header length.
 fn tail_body(
-    from: usize,
+    after: usize,
     shape: &[usize],
     hash: &str,
     data_bytes: usize,
     send: usize,
 ) -> (Vec<u8>, usize) {
     let json = format!(
-        r#"{{"parameters":{{"edgecut_from_block":{from},"edgecut_model_hash":"{hash}"}},"inputs":[{{"name":"x","datatype":"FP32","shape":{shape:?},"parameters":{{"binary_data_size":{data_bytes}}}}}]}}"#
+        r#"{{"parameters":{{"edgecut_cut_after":{after},"edgecut_model_hash":"{hash}"}},"inputs":[{{"name":"x","datatype":"FP32","shape":{shape:?},"parameters":{{"binary_data_size":{data_bytes}}}}}]}}"#
     );
     let mut body = json.clone().into_bytes();
     body.extend(std::iter::repeat_n(0u8, send));
@@ -289,7 +310,7 @@ fn bad_requests_get_4xx_with_an_error_while_the_server_keeps_serving() {
     let shape1 = [1, 6, 14, 14];
     let bytes1 = 6 * 14 * 14 * 4;
     let good = || {
-        let (body, len) = tail_body(1, &shape1, &hash, bytes1, bytes1);
+        let (body, len) = tail_body(0, &shape1, &hash, bytes1, bytes1);
         post(
             name,
             Some(token),
@@ -301,11 +322,11 @@ fn bad_requests_get_4xx_with_an_error_while_the_server_keeps_serving() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 
     let ihcl = |len: usize| format!("Inference-Header-Content-Length: {len}\r\n");
-    let (truncated, tl) = tail_body(1, &shape1, &hash, bytes1, bytes1 - 10);
-    let (full, fl) = tail_body(1, &shape1, &hash, bytes1, bytes1);
-    let (small, _) = tail_body(2, &[1, 16, 5, 5], &hash, 1600, 1600);
-    let (wrong_shape, wl) = tail_body(2, &shape1, &hash, bytes1, bytes1);
-    let (wrong_hash, hl) = tail_body(1, &shape1, &"0".repeat(64), bytes1, bytes1);
+    let (truncated, tl) = tail_body(0, &shape1, &hash, bytes1, bytes1 - 10);
+    let (full, fl) = tail_body(0, &shape1, &hash, bytes1, bytes1);
+    let (small, _) = tail_body(1, &[1, 16, 5, 5], &hash, 1600, 1600);
+    let (wrong_shape, wl) = tail_body(1, &shape1, &hash, bytes1, bytes1);
+    let (wrong_hash, hl) = tail_body(0, &shape1, &"0".repeat(64), bytes1, bytes1);
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("truncated binary body", post(name, Some(token), &ihcl(tl), &truncated), 400),
         ("header length beyond the body", post(name, Some(token), &ihcl(small.len() + 1), &small), 400),
@@ -372,8 +393,12 @@ fn concurrent_requests_for_one_cut_share_a_gpu_dispatch() {
             std::thread::spawn(move || {
                 let mut c =
                     DeviceClient::new(model, backend, ClientConfig::new(url)).expect("client");
-                c.prepare(Route::Server).expect("plans");
-                c.classify(&x, Route::Server, 1.0).expect("answered")
+                let server_only = Choice {
+                    cut: Cut::Server,
+                    encoding: Encoding::Fp32,
+                };
+                c.prepare(server_only).expect("plans");
+                c.classify(&x, server_only, 1.0).expect("answered")
             })
         })
         .collect();

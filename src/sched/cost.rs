@@ -13,7 +13,10 @@
 
 use super::profile::Profile;
 use super::{Choice, Cut, Encoding, Estimates, SchedError};
+use crate::data::Dataset;
+use crate::engine::{evaluate, Backend, Evaluation, Plan};
 use crate::model::Model;
+use std::sync::Arc;
 
 /// What the early exits of a model do on some data: the probability that each exit is the first
 /// to answer, and optionally the accuracy reached with the first `j` exits enabled.
@@ -40,6 +43,45 @@ pub struct SampleExits {
 }
 
 impl SampleExits {
+    /// Every sample's exit behaviour from an evaluation of the whole model
+    /// ([`crate::engine::evaluate`]); exits in block order, as [`ExitProbabilities`] has them.
+    pub fn from_evaluation(eval: &Evaluation) -> Vec<Self> {
+        eval.samples
+            .iter()
+            .map(|s| SampleExits {
+                confidence: s.exits.iter().map(|e| e.confidence).collect(),
+                exit_correct: s.exits.iter().map(|e| e.argmax == s.label).collect(),
+                final_correct: s.final_stat.argmax == s.label,
+            })
+            .collect()
+    }
+
+    /// Runs `model` on `backend` over the first `limit` samples of `data` (in batches of up to
+    /// 256) and returns each sample's exit behaviour.
+    pub fn measure(
+        model: &Arc<Model>,
+        backend: &Backend,
+        data: &Dataset,
+        limit: usize,
+    ) -> Result<Vec<Self>, SchedError> {
+        let n = limit.min(data.len());
+        let engine = |source| SchedError::Engine {
+            block: "the whole model".into(),
+            source,
+        };
+        if n == 0 {
+            return Err(SchedError::Invalid {
+                what: "exit samples".into(),
+                reason: "no labelled samples to run the exits on".into(),
+            });
+        }
+        let plan =
+            Plan::compile(model, 0..model.blocks.len(), backend, 256.min(n)).map_err(engine)?;
+        Ok(Self::from_evaluation(
+            &evaluate(&plan, data, n).map_err(engine)?,
+        ))
+    }
+
     /// Index (in `after_block` order) of the first exit among the first `enabled` whose
     /// confidence is strictly above `threshold`.
     pub fn first_exit(&self, threshold: f32, enabled: usize) -> Option<usize> {
@@ -200,7 +242,8 @@ pub struct CostTable {
     pub exits: ExitProbabilities,
 }
 
-/// Whether a model input looks like an image (`[1 or 3, H, W]`): then server-only sends uint8 pixels.
+/// Whether a model input looks like an 8-bit image (`[1 or 3, H, W]`): then server-only sends
+/// its pixels, 1 byte each.
 pub fn image_input(model: &Model) -> bool {
     let s = model.input_shape();
     s.len() == 3 && (s[0] == 1 || s[0] == 3)
@@ -247,7 +290,8 @@ impl CostTable {
         for i in (0..n).rev() {
             server_suffix[i] = server_suffix[i + 1] + server_block_s[i];
         }
-        let make = |cut: Cut, encoding: Encoding, elems: usize| {
+        let make = |choice: Choice, bytes: u64| {
+            let cut = choice.cut;
             let d = cut.device_blocks(n);
             let enabled = exits.enabled(cut, n);
             let p_exit: f64 = exits.first[..enabled].iter().sum();
@@ -255,8 +299,8 @@ impl CostTable {
                 .map(|j| exits.first[j] * prefix[exits.after_block[j] + 1])
                 .sum();
             OptionCost {
-                choice: Choice { cut, encoding },
-                bytes: encoding.bytes(elems),
+                choice,
+                bytes,
                 device_s: prefix[d],
                 server_s: server_suffix[d],
                 p_exit,
@@ -265,19 +309,22 @@ impl CostTable {
                 accuracy: exits.accuracy.as_ref().map(|a| a[enabled]),
             }
         };
-        let input_encoding = if image_input(model) {
-            Encoding::Uint8Image
+        let server = Self::server_choice_of(model);
+        let input_bytes = if image_input(model) {
+            // 8-bit pixels: 1 byte each, no quantisation parameters to send.
+            model.input_elems() as u64
         } else {
-            Encoding::Fp32
+            server.encoding.bytes(model.input_elems())
         };
-        let mut options = vec![make(Cut::Server, input_encoding, model.input_elems())];
+        let mut options = vec![make(server, input_bytes)];
         debug_assert!((options[0].server_s - server_total).abs() < 1e-12);
         for &k in &candidates {
-            for enc in Encoding::SPLIT {
-                options.push(make(Cut::After(k), enc, model.blocks[k].output_elems()));
+            for enc in Encoding::ALL {
+                let bytes = enc.bytes(model.blocks[k].output_elems());
+                options.push(make(Choice::after(k, enc), bytes));
             }
         }
-        options.push(make(Cut::Device, Encoding::None, 0));
+        options.push(make(Choice::DEVICE, 0));
         Ok(Self {
             model: model.name().to_string(),
             blocks: n,
@@ -295,13 +342,26 @@ impl CostTable {
         self.options.iter().position(|o| o.choice == choice)
     }
 
-    /// A readable label: `server`, `device`, or the block name with the encoding (`blocks_5/fp16`).
-    pub fn label(&self, choice: Choice) -> String {
-        match choice.cut {
-            Cut::Server => "server".into(),
-            Cut::Device => "device".into(),
-            Cut::After(k) => format!("{}/{}", self.block_names[k], choice.encoding),
+    /// The server-only choice of `model`: the input as INT8 when it is an 8-bit image, else FP32.
+    pub fn server_choice_of(model: &Model) -> Choice {
+        Choice {
+            cut: Cut::Server,
+            encoding: if image_input(model) {
+                Encoding::Int8
+            } else {
+                Encoding::Fp32
+            },
         }
+    }
+
+    /// The server-only choice of this table (its first option).
+    pub fn server_choice(&self) -> Choice {
+        self.options[0].choice
+    }
+
+    /// The label of `choice` ([`Choice::label`] with this model's block names).
+    pub fn label(&self, choice: Choice) -> String {
+        choice.label(&self.block_names)
     }
 
     /// Parses a cut given as a block name or index, checking it is a candidate.

@@ -36,6 +36,32 @@ impl RateMethod {
     /// compares the methods on the real traces, where EWMA 0.3 has the lowest mean error on most).
     pub const DEFAULT: RateMethod = RateMethod::Harmonic { window: 5 };
 
+    /// Parses `harmonic<N>`, `ewma<ALPHA>` (clipped at 4x) or `last`, the names of `--estimator`.
+    pub fn parse(s: &str) -> Result<Self, super::SchedError> {
+        let bad = |reason: &str| super::SchedError::Invalid {
+            what: format!("estimator '{s}'"),
+            reason: reason.into(),
+        };
+        if let Some(w) = s.strip_prefix("harmonic") {
+            return match w.parse::<usize>() {
+                Ok(window) if window >= 1 => Ok(RateMethod::Harmonic { window }),
+                _ => Err(bad("the window must be an integer >= 1")),
+            };
+        }
+        if let Some(a) = s.strip_prefix("ewma") {
+            return match a.parse::<f64>() {
+                Ok(alpha) if alpha > 0.0 && alpha <= 1.0 => {
+                    Ok(RateMethod::Ewma { alpha, clip: 4.0 })
+                }
+                _ => Err(bad("alpha must be a number in (0, 1]")),
+            };
+        }
+        if s == "last" {
+            return Ok(RateMethod::Last);
+        }
+        Err(bad("use harmonic<N>, ewma<ALPHA> or last"))
+    }
+
     /// A short name (`ewma0.3`, `harmonic5`, `last`).
     pub fn name(&self) -> String {
         match self {

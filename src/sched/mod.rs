@@ -25,7 +25,7 @@
 //! estimator.observe_rtt(0.020);               // seconds, from response timing
 //! estimator.observe_queue_us(1500);           // the server's reported queue time
 //! let decision = dynamic.choose(&estimator.estimates());
-//! println!("cut {} as {}", decision.option.cut, decision.option.encoding);
+//! println!("{}", decision.option.label(&table.block_names));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -36,6 +36,9 @@ pub mod profile;
 
 use std::fmt;
 use thiserror::Error;
+
+/// Every policy form, for error messages.
+pub const POLICY_FORMS: &str = "device, server, static:<block name or index>[:fp32|fp16|int8] (cut after that block), dynamic, dynamic-<fp32|fp16|int8>, oracle, oracle-<fp32|fp16|int8>";
 
 /// Errors of the scheduler: profiles, options and policies.
 #[derive(Debug, Error)]
@@ -78,8 +81,19 @@ pub enum SchedError {
         candidates: String,
     },
     /// A policy name that is not known.
-    #[error("unknown policy '{0}'; known: device, server, static:<block name or index>, dynamic, dynamic-fp32, dynamic-fp16, dynamic-int8, oracle")]
+    #[error("unknown policy '{0}'; known: {POLICY_FORMS}")]
     UnknownPolicy(String),
+    /// A spelling whose meaning changed (or that was never the policy's form): the new form.
+    #[error("policy '{given}' is no longer accepted: {hint}")]
+    OldSpelling {
+        /// The name given.
+        given: String,
+        /// What to write instead, and why.
+        hint: String,
+    },
+    /// A policy that needs the future (the oracle) asked for where there is none: a live run.
+    #[error("policy '{0}' knows the future data rate and server load, so it runs only in `edgecut simulate`; live, use `dynamic` (or `dynamic-<fp32|fp16|int8>`)")]
+    NeedsFuture(String),
     /// A value outside its valid range.
     #[error("invalid {what}: {reason}")]
     Invalid {
@@ -130,70 +144,53 @@ impl fmt::Display for Cut {
     }
 }
 
-/// How the tensor sent to the server is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Encoding {
-    /// 4 bytes per element.
-    Fp32,
-    /// 2 bytes per element.
-    Fp16,
-    /// 1 byte per element (+ scale and zero point).
-    Int8,
-    /// The input image as 8-bit pixels (server-only with an image input), 1 byte per element.
-    Uint8Image,
-    /// Nothing is sent (device-only).
-    None,
-}
+pub use crate::encoding::Encoding;
 
-impl Encoding {
-    /// Split-tensor encodings a policy can choose from.
-    pub const SPLIT: [Encoding; 3] = [Encoding::Fp32, Encoding::Fp16, Encoding::Int8];
-
-    /// Bytes on the wire for `elems` elements (int8 adds 8 bytes of scale and zero point).
-    pub fn bytes(self, elems: usize) -> u64 {
-        let e = elems as u64;
-        match self {
-            Encoding::Fp32 => 4 * e,
-            Encoding::Fp16 => 2 * e,
-            Encoding::Int8 => e + 8,
-            Encoding::Uint8Image => e,
-            Encoding::None => 0,
-        }
-    }
-
-    /// Parses `fp32`, `fp16` or `int8`.
-    pub fn parse(s: &str) -> Result<Self, SchedError> {
-        match s.to_ascii_lowercase().as_str() {
-            "fp32" | "f32" => Ok(Encoding::Fp32),
-            "fp16" | "f16" => Ok(Encoding::Fp16),
-            "int8" | "i8" => Ok(Encoding::Int8),
-            _ => Err(SchedError::Invalid {
-                what: "encoding".into(),
-                reason: format!("'{s}' is not fp32, fp16 or int8"),
-            }),
-        }
-    }
-}
-
-impl fmt::Display for Encoding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Encoding::Fp32 => "fp32",
-            Encoding::Fp16 => "fp16",
-            Encoding::Int8 => "int8",
-            Encoding::Uint8Image => "uint8",
-            Encoding::None => "none",
-        })
-    }
-}
-
-/// One schedulable option: a cut and the encoding of what is sent.
+/// One split: where the model is cut and how what crosses the cut is encoded. The one
+/// description of a split used by the policies, the device client, the request parameters, the
+/// runner, the simulator and every report (labelled by [`Choice::label`]).
+///
+/// The two ends reuse [`Encoding`] rather than adding variants of their own:
+/// - device-only sends nothing; its encoding is [`Encoding::Fp32`] by convention
+///   ([`Choice::DEVICE`]) and never used;
+/// - server-only sends the model input: [`Encoding::Int8`] when the input is an 8-bit image
+///   (counted at 1 byte per pixel, what the pixels are before any normalisation), otherwise
+///   [`Encoding::Fp32`] ([`cost::CostTable::server_choice`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Choice {
     /// Where to cut.
     pub cut: Cut,
-    /// How to encode the tensor sent (`None` for device-only).
+    /// How the tensor sent is encoded.
     pub encoding: Encoding,
+}
+
+impl Choice {
+    /// Device-only: nothing is sent.
+    pub const DEVICE: Choice = Choice {
+        cut: Cut::Device,
+        encoding: Encoding::Fp32,
+    };
+
+    /// Cut after block `k`, the split tensor sent as `encoding`.
+    pub fn after(k: usize, encoding: Encoding) -> Self {
+        Self {
+            cut: Cut::After(k),
+            encoding,
+        }
+    }
+
+    /// The one label of a choice in every report: `device`, `server`, or `<block>:<encoding>`
+    /// (the block the cut follows, e.g. `blocks_5:fp16`).
+    pub fn label(&self, block_names: &[String]) -> String {
+        match self.cut {
+            Cut::Server => "server".into(),
+            Cut::Device => "device".into(),
+            Cut::After(k) => {
+                let block = block_names.get(k).cloned().unwrap_or_else(|| k.to_string());
+                format!("{block}:{}", self.encoding)
+            }
+        }
+    }
 }
 
 /// Live estimates of the network and the server, as a policy sees them (seconds and bytes/s).

@@ -1,7 +1,7 @@
 //! Policies: per request, pick an option (cut + encoding) of a [`CostTable`].
 
 use super::cost::{CostTable, OptionCost};
-use super::{Choice, Cut, Encoding, Estimates, SchedError};
+use super::{Choice, Cut, Encoding, Estimates, SchedError, POLICY_FORMS};
 
 /// What a policy sees when deciding.
 pub struct Context<'a> {
@@ -23,16 +23,27 @@ pub struct Decision {
     pub expected_s: f64,
 }
 
-/// Picks an option per request.
+/// Picks an option per request: the one trait behind the live runner
+/// ([`crate::split::runner::run`]) and the simulator ([`crate::sim::simulate`]), so a policy is
+/// the same code in both.
 pub trait Policy {
-    /// The policy's name (as reported).
+    /// The policy's name (as reported), in the parser's canonical form.
     fn name(&self) -> &str;
     /// Decides for one request.
     fn decide(&mut self, ctx: &Context<'_>) -> Decision;
-    /// Whether the policy uses the estimates (then a simulator keeps them fresh with probes).
+    /// Whether the policy uses the estimates (then a simulator keeps them fresh with probes and
+    /// a live run measures profiles and calibrates exits for it).
     fn adaptive(&self) -> bool {
         false
     }
+    /// Whether the policy needs the true future ([`Context::truth`]): only a simulation has it.
+    fn needs_future(&self) -> bool {
+        false
+    }
+    /// Decides over `table` from now on: the same model's options with updated block times or
+    /// exit probabilities (a live run refines its profiles after every answer). The options
+    /// keep their order, so a fixed choice keeps its index.
+    fn set_table(&mut self, table: &CostTable);
 }
 
 fn fixed(table: &CostTable, index: usize, est: &Estimates) -> Decision {
@@ -76,22 +87,18 @@ impl Fixed {
 
     /// Device-only.
     pub fn device_only(table: &CostTable) -> Self {
-        Self::new(
-            table,
-            Choice {
-                cut: Cut::Device,
-                encoding: Encoding::None,
-            },
-        )
-        .expect("every table has device-only")
+        Self {
+            name: "device".into(),
+            index: table.options.len() - 1,
+            table: table.clone(),
+        }
     }
 
-    /// Server-only (the input as uint8 when it is an image).
+    /// Server-only (the input as 8-bit pixels when it is an image: [`CostTable::server_choice`]).
     pub fn server_only(table: &CostTable) -> Self {
-        let index = 0;
         Self {
             name: "server".into(),
-            index,
+            index: 0,
             table: table.clone(),
         }
     }
@@ -109,6 +116,9 @@ impl Policy for Fixed {
     fn decide(&mut self, ctx: &Context<'_>) -> Decision {
         fixed(&self.table, self.index, &ctx.estimates)
     }
+    fn set_table(&mut self, table: &CostTable) {
+        self.table = table.clone();
+    }
 }
 
 /// Minimises the expected latency of the cost model under the live estimates, over the options
@@ -124,7 +134,7 @@ pub struct Dynamic {
 impl Dynamic {
     /// Every option, any split encoding.
     pub fn new(table: &CostTable) -> Self {
-        Self::with(table, &Encoding::SPLIT, None).expect("device-only is always allowed")
+        Self::with(table, &Encoding::ALL, None).expect("device-only is always allowed")
     }
 
     /// Split tensors only in `encodings`; options with known accuracy below `accuracy_floor` are
@@ -210,6 +220,9 @@ impl Policy for Dynamic {
     fn adaptive(&self) -> bool {
         true
     }
+    fn set_table(&mut self, table: &CostTable) {
+        self.table = table.clone();
+    }
 }
 
 /// Knows the true future data rate and server load (simulation only): picks the option whose
@@ -238,6 +251,15 @@ impl Policy for Oracle {
     fn name(&self) -> &str {
         &self.name
     }
+    fn adaptive(&self) -> bool {
+        true
+    }
+    fn needs_future(&self) -> bool {
+        true
+    }
+    fn set_table(&mut self, table: &CostTable) {
+        self.inner.table = table.clone();
+    }
     fn decide(&mut self, ctx: &Context<'_>) -> Decision {
         let Some(truth) = ctx.truth else {
             return self.inner.choose(&ctx.estimates);
@@ -262,50 +284,123 @@ impl Policy for Oracle {
     }
 }
 
-/// Parses a policy name: `device`, `server`, `static:<block name or index>[:fp32|fp16|int8]`,
-/// `dynamic`, `dynamic-fp32|fp16|int8`, `oracle`, `oracle-fp32|fp16|int8`.
+/// Parses a policy name, the one parser of `run`, `demo`, `simulate` and `study`: `device`,
+/// `server`, `static:<block name or index>[:fp32|fp16|int8]` (cut AFTER that block; fp32 when no
+/// encoding is given), `dynamic`, `dynamic-<enc>`, `oracle`, `oracle-<enc>`.
+///
+/// Refused with the new form: `static:K` with a bare number (it meant "the device runs blocks
+/// `0..K`" in `edgecut run`; write the block's name, or the index with an encoding), the aliases
+/// `device-only` / `server-only`, and the `<block>/<enc>` labels of older reports.
 pub fn parse(
     name: &str,
     table: &CostTable,
     accuracy_floor: Option<f64>,
 ) -> Result<Box<dyn Policy>, SchedError> {
-    let encs = |suffix: &str| -> Result<Vec<Encoding>, SchedError> {
-        if suffix.is_empty() {
-            Ok(Encoding::SPLIT.to_vec())
-        } else {
-            Ok(vec![
-                Encoding::parse(suffix).map_err(|_| SchedError::UnknownPolicy(name.into()))?
-            ])
+    refuse_old_spellings(name, table)?;
+    let encodings = |family: &str| -> Result<Vec<Encoding>, SchedError> {
+        match name.strip_prefix(family) {
+            Some("") => Ok(Encoding::ALL.to_vec()),
+            Some(suffix) => suffix
+                .strip_prefix('-')
+                .and_then(|e| Encoding::parse(e).ok())
+                .map(|e| vec![e])
+                .ok_or_else(|| SchedError::UnknownPolicy(name.into())),
+            None => Err(SchedError::UnknownPolicy(name.into())),
         }
     };
     Ok(match name {
-        "device" | "device-only" => Box::new(Fixed::device_only(table)),
-        "server" | "server-only" => Box::new(Fixed::server_only(table)),
+        "device" => Box::new(Fixed::device_only(table)),
+        "server" => Box::new(Fixed::server_only(table)),
         _ if name.starts_with("static:") => {
             let rest = &name["static:".len()..];
-            let (cut, enc) = match rest.rsplit_once(':') {
-                Some((c, e)) => (c, Encoding::parse(e)?),
+            let (cut, encoding) = match rest.rsplit_once(':') {
+                Some((c, e)) => (
+                    c,
+                    Encoding::parse(e).map_err(|_| SchedError::UnknownPolicy(name.into()))?,
+                ),
                 None => (rest, Encoding::Fp32),
             };
             let cut = table.parse_cut(cut)?;
-            Box::new(Fixed::new(table, Choice { cut, encoding: enc })?)
+            Box::new(Fixed::new(table, Choice { cut, encoding })?)
         }
-        _ if name == "dynamic" || name.starts_with("dynamic-") => {
-            let e = encs(
-                name.strip_prefix("dynamic")
-                    .unwrap_or("")
-                    .trim_start_matches('-'),
-            )?;
-            Box::new(Dynamic::with(table, &e, accuracy_floor)?)
-        }
-        _ if name == "oracle" || name.starts_with("oracle-") => {
-            let e = encs(
-                name.strip_prefix("oracle")
-                    .unwrap_or("")
-                    .trim_start_matches('-'),
-            )?;
-            Box::new(Oracle::with(table, &e, accuracy_floor)?)
+        _ if name.starts_with("dynamic") => Box::new(Dynamic::with(
+            table,
+            &encodings("dynamic")?,
+            accuracy_floor,
+        )?),
+        _ if name.starts_with("oracle") => {
+            Box::new(Oracle::with(table, &encodings("oracle")?, accuracy_floor)?)
         }
         _ => return Err(SchedError::UnknownPolicy(name.into())),
     })
+}
+
+/// The default policies of `edgecut simulate`: device, server, a static cut after every
+/// candidate (fp32), dynamic and oracle.
+pub fn default_names(table: &CostTable) -> Vec<String> {
+    let mut v = vec!["device".to_string(), "server".to_string()];
+    v.extend(
+        table
+            .candidates
+            .iter()
+            .map(|&k| format!("static:{}", table.block_names[k])),
+    );
+    v.push("dynamic".into());
+    v.push("oracle".into());
+    v
+}
+
+/// [`parse`] for a live run: the oracle is refused (it needs the future).
+pub fn parse_live(name: &str, table: &CostTable) -> Result<Box<dyn Policy>, SchedError> {
+    let p = parse(name, table, None)?;
+    if p.needs_future() {
+        return Err(SchedError::NeedsFuture(name.into()));
+    }
+    Ok(p)
+}
+
+/// The spellings whose meaning changed, each refused with what to write now.
+fn refuse_old_spellings(name: &str, table: &CostTable) -> Result<(), SchedError> {
+    let old = |hint: String| {
+        Err(SchedError::OldSpelling {
+            given: name.into(),
+            hint,
+        })
+    };
+    let named = |k: usize| {
+        table
+            .block_names
+            .get(k)
+            .map_or_else(|| format!("static:<block {k}>"), |b| format!("static:{b}"))
+    };
+    match name {
+        "device-only" => return old("write `device`".into()),
+        "server-only" => return old("write `server`".into()),
+        _ => {}
+    }
+    if let Some(rest) = name.strip_prefix("static:") {
+        if let Ok(k) = rest.parse::<usize>() {
+            if !table.block_names.iter().any(|b| b == rest) {
+                let before = k
+                    .checked_sub(1)
+                    .map(|p| format!(", or `{}` for what `edgecut run --policy static:{k}` once meant (blocks 0..{k} on the device)", named(p)))
+                    .unwrap_or_default();
+                return old(format!(
+                    "static:<block> now cuts AFTER that block: write `{}` to cut after block {k}{before}; an index needs an encoding: `static:{k}:fp32`",
+                    named(k)
+                ));
+            }
+        }
+        if let Some((block, enc)) = rest.split_once('/') {
+            return old(format!(
+                "write `static:{block}:{enc}` (a colon before the encoding)"
+            ));
+        }
+    }
+    if name.starts_with("static") && !name.starts_with("static:") {
+        return old(format!(
+            "write `static:<block name or index>[:fp32|fp16|int8]`; known: {POLICY_FORMS}"
+        ));
+    }
+    Ok(())
 }

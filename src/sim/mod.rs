@@ -16,6 +16,7 @@ pub mod trace;
 use crate::sched::cost::{CostTable, OptionCost, SampleExits};
 use crate::sched::estimate::{Estimator, RateMethod};
 use crate::sched::policy::{Context, Policy};
+use crate::sched::profile::Profile;
 use crate::sched::{Cut, Estimates};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp};
@@ -242,7 +243,22 @@ impl SimResult {
         crate::stats::percentile(&self.latencies, q)
     }
 
-    /// Fraction of requests per option label.
+    /// The JSON of `edgecut simulate --json` for this policy (`mean_ms`, `p50_ms`, `p95_ms`,
+    /// `bytes`, `probe_bytes`, `accuracy`, `exit_rate`, `cuts`).
+    pub fn to_json(&self, table: &CostTable) -> serde_json::Value {
+        serde_json::json!({
+            "mean_ms": self.mean() * 1e3,
+            "p50_ms": self.percentile(50.0) * 1e3,
+            "p95_ms": self.percentile(95.0) * 1e3,
+            "bytes": self.bytes,
+            "probe_bytes": self.probe_bytes,
+            "accuracy": self.accuracy,
+            "exit_rate": self.exit_rate,
+            "cuts": self.cuts(table),
+        })
+    }
+
+    /// Fraction of requests per choice label ([`crate::sched::Choice::label`]).
     pub fn cuts(&self, table: &CostTable) -> BTreeMap<String, f64> {
         let mut m = BTreeMap::new();
         let n = self.options.len().max(1) as f64;
@@ -251,6 +267,20 @@ impl SimResult {
         }
         m
     }
+}
+
+/// The profile at `given`, else the model's default `<model_dir>/profiles/<default>` (as
+/// `edgecut profile --out` writes it).
+pub fn profile_for(
+    model_dir: &Path,
+    model: &crate::model::Model,
+    given: Option<&Path>,
+    default: &str,
+) -> Result<Profile, crate::sched::SchedError> {
+    let path = given
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| model_dir.join("profiles").join(default));
+    Profile::load(&path, model)
 }
 
 /// An observation that becomes visible to the device at `at` (ns, for ordering).

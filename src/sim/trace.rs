@@ -156,6 +156,23 @@ impl Trace {
         Self::from_segments(format!("steps:{}MB@{dwell}", mb.join(",")), &d, rates)
     }
 
+    /// The demo's built-in 3G-like uplink: 2.0 and 0.4 Mbit/s alternating every 5 s.
+    pub fn synthetic_3g() -> Self {
+        let rates = [2.0e6 / 8.0, 0.4e6 / 8.0];
+        let durations = [5.0, 5.0];
+        Self::from_segments(
+            "built-in synthetic 3G (2.0/0.4 Mbit/s alternating every 5 s)",
+            &durations,
+            &rates,
+        )
+        .expect("two positive segments make a valid trace")
+    }
+
+    /// Bytes the link carries between times `a <= b` (seconds).
+    pub fn bytes_between(&self, a: f64, b: f64) -> f64 {
+        self.bytes_until(b) - self.bytes_until(a)
+    }
+
     /// A two-state Markov chain between `high` and `low` (bytes/s, > 0) over `duration` seconds in
     /// steps of `dt`, switching state with probability `dt / mean_dwell` per step; seeded.
     pub fn markov(

@@ -9,10 +9,12 @@
 //! for the next request's.
 
 use super::kserve::{self, RawTensor, HEADER_LENGTH};
-use super::shaping::{Shaper, Trace};
+use super::shaping::Shaper;
 use crate::encoding::{encode_cpu, Encoded, Encoding};
 use crate::engine::{Answer, Backend, EngineError, Plan, PlanIo};
 use crate::model::Model;
+use crate::sched::{Choice, Cut};
+use crate::sim::trace::Trace;
 use crate::tensor::Tensor;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -29,11 +31,11 @@ pub enum ClientError {
     /// The server URL is not `http://host:port[/]`.
     #[error("server URL '{0}' must look like http://host:port")]
     BadUrl(String),
-    /// A cut outside the model.
-    #[error("cut {cut} is outside 0..={blocks} for this model")]
+    /// A cut after a block the model does not have.
+    #[error("cut after block {after} is outside this model's blocks 0..{blocks}")]
     BadCut {
-        /// The cut.
-        cut: usize,
+        /// The block the cut follows.
+        after: usize,
         /// Blocks in the model.
         blocks: usize,
     },
@@ -43,6 +45,9 @@ pub enum ClientError {
     /// The local plans failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The policy or its cost table cannot be used.
+    #[error(transparent)]
+    Sched(#[from] crate::sched::SchedError),
 }
 
 /// Why a remote attempt failed (the request then falls back to the device).
@@ -68,17 +73,6 @@ pub enum RemoteError {
     Malformed(String),
 }
 
-/// Where the device cuts the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// Everything on the device (cut = number of blocks).
-    Device,
-    /// Everything on the server (the input is sent; cut = 0).
-    Server,
-    /// Blocks `0..k` on the device, `k..` on the server.
-    Cut(usize),
-}
-
 /// Who answered a request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AnsweredBy {
@@ -99,8 +93,8 @@ pub struct Outcome {
     pub class: u32,
     /// Who answered.
     pub by: AnsweredBy,
-    /// The cut used (0 = server only, `blocks` = device only).
-    pub cut: usize,
+    /// The split used: where the model was cut and how the tensor sent was encoded.
+    pub choice: Choice,
     /// Bytes written to the socket (HTTP head + body), 0 when nothing was sent.
     pub bytes_sent: usize,
     /// From the first byte written to the last byte of the answer read, when the server answered.
@@ -121,8 +115,6 @@ pub struct ClientConfig {
     pub server: String,
     /// Per-request deadline for the remote part (connect + send + answer).
     pub deadline: Duration,
-    /// Encoding of cut tensors.
-    pub encoding: Encoding,
     /// Bearer token.
     pub token: Option<String>,
     /// Uplink trace to shape writes with.
@@ -133,12 +125,11 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults: 1 s deadline, FP32, no token, no shaping.
+    /// Defaults: 1 s deadline, no token, no shaping.
     pub fn new(server: impl Into<String>) -> Self {
         Self {
             server: server.into(),
             deadline: Duration::from_secs(1),
-            encoding: Encoding::Fp32,
             token: None,
             trace: None,
             device_slowdown: 1.0,
@@ -158,12 +149,6 @@ impl ClientConfig {
     /// With a deadline.
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
-        self
-    }
-
-    /// With an encoding.
-    pub fn with_encoding(mut self, encoding: Encoding) -> Self {
-        self.encoding = encoding;
         self
     }
 
@@ -230,14 +215,13 @@ impl DeviceClient {
         &self.model
     }
 
-    /// Changes the wire encoding of the following requests (a per-request choice of a scheduler).
-    pub fn set_encoding(&mut self, encoding: Encoding) {
-        self.config.encoding = encoding;
-    }
-
-    /// The wire encoding of the next request.
-    pub fn encoding(&self) -> Encoding {
-        self.config.encoding
+    /// Blocks the device runs for `choice` (`0..k`), checked against the model.
+    fn device_blocks(&self, choice: Choice) -> Result<usize, ClientError> {
+        let blocks = self.model.blocks.len();
+        match choice.cut {
+            Cut::After(after) if after >= blocks => Err(ClientError::BadCut { after, blocks }),
+            cut => Ok(cut.device_blocks(blocks)),
+        }
     }
 
     /// Waits out the emulated slowdown of a local run that took `took`.
@@ -264,26 +248,20 @@ impl DeviceClient {
         })
     }
 
-    /// The head plan of `cut` for the current encoding (its last step encodes the output).
-    fn head(&mut self, cut: usize) -> Result<&Plan, EngineError> {
-        let encoding = self.config.encoding;
+    /// The head plan of `cut` for `encoding` (its last step encodes the output).
+    fn head(&mut self, cut: usize, encoding: Encoding) -> Result<&Plan, EngineError> {
         let io = PlanIo::encoding(encoding);
         let key = (cut, encoding);
         Self::plan(&mut self.heads, &self.model, &self.backend, key, 0..cut, io)
     }
 
-    /// Compiles the local plans a route needs (head, and the tail for fallbacks), so the first
+    /// Compiles the local plans a choice needs (head, and the tail for fallbacks), so the first
     /// request is not slowed by compilation.
-    pub fn prepare(&mut self, route: Route) -> Result<(), ClientError> {
+    pub fn prepare(&mut self, choice: Choice) -> Result<(), ClientError> {
         let blocks = self.model.blocks.len();
-        let cut = match route {
-            Route::Device => blocks,
-            Route::Server => 0,
-            Route::Cut(k) if k <= blocks => k,
-            Route::Cut(k) => return Err(ClientError::BadCut { cut: k, blocks }),
-        };
+        let cut = self.device_blocks(choice)?;
         if cut > 0 {
-            self.head(cut)?;
+            self.head(cut, choice.encoding)?;
         }
         if cut < blocks {
             let io = PlanIo::default();
@@ -299,26 +277,22 @@ impl DeviceClient {
         Ok(())
     }
 
-    /// Classifies one sample (`[1, input...]`), cutting at `route`; exit heads on the device
-    /// answer when their confidence is strictly above `threshold`.
+    /// Classifies one sample (`[1, input...]`) split as `choice` (the tensor sent encoded as
+    /// `choice.encoding`); exit heads on the device answer when their confidence is strictly
+    /// above `threshold`.
     pub fn classify(
         &mut self,
         image: &Tensor,
-        route: Route,
+        choice: Choice,
         threshold: f32,
     ) -> Result<Outcome, ClientError> {
         let start = Instant::now();
         let blocks = self.model.blocks.len();
-        let cut = match route {
-            Route::Device => blocks,
-            Route::Server => 0,
-            Route::Cut(k) if k <= blocks => k,
-            Route::Cut(k) => return Err(ClientError::BadCut { cut: k, blocks }),
-        };
+        let cut = self.device_blocks(choice)?;
         let mut outcome = Outcome {
             class: 0,
             by: AnsweredBy::Device,
-            cut,
+            choice,
             bytes_sent: 0,
             transfer: None,
             server_us: None,
@@ -326,7 +300,7 @@ impl DeviceClient {
             latency: Duration::ZERO,
         };
         let (x, encoded) = if cut > 0 {
-            let out = self.head(cut)?.run(image)?;
+            let out = self.head(cut, choice.encoding)?.run(image)?;
             self.emulate_slowdown(start.elapsed());
             outcome.head = start.elapsed();
             match out.answers(threshold)[0] {
@@ -347,10 +321,10 @@ impl DeviceClient {
                 }
             }
         } else {
-            (image.clone(), encode_cpu(image, self.config.encoding))
+            (image.clone(), encode_cpu(image, choice.encoding))
         };
         let deadline = Instant::now() + self.config.deadline;
-        match self.remote(&x, encoded, cut, deadline, &mut outcome) {
+        match self.remote(&x, encoded, choice, deadline, &mut outcome) {
             Ok(class) => {
                 outcome.class = class;
                 outcome.by = AnsweredBy::Server;
@@ -381,9 +355,13 @@ impl DeviceClient {
         Ok(outcome)
     }
 
-    fn request_bytes(&self, e: Encoded, cut: usize) -> Vec<u8> {
+    fn request_bytes(&self, e: Encoded, choice: Choice) -> Vec<u8> {
         let mut params = Map::new();
-        params.insert("edgecut_from_block".into(), json!(cut));
+        // The cut in the one vocabulary: the server runs the blocks after `edgecut_cut_after`;
+        // a request without it is a full-model request (server-only).
+        if let Cut::After(k) = choice.cut {
+            params.insert("edgecut_cut_after".into(), json!(k));
+        }
         params.insert("edgecut_model_hash".into(), json!(self.model.hash));
         params.insert("edgecut_encoding".into(), json!(e.encoding.datatype()));
         if let Some(p) = e.int8 {
@@ -421,11 +399,11 @@ impl DeviceClient {
         &mut self,
         x: &Tensor,
         encoded: Encoded,
-        cut: usize,
+        choice: Choice,
         deadline: Instant,
         outcome: &mut Outcome,
     ) -> Result<u32, RemoteError> {
-        let request = self.request_bytes(encoded, cut);
+        let request = self.request_bytes(encoded, choice);
         let left = |d: Instant| {
             d.checked_duration_since(Instant::now())
                 .filter(|l| !l.is_zero())

@@ -1,204 +1,154 @@
-//! The dynamic scheduler of [`crate::sched`] driving the device client live: per request the
-//! [`Dynamic`] policy picks a cut and an encoding from the [`CostTable`] under the
-//! [`Estimator`]'s current estimates; after the request, what the client measured feeds back:
+//! What a live run feeds back to its [`Policy`](crate::sched::policy::Policy), the same
+//! observations the simulator feeds ([`Feedback`]), and the set-up of a policy by name for
+//! `edgecut run` and `edgecut demo` ([`prepare`]):
 //!
 //! - the uplink rate: bytes written / (transfer time - server queue and compute - RTT estimate);
 //! - the RTT: round trips of `GET /v2/health/live` on a fresh connection, timed at start-up
 //!   ([`ping_rtt`]);
 //! - the server load: the `queue_us` every answer reports;
-//! - the profiles: the device head's run time ([`Profile::observe`] on blocks `0..cut`) and the
-//!   server's reported `compute_us` (blocks `cut..n`).
+//! - the profiles: the device head's run time ([`Profile::observe`] on the device's blocks) and
+//!   the server's reported `compute_us` (the blocks after the cut).
 //!
 //! Exit probabilities come from running the model's exit heads on labelled data at the same
 //! threshold ([`calibrate_exits`]), so the cost model counts requests answered early on the device.
 
-use super::client::{AnsweredBy, ClientError, DeviceClient, Outcome, Route};
-use super::runner::{RunSummary, Tally};
-use super::wire;
-use crate::data::Dataset;
-use crate::engine::{Backend, Plan};
+use super::client::{AnsweredBy, Outcome};
+use crate::data::{load_mnist, DataError, Dataset, Split};
+use crate::engine::Backend;
 use crate::model::Model;
 use crate::sched::cost::{CostTable, ExitProbabilities, SampleExits};
 use crate::sched::estimate::Estimator;
-use crate::sched::policy::{Decision, Dynamic};
+use crate::sched::policy::{self, Policy};
 use crate::sched::profile::Profile;
-use crate::sched::{Cut, Encoding, SchedError};
-
+use crate::sched::SchedError;
+use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use thiserror::Error;
 
 /// Weight of one observed run when updating a profile online.
 pub const OBSERVE_ALPHA: f64 = 0.2;
 
-/// The live scheduler: profiles, exit probabilities, the policy and the estimator.
+/// Errors setting up a live run.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum LiveError {
+    /// The policy, a profile or the cost table.
+    #[error(transparent)]
+    Sched(#[from] SchedError),
+    /// The calibration data.
+    #[error("reading the calibration data: {0}")]
+    Data(#[from] DataError),
+    /// A setting out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The live estimator, the profiles as refined by every answer, and the cost table built from
+/// them: what a policy decides over.
 #[derive(Debug, Clone)]
-pub struct LiveScheduler {
+pub struct Feedback {
     model: Arc<Model>,
-    device: Profile,
-    server: Profile,
+    /// Device and server profiles; `None` for a fixed policy, which needs no block times.
+    profiles: Option<(Profile, Profile)>,
     exits: ExitProbabilities,
-    encodings: Vec<Encoding>,
-    dynamic: Dynamic,
+    table: CostTable,
     /// The estimator fed by every answer.
     pub estimator: Estimator,
 }
 
-impl LiveScheduler {
-    /// A scheduler over `encodings` (split tensors only in those; device-only and server-only
-    /// always allowed) from two profiles checked against the model.
+impl Feedback {
+    /// Feedback from two profiles checked against the model.
     pub fn new(
         model: Arc<Model>,
         device: Profile,
         server: Profile,
         exits: ExitProbabilities,
-        encodings: &[Encoding],
         estimator: Estimator,
     ) -> Result<Self, SchedError> {
         let table = CostTable::new(&model, &device, &server, &exits)?;
-        let dynamic = Dynamic::with(&table, encodings, None)?;
         Ok(Self {
             model,
-            device,
-            server,
+            profiles: Some((device, server)),
             exits,
-            encodings: encodings.to_vec(),
-            dynamic,
+            table,
             estimator,
         })
     }
 
-    /// The cost table the policy decides over now.
+    /// Feedback without profiles (block times all zero): enough for a fixed policy, whose
+    /// choice does not depend on them; only the estimator is updated.
+    pub fn without_profiles(model: Arc<Model>) -> Result<Self, SchedError> {
+        let n = model.blocks.len();
+        let exits = ExitProbabilities::none(&model);
+        let table = CostTable::from_times(&model, vec![0.0; n], vec![0.0; n], &exits)?;
+        Ok(Self {
+            model,
+            profiles: None,
+            exits,
+            table,
+            estimator: Estimator::default(),
+        })
+    }
+
+    /// The cost table as of the last answer.
     pub fn table(&self) -> &CostTable {
-        self.dynamic.table()
+        &self.table
     }
 
-    /// The device profile as updated so far.
-    pub fn device_profile(&self) -> &Profile {
-        &self.device
+    /// The device and server profiles as refined so far, when measured.
+    pub fn profiles(&self) -> Option<&(Profile, Profile)> {
+        self.profiles.as_ref()
     }
 
-    /// The server profile as updated so far.
-    pub fn server_profile(&self) -> &Profile {
-        &self.server
-    }
-
-    /// The policy's choice under the current estimates, with the client route and wire encoding
-    /// that carry it out (server-only sends the image as INT8, one byte per pixel).
-    pub fn decide(&self) -> (Decision, Route, wire::Encoding) {
-        let d = self.dynamic.choose(&self.estimator.estimates());
-        (d, route_of(d.option.cut), wire_encoding(d.option.encoding))
-    }
-
-    /// Every route the table can choose (to compile their plans up front).
-    pub fn routes(&self) -> Vec<Route> {
-        let mut v: Vec<Route> = self
-            .table()
-            .options
-            .iter()
-            .map(|o| route_of(o.choice.cut))
-            .collect();
-        v.dedup();
-        v
-    }
-
-    /// Feeds one answered request back: rate, queue, and the two profiles; rebuilds the table.
-    pub fn observe(&mut self, o: &Outcome) -> Result<(), SchedError> {
+    /// Feeds one answered request back: rate, queue, and the two profiles. Returns whether the
+    /// cost table was rebuilt (then hand it to the policy).
+    pub fn observe(&mut self, o: &Outcome) -> Result<bool, SchedError> {
         let n = self.model.blocks.len();
-        if o.cut > 0 && !o.head.is_zero() {
-            // The head plan of 0..cut ran (also when an exit answered).
-            self.device
-                .observe(0..o.cut, o.head.as_secs_f64(), OBSERVE_ALPHA)?;
-        }
+        let cut = o.choice.cut.device_blocks(n);
         if let (AnsweredBy::Server, Some(transfer), Some((queue_us, compute_us))) =
             (&o.by, o.transfer, o.server_us)
         {
             self.estimator.observe_queue_us(queue_us);
-            if o.cut < n && compute_us > 0 {
-                self.server
-                    .observe(o.cut..n, compute_us as f64 * 1e-6, OBSERVE_ALPHA)?;
-            }
             let rtt = self.estimator.estimates().rtt_s;
             let upload = transfer.as_secs_f64() - (queue_us + compute_us) as f64 * 1e-6 - rtt;
             self.estimator
                 .observe_transfer(o.bytes_sent as u64, upload.max(1e-5));
-        }
-        let table = CostTable::new(&self.model, &self.device, &self.server, &self.exits)?;
-        self.dynamic = Dynamic::with(&table, &self.encodings, None)?;
-        Ok(())
-    }
-}
-
-/// The client route of a scheduler cut (`After(k)` runs blocks `0..=k` on the device).
-pub fn route_of(cut: Cut) -> Route {
-    match cut {
-        Cut::Server => Route::Server,
-        Cut::Device => Route::Device,
-        Cut::After(k) => Route::Cut(k + 1),
-    }
-}
-
-/// The wire encoding of a scheduler encoding (uint8 pixels travel as INT8; nothing sent = FP32).
-pub fn wire_encoding(e: Encoding) -> wire::Encoding {
-    match e {
-        Encoding::Fp16 => wire::Encoding::Fp16,
-        Encoding::Int8 | Encoding::Uint8Image => wire::Encoding::Int8,
-        Encoding::Fp32 | Encoding::None => wire::Encoding::Fp32,
-    }
-}
-
-/// Per-sample exit confidences and correctness of `model` on the first `samples` of `data`.
-pub fn measure_exits(
-    model: &Arc<Model>,
-    backend: &Backend,
-    data: &Dataset,
-    samples: usize,
-) -> Result<Vec<SampleExits>, ClientError> {
-    let n = samples.min(data.len());
-    if n == 0 {
-        return Err(ClientError::Input(
-            "no samples to calibrate the exits on".into(),
-        ));
-    }
-    let plan = Plan::compile(model, 0..model.blocks.len(), backend, 256.min(n))?;
-    let mut order: Vec<usize> = (0..model.exits.len()).collect();
-    order.sort_by_key(|&i| model.exits[i].after_block);
-    let mut out = Vec::with_capacity(n);
-    for lo in (0..n).step_by(plan.capacity()) {
-        let hi = (lo + plan.capacity()).min(n);
-        let x = data.batch(lo..hi, model.input_shape()).ok_or_else(|| {
-            ClientError::Input(format!(
-                "samples do not fit the input {:?} of the model",
-                model.input_shape()
-            ))
-        })?;
-        let o = plan.run(&x)?;
-        let fin = o
-            .final_stats
-            .ok_or_else(|| ClientError::Input("the full-model plan has no final output".into()))?;
-        for (i, f) in fin.iter().enumerate().take(hi - lo) {
-            let label = data.labels[lo + i] as u32;
-            let mut confidence = Vec::with_capacity(order.len());
-            let mut exit_correct = Vec::with_capacity(order.len());
-            for &e in &order {
-                let s = o
-                    .exits
-                    .iter()
-                    .find(|x| x.exit == e)
-                    .map(|x| x.stats[i])
-                    .ok_or_else(|| ClientError::Input(format!("exit {e} did not run")))?;
-                confidence.push(s.confidence);
-                exit_correct.push(s.argmax == label);
+            if let Some((_, server)) = &mut self.profiles {
+                if cut < n && compute_us > 0 {
+                    server.observe(cut..n, compute_us as f64 * 1e-6, OBSERVE_ALPHA)?;
+                }
             }
-            out.push(SampleExits {
-                confidence,
-                exit_correct,
-                final_correct: f.argmax == label,
-            });
         }
+        let Some((device, server)) = &mut self.profiles else {
+            return Ok(false);
+        };
+        if cut > 0 && !o.head.is_zero() {
+            // The head plan of 0..cut ran (also when an exit answered).
+            device.observe(0..cut, o.head.as_secs_f64(), OBSERVE_ALPHA)?;
+        }
+        self.table = CostTable::new(&self.model, device, server, &self.exits)?;
+        Ok(true)
     }
-    Ok(out)
+
+    /// What the scheduler ended with: estimates, exit probabilities and per-block times (ms).
+    pub fn to_json(&self) -> Value {
+        let e = self.estimator.estimates();
+        let t = &self.table;
+        let ms = |v: &[f64]| v.iter().map(|x| x * 1e3).collect::<Vec<_>>();
+        json!({
+            "rate_mbps": e.rate_bytes_per_s * 8e-6,
+            "rtt_ms": e.rtt_s * 1e3,
+            "queue_ms": e.queue_s * 1e3,
+            "exit_first": t.exits.first,
+            "exit_after_block": t.exits.after_block,
+            "device_block_ms": ms(&t.device_block_s),
+            "server_block_ms": ms(&t.server_block_s),
+        })
+    }
 }
 
 /// Exit probabilities of `model` at `threshold`, measured on the first `samples` of `data`
@@ -209,11 +159,11 @@ pub fn calibrate_exits(
     data: &Dataset,
     samples: usize,
     threshold: f32,
-) -> Result<ExitProbabilities, ClientError> {
+) -> Result<ExitProbabilities, SchedError> {
     if model.exits.is_empty() {
         return Ok(ExitProbabilities::none(model));
     }
-    let s = measure_exits(model, backend, data, samples)?;
+    let s = SampleExits::measure(model, backend, data, samples)?;
     Ok(ExitProbabilities::from_samples(model, &s, threshold))
 }
 
@@ -243,39 +193,89 @@ pub fn ping_rtt(url: &str, pings: usize, timeout: Duration) -> Option<Duration> 
     best
 }
 
-/// Runs the first `limit` samples of `data` one by one, each routed and encoded as the live
-/// scheduler decides, feeding every answer back; `on_outcome` sees every answer with the
-/// decision. The summary's `policy` is `name`; `cuts` counts the routes chosen.
-pub fn run_dynamic(
-    client: &mut DeviceClient,
-    data: &Dataset,
-    sched: &mut LiveScheduler,
+/// How an adaptive policy is set up live (fixed policies need none of it).
+#[derive(Debug, Clone)]
+pub struct LiveSetup {
+    /// The device's per-block profile (default: measured at start-up, scaled by the slowdown).
+    pub device_profile: Option<PathBuf>,
+    /// The server's per-block profile (default: measured locally at start-up, corrected online
+    /// by the compute times the server reports).
+    pub server_profile: Option<PathBuf>,
+    /// The emulated device slowdown (>= 1).
+    pub device_slowdown: f64,
+    /// Folder of the MNIST files whose training split calibrates the exits.
+    pub data: PathBuf,
+    /// Training samples the exit probabilities are calibrated on.
+    pub calibration_samples: usize,
+    /// The exit threshold of the run.
+    pub threshold: f32,
+}
+
+impl LiveSetup {
+    /// Defaults: measured profiles, no slowdown, 1000 calibration samples of `data`, threshold 0.9.
+    pub fn new(data: impl Into<PathBuf>) -> Self {
+        Self {
+            device_profile: None,
+            server_profile: None,
+            device_slowdown: 1.0,
+            data: data.into(),
+            calibration_samples: 1000,
+            threshold: 0.9,
+        }
+    }
+}
+
+/// The policy called `name` (the one parser, [`policy::parse_live`]: the oracle is refused) with
+/// its feedback. Adaptive policies get profiles (read or measured at start-up), exits calibrated
+/// on the training split and an estimator primed with the RTT to `server_url`; fixed policies
+/// get [`Feedback::without_profiles`].
+pub fn prepare(
     name: &str,
-    threshold: f32,
-    limit: usize,
-    mut on_outcome: impl FnMut(usize, &Decision, &Outcome),
-) -> Result<RunSummary, ClientError> {
-    let n = limit.min(data.len());
-    let shape = client.model().input_shape().to_vec();
-    let mut tally = Tally::new(name.to_string(), n);
-    for r in sched.routes() {
-        client.prepare(r)?;
+    model: &Arc<Model>,
+    backend: &Backend,
+    server_url: &str,
+    setup: &LiveSetup,
+) -> Result<(Box<dyn Policy>, Feedback), LiveError> {
+    if !(setup.device_slowdown.is_finite() && setup.device_slowdown >= 1.0) {
+        return Err(LiveError::Invalid(format!(
+            "--device-slowdown must be >= 1, got {}",
+            setup.device_slowdown
+        )));
     }
-    for i in 0..n {
-        let x = data.batch(i..i + 1, &shape).ok_or_else(|| {
-            ClientError::Input(format!(
-                "samples have {} values but the model expects input {shape:?}",
-                data.images.sample_len()
-            ))
-        })?;
-        let (decision, route, encoding) = sched.decide();
-        client.set_encoding(encoding);
-        let o = client.classify(&x, route, threshold)?;
-        sched
-            .observe(&o)
-            .map_err(|e| ClientError::Input(format!("updating the scheduler: {e}")))?;
-        on_outcome(i, &decision, &o);
-        tally.record(&o, data.labels[i]);
+    let plain = Feedback::without_profiles(model.clone())?;
+    let mut policy = policy::parse_live(name, plain.table())?;
+    if !policy.adaptive() {
+        return Ok((policy, plain));
     }
-    Ok(tally.finish())
+    let measured = match (&setup.device_profile, &setup.server_profile) {
+        (Some(_), Some(_)) => None,
+        _ => Some(Profile::measure(model, backend, &[1], 2, 5)?),
+    };
+    let pick = |given: &Option<PathBuf>, scale: f64| -> Result<Profile, SchedError> {
+        match (given, &measured) {
+            (Some(p), _) => Profile::load(p, model),
+            (None, Some(m)) => m.scaled(scale),
+            (None, None) => Err(SchedError::Invalid {
+                what: "profiles".into(),
+                reason: "neither given nor measured".into(),
+            }),
+        }
+    };
+    let device = pick(&setup.device_profile, setup.device_slowdown)?;
+    let server = pick(&setup.server_profile, 1.0)?;
+    let train = load_mnist(&setup.data, Split::Train)?;
+    let exits = calibrate_exits(
+        model,
+        backend,
+        &train,
+        setup.calibration_samples,
+        setup.threshold,
+    )?;
+    let mut estimator = Estimator::default();
+    if let Some(rtt) = ping_rtt(server_url, 3, Duration::from_secs(1)) {
+        estimator.observe_rtt(rtt.as_secs_f64());
+    }
+    let feedback = Feedback::new(model.clone(), device, server, exits, estimator)?;
+    policy.set_table(feedback.table());
+    Ok((policy, feedback))
 }

@@ -1,74 +1,22 @@
-//! Runs a labelled test set through a [`DeviceClient`] under one policy and sums it up with the
-//! keys of `edgecut run` (DESIGN §7): samples, accuracy, exit rate, bytes sent, latency, cuts
-//! and fallbacks.
+//! Runs a labelled test set through a [`DeviceClient`] under one [`Policy`] (the trait the
+//! simulator runs too) and sums it up with the keys of `edgecut run` (DESIGN §7): samples,
+//! accuracy, exit rate, bytes sent, latency, cuts and fallbacks.
+//!
+//! After every answer, what the client measured goes to the [`Feedback`] (estimator and
+//! profiles), and the policy is handed the refreshed cost table ([`Policy::set_table`]).
 
-use super::client::{AnsweredBy, ClientError, DeviceClient, Outcome, Route};
+use super::client::{AnsweredBy, ClientError, DeviceClient, Outcome};
+use super::live::Feedback;
 use crate::data::Dataset;
+use crate::sched::policy::{Context, Decision, Policy};
+use crate::sched::SchedError;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use thiserror::Error;
-
-/// A fixed split policy (the dynamic one is [`super::live::run_dynamic`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    /// Everything on the device.
-    Device,
-    /// Everything on the server.
-    Server,
-    /// Always cut before block `k` (device runs `0..k`).
-    Static(usize),
-}
-
-/// A policy name that cannot be run.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum PolicyError {
-    /// Not a known policy.
-    #[error("unknown policy '{0}' (expected device, server, static:K or dynamic)")]
-    Unknown(String),
-    /// `dynamic` is not a fixed policy: it is run by [`super::live::run_dynamic`].
-    #[error("policy 'dynamic' chooses per request: run it with split::live::run_dynamic (edgecut run --policy dynamic), not as a fixed policy")]
-    DynamicUnavailable,
-}
-
-impl Policy {
-    /// Parses `device`, `server` or `static:K`.
-    pub fn parse(s: &str) -> Result<Self, PolicyError> {
-        match s {
-            "device" => Ok(Policy::Device),
-            "server" => Ok(Policy::Server),
-            "dynamic" => Err(PolicyError::DynamicUnavailable),
-            _ => s
-                .strip_prefix("static:")
-                .and_then(|k| k.parse().ok())
-                .map(Policy::Static)
-                .ok_or_else(|| PolicyError::Unknown(s.to_string())),
-        }
-    }
-
-    /// The route of every request under this policy.
-    pub fn route(self) -> Route {
-        match self {
-            Policy::Device => Route::Device,
-            Policy::Server => Route::Server,
-            Policy::Static(k) => Route::Cut(k),
-        }
-    }
-
-    /// `device`, `server`, `static:K`.
-    pub fn name(self) -> String {
-        match self {
-            Policy::Device => "device".into(),
-            Policy::Server => "server".into(),
-            Policy::Static(k) => format!("static:{k}"),
-        }
-    }
-}
 
 /// The result of a run.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
-    /// Policy name.
+    /// Policy name (canonical form of the parser).
     pub policy: String,
     /// Samples answered.
     pub samples: usize,
@@ -80,8 +28,9 @@ pub struct RunSummary {
     pub bytes_sent: usize,
     /// Latencies in ms, in request order.
     pub latencies_ms: Vec<f64>,
-    /// Requests per chosen cut (`0` = server only, `blocks` = device only), exits included.
-    pub cuts: BTreeMap<usize, usize>,
+    /// Requests per choice label ([`crate::sched::Choice::label`]: `device`, `server`,
+    /// `<block>:<encoding>`), exits included.
+    pub cuts: BTreeMap<String, usize>,
     /// Requests the device finished itself after the server failed.
     pub fallbacks: usize,
     /// Requests the server answered.
@@ -94,11 +43,6 @@ impl RunSummary {
     /// The DESIGN §7 JSON object.
     pub fn to_json(&self) -> Value {
         let l = crate::stats::Summary::of(&self.latencies_ms);
-        let cuts: serde_json::Map<String, Value> = self
-            .cuts
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v)))
-            .collect();
         json!({
             "policy": self.policy,
             "samples": self.samples,
@@ -106,7 +50,7 @@ impl RunSummary {
             "exit_rate": self.exit_rate,
             "bytes_sent": self.bytes_sent,
             "latency_ms": {"mean": l.mean, "p50": l.p50, "p95": l.p95},
-            "cuts": cuts,
+            "cuts": self.cuts,
             "fallbacks": self.fallbacks,
             "server_answers": self.server_answers,
             "transfer_ms_mean": self.transfer_ms_mean,
@@ -114,8 +58,8 @@ impl RunSummary {
     }
 }
 
-/// Accumulates answers into a [`RunSummary`]; shared by fixed and dynamic policies.
-pub(crate) struct Tally {
+/// Accumulates answers into a [`RunSummary`].
+struct Tally {
     s: RunSummary,
     correct: usize,
     exits: usize,
@@ -123,8 +67,7 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    /// An empty tally for `capacity` requests of `policy`.
-    pub(crate) fn new(policy: String, capacity: usize) -> Self {
+    fn new(policy: String, capacity: usize) -> Self {
         Self {
             s: RunSummary {
                 policy,
@@ -145,7 +88,7 @@ impl Tally {
     }
 
     /// Counts one answered request whose true class is `label`.
-    pub(crate) fn record(&mut self, o: &Outcome, label: u8) {
+    fn record(&mut self, o: &Outcome, label: u8, block_names: &[String]) {
         let s = &mut self.s;
         s.samples += 1;
         self.correct += usize::from(o.class == label as u32);
@@ -160,11 +103,10 @@ impl Tally {
             }
             AnsweredBy::Device => {}
         }
-        *s.cuts.entry(o.cut).or_default() += 1;
+        *s.cuts.entry(o.choice.label(block_names)).or_default() += 1;
     }
 
-    /// The summary with rates and means filled in.
-    pub(crate) fn finish(mut self) -> RunSummary {
+    fn finish(mut self) -> RunSummary {
         let n = self.s.samples.max(1) as f64;
         self.s.accuracy = self.correct as f64 / n;
         self.s.exit_rate = self.exits as f64 / n;
@@ -173,19 +115,33 @@ impl Tally {
     }
 }
 
-/// Runs the first `limit` samples of `data` one by one; `on_outcome` sees every answer.
-pub fn run_policy(
+/// Runs the first `limit` samples of `data` one by one, each split as `policy` decides under the
+/// feedback's estimates, feeding every answer back; `on_outcome` sees every answer with its
+/// decision. A policy that needs the future (the oracle) is refused.
+pub fn run(
     client: &mut DeviceClient,
     data: &Dataset,
-    policy: Policy,
+    policy: &mut dyn Policy,
+    feedback: &mut Feedback,
     threshold: f32,
     limit: usize,
-    mut on_outcome: impl FnMut(usize, &Outcome),
+    mut on_outcome: impl FnMut(usize, &Decision, &Outcome),
 ) -> Result<RunSummary, ClientError> {
+    if policy.needs_future() {
+        return Err(SchedError::NeedsFuture(policy.name().to_string()).into());
+    }
     let n = limit.min(data.len());
     let shape = client.model().input_shape().to_vec();
-    let mut tally = Tally::new(policy.name(), n);
-    client.prepare(policy.route())?;
+    let block_names = feedback.table().block_names.clone();
+    let mut tally = Tally::new(policy.name().to_string(), n);
+    // Compile every plan the policy may pick up front, so no request pays for compilation.
+    if policy.adaptive() {
+        for o in &feedback.table().options {
+            client.prepare(o.choice)?;
+        }
+    } else {
+        client.prepare(decide(policy, feedback).option)?;
+    }
     for i in 0..n {
         let x = data.batch(i..i + 1, &shape).ok_or_else(|| {
             ClientError::Input(format!(
@@ -193,9 +149,20 @@ pub fn run_policy(
                 data.images.sample_len()
             ))
         })?;
-        let o = client.classify(&x, policy.route(), threshold)?;
-        on_outcome(i, &o);
-        tally.record(&o, data.labels[i]);
+        let decision = decide(policy, feedback);
+        let o = client.classify(&x, decision.option, threshold)?;
+        if feedback.observe(&o)? {
+            policy.set_table(feedback.table());
+        }
+        on_outcome(i, &decision, &o);
+        tally.record(&o, data.labels[i], &block_names);
     }
     Ok(tally.finish())
+}
+
+fn decide(policy: &mut dyn Policy, feedback: &Feedback) -> Decision {
+    policy.decide(&Context {
+        estimates: feedback.estimator.estimates(),
+        truth: None,
+    })
 }

@@ -111,7 +111,8 @@ class TritonClientTest(unittest.TestCase):
             [inp],
             outputs=[httpclient.InferRequestedOutput("logits", binary_data=True)],
             parameters={
-                "edgecut_from_block": from_block,
+                # The server runs the blocks after edgecut_cut_after.
+                "edgecut_cut_after": from_block - 1,
                 "edgecut_encoding": "FP32",
                 "edgecut_model_hash": hash_,
             },
@@ -140,7 +141,7 @@ class TritonClientTest(unittest.TestCase):
         inp = httpclient.InferInput("cut", [1, 84], "FP32")
         inp.set_data_from_numpy(np.zeros((1, 84), np.float32))
         with self.assertRaises(Exception) as err:
-            self.client.infer(MODEL, [inp], parameters={"edgecut_from_block": 4, "edgecut_model_hash": "0" * 64})
+            self.client.infer(MODEL, [inp], parameters={"edgecut_cut_after": 3, "edgecut_model_hash": "0" * 64})
         self.assertIn("hash", str(err.exception))
 
 

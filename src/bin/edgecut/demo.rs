@@ -1,19 +1,16 @@
 //! `edgecut demo`: the shipped MNIST early-exit model, a tail server in-process on loopback, the
 //! device client's uplink shaped to a real 3G trace, and every policy side by side.
 
-use crate::run::sched_label;
-use crate::{backend, live, load, BackendChoice};
+use crate::{backend, load, BackendChoice};
 use anyhow::{Context, Result};
 use edgecut::data::{load_mnist, Split};
+use edgecut::sim::trace::Trace;
 use edgecut::split::client::{ClientConfig, DeviceClient};
-use edgecut::split::live::run_dynamic;
-use edgecut::split::runner::{run_policy, Policy};
+use edgecut::split::live::{prepare, LiveSetup};
+use edgecut::split::runner::run as run_live;
 use edgecut::split::server::{Server, ServerConfig};
-use edgecut::split::shaping::Trace;
-use edgecut::split::wire::Encoding;
 use edgecut::stats::Summary;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,12 +39,13 @@ fn pick_trace() -> (Trace, String) {
         let preferred = files.iter().find(|p| p.ends_with("norway_bus_1")).cloned();
         preferred.or_else(|| files.first().cloned())
     });
-    match file.as_deref().map(|f| (f, Trace::load(f))) {
+    match file.as_deref().map(|f| (f, Trace::load(f, None))) {
         Some((f, Ok(t))) => (t, f.display().to_string()),
-        _ => (
-            Trace::synthetic_3g(),
-            "built-in synthetic 3G (0.4/2.0 Mbit/s alternating every 5 s)".into(),
-        ),
+        _ => {
+            let t = Trace::synthetic_3g();
+            let name = t.name.clone();
+            (t, name)
+        }
     }
 }
 
@@ -109,61 +107,40 @@ pub fn demo(
     ));
     say(format!(
         "uplink shaped to {trace_name} (mean {:.2} Mbit/s); first {n} test digits (--limit), exit threshold {threshold}",
-        trace.mean_mbps()
+        trace.mean_rate() * 8e-6
     ));
-    let mut runs: Vec<(Option<Policy>, Encoding)> = vec![
-        (Some(Policy::Device), Encoding::Fp32),
-        (Some(Policy::Server), Encoding::Fp32),
-        (Some(Policy::Server), Encoding::Int8),
-    ];
+    let mut names = vec!["device".to_string(), "server".to_string()];
     for c in model.cut_candidates() {
-        runs.push((Some(Policy::Static(c + 1)), Encoding::Fp32));
-        runs.push((Some(Policy::Static(c + 1)), Encoding::Int8));
+        let block = &model.blocks[c].name;
+        names.push(format!("static:{block}:fp32"));
+        names.push(format!("static:{block}:int8"));
     }
-    runs.push((None, Encoding::Fp32));
+    names.push("dynamic".into());
+    let setup = LiveSetup {
+        device_slowdown,
+        threshold,
+        ..LiveSetup::new(&data)
+    };
     let mut rows = Vec::new();
-    let mut choices: BTreeMap<String, usize> = BTreeMap::new();
-    for (policy, encoding) in runs {
+    for name in &names {
         let config = ClientConfig::new(server.url())
-            .with_encoding(encoding)
             .with_deadline(Duration::from_secs(1))
             .with_trace(Some(trace.clone()))
             .with_device_slowdown(device_slowdown);
         let mut client = DeviceClient::new(model.clone(), backend.clone(), config)?;
-        let (s, enc) = match policy {
-            Some(policy) => (
-                run_policy(&mut client, &test, policy, threshold, n, |_, _| {})?,
-                encoding.datatype(),
-            ),
-            None => {
-                let mut sched = live::scheduler(live::LiveArgs {
-                    model: &model,
-                    backend: &backend,
-                    data: &data,
-                    server_url: &server.url(),
-                    policy: "dynamic",
-                    threshold,
-                    device_profile: None,
-                    server_profile: None,
-                    device_slowdown,
-                    calibration_samples: 1000,
-                })?;
-                let s = run_dynamic(
-                    &mut client,
-                    &test,
-                    &mut sched,
-                    "dynamic",
-                    threshold,
-                    n,
-                    |_, d, _| *choices.entry(sched_label(&model, d)).or_default() += 1,
-                )?;
-                (s, "any")
-            }
-        };
+        let (mut policy, mut feedback) = prepare(name, &model, &backend, &server.url(), &setup)?;
+        let s = run_live(
+            &mut client,
+            &test,
+            policy.as_mut(),
+            &mut feedback,
+            threshold,
+            n,
+            |_, _, _| {},
+        )?;
         let mut j = s.to_json();
-        j["encoding"] = enc.into();
-        if s.policy == "dynamic" {
-            j["choices"] = serde_json::to_value(&choices)?;
+        if policy.adaptive() {
+            j["choices"] = serde_json::to_value(&s.cuts)?;
         }
         rows.push((s, j));
     }
@@ -175,7 +152,7 @@ pub fn demo(
                 "model": model.name(),
                 "model_dir": dir.display().to_string(),
                 "trace": trace_name,
-                "trace_mean_mbps": trace.mean_mbps(),
+                "trace_mean_mbps": trace.mean_rate() * 8e-6,
                 "device_slowdown": device_slowdown,
                 "samples": n,
                 "exit_threshold": threshold,
@@ -186,25 +163,24 @@ pub fn demo(
         return Ok(());
     }
     println!(
-        "\n{:<10} {:<5} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
-        "policy", "enc", "accuracy", "exits", "bytes", "mean ms", "p95 ms", "fallbacks"
+        "\n{:<22} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}  cuts",
+        "policy", "accuracy", "exits", "bytes", "mean ms", "p95 ms", "fallbacks"
     );
-    for (s, j) in &rows {
+    for (s, _) in &rows {
         let Summary { mean, p95, .. } = Summary::of(&s.latencies_ms);
         println!(
-            "{:<10} {:<5} {:>8.1}% {:>6.1}% {:>9} {:>9.2} {:>9.2} {:>9}",
+            "{:<22} {:>8.1}% {:>6.1}% {:>9} {:>9.2} {:>9.2} {:>9}  {:?}",
             s.policy,
-            j["encoding"].as_str().unwrap_or(""),
             s.accuracy * 100.0,
             s.exit_rate * 100.0,
             s.bytes_sent,
             mean,
             p95,
-            s.fallbacks
+            s.fallbacks,
+            s.cuts
         );
     }
-    println!("\ndynamic chose (cut/encoding: requests): {choices:?}");
-    println!("\nstatic:K runs blocks 0..K on the device and the rest on the server; exits answer on the device when confident.");
+    println!("\nstatic:<block> runs the blocks up to and including <block> on the device and the rest on the server; exits answer on the device when confident.");
     server.shutdown();
     Ok(())
 }

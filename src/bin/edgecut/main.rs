@@ -5,7 +5,6 @@ mod bench;
 mod demo;
 mod eval;
 mod info;
-mod live;
 mod profile;
 mod report_sparsity;
 mod run;

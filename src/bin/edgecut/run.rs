@@ -1,17 +1,13 @@
 //! `edgecut run`: the MNIST test split through the device client and a tail server.
 
-use crate::{backend, live, load, BackendChoice};
-use anyhow::{Context, Result};
+use crate::{backend, load, BackendChoice};
+use anyhow::{bail, Context, Result};
 use edgecut::data::{load_mnist, Split};
-use edgecut::model::Model;
-use edgecut::sched::policy::Decision;
+use edgecut::sim::trace::Trace;
 use edgecut::split::client::{ClientConfig, DeviceClient};
-use edgecut::split::live::run_dynamic;
-use edgecut::split::runner::{run_policy, Policy};
-use edgecut::split::shaping::Trace;
-use edgecut::split::wire::Encoding;
+use edgecut::split::live::{prepare, LiveSetup};
+use edgecut::split::runner::run as run_live;
 use edgecut::stats::Summary;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,10 +22,13 @@ pub struct RunArgs {
     /// Folder with the MNIST IDX files.
     #[arg(long, default_value = "models/data/mnist")]
     pub data: PathBuf,
-    /// device, server, static:K (device runs blocks 0..K), dynamic (cut and encoding per
-    /// request from live estimates) or dynamic-fp32|fp16|int8 (one split encoding).
-    #[arg(long, default_value = "static:1")]
+    /// device, server, static:<block name or index>[:fp32|fp16|int8] (cut AFTER that block),
+    /// dynamic or dynamic-fp32|fp16|int8 (cut and encoding per request from live estimates).
+    #[arg(long, default_value = "static:0:fp32")]
     pub policy: String,
+    /// Removed: the encoding is part of the policy (`--policy static:<block>:<enc>`).
+    #[arg(long, hide = true)]
+    pub encoding: Option<String>,
     /// Dynamic: the device's per-block profile (default: measured at start-up).
     #[arg(long)]
     pub device_profile: Option<PathBuf>,
@@ -44,15 +43,16 @@ pub struct RunArgs {
     /// Dynamic: training samples the exit probabilities are calibrated on.
     #[arg(long, default_value_t = 1000)]
     pub calibration_samples: usize,
-    /// Wire encoding of cut tensors: fp32, fp16 or int8.
-    #[arg(long, default_value = "fp32")]
-    pub encoding: String,
     /// An exit head answers when its confidence is strictly above T (1.0 never exits).
     #[arg(long, default_value_t = 0.9)]
     pub exit_threshold: f32,
-    /// Shape the uplink to this trace (Pensieve `time Mbit/s` lines or Mahimahi).
+    /// Shape the uplink to this trace: a file (Pensieve, Mahimahi or 5G CSV), or `const:R`,
+    /// `steps:R1,R2@DWELL`, `markov:HIGH,LOW@DWELL[:SEED]` (as `edgecut simulate --trace`).
     #[arg(long)]
-    pub trace: Option<PathBuf>,
+    pub trace: Option<String>,
+    /// CSV column of a 5G trace (default: the first throughput column).
+    #[arg(long)]
+    pub column: Option<String>,
     /// Only the first N test samples.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -71,118 +71,66 @@ pub struct RunArgs {
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
-    let dynamic = live::is_dynamic(&a.policy);
-    let policy = if dynamic {
-        live::encodings(&a.policy)?;
-        None
-    } else {
-        Some(Policy::parse(&a.policy)?)
-    };
-    if !(a.device_slowdown.is_finite() && a.device_slowdown >= 1.0) {
-        anyhow::bail!("--device-slowdown must be >= 1, got {}", a.device_slowdown);
+    if let Some(e) = &a.encoding {
+        bail!("--encoding is gone: the encoding is part of the policy now, say --policy static:<block>:{e} (or dynamic-{e})");
     }
-    let encoding = Encoding::parse(&a.encoding)?;
     if !(0.0..=1.0).contains(&a.exit_threshold) {
-        anyhow::bail!(
+        bail!(
             "--exit-threshold must be in [0, 1], got {}",
             a.exit_threshold
         );
     }
     let model = load(&a.model)?;
-    let test = load_mnist(&a.data, Split::Test)?;
     let trace = a
         .trace
-        .as_ref()
-        .map(|p| Trace::load(p))
+        .as_deref()
+        .map(|t| Trace::from_spec(t, a.column.as_deref()))
         .transpose()
         .context("reading --trace")?;
     let backend = backend(a.backend)?;
+    let setup = LiveSetup {
+        device_profile: a.device_profile,
+        server_profile: a.server_profile,
+        device_slowdown: a.device_slowdown,
+        calibration_samples: a.calibration_samples,
+        threshold: a.exit_threshold,
+        ..LiveSetup::new(&a.data)
+    };
+    let (mut policy, mut feedback) = prepare(&a.policy, &model, &backend, &a.server, &setup)?;
+    let test = load_mnist(&a.data, Split::Test)?;
     let config = ClientConfig::new(a.server.clone())
-        .with_encoding(encoding)
         .with_deadline(Duration::from_millis(a.deadline_ms))
         .with_token(a.token)
         .with_trace(trace.clone())
         .with_device_slowdown(a.device_slowdown);
-    let mut client = DeviceClient::new(model.clone(), backend.clone(), config)?;
+    let mut client = DeviceClient::new(model.clone(), backend, config)?;
     let limit = a.limit.unwrap_or(test.len());
-    let mut choices: BTreeMap<String, usize> = BTreeMap::new();
-    let mut sched_json = serde_json::Value::Null;
-    let s = match policy {
-        Some(policy) => run_policy(
-            &mut client,
-            &test,
-            policy,
-            a.exit_threshold,
-            limit,
-            |_, _| {},
-        )?,
-        None => {
-            let mut sched = live::scheduler(live::LiveArgs {
-                model: &model,
-                backend: &backend,
-                data: &a.data,
-                server_url: &a.server,
-                policy: &a.policy,
-                threshold: a.exit_threshold,
-                device_profile: a.device_profile.clone(),
-                server_profile: a.server_profile.clone(),
-                device_slowdown: a.device_slowdown,
-                calibration_samples: a.calibration_samples,
-            })?;
-            let s = run_dynamic(
-                &mut client,
-                &test,
-                &mut sched,
-                &a.policy,
-                a.exit_threshold,
-                limit,
-                |_, d, _| {
-                    let label = sched_label(&model, d);
-                    *choices.entry(label).or_default() += 1;
-                },
-            )?;
-            sched_json = live::scheduler_json(&sched);
-            s
-        }
-    };
+    let s = run_live(
+        &mut client,
+        &test,
+        policy.as_mut(),
+        &mut feedback,
+        a.exit_threshold,
+        limit,
+        |_, _, _| {},
+    )?;
     if a.json {
         let mut j = s.to_json();
-        if dynamic {
-            j["choices"] = serde_json::to_value(&choices)?;
-            j["scheduler"] = sched_json;
+        if policy.adaptive() {
+            j["choices"] = serde_json::to_value(&s.cuts)?;
+            j["scheduler"] = feedback.to_json();
         }
         j["device_slowdown"] = a.device_slowdown.into();
         j["model"] = model.name().into();
-        j["encoding"] = encoding.datatype().into();
         j["exit_threshold"] = a.exit_threshold.into();
-        j["trace"] = a.trace.map(|p| p.display().to_string()).into();
+        j["trace"] = trace.map(|t| t.name).into();
         println!("{j}");
     } else {
         let Summary { mean, p50, p95, .. } = Summary::of(&s.latencies_ms);
         println!(
-            "{} on {} via {} ({encoding}): {} samples, accuracy {:.2}%, exit rate {:.1}%, {} bytes sent, latency mean {mean:.2} / p50 {p50:.2} / p95 {p95:.2} ms, {} fallbacks, cuts {:?}",
-            model.name(),
-            a.server,
-            s.policy,
-            s.samples,
-            s.accuracy * 100.0,
-            s.exit_rate * 100.0,
-            s.bytes_sent,
-            s.fallbacks,
-            s.cuts
+            "{} on {} via {}: {} samples, accuracy {:.2}%, exit rate {:.1}%, {} bytes sent, latency mean {mean:.2} / p50 {p50:.2} / p95 {p95:.2} ms, {} fallbacks, cuts {:?}",
+            model.name(), a.server, s.policy, s.samples, s.accuracy * 100.0, s.exit_rate * 100.0, s.bytes_sent, s.fallbacks, s.cuts
         );
-        if dynamic {
-            println!("choices (cut/encoding: requests): {choices:?}");
-        }
     }
     Ok(())
-}
-
-/// `device`, `server` or `<block>/<encoding>` of a decision.
-pub fn sched_label(model: &Model, d: &Decision) -> String {
-    match d.option.cut {
-        edgecut::sched::Cut::Server => "server".into(),
-        edgecut::sched::Cut::Device => "device".into(),
-        edgecut::sched::Cut::After(k) => format!("{}/{}", model.blocks[k].name, d.option.encoding),
-    }
 }

@@ -3,7 +3,6 @@
 use crate::{backend, load, BackendChoice};
 use anyhow::{bail, Context, Result};
 use edgecut::data::{load_mnist, Split};
-use edgecut::engine::Plan;
 use edgecut::model::Model;
 use edgecut::report::plot::{line_chart, Series};
 use edgecut::sched::cost::{CostTable, ExitProbabilities, SampleExits};
@@ -11,10 +10,11 @@ use edgecut::sched::estimate::RateMethod;
 use edgecut::sched::policy;
 use edgecut::sched::profile::Profile;
 use edgecut::sim::trace::Trace;
-use edgecut::sim::{simulate as run_sim, Arrivals, ExitSource, ServerLoad, SimConfig, SimResult};
-use serde_json::{json, Map, Value};
+use edgecut::sim::{
+    profile_for, simulate as run_sim, Arrivals, ExitSource, ServerLoad, SimConfig, SimResult,
+};
+use serde_json::{json, Map};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct SimulateArgs {
@@ -88,134 +88,19 @@ pub struct SimulateArgs {
     json: bool,
 }
 
-/// Parses `harmonic5`, `ewma0.3`, `last`.
-pub fn rate_method(s: &str) -> Result<RateMethod> {
-    if let Some(w) = s.strip_prefix("harmonic") {
-        let window: usize = w
-            .parse()
-            .with_context(|| format!("estimator '{s}': window is not an integer"))?;
-        if window == 0 {
-            bail!("estimator '{s}': window must be at least 1");
-        }
-        return Ok(RateMethod::Harmonic { window });
-    }
-    if let Some(a) = s.strip_prefix("ewma") {
-        let alpha: f64 = a
-            .parse()
-            .with_context(|| format!("estimator '{s}': alpha is not a number"))?;
-        if !(alpha > 0.0 && alpha <= 1.0) {
-            bail!("estimator '{s}': alpha must be in (0, 1]");
-        }
-        return Ok(RateMethod::Ewma { alpha, clip: 4.0 });
-    }
-    if s == "last" {
-        return Ok(RateMethod::Last);
-    }
-    bail!("unknown estimator '{s}'; use harmonic<N>, ewma<ALPHA> or last")
-}
-
-/// Loads a profile given or the model's default one.
-pub fn profile_for(
-    model_dir: &Path,
+/// The device and server profiles: given, or the model's defaults.
+pub fn profiles(
+    dir: &Path,
     model: &Model,
-    given: Option<&Path>,
-    default: &str,
-) -> Result<Profile> {
-    let path = given
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| model_dir.join("profiles").join(default));
-    Profile::load(&path, model).with_context(|| {
-        format!(
-            "reading the {} profile {} (measure one with `edgecut profile`)",
-            default.trim_end_matches(".json"),
-            path.display()
-        )
-    })
-}
-
-/// Per-sample exit confidences of `model` on the MNIST test split.
-pub fn measure_exits(
-    model: &Arc<Model>,
-    data: &Path,
-    samples: usize,
-    choice: BackendChoice,
-) -> Result<Vec<SampleExits>> {
-    let test = load_mnist(data, Split::Test)?;
-    let n = samples.min(test.len());
-    if n == 0 {
-        bail!("no test samples in {}", data.display());
-    }
-    let backend = backend(choice)?;
-    let plan = Plan::compile(model, 0..model.blocks.len(), &backend, 256.min(n))
-        .context("compiling the model")?;
-    let order: Vec<usize> = {
-        let mut v: Vec<usize> = (0..model.exits.len()).collect();
-        v.sort_by_key(|&i| model.exits[i].after_block);
-        v
+    device: Option<&Path>,
+    server: Option<&Path>,
+) -> Result<(Profile, Profile)> {
+    let read = |given, default: &str| {
+        profile_for(dir, model, given, default).with_context(|| {
+            format!("reading the {default} profile (measure one with `edgecut profile`)")
+        })
     };
-    let mut out = Vec::with_capacity(n);
-    for lo in (0..n).step_by(plan.capacity()) {
-        let hi = (lo + plan.capacity()).min(n);
-        let x = test.batch(lo..hi, model.input_shape()).with_context(|| {
-            format!(
-                "MNIST images do not fit the input {:?} of the model",
-                model.input_shape()
-            )
-        })?;
-        let o = plan.run(&x)?;
-        let fin = o
-            .final_stats
-            .context("the full-model plan ends the model")?;
-        #[allow(clippy::needless_range_loop)]
-        // i indexes the batch in fin, the exits and the labels
-        for i in 0..hi - lo {
-            let label = test.labels[lo + i] as u32;
-            let per: Vec<_> = order
-                .iter()
-                .map(|&e| {
-                    o.exits
-                        .iter()
-                        .find(|x| x.exit == e)
-                        .map(|x| x.stats[i])
-                        .context("exit ran")
-                })
-                .collect::<Result<_>>()?;
-            out.push(SampleExits {
-                confidence: per.iter().map(|s| s.confidence).collect(),
-                exit_correct: per.iter().map(|s| s.argmax == label).collect(),
-                final_correct: fin[i].argmax == label,
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// The default policy list: device, server, each candidate in fp32, dynamic, oracle.
-pub fn default_policies(table: &CostTable) -> Vec<String> {
-    let mut v = vec!["device".to_string(), "server".to_string()];
-    v.extend(
-        table
-            .candidates
-            .iter()
-            .map(|&k| format!("static:{}", table.block_names[k])),
-    );
-    v.push("dynamic".into());
-    v.push("oracle".into());
-    v
-}
-
-/// JSON of one result.
-pub fn result_json(r: &SimResult, table: &CostTable) -> Value {
-    json!({
-        "mean_ms": r.mean() * 1e3,
-        "p50_ms": r.percentile(50.0) * 1e3,
-        "p95_ms": r.percentile(95.0) * 1e3,
-        "bytes": r.bytes,
-        "probe_bytes": r.probe_bytes,
-        "accuracy": r.accuracy,
-        "exit_rate": r.exit_rate,
-        "cuts": r.cuts(table),
-    })
+    Ok((read(device, "device.json")?, read(server, "server.json")?))
 }
 
 pub fn simulate(a: SimulateArgs) -> Result<()> {
@@ -232,8 +117,12 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
         bail!("--workers and --requests must be at least 1");
     }
     let model = load(&a.model)?;
-    let device = profile_for(&a.model, &model, a.device_profile.as_deref(), "device.json")?;
-    let server = profile_for(&a.model, &model, a.server_profile.as_deref(), "server.json")?;
+    let (device, server) = profiles(
+        &a.model,
+        &model,
+        a.device_profile.as_deref(),
+        a.server_profile.as_deref(),
+    )?;
     let trace = Trace::from_spec(&a.trace, a.column.as_deref())?;
     let load_spec = ServerLoad::parse(&a.server_load)?;
     let (exit_probs, source) = if let Some(dir) = &a.data {
@@ -243,7 +132,8 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
                 model.name()
             );
         }
-        let s = measure_exits(&model, dir, a.samples, a.backend)?;
+        let test = load_mnist(dir, Split::Test)?;
+        let s = SampleExits::measure(&model, &backend(a.backend)?, &test, a.samples)?;
         (
             ExitProbabilities::from_samples(&model, &s, a.exit_threshold),
             ExitSource::Samples {
@@ -266,7 +156,7 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
     };
     let table = CostTable::new(&model, &device, &server, &exit_probs)?;
     let names = if a.policies.is_empty() {
-        default_policies(&table)
+        policy::default_names(&table)
     } else {
         a.policies.clone()
     };
@@ -287,7 +177,7 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
         rtt_s: a.rtt_ms * 1e-3,
         workers: a.workers,
         load: load_spec,
-        rate_method: rate_method(&a.estimator)?,
+        rate_method: RateMethod::parse(&a.estimator)?,
         ..SimConfig::default()
     };
     let results: Vec<SimResult> = policies
@@ -322,7 +212,7 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
     if a.json {
         let mut pol = Map::new();
         for r in &results {
-            pol.insert(r.policy.clone(), result_json(r, &table));
+            pol.insert(r.policy.clone(), r.to_json(&table));
         }
         println!(
             "{}",

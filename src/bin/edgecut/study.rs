@@ -4,7 +4,7 @@
 //! error on those traces. Writes Markdown tables, a JSON summary and SVG plots to `--out`.
 
 use crate::load;
-use crate::simulate::profile_for;
+use crate::simulate::profiles;
 use anyhow::{bail, Context, Result};
 use edgecut::report::plot::{heatmap, line_chart, Series};
 use edgecut::sched::cost::{CostTable, ExitProbabilities};
@@ -59,8 +59,12 @@ fn pct(x: f64) -> String {
 
 pub fn study(a: StudyArgs) -> Result<()> {
     let model = load(&a.model)?;
-    let device = profile_for(&a.model, &model, a.device_profile.as_deref(), "device.json")?;
-    let server = profile_for(&a.model, &model, a.server_profile.as_deref(), "server.json")?;
+    let (device, server) = profiles(
+        &a.model,
+        &model,
+        a.device_profile.as_deref(),
+        a.server_profile.as_deref(),
+    )?;
     if !a.traces.is_dir() {
         bail!("--traces {} is not a folder of traces", a.traces.display());
     }
@@ -106,7 +110,7 @@ pub fn study(a: StudyArgs) -> Result<()> {
     writeln!(md, "|---|---|---|")?;
     let mut sweep_json = Map::new();
     let mut gain_tables: Vec<(Encoding, Vec<String>, Vec<Vec<f64>>)> = Vec::new();
-    for enc in Encoding::SPLIT {
+    for enc in Encoding::ALL {
         let allowed = |o: &edgecut::sched::cost::OptionCost| match o.choice.cut {
             Cut::After(_) => o.choice.encoding == enc,
             _ => true,
@@ -197,7 +201,7 @@ pub fn study(a: StudyArgs) -> Result<()> {
                     m[li][ri] = (s - dynamic) / s;
                 }
             }
-            let name = labels[oi].replace('/', "-");
+            let name = labels[oi].replace(':', "-");
             heatmap(
                 &a.out.join(format!("gain-{enc}-{name}.svg")),
                 &format!(

@@ -7,7 +7,7 @@
 //! Every error is a 4xx/5xx with a `{"error": "..."}` body.
 //!
 //! An infer request is either a full-model request (one input, the image tensor as `FP32` or
-//! `UINT8` scaled by 1/255) or a tail request with parameters `edgecut_from_block` (the cut),
+//! `UINT8` scaled by 1/255) or a tail request with parameters `edgecut_cut_after` (the block the cut follows),
 //! `edgecut_model_hash`, and optionally `edgecut_encoding` (`FP32`, `FP16`, `INT8`; by default
 //! the input's datatype), `edgecut_scale` and `edgecut_zero_point` (for `INT8`). The response holds
 //! one `FP32` output `logits` `[batch, classes]` and parameters `queue_us`, `compute_us` and

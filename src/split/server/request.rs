@@ -78,8 +78,8 @@ fn wants_binary(header: &Map<String, Value>) -> bool {
     top || per_output
 }
 
-/// Validates the input against the model and the cut it names (`edgecut_from_block`: the
-/// first block the server runs).
+/// Validates the input against the model and the cut it names (`edgecut_cut_after`: the block
+/// the cut follows; the server runs the blocks after it; absent: a full-model request).
 fn request_tensor(
     m: &Model,
     msg: &kserve::Message,
@@ -95,19 +95,25 @@ fn request_tensor(
             })
             .transpose()
     };
-    let from = int_param("edgecut_from_block")?;
+    if msg.parameter("edgecut_from_block").is_some() {
+        return Err(bad(
+            "parameter edgecut_from_block is no longer accepted: name the cut with edgecut_cut_after = K (the server runs the blocks after block K; edgecut_from_block = B is edgecut_cut_after = B - 1)".into(),
+        ));
+    }
+    let after = int_param("edgecut_cut_after")?;
     let blocks = m.blocks.len();
-    let from = match from {
+    let from = match after {
         None => 0,
-        Some(k) if k >= 0 && (k as usize) < blocks => k as usize,
+        Some(k) if k >= 0 && (k as usize) + 1 < blocks => k as usize + 1,
         Some(k) => {
             return Err(bad(format!(
-                "edgecut_from_block {k} is not a cut of '{}' (0..{blocks})",
-                m.name()
+                "edgecut_cut_after {k} is not a cut of '{}' (0..{})",
+                m.name(),
+                blocks.saturating_sub(1)
             )))
         }
     };
-    let tail = msg.parameter("edgecut_from_block").is_some();
+    let tail = after.is_some();
     match msg.parameter("edgecut_model_hash") {
         Some(Value::String(h)) if *h != m.hash => {
             return Err(err(
@@ -123,7 +129,7 @@ fn request_tensor(
         Some(_) => return Err(bad("parameter edgecut_model_hash must be a string".into())),
         None if tail => {
             return Err(bad(
-                "tail requests (edgecut_from_block) must carry edgecut_model_hash".into(),
+                "tail requests (edgecut_cut_after) must carry edgecut_model_hash".into(),
             ))
         }
         None => {}
