@@ -251,9 +251,6 @@ impl Policy for Oracle {
     fn name(&self) -> &str {
         &self.name
     }
-    fn adaptive(&self) -> bool {
-        true
-    }
     fn needs_future(&self) -> bool {
         true
     }

@@ -11,6 +11,7 @@
 //!
 //! [`Oracle`]: crate::sched::policy::Oracle
 
+pub mod study;
 pub mod trace;
 
 use crate::sched::cost::{CostTable, OptionCost, SampleExits};
