@@ -11,6 +11,7 @@
 //!
 //! [`Oracle`]: crate::sched::policy::Oracle
 
+pub mod experiment;
 pub mod study;
 pub mod trace;
 

@@ -3,6 +3,7 @@
 //! and fallback ([`client`]) and uplink shaping to bandwidth traces ([`shaping`]).
 
 pub mod client;
+pub mod demo;
 pub mod kserve;
 pub mod live;
 pub mod runner;

@@ -4,16 +4,12 @@ use crate::{backend, load, BackendChoice};
 use anyhow::{bail, Context, Result};
 use edgecut::data::{load_mnist, Split};
 use edgecut::model::Model;
-use edgecut::report::plot::{line_chart, Series};
-use edgecut::sched::cost::{CostTable, ExitProbabilities, SampleExits};
+use edgecut::sched::cost::{CostTable, SampleExits};
 use edgecut::sched::estimate::RateMethod;
-use edgecut::sched::policy;
 use edgecut::sched::profile::Profile;
 use edgecut::sim::trace::Trace;
-use edgecut::sim::{
-    profile_for, simulate as run_sim, Arrivals, ExitSource, ServerLoad, SimConfig, SimResult,
-};
-use serde_json::{json, Map};
+use edgecut::sim::{experiment, profile_for, Arrivals, ServerLoad, SimConfig};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -124,118 +120,62 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
         a.server_profile.as_deref(),
     )?;
     let trace = Trace::from_spec(&a.trace, a.column.as_deref())?;
-    let load_spec = ServerLoad::parse(&a.server_load)?;
-    let (exit_probs, source) = if let Some(dir) = &a.data {
-        if model.exits.is_empty() {
-            bail!(
-                "--data gives exit confidences, but model '{}' has no exits",
-                model.name()
-            );
-        }
-        let test = load_mnist(dir, Split::Test)?;
-        let s = SampleExits::measure(&model, &backend(a.backend)?, &test, a.samples)?;
-        (
-            ExitProbabilities::from_samples(&model, &s, a.exit_threshold),
-            ExitSource::Samples {
-                samples: s,
-                threshold: a.exit_threshold,
-            },
-        )
-    } else if !a.exit_probs.is_empty() {
-        let p = ExitProbabilities::calibrated(&model, a.exit_probs.clone())?;
-        let first = p.first.clone();
-        (
-            p,
-            ExitSource::Calibrated {
-                first,
-                seed: a.seed,
-            },
-        )
-    } else {
-        (ExitProbabilities::none(&model), ExitSource::None)
+    let samples = match &a.data {
+        Some(_) if model.exits.is_empty() => bail!(
+            "--data gives exit confidences, but model '{}' has no exits",
+            model.name()
+        ),
+        Some(dir) => Some(SampleExits::measure(
+            &model,
+            &backend(a.backend)?,
+            &load_mnist(dir, Split::Test)?,
+            a.samples,
+        )?),
+        None => None,
     };
-    let table = CostTable::new(&model, &device, &server, &exit_probs)?;
-    let names = if a.policies.is_empty() {
-        policy::default_names(&table)
-    } else {
-        a.policies.clone()
-    };
-    let mut policies = names
-        .iter()
-        .map(|n| policy::parse(n.trim(), &table, a.accuracy_floor))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (probs, source) =
+        experiment::exits(&model, samples, &a.exit_probs, a.exit_threshold, a.seed)?;
+    let table = CostTable::new(&model, &device, &server, &probs)?;
     let cfg = SimConfig {
         requests: a.requests,
-        arrivals: if a.poisson {
-            Arrivals::Poisson {
+        arrivals: match a.poisson {
+            true => Arrivals::Poisson {
                 rate: a.rate,
                 seed: a.seed,
-            }
-        } else {
-            Arrivals::Periodic { rate: a.rate }
+            },
+            false => Arrivals::Periodic { rate: a.rate },
         },
         rtt_s: a.rtt_ms * 1e-3,
         workers: a.workers,
-        load: load_spec,
+        load: ServerLoad::parse(&a.server_load)?,
         rate_method: RateMethod::parse(&a.estimator)?,
         ..SimConfig::default()
     };
-    let results: Vec<SimResult> = policies
-        .iter_mut()
-        .map(|p| run_sim(&table, &trace, p.as_mut(), &cfg, &source))
-        .collect();
+    let results =
+        experiment::run_policies(&table, &trace, &a.policies, a.accuracy_floor, &cfg, &source)?;
     if let Some(path) = &a.plot {
-        // Rolling mean latency over time (window of 20 requests) per policy.
-        let series: Vec<Series> = results
-            .iter()
-            .map(|r| Series {
-                name: r.policy.clone(),
-                points: (0..r.latencies.len())
-                    .step_by(5)
-                    .map(|i| {
-                        let lo = i.saturating_sub(19);
-                        let w = &r.latencies[lo..=i];
-                        (r.arrivals[i], w.iter().sum::<f64>() / w.len() as f64 * 1e3)
-                    })
-                    .collect(),
-            })
-            .collect();
-        line_chart(
+        experiment::latency_plot(
             path,
             &format!("{} on {}", model.name(), trace.name),
-            "time (s)",
-            "latency, rolling mean of 20 (ms)",
-            &series,
-            false,
+            &results,
         )?;
     }
+    let mbit = trace.mean_rate() * 8e-6;
     if a.json {
-        let mut pol = Map::new();
-        for r in &results {
-            pol.insert(r.policy.clone(), r.to_json(&table));
-        }
+        let policies = experiment::policies_json(&results, &table);
+        let (model, trace) = (model.name(), &trace.name);
+        let (requests, rate, rtt_ms, server_load) = (a.requests, a.rate, a.rtt_ms, &a.server_load);
+        let (device_profile, server_profile) = (&device.adapter, &server.adapter);
         println!(
             "{}",
-            json!({
-                "model": model.name(),
-                "trace": trace.name,
-                "trace_mean_mbit_s": trace.mean_rate() * 8e-6,
-                "requests": a.requests,
-                "rate": a.rate,
-                "rtt_ms": a.rtt_ms,
-                "server_load": a.server_load,
-                "device_profile": device.adapter,
-                "server_profile": server.adapter,
-                "policies": pol,
-            })
+            json!({"model": model, "trace": trace, "trace_mean_mbit_s": mbit, "requests": requests, "rate": rate, "rtt_ms": rtt_ms, "server_load": server_load, "device_profile": device_profile, "server_profile": server_profile, "policies": policies})
         );
         return Ok(());
     }
     println!(
-        "{} on trace {} (mean {:.2} Mbit/s), {} requests at {}/s, RTT {} ms, server load {}",
+        "{} on trace {} (mean {mbit:.2} Mbit/s), {} requests at {}/s, RTT {} ms, server load {}",
         model.name(),
         trace.name,
-        trace.mean_rate() * 8e-6,
         a.requests,
         a.rate,
         a.rtt_ms,
@@ -251,15 +191,15 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
             .iter()
             .map(|(k, v)| format!("{k} {:.0}%", v * 100.0))
             .collect();
-        println!(
-            "{:<24} {:>10.2} {:>10.2} {:>12.3} {:>9}  {}",
-            r.policy,
+        let accuracy = r.accuracy.map_or_else(|| "-".into(), |x| format!("{x:.4}"));
+        let (mean, p95, mb) = (
             r.mean() * 1e3,
             r.percentile(95.0) * 1e3,
             r.bytes as f64 / 1e6,
-            r.accuracy
-                .map(|x| format!("{:.4}", x))
-                .unwrap_or_else(|| "-".into()),
+        );
+        println!(
+            "{:<24} {mean:>10.2} {p95:>10.2} {mb:>12.3} {accuracy:>9}  {}",
+            r.policy,
             cuts.join(", ")
         );
     }
