@@ -44,7 +44,7 @@ pub struct SampleExits {
 
 impl SampleExits {
     /// Every sample's exit behaviour from an evaluation of the whole model
-    /// ([`crate::engine::evaluate`]); exits in block order, as [`ExitProbabilities`] has them.
+    /// ([`crate::engine::evaluate()`]); exits in block order, as [`ExitProbabilities`] has them.
     pub fn from_evaluation(eval: &Evaluation) -> Vec<Self> {
         eval.samples
             .iter()

@@ -90,3 +90,28 @@ pub fn policies_json(results: &[SimResult], table: &CostTable) -> Value {
         .collect();
     json!(m)
 }
+
+/// The text table of `edgecut simulate`: one line per policy (mean, p95, MB sent, accuracy, cuts).
+pub fn table_text(results: &[SimResult], table: &CostTable) -> String {
+    let mut out = format!(
+        "{:<24} {:>10} {:>10} {:>12} {:>9}  cuts\n",
+        "policy", "mean ms", "p95 ms", "MB sent", "accuracy"
+    );
+    for r in results {
+        let cuts: Vec<String> = r
+            .cuts(table)
+            .iter()
+            .map(|(k, v)| format!("{k} {:.0}%", v * 100.0))
+            .collect();
+        let accuracy = r.accuracy.map_or_else(|| "-".into(), |x| format!("{x:.4}"));
+        out.push_str(&format!(
+            "{:<24} {:>10.2} {:>10.2} {:>12.3} {accuracy:>9}  {}\n",
+            r.policy,
+            r.mean() * 1e3,
+            r.percentile(95.0) * 1e3,
+            r.bytes as f64 / 1e6,
+            cuts.join(", ")
+        ));
+    }
+    out
+}

@@ -174,6 +174,37 @@ pub enum ExitSource {
     },
 }
 
+impl ExitSource {
+    /// Request `r`'s first answering exit among the first `enabled` (in `after_block` order),
+    /// and whether its answer is right (`None` when correctness is unknown).
+    fn sample(
+        &self,
+        r: usize,
+        enabled: usize,
+        rng: &mut rand_chacha::ChaCha8Rng,
+    ) -> (Option<usize>, Option<bool>) {
+        match self {
+            ExitSource::None => (None, None),
+            ExitSource::Samples { samples, threshold } => {
+                let s = &samples[r % samples.len()];
+                (
+                    s.first_exit(*threshold, enabled),
+                    Some(s.correct(*threshold, enabled)),
+                )
+            }
+            ExitSource::Calibrated { first, .. } => {
+                let u: f64 = rng.random();
+                let mut acc = 0.0;
+                let e = first.iter().take(enabled).position(|p| {
+                    acc += p;
+                    u < acc
+                });
+                (e, None)
+            }
+        }
+    }
+}
+
 /// Simulation settings.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -195,6 +226,45 @@ pub struct SimConfig {
     pub probe_bytes: u64,
     /// Time offset into the trace where the stream starts (seconds).
     pub start_s: f64,
+}
+
+impl SimConfig {
+    /// `requests` requests at `rate` per second (Poisson with `poisson_seed`, else periodic),
+    /// `rtt_ms` round trip, `workers` server workers; the rest default. Checks the ranges.
+    pub fn stream(
+        requests: usize,
+        rate: f64,
+        poisson_seed: Option<u64>,
+        rtt_ms: f64,
+        workers: usize,
+    ) -> Result<Self, crate::sched::SchedError> {
+        let bad = |what: &str, reason: String| crate::sched::SchedError::Invalid {
+            what: what.into(),
+            reason,
+        };
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(bad(
+                "--rate",
+                format!("{rate}: must be a positive number of requests per second"),
+            ));
+        }
+        if !(rtt_ms.is_finite() && rtt_ms >= 0.0) {
+            return Err(bad("--rtt-ms", format!("{rtt_ms}: must be >= 0")));
+        }
+        if workers == 0 || requests == 0 {
+            return Err(bad("--workers and --requests", "must be at least 1".into()));
+        }
+        Ok(Self {
+            requests,
+            arrivals: match poisson_seed {
+                Some(seed) => Arrivals::Poisson { rate, seed },
+                None => Arrivals::Periodic { rate },
+            },
+            rtt_s: rtt_ms * 1e-3,
+            workers,
+            ..Self::default()
+        })
+    }
 }
 
 impl Default for SimConfig {
@@ -285,6 +355,20 @@ pub fn profile_for(
     Profile::load(&path, model)
 }
 
+/// The device and server profiles: each given, or the model's default
+/// (`<model_dir>/profiles/device.json`, `server.json`).
+pub fn profiles(
+    model_dir: &Path,
+    model: &crate::model::Model,
+    device: Option<&Path>,
+    server: Option<&Path>,
+) -> Result<(Profile, Profile), crate::sched::SchedError> {
+    Ok((
+        profile_for(model_dir, model, device, "device.json")?,
+        profile_for(model_dir, model, server, "server.json")?,
+    ))
+}
+
 /// An observation that becomes visible to the device at `at` (ns, for ordering).
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Pending {
@@ -300,6 +384,30 @@ const QUEUE: u8 = 2;
 
 fn ns(s: f64) -> u64 {
     (s.max(0.0) * 1e9).round() as u64
+}
+
+/// Feeds the estimator every observation visible at `now_ns`, in order; returns the time
+/// (seconds) of the last transfer among them, if any.
+fn observe_until(
+    pending: &mut BinaryHeap<Reverse<Pending>>,
+    now_ns: u64,
+    est: &mut Estimator,
+) -> Option<f64> {
+    let mut last_transfer = None;
+    while pending.peek().is_some_and(|Reverse(p)| p.at_ns <= now_ns) {
+        let Some(Reverse(p)) = pending.pop() else {
+            break;
+        };
+        match p.kind {
+            TRANSFER => {
+                est.observe_transfer(p.bytes, p.value_ns as f64 * 1e-9);
+                last_transfer = Some(p.at_ns as f64 * 1e-9);
+            }
+            RTT => est.observe_rtt(p.value_ns as f64 * 1e-9),
+            _ => est.observe_queue_us(p.value_ns / 1000),
+        }
+    }
+    last_transfer
 }
 
 /// Simulates `cfg.requests` requests under `policy` over `trace`.
@@ -360,21 +468,8 @@ pub fn simulate(
         }
         let start = t_arr.max(device_free);
         // Observations completed before this decision.
-        while let Some(Reverse(p)) = pending.peek() {
-            if p.at_ns > ns(start) {
-                break;
-            }
-            let Some(Reverse(p)) = pending.pop() else {
-                break;
-            };
-            match p.kind {
-                TRANSFER => {
-                    est.observe_transfer(p.bytes, p.value_ns as f64 * 1e-9);
-                    last_rate_obs = p.at_ns as f64 * 1e-9;
-                }
-                RTT => est.observe_rtt(p.value_ns as f64 * 1e-9),
-                _ => est.observe_queue_us(p.value_ns / 1000),
-            }
+        if let Some(t) = observe_until(&mut pending, ns(start), &mut est) {
+            last_rate_obs = t;
         }
         if adaptive && start - last_rate_obs > cfg.probe_interval_s {
             let s = start.max(uplink_free);
@@ -405,28 +500,11 @@ pub fn simulate(
         };
         let d = policy.decide(&ctx);
         let o = &table.options[d.index];
-        // This sample's exit.
-        let first = match exits {
-            ExitSource::None => None,
-            ExitSource::Samples { samples, threshold } => {
-                samples[r % samples.len()].first_exit(*threshold, o.exits_enabled)
-            }
-            ExitSource::Calibrated { first, .. } => {
-                let u: f64 = exit_rng.random();
-                let mut acc = 0.0;
-                first.iter().take(o.exits_enabled).position(|p| {
-                    acc += p;
-                    u < acc
-                })
-            }
-        };
-        match exits {
-            ExitSource::Samples { samples, threshold } => {
-                if samples[r % samples.len()].correct(*threshold, o.exits_enabled) {
-                    correct += 1;
-                }
-            }
-            _ => known = false,
+        // This sample's exit, and whether its answer is right (when known).
+        let (first, right) = exits.sample(r, o.exits_enabled, &mut exit_rng);
+        match right {
+            Some(right) => correct += usize::from(right),
+            None => known = false,
         }
         let done = if let Some(j) = first {
             exited += 1;

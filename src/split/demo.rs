@@ -191,3 +191,28 @@ pub fn run(
     });
     Ok(DemoReport { runs, json })
 }
+
+impl DemoReport {
+    /// The text table of `edgecut demo`: one line per policy.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<22} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}  cuts\n",
+            "policy", "accuracy", "exits", "bytes", "mean ms", "p95 ms", "fallbacks"
+        );
+        for s in &self.runs {
+            let l = crate::stats::Summary::of(&s.latencies_ms);
+            out.push_str(&format!(
+                "{:<22} {:>8.1}% {:>6.1}% {:>9} {:>9.2} {:>9.2} {:>9}  {:?}\n",
+                s.policy,
+                s.accuracy * 100.0,
+                s.exit_rate * 100.0,
+                s.bytes_sent,
+                l.mean,
+                l.p95,
+                s.fallbacks,
+                s.cuts
+            ));
+        }
+        out
+    }
+}

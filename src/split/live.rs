@@ -1,4 +1,4 @@
-//! What a live run feeds back to its [`Policy`](crate::sched::policy::Policy), the same
+//! What a live run feeds back to its [`Policy`], the same
 //! observations the simulator feeds ([`Feedback`]), and the set-up of a policy by name for
 //! `edgecut run` and `edgecut demo` ([`prepare`]):
 //!
@@ -240,6 +240,12 @@ pub fn prepare(
         return Err(LiveError::Invalid(format!(
             "--device-slowdown must be >= 1, got {}",
             setup.device_slowdown
+        )));
+    }
+    if !(0.0..=1.0).contains(&setup.threshold) {
+        return Err(LiveError::Invalid(format!(
+            "--exit-threshold must be in [0, 1], got {}",
+            setup.threshold
         )));
     }
     let plain = Feedback::without_profiles(model.clone())?;

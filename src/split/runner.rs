@@ -58,6 +58,26 @@ impl RunSummary {
     }
 }
 
+impl RunSummary {
+    /// One line for `edgecut run`: policy, accuracy, exits, bytes, latency and cuts.
+    pub fn text(&self, model: &str, server: &str) -> String {
+        let l = crate::stats::Summary::of(&self.latencies_ms);
+        format!(
+            "{model} on {server} via {}: {} samples, accuracy {:.2}%, exit rate {:.1}%, {} bytes sent, latency mean {:.2} / p50 {:.2} / p95 {:.2} ms, {} fallbacks, cuts {:?}",
+            self.policy,
+            self.samples,
+            self.accuracy * 100.0,
+            self.exit_rate * 100.0,
+            self.bytes_sent,
+            l.mean,
+            l.p50,
+            l.p95,
+            self.fallbacks,
+            self.cuts
+        )
+    }
+}
+
 /// Accumulates answers into a [`RunSummary`].
 struct Tally {
     s: RunSummary,

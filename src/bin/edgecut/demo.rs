@@ -3,9 +3,8 @@
 //! ([`edgecut::split::demo`]).
 
 use crate::{backend, load, BackendChoice};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use edgecut::split::demo::{find_up, pick_trace, run, DemoConfig};
-use edgecut::stats::Summary;
 use std::path::PathBuf;
 
 pub fn demo(
@@ -16,9 +15,6 @@ pub fn demo(
     device_slowdown: f64,
     as_json: bool,
 ) -> Result<()> {
-    if !(device_slowdown.is_finite() && device_slowdown >= 1.0) {
-        bail!("--device-slowdown must be >= 1, got {device_slowdown}");
-    }
     let cwd = std::env::current_dir()?;
     let dir = match model {
         Some(m) => m,
@@ -47,24 +43,7 @@ pub fn demo(
         println!("{}", report.json);
         return Ok(());
     }
-    println!(
-        "\n{:<22} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}  cuts",
-        "policy", "accuracy", "exits", "bytes", "mean ms", "p95 ms", "fallbacks"
-    );
-    for s in &report.runs {
-        let Summary { mean, p95, .. } = Summary::of(&s.latencies_ms);
-        println!(
-            "{:<22} {:>8.1}% {:>6.1}% {:>9} {:>9.2} {:>9.2} {:>9}  {:?}",
-            s.policy,
-            s.accuracy * 100.0,
-            s.exit_rate * 100.0,
-            s.bytes_sent,
-            mean,
-            p95,
-            s.fallbacks,
-            s.cuts
-        );
-    }
+    print!("\n{}", report.table());
     println!("\nstatic:<block> runs the blocks up to and including <block> on the device and the rest on the server; exits answer on the device when confident.");
     Ok(())
 }

@@ -7,7 +7,6 @@ use edgecut::sim::trace::Trace;
 use edgecut::split::client::{ClientConfig, DeviceClient};
 use edgecut::split::live::{prepare, LiveSetup};
 use edgecut::split::runner::run as run_live;
-use edgecut::stats::Summary;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -74,12 +73,6 @@ pub fn run(a: RunArgs) -> Result<()> {
     if let Some(e) = &a.encoding {
         bail!("--encoding is gone: the encoding is part of the policy now, say --policy static:<block>:{e} (or dynamic-{e})");
     }
-    if !(0.0..=1.0).contains(&a.exit_threshold) {
-        bail!(
-            "--exit-threshold must be in [0, 1], got {}",
-            a.exit_threshold
-        );
-    }
     let model = load(&a.model)?;
     let trace = a
         .trace
@@ -126,11 +119,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         j["trace"] = trace.map(|t| t.name).into();
         println!("{j}");
     } else {
-        let Summary { mean, p50, p95, .. } = Summary::of(&s.latencies_ms);
-        println!(
-            "{} on {} via {}: {} samples, accuracy {:.2}%, exit rate {:.1}%, {} bytes sent, latency mean {mean:.2} / p50 {p50:.2} / p95 {p95:.2} ms, {} fallbacks, cuts {:?}",
-            model.name(), a.server, s.policy, s.samples, s.accuracy * 100.0, s.exit_rate * 100.0, s.bytes_sent, s.fallbacks, s.cuts
-        );
+        println!("{}", s.text(model.name(), &a.server));
     }
     Ok(())
 }

@@ -1,16 +1,14 @@
 //! `edgecut simulate`: a trace-driven simulation of a request stream under scheduling policies.
 
 use crate::{backend, load, BackendChoice};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use edgecut::data::{load_mnist, Split};
-use edgecut::model::Model;
 use edgecut::sched::cost::{CostTable, SampleExits};
 use edgecut::sched::estimate::RateMethod;
-use edgecut::sched::profile::Profile;
 use edgecut::sim::trace::Trace;
-use edgecut::sim::{experiment, profile_for, Arrivals, ServerLoad, SimConfig};
+use edgecut::sim::{self, experiment, ServerLoad, SimConfig};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct SimulateArgs {
@@ -84,36 +82,15 @@ pub struct SimulateArgs {
     json: bool,
 }
 
-/// The device and server profiles: given, or the model's defaults.
-pub fn profiles(
-    dir: &Path,
-    model: &Model,
-    device: Option<&Path>,
-    server: Option<&Path>,
-) -> Result<(Profile, Profile)> {
-    let read = |given, default: &str| {
-        profile_for(dir, model, given, default).with_context(|| {
-            format!("reading the {default} profile (measure one with `edgecut profile`)")
-        })
-    };
-    Ok((read(device, "device.json")?, read(server, "server.json")?))
-}
-
 pub fn simulate(a: SimulateArgs) -> Result<()> {
-    if !(a.rate.is_finite() && a.rate > 0.0) {
-        bail!(
-            "--rate must be a positive number of requests per second, got {}",
-            a.rate
-        );
-    }
-    if !(a.rtt_ms.is_finite() && a.rtt_ms >= 0.0) {
-        bail!("--rtt-ms must be >= 0, got {}", a.rtt_ms);
-    }
-    if a.workers == 0 || a.requests == 0 {
-        bail!("--workers and --requests must be at least 1");
-    }
+    let poisson = a.poisson.then_some(a.seed);
+    let cfg = SimConfig {
+        load: ServerLoad::parse(&a.server_load)?,
+        rate_method: RateMethod::parse(&a.estimator)?,
+        ..SimConfig::stream(a.requests, a.rate, poisson, a.rtt_ms, a.workers)?
+    };
     let model = load(&a.model)?;
-    let (device, server) = profiles(
+    let (device, server) = sim::profiles(
         &a.model,
         &model,
         a.device_profile.as_deref(),
@@ -136,21 +113,6 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
     let (probs, source) =
         experiment::exits(&model, samples, &a.exit_probs, a.exit_threshold, a.seed)?;
     let table = CostTable::new(&model, &device, &server, &probs)?;
-    let cfg = SimConfig {
-        requests: a.requests,
-        arrivals: match a.poisson {
-            true => Arrivals::Poisson {
-                rate: a.rate,
-                seed: a.seed,
-            },
-            false => Arrivals::Periodic { rate: a.rate },
-        },
-        rtt_s: a.rtt_ms * 1e-3,
-        workers: a.workers,
-        load: ServerLoad::parse(&a.server_load)?,
-        rate_method: RateMethod::parse(&a.estimator)?,
-        ..SimConfig::default()
-    };
     let results =
         experiment::run_policies(&table, &trace, &a.policies, a.accuracy_floor, &cfg, &source)?;
     if let Some(path) = &a.plot {
@@ -163,12 +125,9 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
     let mbit = trace.mean_rate() * 8e-6;
     if a.json {
         let policies = experiment::policies_json(&results, &table);
-        let (model, trace) = (model.name(), &trace.name);
-        let (requests, rate, rtt_ms, server_load) = (a.requests, a.rate, a.rtt_ms, &a.server_load);
-        let (device_profile, server_profile) = (&device.adapter, &server.adapter);
         println!(
             "{}",
-            json!({"model": model, "trace": trace, "trace_mean_mbit_s": mbit, "requests": requests, "rate": rate, "rtt_ms": rtt_ms, "server_load": server_load, "device_profile": device_profile, "server_profile": server_profile, "policies": policies})
+            json!({"model": model.name(), "trace": trace.name, "trace_mean_mbit_s": mbit, "requests": a.requests, "rate": a.rate, "rtt_ms": a.rtt_ms, "server_load": a.server_load, "device_profile": device.adapter, "server_profile": server.adapter, "policies": policies})
         );
         return Ok(());
     }
@@ -181,27 +140,6 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
         a.rtt_ms,
         a.server_load
     );
-    println!(
-        "{:<24} {:>10} {:>10} {:>12} {:>9}  cuts",
-        "policy", "mean ms", "p95 ms", "MB sent", "accuracy"
-    );
-    for r in &results {
-        let cuts: Vec<String> = r
-            .cuts(&table)
-            .iter()
-            .map(|(k, v)| format!("{k} {:.0}%", v * 100.0))
-            .collect();
-        let accuracy = r.accuracy.map_or_else(|| "-".into(), |x| format!("{x:.4}"));
-        let (mean, p95, mb) = (
-            r.mean() * 1e3,
-            r.percentile(95.0) * 1e3,
-            r.bytes as f64 / 1e6,
-        );
-        println!(
-            "{:<24} {mean:>10.2} {p95:>10.2} {mb:>12.3} {accuracy:>9}  {}",
-            r.policy,
-            cuts.join(", ")
-        );
-    }
+    print!("{}", experiment::table_text(&results, &table));
     Ok(())
 }

@@ -2,8 +2,8 @@
 //! profiles; writes Markdown tables, a JSON summary and SVG plots to `--out`.
 
 use crate::load;
-use crate::simulate::profiles;
 use anyhow::Result;
+use edgecut::sim::profiles;
 use edgecut::sim::study::{run, StudyConfig};
 use std::path::PathBuf;
 
