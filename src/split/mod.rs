@@ -1,6 +1,8 @@
-//! Split computing over a real network: the wire encodings of cut tensors ([`wire`]), the KServe
-//! v2 message bodies ([`kserve`]), the tail server ([`server`]), the device client with early exits
-//! and fallback ([`client`]) and uplink shaping to bandwidth traces ([`shaping`]).
+//! Split computing over a real network: the KServe v2 message bodies ([`kserve`]), the tail server
+//! ([`server`]), the device client with early exits and fallback ([`client`]), uplink shaping to
+//! bandwidth traces ([`shaping`]), and the request loop driven by a [`crate::sched::policy::Policy`]
+//! ([`runner`], [`live`], [`demo`]). Split tensors are encoded inside the plans
+//! ([`crate::engine::PlanIo`]) in the one vocabulary of [`crate::encoding`].
 
 pub mod client;
 pub mod demo;
@@ -9,4 +11,3 @@ pub mod live;
 pub mod runner;
 pub mod server;
 pub mod shaping;
-pub mod wire;

@@ -102,7 +102,7 @@ class TritonClientTest(unittest.TestCase):
         res = self.client.infer(MODEL, [inp])
         self.assertEqual(list(res.as_numpy("logits").argmax(axis=1)), list(preds[:4]))
 
-    def tail(self, from_block, x):
+    def tail(self, cut_after, x):
         hash_ = self.client.get_model_metadata(MODEL)["parameters"]["edgecut_model_hash"]
         inp = httpclient.InferInput("cut", list(x.shape), "FP32")
         inp.set_data_from_numpy(x, binary_data=True)
@@ -112,7 +112,7 @@ class TritonClientTest(unittest.TestCase):
             outputs=[httpclient.InferRequestedOutput("logits", binary_data=True)],
             parameters={
                 # The server runs the blocks after edgecut_cut_after.
-                "edgecut_cut_after": from_block - 1,
+                "edgecut_cut_after": cut_after,
                 "edgecut_encoding": "FP32",
                 "edgecut_model_hash": hash_,
             },
@@ -122,7 +122,7 @@ class TritonClientTest(unittest.TestCase):
     def test_tail_inference_with_parameters_matches_numpy(self):
         w = self.weights
         cuts = self.client.get_model_metadata(MODEL)["parameters"]["edgecut_cuts"]
-        block = {c["block"]: c["from_block"] for c in cuts}
+        cut_after = {c["block"]: c["cut_after"] for c in cuts}
         rng = np.random.default_rng(7)
 
         def fc3(h):
@@ -133,9 +133,9 @@ class TritonClientTest(unittest.TestCase):
             return np.maximum((h[:, idx] * wt).sum(axis=2) + w["fc2.fc.bias"], 0.0)
 
         x = rng.standard_normal((3, 84)).astype(np.float32)
-        np.testing.assert_allclose(self.tail(block["fc3"], x), fc3(x), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(self.tail(cut_after["fc2"], x), fc3(x), rtol=1e-4, atol=1e-4)
         x = rng.random((2, 120)).astype(np.float32)
-        np.testing.assert_allclose(self.tail(block["fc2"], x), fc3(fc2(x)), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(self.tail(cut_after["fc1"], x), fc3(fc2(x)), rtol=1e-4, atol=1e-4)
 
     def test_wrong_model_hash_is_refused(self):
         inp = httpclient.InferInput("cut", [1, 84], "FP32")

@@ -184,13 +184,15 @@ async fn model_metadata(
     Path(name): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let m = &s.models[find(&s, &name)?];
-    let cuts: Vec<Value> = (0..m.blocks.len())
+    // Every cut a tail request can name: after block k (`edgecut_cut_after`), the server runs
+    // the blocks after it on a tensor of the block's output shape.
+    let cuts: Vec<Value> = (0..m.blocks.len().saturating_sub(1))
         .map(|k| {
             json!({
-                "from_block": k,
+                "cut_after": k,
                 "block": m.blocks[k].name,
-                "input_shape": m.shape_at(k),
-                "natural_bottleneck": k > 0 && m.is_natural_bottleneck(k - 1),
+                "tensor_shape": m.blocks[k].output_shape,
+                "natural_bottleneck": m.is_natural_bottleneck(k),
             })
         })
         .collect();
