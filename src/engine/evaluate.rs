@@ -4,6 +4,7 @@
 use super::{Answer, EngineError, Plan, PlanOutput};
 use crate::cpu::ExitStat;
 use crate::data::Dataset;
+use crate::encoding::Encoded;
 use crate::model::Model;
 use crate::tensor::Tensor;
 use std::sync::Arc;
@@ -109,15 +110,16 @@ pub fn evaluate(plan: &Plan, data: &Dataset, limit: usize) -> Result<Evaluation,
 }
 
 /// Runs a split model, `head` then `tail` (which together cover the whole model, cut where `head`
-/// ends), over the first `limit` samples of `data`, passing each batch's split tensor through
-/// `link` on its way from one to the other: the wire's encode and decode, or anything else a
-/// split does to it. Batches are the smaller of the two plans' capacities.
+/// ends), over the first `limit` samples of `data`. Each batch's split tensor goes through `link`,
+/// which turns it into the requests a server would receive (the wire's encoding, one or more
+/// samples each); the tail, compiled with the matching [`super::PlanIo::decoding`], unpacks them in
+/// its first dispatch as the server does. Batches are the smaller of the two plans' capacities.
 pub fn evaluate_split<E: From<EngineError>>(
     head: &Plan,
     tail: &Plan,
     data: &Dataset,
     limit: usize,
-    mut link: impl FnMut(&Tensor) -> Result<Tensor, E>,
+    mut link: impl FnMut(&Tensor) -> Result<Vec<Encoded>, E>,
 ) -> Result<Evaluation, E> {
     let model = head.model();
     let blocks = model.blocks.len();
@@ -137,7 +139,8 @@ pub fn evaluate_split<E: From<EngineError>>(
     let capacity = head.capacity().min(tail.capacity());
     run_batches(model, capacity, data, limit, |x| {
         let front = head.run(x)?;
-        let back = tail.run(&link(&front.output)?)?;
+        let parts = link(&front.output)?;
+        let back = tail.run_encoded(&parts.iter().collect::<Vec<_>>())?;
         Ok(vec![front, back])
     })
 }
@@ -220,7 +223,8 @@ fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Backend;
+    use crate::encoding::{encode_cpu, Encoding};
+    use crate::engine::{Backend, PlanIo};
     use crate::fixture::lenet;
 
     fn data(n: usize) -> Dataset {
@@ -240,11 +244,13 @@ mod tests {
         let whole = Plan::compile(&model, 0..blocks, &Backend::Cpu, 4).expect("compiles");
         let want = evaluate(&whole, &data(10), 10).expect("evaluates");
         assert_eq!(want.samples.len(), 10);
+        let fp32_in = PlanIo::decoding(Encoding::Fp32);
         for cut in 1..blocks {
             let head = Plan::compile(&model, 0..cut, &Backend::Cpu, 3).expect("head");
-            let tail = Plan::compile(&model, cut..blocks, &Backend::Cpu, 4).expect("tail");
+            let tail =
+                Plan::compile_with(&model, cut..blocks, &Backend::Cpu, 4, fp32_in).expect("tail");
             let got = evaluate_split(&head, &tail, &data(10), 10, |t| {
-                Ok::<_, EngineError>(t.clone())
+                Ok::<_, EngineError>(vec![encode_cpu(t, Encoding::Fp32)])
             })
             .expect("evaluates");
             assert_eq!(got, want, "cut {cut}");
@@ -255,9 +261,11 @@ mod tests {
     fn a_split_evaluation_refuses_plans_that_do_not_meet_at_the_cut() {
         let model = Arc::new(lenet(3).expect("fixture builds"));
         let head = Plan::compile(&model, 0..1, &Backend::Cpu, 2).expect("head");
-        let tail = Plan::compile(&model, 2..model.blocks.len(), &Backend::Cpu, 2).expect("tail");
+        let io = PlanIo::decoding(Encoding::Fp32);
+        let tail =
+            Plan::compile_with(&model, 2..model.blocks.len(), &Backend::Cpu, 2, io).expect("tail");
         let err = evaluate_split(&head, &tail, &data(2), 2, |t| {
-            Ok::<_, EngineError>(t.clone())
+            Ok::<_, EngineError>(vec![encode_cpu(t, Encoding::Fp32)])
         })
         .expect_err("a gap between the plans");
         assert!(err.to_string().contains("meeting at the cut"), "{err}");

@@ -1,14 +1,16 @@
 //! What `edgecut wire` reports: the accuracy effect of each split-tensor encoding at every cut of a
-//! model, with the reference codec ([`encode_cpu`] / [`decode_cpu`]) between the head and tail
-//! plans, measured with the one split evaluation loop ([`evaluate_split`]). The plans' own encode
-//! and decode steps (`quant.wgsl` on a GPU) match this codec: FP16 byte for byte, INT8 with the
-//! same scale and zero point and codes within one step (tests/plans.rs).
+//! model, measured with the one split evaluation loop ([`evaluate_split`]). Each sample's split
+//! tensor is packed as the device client sends it (one request per sample, so INT8 has a scale
+//! and zero point per sample) by the reference encoder ([`encode_cpu`]); the tail plan unpacks the
+//! batch of requests in its first dispatch (`quant.wgsl` on a GPU), as the server does. The heads'
+//! own GPU encode step matches [`encode_cpu`]: FP16 byte for byte, INT8 with the same scale and
+//! zero point and codes within one step (tests/plans.rs).
 
 use super::ReportError;
 use crate::data::Dataset;
-use crate::encoding::{decode_cpu, encode_cpu, Encoding};
+use crate::encoding::{decode_cpu, encode_cpu, Encoded, Encoding};
 use crate::engine::evaluate::evaluate_split;
-use crate::engine::{Backend, Plan};
+use crate::engine::{Backend, Plan, PlanIo};
 use crate::model::Model;
 use crate::tensor::Tensor;
 use serde::Serialize;
@@ -20,8 +22,9 @@ const BATCH: usize = 250;
 /// One encoding at one cut.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WireRow {
-    /// Blocks run by the head (the cut follows block `cut - 1`).
-    pub cut: usize,
+    /// Index of the block the cut follows (`static:<index>`, `edgecut_cut_after`): the head runs
+    /// blocks `0..=cut_after`.
+    pub cut_after: usize,
     /// Name of the block the cut follows.
     pub after_block: String,
     /// KServe datatype of the encoding (`FP32`, `FP16`, `INT8`).
@@ -60,19 +63,19 @@ impl std::fmt::Display for WireReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{}: wire encodings at every cut, {} test samples, codec on {}",
+            "{}: wire encodings at every cut, {} test samples, tails unpack on {}",
             self.model, self.samples, self.adapter
         )?;
         writeln!(
             f,
             "{:>4} {:<10} {:<5} {:>10} {:>9} {:>9} {:>10} {:>10}",
-            "cut", "after", "enc", "bytes/smp", "accuracy", "change", "agree fp32", "max |err|"
+            "after", "block", "enc", "bytes/smp", "accuracy", "change", "agree fp32", "max |err|"
         )?;
         for r in &self.rows {
             writeln!(
                 f,
                 "{:>4} {:<10} {:<5} {:>10} {:>8.2}% {:>+8.2}% {:>9.2}% {:>10.3e}",
-                r.cut,
+                r.cut_after,
                 r.after_block,
                 r.encoding,
                 r.bytes_per_sample,
@@ -86,20 +89,25 @@ impl std::fmt::Display for WireReport {
     }
 }
 
-/// Encodes and decodes the split tensor one sample at a time, as the device client sends them,
-/// and raises `max_err` to the largest difference seen.
-fn round_trip(mid: &Tensor, encoding: Encoding, max_err: &mut f32) -> Result<Tensor, ReportError> {
-    let mut decoded = Vec::with_capacity(mid.len());
+/// Encodes the split tensor one sample at a time, as the device client sends them, and raises
+/// `max_err` to the largest difference the reference decoder ([`decode_cpu`]) finds.
+fn requests(
+    mid: &Tensor,
+    encoding: Encoding,
+    max_err: &mut f32,
+) -> Result<Vec<Encoded>, ReportError> {
     let mut shape = mid.shape().to_vec();
     shape[0] = 1;
-    for i in 0..mid.batch() {
-        let one = Tensor::new(shape.clone(), mid.sample(i).to_vec())?;
-        decoded.extend_from_slice(decode_cpu(&encode_cpu(&one, encoding))?.data());
-    }
-    for (a, b) in decoded.iter().zip(mid.data()) {
-        *max_err = max_err.max((a - b).abs());
-    }
-    Ok(Tensor::new(mid.shape().to_vec(), decoded)?)
+    (0..mid.batch())
+        .map(|i| {
+            let one = Tensor::new(shape.clone(), mid.sample(i).to_vec())?;
+            let e = encode_cpu(&one, encoding);
+            for (a, b) in decode_cpu(&e)?.data().iter().zip(one.data()) {
+                *max_err = max_err.max((a - b).abs());
+            }
+            Ok(e)
+        })
+        .collect()
 }
 
 /// Evaluates the first `limit` samples of `data` split at every cut of `model` with every encoding.
@@ -118,20 +126,21 @@ pub fn wire_accuracy(
     let mut rows = Vec::new();
     for cut in 1..blocks {
         let head = Plan::compile(model, 0..cut, backend, batch)?;
-        let tail = Plan::compile(model, cut..blocks, backend, batch)?;
         let elems: usize = model.shape_at(cut).iter().product();
         let mut fp32: Option<(f64, Vec<Option<u32>>)> = None;
         for encoding in Encoding::ALL {
+            let io = PlanIo::decoding(encoding);
+            let tail = Plan::compile_with(model, cut..blocks, backend, batch, io)?;
             let mut max_abs_error = 0f32;
             let result = evaluate_split(&head, &tail, data, n, |mid| {
-                round_trip(mid, encoding, &mut max_abs_error)
+                requests(mid, encoding, &mut max_abs_error)
             })?;
             let accuracy = result.accuracy(1.0);
             let classes: Vec<Option<u32>> = result.answers(1.0).iter().map(|a| a.class()).collect();
             let (reference_accuracy, reference) = fp32.get_or_insert((accuracy, classes.clone()));
             let agree = classes.iter().zip(reference.iter()).filter(|(a, b)| a == b);
             rows.push(WireRow {
-                cut,
+                cut_after: cut - 1,
                 after_block: model.blocks[cut - 1].name.clone(),
                 encoding: encoding.datatype(),
                 bytes_per_sample: elems * encoding.bytes_per_value(),
@@ -171,10 +180,10 @@ mod tests {
         let whole = Plan::compile(&model, 0..blocks, &Backend::Cpu, n).expect("compiles");
         let unsplit = evaluate(&whole, &test, n).expect("evaluates").accuracy(1.0);
         for row in &r.rows {
-            let elems: usize = model.shape_at(row.cut).iter().product();
+            let elems: usize = model.shape_at(row.cut_after + 1).iter().product();
             match row.encoding {
                 "FP32" => {
-                    assert_eq!(row.accuracy, unsplit, "cut {}", row.cut);
+                    assert_eq!(row.accuracy, unsplit, "cut {}", row.cut_after);
                     assert_eq!((row.max_abs_error, row.accuracy_change), (0.0, 0.0));
                     assert_eq!(row.agreement_with_fp32, 1.0);
                     assert_eq!(row.bytes_per_sample, 4 * elems);
@@ -182,14 +191,18 @@ mod tests {
                 "FP16" => assert_eq!(row.bytes_per_sample, 2 * elems),
                 _ => {
                     assert_eq!(row.bytes_per_sample, elems);
-                    assert!(row.max_abs_error > 0.0, "INT8 is lossy at cut {}", row.cut);
+                    assert!(
+                        row.max_abs_error > 0.0,
+                        "INT8 is lossy at cut {}",
+                        row.cut_after
+                    );
                 }
             }
             assert!(row.agreement_with_fp32 >= 0.9, "{row:?}");
         }
         let json = serde_json::to_value(&r).expect("serialises");
         for key in [
-            "cut",
+            "cut_after",
             "after_block",
             "encoding",
             "bytes_per_sample",
