@@ -305,6 +305,66 @@ pub fn f32_values(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// Environment variable holding the bearer token for `edgecut serve` and `edgecut run`: unlike a
+/// `--token` flag it is not visible to other users in `ps`.
+pub const TOKEN_ENV: &str = "EDGECUT_TOKEN";
+
+/// A bearer token that could not be read from where it was asked for.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The token file could not be read.
+    #[error("cannot read the token file {path}: {source}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The token file holds nothing but line endings; an empty token would authorize nothing.
+    #[error("the token file {path} is empty; write the token into it (one line)")]
+    EmptyFile {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// The environment variable is set but empty.
+    #[error("{TOKEN_ENV} is set but empty; give it the token or unset it")]
+    EmptyEnv,
+}
+
+/// The bearer token from the first source given: `flag` (`--token`), then `file`
+/// (`--token-file`, its trailing line ending trimmed), then `env` (the value of [`TOKEN_ENV`]).
+/// `None` when none is given. An empty file or variable is an error rather than no token, so a
+/// mistake never silently turns authentication off.
+pub fn resolve_token(
+    flag: Option<String>,
+    file: Option<&std::path::Path>,
+    env: Option<String>,
+) -> Result<Option<String>, TokenError> {
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let token = text
+            .strip_suffix('\n')
+            .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+        if token.is_empty() {
+            return Err(TokenError::EmptyFile {
+                path: path.to_path_buf(),
+            });
+        }
+        return Ok(Some(token.to_string()));
+    }
+    match env {
+        Some(t) if t.is_empty() => Err(TokenError::EmptyEnv),
+        t => Ok(t),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

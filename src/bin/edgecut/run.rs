@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use edgecut::data::{load_mnist, Split};
 use edgecut::sim::trace::Trace;
 use edgecut::split::client::{ClientConfig, DeviceClient};
+use edgecut::split::kserve::{resolve_token, TOKEN_ENV};
 use edgecut::split::live::{prepare, LiveSetup};
 use edgecut::split::runner::run as run_live;
 use std::path::PathBuf;
@@ -58,9 +59,12 @@ pub struct RunArgs {
     /// Per-request deadline for the server's answer (ms), then the device finishes.
     #[arg(long, default_value_t = 1000)]
     pub deadline_ms: u64,
-    /// Bearer token for the server.
+    /// Bearer token for the server; visible in `ps`, so prefer --token-file or EDGECUT_TOKEN.
     #[arg(long)]
     pub token: Option<String>,
+    /// Read the token from this file (its trailing newline trimmed; an empty file is an error).
+    #[arg(long, conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// Where the device runs.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
@@ -73,6 +77,11 @@ pub fn run(a: RunArgs) -> Result<()> {
     if let Some(e) = &a.encoding {
         bail!("--encoding is gone: the encoding is part of the policy now, say --policy static:<block>:{e} (or dynamic-{e})");
     }
+    let token = resolve_token(
+        a.token,
+        a.token_file.as_deref(),
+        std::env::var(TOKEN_ENV).ok(),
+    )?;
     let model = load(&a.model)?;
     let trace = a
         .trace
@@ -93,7 +102,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let test = load_mnist(&a.data, Split::Test)?;
     let config = ClientConfig::new(a.server.clone())
         .with_deadline(Duration::from_millis(a.deadline_ms))
-        .with_token(a.token)
+        .with_token(token)
         .with_trace(trace.clone())
         .with_device_slowdown(a.device_slowdown);
     let mut client = DeviceClient::new(model.clone(), backend, config)?;

@@ -2,6 +2,7 @@
 
 use crate::{backend, load, BackendChoice};
 use anyhow::{Context, Result};
+use edgecut::split::kserve::{resolve_token, TOKEN_ENV};
 use edgecut::split::server::{Server, ServerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,9 +17,13 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub addr: SocketAddr,
-    /// Require `Authorization: Bearer T` (all routes but /v2/health/*).
+    /// Require `Authorization: Bearer T` (all routes but /v2/health/*); visible in `ps`, so
+    /// prefer --token-file or EDGECUT_TOKEN.
     #[arg(long)]
     pub token: Option<String>,
+    /// Read the token from this file (its trailing newline trimmed; an empty file is an error).
+    #[arg(long, conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// GPU worker threads.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -34,13 +39,19 @@ pub struct ServeArgs {
 }
 
 pub fn serve(a: ServeArgs) -> Result<()> {
+    // First, so a bad token source fails before seconds of model loading.
+    let token = resolve_token(
+        a.token,
+        a.token_file.as_deref(),
+        std::env::var(TOKEN_ENV).ok(),
+    )?;
     let models = a
         .models
         .iter()
         .map(|m| load(m))
         .collect::<Result<Vec<_>>>()?;
     let backend = backend(a.backend)?;
-    let config = ServerConfig::new(a.addr).with_token(a.token).with_batching(
+    let config = ServerConfig::new(a.addr).with_token(token).with_batching(
         a.workers,
         a.max_batch,
         Duration::from_micros(a.max_delay_us),

@@ -129,7 +129,7 @@ async fn authorize(
             .headers()
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_credentials);
         match given {
             None => {
                 return err(
@@ -145,6 +145,15 @@ async fn authorize(
         }
     }
     next.run(req).await
+}
+
+/// The credentials of a `Bearer` authorization value; the scheme name is case-insensitive
+/// (RFC 7235 section 2.1), so `bearer` and `BEARER` are accepted too.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim_start_matches(' '))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -79,6 +79,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Longest wait for a GPU result before answering 504.
     pub request_timeout: Duration,
+    /// Test seam: a worker panics on a batch of exactly this many samples (after its plan is
+    /// compiled), so tests can check that a panicking batch is answered 500 and the worker lives.
+    #[doc(hidden)]
+    pub inject_panic_at_samples: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +97,7 @@ impl Default for ServerConfig {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            inject_panic_at_samples: None,
         }
     }
 }

@@ -7,8 +7,10 @@ use super::{Shared, RECENT};
 use crate::encoding::{Encoded, Encoding};
 use crate::engine::{EngineError, Plan, PlanIo};
 use axum::http::StatusCode;
+use std::any::Any;
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -18,7 +20,34 @@ pub(super) fn worker(s: Arc<Shared>) {
     while let Some(batch) = s.queue.take_batch(s.config.max_batch, s.config.max_delay) {
         let started = Instant::now();
         let (model, from) = (batch[0].model, batch[0].from);
-        let result = run_batch(&s, model, from, &batch);
+        // A panic in one batch (a bug in a plan or a driver) must not take the worker, and with
+        // one worker the whole server, down: its jobs are answered 500 and the worker goes on.
+        // Nothing shared is left half-updated by `run_batch` (it only reads `Shared` and the
+        // plan cache's lock is not held while a plan runs), hence `AssertUnwindSafe`.
+        let result = panic::catch_unwind(AssertUnwindSafe(|| run_batch(&s, model, from, &batch)))
+            .unwrap_or_else(|payload| {
+                let why = panic_message(payload.as_ref());
+                let samples = batch.iter().map(|j| j.samples).sum();
+                let encoding = batch[0].input.encoding;
+                // The plan may be in a broken state (buffers half-written): the next batch
+                // compiles a fresh one.
+                s.plans.remove(&(
+                    model,
+                    from,
+                    capacity_for(samples, s.config.max_batch),
+                    encoding,
+                ));
+                eprintln!(
+                    "edgecut serve: a batch of {} request(s) for model '{}' from block {from} \
+                     panicked ({why}); answered 500, plan dropped, worker goes on",
+                    batch.len(),
+                    s.models[model].name()
+                );
+                Err(format!(
+                    "the batch failed internally (a bug in the server: {why}); the server keeps \
+                     serving, retry the request and report this if it repeats"
+                ))
+            });
         let compute_us = started.elapsed().as_micros() as u64;
         let n = batch.len();
         match result {
@@ -46,14 +75,22 @@ pub(super) fn worker(s: Arc<Shared>) {
             }
             Err(e) => {
                 for job in batch {
-                    let _ = job.reply.send(Err(err(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("running blocks {from}.. failed: {e}"),
-                    )));
+                    let _ = job
+                        .reply
+                        .send(Err(err(StatusCode::INTERNAL_SERVER_ERROR, e.clone())));
                 }
             }
         }
     }
+}
+
+/// The message a panic was raised with, when it is a string.
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
 
 /// Batch capacities plans are compiled for: a plan's dispatches are sized for its capacity, so
@@ -116,6 +153,11 @@ impl<K: Eq + Hash + Copy, V> PlanCache<K, V> {
         let compiled = Arc::new(compile()?);
         Ok(self.lock().entry(key).or_insert(compiled).clone())
     }
+
+    /// Forgets `key`, so its next use compiles afresh.
+    pub(super) fn remove(&self, key: &K) {
+        self.lock().remove(key);
+    }
 }
 
 /// Runs a batch of jobs of one model, cut and encoding as one batch of the tail plan for
@@ -125,8 +167,12 @@ fn run_batch(s: &Shared, model: usize, from: usize, batch: &[Job]) -> Result<Vec
     let parts: Vec<&Encoded> = batch.iter().map(|j| &j.input).collect();
     let samples = batch.iter().map(|j| j.samples).sum();
     let encoding = batch[0].input.encoding;
-    let plan = plan(s, model, from, samples, encoding).map_err(|e| e.to_string())?;
-    let out = plan.run_encoded(&parts).map_err(|e| e.to_string())?;
+    let failed = |e: EngineError| format!("running blocks {from}.. failed: {e}");
+    let plan = plan(s, model, from, samples, encoding).map_err(failed)?;
+    if s.config.inject_panic_at_samples == Some(samples) {
+        panic!("injected panic in a batch of {samples} samples (test seam)");
+    }
+    let out = plan.run_encoded(&parts).map_err(failed)?;
     Ok(out.output.into_data())
 }
 
