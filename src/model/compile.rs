@@ -4,17 +4,20 @@
 
 use super::op::{Activation, Conv2d, Dense, FanIn, Op, Operand, Pool, PoolKind, Step};
 use super::weights::{Role, WeightSource};
-use super::{BlockStats, ModelError, OpKind, OpSpec};
+use super::{checked_elems, BlockStats, ModelError, OpKind, OpSpec};
+use super::{MAX_MODEL_PARAMS, MAX_TENSOR_ELEMS};
 use crate::sparsity::FanInPattern;
 use std::collections::HashMap;
 
 /// Parses, shape-checks and compiles one op list: fetches weights, folds batchnorm into the
-/// preceding conv/dense/fan-in and fuses activations.
+/// preceding conv/dense/fan-in and fuses activations. `declared` counts the model's parameters
+/// so far; every op's sizes are bounded against it before any tensor is allocated.
 pub(super) fn compile_ops(
     block: &str,
     ops: &[serde_json::Value],
     input_shape: &[usize],
     source: &WeightSource<'_>,
+    declared: &mut usize,
 ) -> Result<(Vec<Step>, BlockStats), ModelError> {
     let mut steps: Vec<Step> = Vec::new();
     let mut stats = BlockStats::default();
@@ -43,6 +46,7 @@ pub(super) fn compile_ops(
             .kind
             .output_shape(&shape, operand.as_ref().map(|(_, s)| s.as_slice()))
             .map_err(&err)?;
+        check_sizes(&spec.kind, &shape, &out_shape, declared).map_err(&err)?;
         let tensors = Tensors {
             prefix: format!("{block}.{}", spec.name),
             source,
@@ -79,6 +83,60 @@ pub(super) fn compile_ops(
         shape = out_shape;
     }
     Ok((steps, stats))
+}
+
+/// Bounds an op's output and its declared tensors by [`MAX_TENSOR_ELEMS`] and the model's
+/// running parameter count by [`MAX_MODEL_PARAMS`], with overflow-checked products, before
+/// [`compile_op`] allocates (or draws) anything.
+fn check_sizes(
+    kind: &OpKind,
+    input: &[usize],
+    output: &[usize],
+    declared: &mut usize,
+) -> Result<(), String> {
+    let too_big = |what: &str, shape: &[usize]| {
+        format!(
+            "{what} {shape:?} has more than {MAX_TENSOR_ELEMS} elements (or overflows); reduce the sizes in model.json"
+        )
+    };
+    if checked_elems(output).is_none_or(|n| n > MAX_TENSOR_ELEMS) {
+        return Err(too_big("output shape", output));
+    }
+    let c = input.first().copied().unwrap_or(0);
+    let tensors: Vec<Vec<usize>> = match kind {
+        OpKind::Conv2d {
+            out_channels,
+            kernel,
+            groups,
+            ..
+        } => {
+            let (kh, kw) = kernel.hw();
+            vec![
+                vec![*out_channels, c / (*groups).max(1), kh, kw],
+                vec![*out_channels],
+            ]
+        }
+        OpKind::Dense { outputs, .. } => vec![vec![*outputs, c], vec![*outputs]],
+        OpKind::Fanin { outputs, k, .. } => {
+            vec![vec![*outputs, *k], vec![*outputs, *k], vec![*outputs]]
+        }
+        OpKind::Batchnorm { .. } => vec![vec![c]; 4],
+        _ => Vec::new(),
+    };
+    for shape in &tensors {
+        let n = checked_elems(shape)
+            .filter(|&n| n <= MAX_TENSOR_ELEMS)
+            .ok_or_else(|| too_big("weight shape", shape))?;
+        *declared = declared
+            .checked_add(n)
+            .filter(|&t| t <= MAX_MODEL_PARAMS)
+            .ok_or_else(|| {
+                format!(
+                    "the model declares more than {MAX_MODEL_PARAMS} parameters up to this op; reduce the sizes in model.json"
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// The second operand of `add`/`mul`: the block input or a tensor saved earlier in the block.

@@ -16,6 +16,20 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 use weights::WeightSource;
 
+/// Most elements one tensor (a weight or a per-sample activation) may declare: 2^28, 1 GiB
+/// as `f32`. Checked before anything is allocated, so a mutated or hostile `model.json` gets
+/// an error instead of an allocation abort; real models here stay far below it.
+pub const MAX_TENSOR_ELEMS: usize = 1 << 28;
+
+/// Most parameters a whole model may declare: 2^29, 2 GiB as `f32`. Checked before drawing
+/// or reading any weight.
+pub const MAX_MODEL_PARAMS: usize = 1 << 29;
+
+/// The product of `shape`, or `None` when it overflows `usize`.
+pub(crate) fn checked_elems(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
 /// Errors loading or validating a model. Messages name the block and op at fault.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -192,6 +206,12 @@ impl Model {
                 manifest.input
             )));
         }
+        if checked_elems(&manifest.input).is_none_or(|n| n > MAX_TENSOR_ELEMS) {
+            return Err(invalid(format!(
+                "input shape {:?} has more than {MAX_TENSOR_ELEMS} elements; declare a smaller input",
+                manifest.input
+            )));
+        }
         let source = match (weights, &manifest.init) {
             (Some(bytes), _) => {
                 WeightSource::File(safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
@@ -215,6 +235,7 @@ impl Model {
         }
         let hash = format!("{:x}", hasher.finalize());
 
+        let mut declared = 0usize;
         let mut names = std::collections::HashSet::new();
         let mut blocks = Vec::with_capacity(manifest.blocks.len());
         let mut shape = manifest.input.clone();
@@ -222,7 +243,8 @@ impl Model {
             if !names.insert(spec.name.clone()) {
                 return Err(invalid(format!("duplicate block name '{}'", spec.name)));
             }
-            let (steps, stats) = compile_ops(&spec.name, &spec.ops, &shape, &source)?;
+            let (steps, stats) =
+                compile_ops(&spec.name, &spec.ops, &shape, &source, &mut declared)?;
             let output_shape = steps
                 .last()
                 .map(|s| s.output_shape.clone())
@@ -257,8 +279,13 @@ impl Model {
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("exit_{}", spec.after_block));
-            let (steps, stats) =
-                compile_ops(&name, &spec.ops, &blocks[after].output_shape, &source)?;
+            let (steps, stats) = compile_ops(
+                &name,
+                &spec.ops,
+                &blocks[after].output_shape,
+                &source,
+                &mut declared,
+            )?;
             let out = steps
                 .last()
                 .map(|s| s.output_shape.clone())

@@ -69,8 +69,10 @@ fn window_hw(
     stride: usize,
     padding: usize,
 ) -> Option<(usize, usize)> {
-    let oh = (h + 2 * padding).checked_sub(kh)? / stride + 1;
-    let ow = (w + 2 * padding).checked_sub(kw)? / stride + 1;
+    // Checked: the sizes come straight from model.json, which may be hostile.
+    let pad2 = padding.checked_mul(2)?;
+    let oh = h.checked_add(pad2)?.checked_sub(kh)? / stride + 1;
+    let ow = w.checked_add(pad2)?.checked_sub(kw)? / stride + 1;
     Some((oh, ow))
 }
 
@@ -431,7 +433,8 @@ impl OpKind {
                 let (c, _, _) = chw(input)?;
                 Ok(vec![c, 1, 1])
             }
-            OpKind::Flatten => Ok(vec![input.iter().product()]),
+            OpKind::Flatten => Ok(vec![super::checked_elems(input)
+                .ok_or_else(|| format!("flattening {input:?} overflows the element count"))?]),
             OpKind::Batchnorm { .. }
             | OpKind::Relu
             | OpKind::Relu6

@@ -44,7 +44,15 @@ fn key_seed(seed: u64, key: &str) -> u64 {
 impl WeightSource<'_> {
     /// An `f32` tensor of exactly `shape`.
     pub fn f32(&self, key: &str, shape: &[usize], role: Role) -> Result<Vec<f32>, ModelError> {
-        let n: usize = shape.iter().product();
+        let n = super::checked_elems(shape)
+            .filter(|&n| n <= super::MAX_TENSOR_ELEMS)
+            .ok_or_else(|| ModelError::Weights {
+                key: key.into(),
+                reason: format!(
+                    "shape {shape:?} has more than {} elements (or overflows); reduce the sizes in model.json",
+                    super::MAX_TENSOR_ELEMS
+                ),
+            })?;
         match self {
             WeightSource::Seeded(seed) => Ok(match role {
                 Role::Zero => vec![0.0; n],
