@@ -1,9 +1,19 @@
 //! Issue 14, finding 3: a mutated `model.json` that declares huge or overflowing sizes gets a
 //! clear error naming the block and op, before anything is allocated, never an abort or panic.
+//! Finding 4: NaN and Inf inputs are refused with a 400 naming the tensor.
 
+mod common;
+
+use common::gpu;
+use edgecut::engine::Backend;
 use edgecut::model::Model;
-use std::path::PathBuf;
+use edgecut::split::server::{Server, ServerConfig};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("edgecut-h1-{}-{name}", std::process::id()));
@@ -100,4 +110,64 @@ fn loader_trusts_sizes_cli_info_exits_1_with_the_message() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("block 'b0', op 0 ('dense')"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Posts a binary tail request (cut after block 0 of the MNIST fixture) whose FP32 data holds
+/// `bad` at element 17, on a fresh loopback connection; returns (status, body).
+fn post_tail(addr: SocketAddr, model: &Model, bad: f32) -> (u16, String) {
+    let shape = [1usize, 6, 14, 14];
+    let n: usize = shape.iter().product();
+    let json = format!(
+        r#"{{"parameters":{{"edgecut_cut_after":0,"edgecut_model_hash":"{}"}},"inputs":[{{"name":"input","datatype":"FP32","shape":{shape:?},"parameters":{{"binary_data_size":{}}}}}]}}"#,
+        model.hash,
+        n * 4
+    );
+    let mut body = json.clone().into_bytes();
+    for i in 0..n {
+        let v = if i == 17 { bad } else { 0.5 };
+        body.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut req = format!(
+        "POST /v2/models/{}/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\nInference-Header-Content-Length: {}\r\nContent-Length: {}\r\n\r\n",
+        model.name(),
+        json.len(),
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(&req).expect("send");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    (status, text)
+}
+
+#[test]
+fn nan_inf_inputs_are_refused_with_400_naming_the_tensor() {
+    let Some(ctx) = gpu("nan_inf_inputs_are_refused_with_400_naming_the_tensor") else {
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = Arc::new(Model::load(root.join("models/mnist-fixture")).expect("fixture loads"));
+    let config = ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let server =
+        Server::start(vec![model.clone()], Backend::Gpu(ctx), config).expect("server starts");
+    let (status, text) = post_tail(server.addr(), &model, 0.25);
+    assert_eq!(status, 200, "{text}");
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let (status, text) = post_tail(server.addr(), &model, bad);
+        assert_eq!(status, 400, "{bad}: {text}");
+        assert!(
+            text.contains("input 'input' holds NaN or Inf at element 17"),
+            "{text}"
+        );
+    }
 }

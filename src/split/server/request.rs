@@ -188,7 +188,62 @@ fn request_tensor(
     } else {
         None
     };
+    if let Some(i) = first_non_finite(encoding, &input.bytes) {
+        return Err(bad(format!(
+            "input '{}' holds NaN or Inf at element {i}; send finite values",
+            input.name
+        )));
+    }
     let e = Encoded::new(encoding, input.shape.clone(), input.bytes.clone(), int8)
         .map_err(|e| bad(e.to_string()))?;
     Ok((from, e))
+}
+
+/// Index of the first NaN or Inf in little-endian FP32 or FP16 data (all exponent bits set).
+/// Such inputs would otherwise be answered with normal-looking logits. INT8 carries no NaN;
+/// its scale is checked by [`Int8Params::checked`].
+fn first_non_finite(encoding: Encoding, bytes: &[u8]) -> Option<usize> {
+    match encoding {
+        Encoding::Fp32 => bytes.chunks_exact(4).position(|c| {
+            u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x7f80_0000 == 0x7f80_0000
+        }),
+        Encoding::Fp16 => bytes
+            .chunks_exact(2)
+            .position(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 == 0x7c00),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nan_inf_inputs_are_found_in_fp32_and_fp16_data() {
+        let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        assert_eq!(
+            first_non_finite(Encoding::Fp32, &f32s(&[1.0, f32::MAX])),
+            None
+        );
+        assert_eq!(
+            first_non_finite(Encoding::Fp32, &f32s(&[1.0, f32::NAN])),
+            Some(1)
+        );
+        assert_eq!(
+            first_non_finite(Encoding::Fp32, &f32s(&[f32::NEG_INFINITY])),
+            Some(0)
+        );
+        // FP16: 0x7bff is the largest finite value, 0x7c00 is +Inf, 0xfe00 a NaN.
+        let f16s = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        assert_eq!(
+            first_non_finite(Encoding::Fp16, &f16s(&[0x3c00, 0x7bff])),
+            None
+        );
+        assert_eq!(
+            first_non_finite(Encoding::Fp16, &f16s(&[0, 0, 0x7c00])),
+            Some(2)
+        );
+        assert_eq!(first_non_finite(Encoding::Fp16, &f16s(&[0xfe00])), Some(0));
+        assert_eq!(first_non_finite(Encoding::Int8, &[0xff; 4]), None);
+    }
 }
