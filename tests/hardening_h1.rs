@@ -5,10 +5,15 @@
 mod common;
 
 use common::gpu;
+use edgecut::encoding::Encoding;
 use edgecut::engine::Backend;
 use edgecut::model::Model;
+use edgecut::sched::{Choice, Cut};
+use edgecut::split::client::{ClientConfig, ClientError, DeviceClient};
 use edgecut::split::server::{Server, ServerConfig};
+use edgecut::tensor::Tensor;
 use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -170,4 +175,41 @@ fn nan_inf_inputs_are_refused_with_400_naming_the_tensor() {
             "{text}"
         );
     }
+}
+
+#[test]
+fn nan_inf_inputs_are_refused_by_the_device_client_before_sending() {
+    let Some(ctx) = gpu("nan_inf_inputs_are_refused_by_the_device_client_before_sending") else {
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = Arc::new(Model::load(root.join("models/mnist-fixture")).expect("fixture loads"));
+    // A listener that never answers: without the check the request would only time out and
+    // fall back to the device, silently answering a NaN input.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let config = ClientConfig::new(format!("http://{}", listener.local_addr().expect("addr")))
+        .with_deadline(Duration::from_millis(200));
+    let mut client = DeviceClient::new(model.clone(), Backend::Gpu(ctx), config).expect("client");
+    let mut data = vec![0.5f32; model.input_elems()];
+    data[17] = f32::NAN;
+    let mut shape = vec![1];
+    shape.extend_from_slice(model.input_shape());
+    let image = Tensor::new(shape, data).expect("tensor");
+    let choice = Choice {
+        cut: Cut::Server,
+        encoding: Encoding::Fp32,
+    };
+    client.prepare(choice).expect("plans");
+    let err = client
+        .classify(&image, choice, 1.0)
+        .expect_err("a NaN input must not be sent");
+    assert!(
+        matches!(err, ClientError::NonFinite { index: 17, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("input holds NaN or Inf at element 17"),
+        "{err}"
+    );
 }

@@ -42,6 +42,15 @@ pub enum ClientError {
     /// An input the model cannot take.
     #[error("{0}")]
     Input(String),
+    /// The tensor to send holds NaN or Inf: refused on the device, since a server would
+    /// refuse it too (400) or, worse, answer with normal-looking logits.
+    #[error("{tensor} holds NaN or Inf at element {index}; send finite values")]
+    NonFinite {
+        /// What was to be sent: the input or the split tensor after a block.
+        tensor: String,
+        /// The first non-finite element.
+        index: usize,
+    },
     /// The local plans failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -323,6 +332,13 @@ impl DeviceClient {
         } else {
             (image.clone(), encode_cpu(image, choice.encoding))
         };
+        if let Some(index) = x.data().iter().position(|v| !v.is_finite()) {
+            let tensor = match cut {
+                0 => "input".to_string(),
+                _ => format!("the split tensor after block {}", cut - 1),
+            };
+            return Err(ClientError::NonFinite { tensor, index });
+        }
         let deadline = Instant::now() + self.config.deadline;
         match self.remote(&x, encoded, choice, deadline, &mut outcome) {
             Ok(class) => {
