@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::gpu;
+use common::{gpu, raw_http};
 use edgecut::encoding::Encoding;
 use edgecut::engine::Backend;
 use edgecut::model::Model;
@@ -12,9 +12,8 @@ use edgecut::sched::{Choice, Cut};
 use edgecut::split::client::{ClientConfig, ClientError, DeviceClient};
 use edgecut::split::server::{Server, ServerConfig};
 use edgecut::tensor::Tensor;
-use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::net::TcpListener;
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -140,19 +139,7 @@ fn post_tail(addr: SocketAddr, model: &Model, bad: f32) -> (u16, String) {
     )
     .into_bytes();
     req.extend_from_slice(&body);
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s.write_all(&req).expect("send");
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-    (status, text)
+    raw_http(addr, &req)
 }
 
 #[test]

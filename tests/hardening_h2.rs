@@ -1,12 +1,14 @@
 //! Hardening findings 6 (token sources, case-insensitive `Bearer` scheme) and 7 (a panicking
 //! batch answered 500 while the worker lives on) of issue 14, on loopback with the CPU backend.
 
+mod common;
+
+use common::raw_http;
 use edgecut::engine::Backend;
 use edgecut::model::Model;
 use edgecut::split::kserve::{resolve_token, TokenError};
 use edgecut::split::server::{Server, ServerConfig};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,27 +23,6 @@ fn fixture() -> Arc<Model> {
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-/// Sends raw bytes on a fresh connection and returns (status, body).
-fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    s.write_all(request).expect("send");
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// A binary tail request for `samples` samples cut after block 0 of the fixture.
@@ -67,7 +48,7 @@ fn finding_6_bearer_scheme_is_case_insensitive() {
     let config = ServerConfig::new(loopback()).with_token(Some("s3cret".into()));
     let server = Server::start(vec![fixture()], Backend::Cpu, config).expect("server starts");
     let get = |auth: &str| {
-        raw(
+        raw_http(
             server.addr(),
             format!("GET /v2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n").as_bytes(),
         )
@@ -150,10 +131,10 @@ fn finding_7_a_panicking_batch_is_answered_500_and_the_worker_lives_on() {
     config.request_timeout = Duration::from_secs(5);
     let server = Server::start(vec![model.clone()], Backend::Cpu, config).expect("server starts");
     for round in 0..2 {
-        let (status, body) = raw(server.addr(), &tail_request(&model, 3));
+        let (status, body) = raw_http(server.addr(), &tail_request(&model, 3));
         assert_eq!(status, 500, "round {round}: {body}");
         assert!(body.contains("failed internally"), "round {round}: {body}");
-        let (status, body) = raw(server.addr(), &tail_request(&model, 1));
+        let (status, body) = raw_http(server.addr(), &tail_request(&model, 1));
         assert_eq!(status, 200, "round {round}: the worker died: {body}");
     }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::gpu;
+use common::{gpu, raw_http};
 use edgecut::data::{load_mnist, Dataset, Split};
 use edgecut::encoding::Encoding;
 use edgecut::engine::{Backend, Plan};
@@ -16,7 +16,7 @@ use edgecut::split::live::Feedback;
 use edgecut::split::runner::run;
 use edgecut::split::server::{Server, ServerConfig};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -243,28 +243,6 @@ fn stalled_refusing_or_malformed_servers_fall_back_within_the_deadline() {
     }
 }
 
-/// Sends raw bytes on a fresh connection and returns (status, body).
-fn raw(addr: SocketAddr, request: &[u8]) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let _ = s.write_all(request);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-    let body = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| out[p + 4..].to_vec())
-        .unwrap_or_default();
-    (status, body)
-}
-
 fn post(model: &str, token: Option<&str>, extra: &str, body: &[u8]) -> Vec<u8> {
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let mut r = format!(
@@ -318,8 +296,8 @@ fn bad_requests_get_4xx_with_an_error_while_the_server_keeps_serving() {
             &body,
         )
     };
-    let (status, body) = raw(addr, &good());
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = raw_http(addr, &good());
+    assert_eq!(status, 200, "{}", body);
 
     let ihcl = |len: usize| format!("Inference-Header-Content-Length: {len}\r\n");
     let (truncated, tl) = tail_body(0, &shape1, &hash, bytes1, bytes1 - 10);
@@ -363,14 +341,10 @@ fn bad_requests_get_4xx_with_an_error_while_the_server_keeps_serving() {
         ("the old cut parameter edgecut_from_block", post(name, Some(token), &ihcl(ol), &old_param), 400),
     ];
     for (what, request, want) in cases {
-        let (status, body) = raw(addr, &request);
-        assert_eq!(status, want, "{what}: {}", String::from_utf8_lossy(&body));
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
-            panic!(
-                "{what}: body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&body)
-            )
-        });
+        let (status, body) = raw_http(addr, &request);
+        assert_eq!(status, want, "{what}: {}", body);
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{what}: body is not JSON ({e}): {}", body));
         assert!(
             v["error"].as_str().is_some_and(|e| !e.is_empty()),
             "{what}: {v}"
@@ -378,7 +352,7 @@ fn bad_requests_get_4xx_with_an_error_while_the_server_keeps_serving() {
         if what.contains("edgecut_from_block") {
             assert!(v.to_string().contains("edgecut_cut_after"), "{what}: {v}");
         }
-        let (status, _) = raw(addr, &good());
+        let (status, _) = raw_http(addr, &good());
         assert_eq!(status, 200, "the server stopped serving after: {what}");
     }
 }
@@ -420,7 +394,7 @@ fn concurrent_requests_for_one_cut_share_a_gpu_dispatch() {
         assert_eq!(o.class, want[i]);
     }
     let stats: serde_json::Value = {
-        let (status, body) = raw(
+        let (status, body) = raw_http(
             server.addr(),
             format!(
                 "GET /v2/models/{}/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -429,7 +403,7 @@ fn concurrent_requests_for_one_cut_share_a_gpu_dispatch() {
             .as_bytes(),
         );
         assert_eq!(status, 200);
-        serde_json::from_slice(&body).expect("stats JSON")
+        serde_json::from_str(&body).expect("stats JSON")
     };
     assert_eq!(stats["samples"], 8);
     assert!(

@@ -1,11 +1,14 @@
 //! Shared test helpers: the GPU context (skipping loudly without an adapter, failing when
-//! `EDGECUT_REQUIRE_GPU=1`), named tolerances and random data.
+//! `EDGECUT_REQUIRE_GPU=1`), named tolerances, random data and a raw HTTP exchange.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use edgecut::gpu::GpuContext;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 /// The shared GPU context, or `None` (with a visible message) when no adapter exists.
 /// Panics when `EDGECUT_REQUIRE_GPU=1` and no adapter exists, so CI cannot pass silently.
@@ -59,4 +62,27 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: Tolerance) {
 pub fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+/// Sends raw bytes on a fresh connection, reads until the server closes it (20 s at most) and
+/// returns the HTTP status and the body as text.
+pub fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    // A server may answer and close before reading the whole request (e.g. 413).
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
