@@ -1,4 +1,5 @@
-// 2-D convolution over NCHW activations, weight [out, in/groups, kh, kw], zero padding.
+// 2-D convolution over NCHW activations, weight [out, in/groups, kh, kw], zero padding
+// (top/left given; bottom/right only shape the output), strides and dilations per axis.
 //
 // conv2d:    each invocation computes OC_TILE output channels (of one group) x 4 consecutive
 //            output columns, so each input load feeds OC_TILE MACs and each weight 4 MACs.
@@ -22,8 +23,12 @@ struct ConvParams {
     out_w: u32,
     kernel_h: u32,
     kernel_w: u32,
-    stride: u32,
-    padding: u32,
+    stride_h: u32,
+    stride_w: u32,
+    dilation_h: u32,
+    dilation_w: u32,
+    pad_top: u32,
+    pad_left: u32,
     groups: u32,
     activation: u32,
     _pad0: u32,
@@ -50,9 +55,9 @@ fn activate(v: f32, act: u32) -> f32 {
     }
 }
 
-// Four input values of row `iy` at columns ix0 + j*stride, zero outside the image.
+// Four input values of row `iy` at columns ix0 + j*stride_w, zero outside the image.
 fn load_row4(row_base: u32, ix0: i32) -> vec4<f32> {
-    let s = i32(params.stride);
+    let s = i32(params.stride_w);
     let wmax = i32(params.in_w);
     var v = vec4<f32>(0.0);
     for (var j = 0; j < 4; j++) {
@@ -87,7 +92,7 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let g = oc0 / cout_g;
     let khw = params.kernel_h * params.kernel_w;
     let wstride = cin_g * khw; // weights per output channel
-    let ix0 = i32(ox0 * params.stride) - i32(params.padding);
+    let ix0 = i32(ox0 * params.stride_w) - i32(params.pad_left);
     var a0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0);
     var a2 = vec4<f32>(0.0);
@@ -96,12 +101,12 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
         let c = g * cin_g + ic;
         let plane = (b * params.in_channels + c) * params.in_h;
         for (var ky = 0u; ky < params.kernel_h; ky++) {
-            let iy = i32(oy * params.stride + ky) - i32(params.padding);
+            let iy = i32(oy * params.stride_h + ky * params.dilation_h) - i32(params.pad_top);
             if iy < 0 || iy >= i32(params.in_h) { continue; }
             let row_base = (plane + u32(iy)) * params.in_w;
             let wrow = oc0 * wstride + (ic * params.kernel_h + ky) * params.kernel_w;
             for (var kx = 0u; kx < params.kernel_w; kx++) {
-                let xv = load_row4(row_base, ix0 + i32(kx));
+                let xv = load_row4(row_base, ix0 + i32(kx * params.dilation_w));
                 a0 += xv * w[wrow + kx];
                 if OC_TILE == 4u {
                     a1 += xv * w[wrow + wstride + kx];
@@ -131,15 +136,15 @@ fn depthwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     let c = rest % params.out_channels;
     let b = rest / params.out_channels;
     let plane = (b * params.in_channels + c) * params.in_h;
-    let ix0 = i32(ox0 * params.stride) - i32(params.padding);
+    let ix0 = i32(ox0 * params.stride_w) - i32(params.pad_left);
     var acc = vec4<f32>(0.0);
     for (var ky = 0u; ky < params.kernel_h; ky++) {
-        let iy = i32(oy * params.stride + ky) - i32(params.padding);
+        let iy = i32(oy * params.stride_h + ky * params.dilation_h) - i32(params.pad_top);
         if iy < 0 || iy >= i32(params.in_h) { continue; }
         let row_base = (plane + u32(iy)) * params.in_w;
         let wrow = (c * params.kernel_h + ky) * params.kernel_w;
         for (var kx = 0u; kx < params.kernel_w; kx++) {
-            acc += load_row4(row_base, ix0 + i32(kx)) * w[wrow + kx];
+            acc += load_row4(row_base, ix0 + i32(kx * params.dilation_w)) * w[wrow + kx];
         }
     }
     store4(b, c, oy, ox0, acc);

@@ -1,6 +1,7 @@
 // Pooling over NCHW planes.
 //
-// pool:           max or average (padding cells excluded from the average) over a window;
+// pool:           max or average over a window (padding cells excluded from the average
+//                 unless count_include_pad; ceil_mode only shapes the output on the host);
 //                 one invocation per output value.
 // global_avgpool: mean of each plane; one invocation per plane.
 //
@@ -18,11 +19,14 @@ struct PoolParams {
     out_w: u32,
     kernel_h: u32,
     kernel_w: u32,
-    stride: u32,
-    padding: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_top: u32,
+    pad_left: u32,
+    pad_bottom: u32,
+    pad_right: u32,
     is_max: u32,
-    _pad0: u32,
-    _pad1: u32,
+    count_include_pad: u32,
 }
 
 override WG: u32 = 64u;
@@ -39,19 +43,22 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let oy = (t / params.out_w) % params.out_h;
     let plane = t / (params.out_w * params.out_h);
     let base = plane * params.in_h * params.in_w;
+    // Window [y0, y1) x [x0, x1) clipped to the padded input; cells outside the input never
+    // count as values.
+    let y0 = i32(oy * params.stride_h) - i32(params.pad_top);
+    let x0 = i32(ox * params.stride_w) - i32(params.pad_left);
+    let y1 = min(y0 + i32(params.kernel_h), i32(params.in_h + params.pad_bottom));
+    let x1 = min(x0 + i32(params.kernel_w), i32(params.in_w + params.pad_right));
     var acc = select(0.0, -3.4028235e38, params.is_max == 1u);
     var count = 0u;
-    for (var ky = 0u; ky < params.kernel_h; ky++) {
-        let iy = i32(oy * params.stride + ky) - i32(params.padding);
-        if iy < 0 || iy >= i32(params.in_h) { continue; }
-        for (var kx = 0u; kx < params.kernel_w; kx++) {
-            let ix = i32(ox * params.stride + kx) - i32(params.padding);
-            if ix < 0 || ix >= i32(params.in_w) { continue; }
+    for (var iy = max(y0, 0); iy < min(y1, i32(params.in_h)); iy++) {
+        for (var ix = max(x0, 0); ix < min(x1, i32(params.in_w)); ix++) {
             let v = x[base + u32(iy) * params.in_w + u32(ix)];
             if params.is_max == 1u { acc = max(acc, v); } else { acc += v; }
             count += 1u;
         }
     }
+    if params.count_include_pad == 1u { count = u32((y1 - y0) * (x1 - x0)); }
     if params.is_max == 0u { acc = acc / f32(max(count, 1u)); }
     y[t] = acc;
 }

@@ -57,7 +57,7 @@ impl DenseProblem {
         }
     }
     fn reference(&self) -> Vec<f32> {
-        cpu::dense(&self.dense, &self.x, self.batch)
+        cpu::reference::dense(&self.dense, &self.x, self.batch)
     }
     fn run(&self, ctx: &GpuContext) -> Vec<f32> {
         let s = step(
@@ -164,7 +164,7 @@ impl FanInProblem {
         };
         assert!(labels.contains(want_kernel), "{what}: ran {labels}");
         let got = prepared.run(ctx).expect("fan-in kernel runs");
-        let want = cpu::fanin(f, &self.x, self.batch);
+        let want = cpu::reference::fanin(f, &self.x, self.batch);
         assert_close(&what, &got, &want, tolerance_for(f.activation, f.k));
     }
 
@@ -187,7 +187,7 @@ impl FanInProblem {
             "row-major fanin batch={} {}->{} k={}",
             self.batch, f.inputs, f.outputs, f.k
         );
-        let want = cpu::fanin(f, &self.x, self.batch);
+        let want = cpu::reference::fanin(f, &self.x, self.batch);
         assert_close(&what, &got, &want, tolerance_for(f.activation, f.k));
     }
 }
@@ -295,7 +295,7 @@ fn fanin_kernel_runs_fixed_degree_patterns() {
     assert_close(
         "fanin 800->100 d_out=20",
         &got,
-        &cpu::fanin(&f, &x, 32),
+        &cpu::reference::fanin(&f, &x, 32),
         Tolerance::Close,
     );
 }
@@ -354,9 +354,27 @@ fn grouped_fanin_patterns_run_one_gather_per_group() {
         assert_close(
             &what,
             &got,
-            &cpu::fanin(&f, &x, batch),
+            &cpu::reference::fanin(&f, &x, batch),
             tolerance_for(f.activation, f.k),
         );
+    }
+}
+
+/// Where a convolution's windows fall: stride and dilation `(height, width)`, padding
+/// `[top, left, bottom, right]`.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    stride: (usize, usize),
+    dilation: (usize, usize),
+    pads: [usize; 4],
+}
+
+/// One stride and the same padding on every side, no dilation.
+const fn plain(stride: usize, pad: usize) -> Geometry {
+    Geometry {
+        stride: (stride, stride),
+        dilation: (1, 1),
+        pads: [pad; 4],
     }
 }
 
@@ -367,8 +385,7 @@ fn conv_problem(
     (cin, h, w): (usize, usize, usize),
     cout: usize,
     k: usize,
-    stride: usize,
-    padding: usize,
+    geometry: Geometry,
     groups: usize,
     act: Activation,
     seed: u64,
@@ -378,8 +395,9 @@ fn conv_problem(
         out_channels: cout,
         kernel_h: k,
         kernel_w: k,
-        stride,
-        padding,
+        stride: geometry.stride,
+        dilation: geometry.dilation,
+        pads: geometry.pads,
         groups,
         weight: random(cout * cin / groups * k * k, seed),
         bias: random(cout, seed + 1),
@@ -387,12 +405,11 @@ fn conv_problem(
     };
     let (oh, ow) = conv.output_hw(h, w).expect("valid conv shape");
     let x = random(batch * cin * h * w, seed + 2);
-    let want = cpu::conv2d(&conv, &x, batch, h, w);
+    let want = cpu::reference::conv2d(&conv, &x, batch, h, w);
     let s = step(Op::Conv2d(conv), vec![cin, h, w], vec![cout, oh, ow]);
     let got = kernels::run_step(ctx, &s, batch, &x, None).expect("conv kernel runs");
-    let what = format!(
-        "conv batch={batch} {cin}x{h}x{w} -> {cout} k={k} s={stride} p={padding} g={groups} {act:?}"
-    );
+    let what =
+        format!("conv batch={batch} {cin}x{h}x{w} -> {cout} k={k} {geometry:?} g={groups} {act:?}");
     assert_close(&what, &got, &want, tolerance_for(act, cin / groups * k * k));
 }
 
@@ -401,21 +418,43 @@ fn conv2d_kernel_matches_cpu_reference_on_edge_shapes() {
     let Some(ctx) = gpu("conv2d_kernel_matches_cpu_reference_on_edge_shapes") else {
         return;
     };
+    // TF "SAME" padding on stride-2 convs is asymmetric: k3 pads 0 before and 1 after, k5 1 and 2.
+    let same3 = Geometry {
+        pads: [0, 0, 1, 1],
+        ..plain(2, 0)
+    };
+    let same5 = Geometry {
+        pads: [1, 1, 2, 2],
+        ..plain(2, 0)
+    };
+    let dilated = Geometry {
+        dilation: (2, 2),
+        ..plain(1, 2)
+    };
+    let wide = Geometry {
+        stride: (1, 2),
+        dilation: (2, 1),
+        pads: [2, 0, 1, 3],
+    };
     let cases = [
-        // batch, input, out, k, stride, pad, groups
-        (1, (1, 28, 28), 6, 5, 1, 2, 1),
-        (2, (3, 17, 13), 8, 3, 2, 1, 1), // stride 2 with padding, odd sizes
-        (1, (3, 9, 9), 5, 3, 1, 0, 1),   // out channels not a multiple of 4
-        (3, (8, 7, 5), 8, 1, 1, 0, 1),   // pointwise
-        (2, (8, 11, 11), 8, 3, 1, 1, 8), // depthwise
-        (2, (16, 15, 15), 16, 5, 2, 2, 16), // depthwise stride 2
-        (1, (8, 6, 6), 16, 3, 1, 1, 2),  // grouped
-        (1, (6, 5, 5), 12, 3, 2, 1, 3),  // grouped, 4 outputs per group
-        (4, (32, 32, 32), 32, 3, 1, 1, 1),
+        // batch, input, out, k, geometry, groups
+        (1, (1, 28, 28), 6, 5, plain(1, 2), 1),
+        (2, (3, 17, 13), 8, 3, plain(2, 1), 1), // stride 2 with padding, odd sizes
+        (1, (3, 9, 9), 5, 3, plain(1, 0), 1),   // out channels not a multiple of 4
+        (3, (8, 7, 5), 8, 1, plain(1, 0), 1),   // pointwise
+        (2, (8, 11, 11), 8, 3, plain(1, 1), 8), // depthwise
+        (2, (16, 15, 15), 16, 5, plain(2, 2), 16), // depthwise stride 2
+        (1, (8, 6, 6), 16, 3, plain(1, 1), 2),  // grouped
+        (1, (6, 5, 5), 12, 3, plain(2, 1), 3),  // grouped, 4 outputs per group
+        (4, (32, 32, 32), 32, 3, plain(1, 1), 1),
+        (2, (3, 16, 15), 8, 3, same3, 1),  // asymmetric padding
+        (1, (8, 13, 14), 8, 5, same5, 8),  // depthwise, asymmetric padding
+        (2, (4, 9, 10), 4, 3, dilated, 1), // dilation
+        (1, (5, 11, 12), 7, 3, wide, 1),   // per-axis stride and dilation
     ];
-    for (i, &(b, input, cout, k, s, p, g)) in cases.iter().enumerate() {
+    for (i, &(b, input, cout, k, geometry, g)) in cases.iter().enumerate() {
         for act in [Activation::None, Activation::Relu6, Activation::Silu] {
-            conv_problem(&ctx, b, input, cout, k, s, p, g, act, i as u64 * 13);
+            conv_problem(&ctx, b, input, cout, k, geometry, g, act, i as u64 * 13);
         }
     }
 }
@@ -425,26 +464,36 @@ fn pool_kernels_match_cpu_reference() {
     let Some(ctx) = gpu("pool_kernels_match_cpu_reference") else {
         return;
     };
-    for (i, &(b, c, h, w, k, s, p)) in [
-        (1, 1, 28, 28, 2, 2, 0),
-        (2, 3, 7, 9, 3, 2, 1),
-        (3, 4, 5, 5, 2, 1, 0),
-        (1, 2, 13, 11, 3, 3, 1),
+    // batch, channels, h, w, kernel, stride, pads [t, l, b, r], ceil_mode
+    for (i, &(b, c, h, w, k, s, pads, ceil_mode)) in [
+        (1, 1, 28, 28, 2, 2, [0; 4], false),
+        (2, 3, 7, 9, 3, 2, [1; 4], false),
+        (3, 4, 5, 5, 2, 1, [0; 4], false),
+        (1, 2, 13, 11, 3, 3, [1; 4], false),
+        (2, 3, 7, 8, 3, 2, [0; 4], true), // partial last windows
+        (1, 2, 10, 9, 3, 2, [1, 0, 2, 1], true), // asymmetric padding
+        (2, 1, 6, 7, 2, 2, [0, 1, 1, 0], false),
     ]
     .iter()
     .enumerate()
     {
-        for kind in [PoolKind::Max, PoolKind::Avg] {
+        for (kind, count_include_pad) in [
+            (PoolKind::Max, false),
+            (PoolKind::Avg, false),
+            (PoolKind::Avg, true),
+        ] {
             let pool = Pool {
                 kind,
                 kernel_h: k,
                 kernel_w: k,
-                stride: s,
-                padding: p,
+                stride: (s, s),
+                pads,
+                ceil_mode,
+                count_include_pad,
             };
             let (oh, ow) = pool.output_hw(h, w).expect("valid pool shape");
             let x = random(b * c * h * w, i as u64);
-            let want = cpu::pool(&pool, &x, b * c, h, w);
+            let want = cpu::reference::pool(&pool, &x, b * c, h, w);
             let st = step(Op::Pool(pool), vec![c, h, w], vec![c, oh, ow]);
             let got = kernels::run_step(&ctx, &st, b, &x, None).expect("pool kernel runs");
             let tol = if kind == PoolKind::Max {
@@ -452,7 +501,7 @@ fn pool_kernels_match_cpu_reference() {
             } else {
                 Tolerance::Close
             };
-            assert_close(&format!("{kind:?} pool case {i}"), &got, &want, tol);
+            assert_close(&format!("{pool:?} case {i}"), &got, &want, tol);
         }
         let x = random(b * c * h * w, 99 + i as u64);
         let st = step(Op::GlobalAvgPool, vec![c, h, w], vec![c, 1, 1]);
@@ -460,7 +509,7 @@ fn pool_kernels_match_cpu_reference() {
         assert_close(
             &format!("global avgpool case {i}"),
             &got,
-            &cpu::global_avgpool(&x, b * c, h * w),
+            &cpu::reference::global_avgpool(&x, b * c, h * w),
             Tolerance::Close,
         );
     }
@@ -481,7 +530,7 @@ fn elementwise_kernels_match_cpu_reference() {
         assert_close(
             &format!("activation {act:?}"),
             &got,
-            &cpu::activation(act, &a),
+            &cpu::reference::activation(act, &a),
             tolerance_for(act, 1),
         );
         let st = step(
@@ -496,7 +545,7 @@ fn elementwise_kernels_match_cpu_reference() {
         assert_close(
             &format!("add {act:?}"),
             &got,
-            &cpu::add(&a, &other, act),
+            &cpu::reference::add(&a, &other, act),
             tolerance_for(act, 1),
         );
     }
@@ -513,7 +562,7 @@ fn elementwise_kernels_match_cpu_reference() {
     assert_close(
         "channel gate",
         &got,
-        &cpu::mul(&gate, &other, h * w),
+        &cpu::reference::mul(&gate, &other, h * w),
         Tolerance::Close,
     );
 }
@@ -531,7 +580,7 @@ fn softmax_and_exit_stats_match_cpu_reference() {
         assert_close(
             "softmax",
             &got,
-            &cpu::softmax(&x, classes),
+            &cpu::reference::softmax(&x, classes),
             Tolerance::Approximate,
         );
     }

@@ -59,25 +59,25 @@ fn dense_gradients_match_finite_differences() {
         let z = {
             let mut lin = d.clone();
             lin.activation = Activation::None;
-            edgecut::cpu::dense(&lin, &x, n)
+            edgecut::cpu::reference::dense(&lin, &x, n)
         };
         let dz = bw::activation_backward(act, &z, &dy);
         let (mut dw, mut db) = (vec![0.0; ni * no], vec![0.0; no]);
         let dx = bw::dense_backward(&d, &x, &dz, n, &mut dw, &mut db, true).unwrap();
         let d0 = d.clone();
         check_fd("dense dx", &mut x.clone(), &dx, &mut |x| {
-            dot(&edgecut::cpu::dense(&d0, x, n), &dy)
+            dot(&edgecut::cpu::reference::dense(&d0, x, n), &dy)
         });
         let mut w = d.weight.clone();
         check_fd("dense dw", &mut w, &dw, &mut |w| {
             d.weight = w.to_vec();
-            dot(&edgecut::cpu::dense(&d, &x, n), &dy)
+            dot(&edgecut::cpu::reference::dense(&d, &x, n), &dy)
         });
         d.weight = d0.weight.clone();
         let mut b = d.bias.clone();
         check_fd("dense db", &mut b, &db, &mut |b| {
             d.bias = b.to_vec();
-            dot(&edgecut::cpu::dense(&d, &x, n), &dy)
+            dot(&edgecut::cpu::reference::dense(&d, &x, n), &dy)
         });
         x[0] += 0.0;
     }
@@ -105,24 +105,24 @@ fn fanin_gradients_match_finite_differences_and_use_the_transposed_pattern() {
     let dy = random(n * no, 4);
     let mut lin = f.clone();
     lin.activation = Activation::None;
-    let z = edgecut::cpu::fanin(&lin, &x, n);
+    let z = edgecut::cpu::reference::fanin(&lin, &x, n);
     let dz = bw::activation_backward(f.activation, &z, &dy);
     let (mut dw, mut db) = (vec![0.0; no * p.k], vec![0.0; no]);
     let dx = bw::fanin_backward(&f, Some(&back), &x, &dz, n, &mut dw, &mut db).unwrap();
     let f0 = f.clone();
     check_fd("fanin dx", &mut x.clone(), &dx, &mut |x| {
-        dot(&edgecut::cpu::fanin(&f0, x, n), &dy)
+        dot(&edgecut::cpu::reference::fanin(&f0, x, n), &dy)
     });
     let mut w = f.weights.clone();
     check_fd("fanin dw", &mut w, &dw, &mut |w| {
         f.weights = w.to_vec();
-        dot(&edgecut::cpu::fanin(&f, &x, n), &dy)
+        dot(&edgecut::cpu::reference::fanin(&f, &x, n), &dy)
     });
     f.weights = f0.weights.clone();
     let mut b = f.bias.clone();
     check_fd("fanin db", &mut b, &db, &mut |b| {
         f.bias = b.to_vec();
-        dot(&edgecut::cpu::fanin(&f, &x, n), &dy)
+        dot(&edgecut::cpu::reference::fanin(&f, &x, n), &dy)
     });
 }
 
@@ -139,8 +139,9 @@ fn conv2d_gradients_match_finite_differences_with_stride_padding_and_groups() {
             out_channels: cout,
             kernel_h: k,
             kernel_w: k,
-            stride,
-            padding: pad,
+            stride: (stride, stride),
+            dilation: (1, 1),
+            pads: [pad; 4],
             groups,
             weight: random(cout * cin / groups * k * k, 1),
             bias: random(cout, 2),
@@ -153,18 +154,18 @@ fn conv2d_gradients_match_finite_differences_with_stride_padding_and_groups() {
         let dx = bw::conv2d_backward(&c, &x, &dy, n, h, w, &mut dw, &mut db, true).unwrap();
         let c0 = c.clone();
         check_fd("conv dx", &mut x.clone(), &dx, &mut |x| {
-            dot(&edgecut::cpu::conv2d(&c0, x, n, h, w), &dy)
+            dot(&edgecut::cpu::reference::conv2d(&c0, x, n, h, w), &dy)
         });
         let mut wv = c.weight.clone();
         check_fd("conv dw", &mut wv, &dw, &mut |wv| {
             c.weight = wv.to_vec();
-            dot(&edgecut::cpu::conv2d(&c, &x, n, h, w), &dy)
+            dot(&edgecut::cpu::reference::conv2d(&c, &x, n, h, w), &dy)
         });
         c.weight = c0.weight.clone();
         let mut b = c.bias.clone();
         check_fd("conv db", &mut b, &db, &mut |b| {
             c.bias = b.to_vec();
-            dot(&edgecut::cpu::conv2d(&c, &x, n, h, w), &dy)
+            dot(&edgecut::cpu::reference::conv2d(&c, &x, n, h, w), &dy)
         });
     }
 }
@@ -181,8 +182,10 @@ fn pooling_gradients_match_finite_differences() {
             kind,
             kernel_h: k,
             kernel_w: k,
-            stride: s,
-            padding: p,
+            stride: (s, s),
+            pads: [p; 4],
+            ceil_mode: false,
+            count_include_pad: false,
         };
         let (nc, h, w) = (3, 5, 6);
         let (oh, ow) = pool.output_hw(h, w).unwrap();
@@ -193,7 +196,7 @@ fn pooling_gradients_match_finite_differences() {
             &format!("{kind:?} pool dx"),
             &mut x.clone(),
             &dx,
-            &mut |x| dot(&edgecut::cpu::pool(&pool, x, nc, h, w), &dy),
+            &mut |x| dot(&edgecut::cpu::reference::pool(&pool, x, nc, h, w), &dy),
         );
     }
     let (nc, hw) = (4, 9);
@@ -201,7 +204,7 @@ fn pooling_gradients_match_finite_differences() {
     let dy = random(nc, 8);
     let dx = bw::global_avgpool_backward(&dy, hw);
     check_fd("global avgpool dx", &mut x.clone(), &dx, &mut |x| {
-        dot(&edgecut::cpu::global_avgpool(x, nc, hw), &dy)
+        dot(&edgecut::cpu::reference::global_avgpool(x, nc, hw), &dy)
     });
 }
 
@@ -222,7 +225,7 @@ fn activation_gradients_match_finite_differences() {
     ] {
         let dx = bw::activation_backward(act, &x, &dy);
         check_fd(&format!("{act:?} dx"), &mut x.clone(), &dx, &mut |x| {
-            dot(&edgecut::cpu::activation(act, x), &dy)
+            dot(&edgecut::cpu::reference::activation(act, x), &dy)
         });
     }
 }

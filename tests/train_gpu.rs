@@ -152,8 +152,9 @@ fn gpu_conv2d_gradients_match_the_cpu_reference_with_stride_padding_groups_and_d
             out_channels: co,
             kernel_h: kh,
             kernel_w: kw,
-            stride: s,
-            padding: p,
+            stride: (s, s),
+            dilation: (1, 1),
+            pads: [p; 4],
             groups: g,
             weight: random(co * (ci / g) * kh * kw, 1),
             bias: random(co, 2),
@@ -197,8 +198,10 @@ fn gpu_pooling_gradients_match_the_cpu_reference_on_odd_shapes() {
                 kind,
                 kernel_h: k,
                 kernel_w: k,
-                stride: s,
-                padding: p,
+                stride: (s, s),
+                pads: [p; 4],
+                ceil_mode: false,
+                count_include_pad: false,
             };
             let (oh, ow) = pool.output_hw(h, w).expect("valid shape");
             let dy = random(planes * oh * ow, 8);

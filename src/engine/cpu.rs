@@ -24,20 +24,20 @@ pub fn run_steps_cpu(steps: &[Step], input: Vec<f32>, n: usize) -> Vec<f32> {
             }
         };
         x = match &step.op {
-            Op::Conv2d(c) => cpu::conv2d(c, &x, n, s[1], s[2]),
-            Op::Dense(d) => cpu::dense(d, &x, n),
-            Op::FanIn(f) => cpu::fanin(f, &x, n),
-            Op::Pool(p) => cpu::pool(p, &x, n * s[0], s[1], s[2]),
-            Op::GlobalAvgPool => cpu::global_avgpool(&x, n * s[0], s[1] * s[2]),
+            Op::Conv2d(c) => cpu::reference::conv2d(c, &x, n, s[1], s[2]),
+            Op::Dense(d) => cpu::reference::dense(d, &x, n),
+            Op::FanIn(f) => cpu::reference::fanin(f, &x, n),
+            Op::Pool(p) => cpu::reference::pool(p, &x, n * s[0], s[1], s[2]),
+            Op::GlobalAvgPool => cpu::reference::global_avgpool(&x, n * s[0], s[1] * s[2]),
             Op::Flatten => x,
-            Op::Activation(a) => cpu::activation(*a, &x),
-            Op::Add { with, activation } => cpu::add(&x, other(with), *activation),
+            Op::Activation(a) => cpu::reference::activation(*a, &x),
+            Op::Add { with, activation } => cpu::reference::add(&x, other(with), *activation),
             Op::Mul { with } => {
                 let big = other(with);
                 let inner = big.len() / x.len().max(1);
-                cpu::mul(&x, big, inner)
+                cpu::reference::mul(&x, big, inner)
             }
-            Op::Softmax => cpu::softmax(&x, step.output_shape.iter().product()),
+            Op::Softmax => cpu::reference::softmax(&x, step.output_shape.iter().product()),
         };
         if let Some(label) = &step.save_as {
             saved.insert(label.as_str(), x.clone());

@@ -67,10 +67,18 @@ pub struct ConvParams {
     pub kernel_h: u32,
     /// Kernel width.
     pub kernel_w: u32,
-    /// Stride.
-    pub stride: u32,
-    /// Padding.
-    pub padding: u32,
+    /// Stride along the height.
+    pub stride_h: u32,
+    /// Stride along the width.
+    pub stride_w: u32,
+    /// Dilation along the height.
+    pub dilation_h: u32,
+    /// Dilation along the width.
+    pub dilation_w: u32,
+    /// Padding above.
+    pub pad_top: u32,
+    /// Padding on the left.
+    pub pad_left: u32,
     /// Groups.
     pub groups: u32,
     /// Activation code.
@@ -96,8 +104,12 @@ impl ConvParams {
             out_w: ow as u32,
             kernel_h: c.kernel_h as u32,
             kernel_w: c.kernel_w as u32,
-            stride: c.stride as u32,
-            padding: c.padding as u32,
+            stride_h: c.stride.0 as u32,
+            stride_w: c.stride.1 as u32,
+            dilation_h: c.dilation.0 as u32,
+            dilation_w: c.dilation.1 as u32,
+            pad_top: c.pads[0] as u32,
+            pad_left: c.pads[1] as u32,
             groups: c.groups as u32,
             activation: c.activation as u32,
             _pad: [0; 3],
@@ -123,14 +135,22 @@ pub struct PoolParams {
     pub kernel_h: u32,
     /// Window width.
     pub kernel_w: u32,
-    /// Stride.
-    pub stride: u32,
-    /// Padding.
-    pub padding: u32,
+    /// Stride along the height.
+    pub stride_h: u32,
+    /// Stride along the width.
+    pub stride_w: u32,
+    /// Padding above.
+    pub pad_top: u32,
+    /// Padding on the left.
+    pub pad_left: u32,
+    /// Padding below.
+    pub pad_bottom: u32,
+    /// Padding on the right.
+    pub pad_right: u32,
     /// 1 for max, 0 for average.
     pub is_max: u32,
-    /// Padding to 16 bytes.
-    pub _pad: [u32; 2],
+    /// 1 when the average divides by the window cells inside the padded input.
+    pub count_include_pad: u32,
 }
 
 /// `ElementwiseParams` in `elementwise.wgsl`.
@@ -620,10 +640,14 @@ pub fn pool(
         out_w: ow as u32,
         kernel_h: p.kernel_h as u32,
         kernel_w: p.kernel_w as u32,
-        stride: p.stride as u32,
-        padding: p.padding as u32,
+        stride_h: p.stride.0 as u32,
+        stride_w: p.stride.1 as u32,
+        pad_top: p.pads[0] as u32,
+        pad_left: p.pads[1] as u32,
+        pad_bottom: p.pads[2] as u32,
+        pad_right: p.pads[3] as u32,
         is_max: (p.kind == PoolKind::Max) as u32,
-        _pad: [0; 2],
+        count_include_pad: p.count_include_pad as u32,
     };
     Kernel::new(
         ctx,
@@ -655,10 +679,14 @@ pub fn global_avgpool(
         out_w: 1,
         kernel_h: 0,
         kernel_w: 0,
-        stride: 1,
-        padding: 0,
+        stride_h: 1,
+        stride_w: 1,
+        pad_top: 0,
+        pad_left: 0,
+        pad_bottom: 0,
+        pad_right: 0,
         is_max: 0,
-        _pad: [0; 2],
+        count_include_pad: 0,
     };
     Kernel::new(
         ctx,

@@ -2,6 +2,7 @@
 //! rule ([`OpKind::output_shape`]) checks it against its input, its tensors are fetched and
 //! counted, batchnorm folds into the preceding op and activations fuse into it.
 
+use super::manifest::{Pads, Size2};
 use super::op::{Activation, Conv2d, Dense, FanIn, Op, Operand, Pool, PoolKind, Step};
 use super::weights::{Role, WeightSource};
 use super::{checked_elems, BlockStats, ModelError, OpKind, OpSpec};
@@ -156,6 +157,27 @@ fn operand(
     Ok((Operand::Saved(with.to_string()), shape.clone()))
 }
 
+/// A pooling op; the stride defaults to the window.
+fn pool_op(
+    kind: PoolKind,
+    kernel: Size2,
+    stride: Option<Size2>,
+    padding: Pads,
+    ceil_mode: bool,
+    count_include_pad: bool,
+) -> Op {
+    let (kernel_h, kernel_w) = kernel.hw();
+    Op::Pool(Pool {
+        kind,
+        kernel_h,
+        kernel_w,
+        stride: stride.unwrap_or(kernel).hw(),
+        pads: padding.sides(),
+        ceil_mode,
+        count_include_pad,
+    })
+}
+
 /// An op's tensors: `<block>.<op>.<param>` keys in the weight source.
 struct Tensors<'a, 's> {
     prefix: String,
@@ -199,6 +221,7 @@ fn compile_op(
             kernel,
             stride,
             padding,
+            dilation,
             groups,
             bias,
         } => {
@@ -219,8 +242,9 @@ fn compile_op(
                 out_channels: *out_channels,
                 kernel_h: kh,
                 kernel_w: kw,
-                stride: *stride,
-                padding: *padding,
+                stride: stride.hw(),
+                dilation: dilation.hw(),
+                pads: padding.sides(),
                 groups: *groups,
                 weight,
                 bias: tensors.bias(*bias, *out_channels)?,
@@ -271,25 +295,22 @@ fn compile_op(
             kernel,
             stride,
             padding,
-        }
-        | OpKind::Avgpool {
+            ceil_mode,
+        } => pool_op(PoolKind::Max, *kernel, *stride, *padding, *ceil_mode, false),
+        OpKind::Avgpool {
             kernel,
             stride,
             padding,
-        } => {
-            let (kh, kw) = kernel.hw();
-            Op::Pool(Pool {
-                kind: if matches!(kind, OpKind::Maxpool { .. }) {
-                    PoolKind::Max
-                } else {
-                    PoolKind::Avg
-                },
-                kernel_h: kh,
-                kernel_w: kw,
-                stride: stride.unwrap_or(kh),
-                padding: *padding,
-            })
-        }
+            ceil_mode,
+            count_include_pad,
+        } => pool_op(
+            PoolKind::Avg,
+            *kernel,
+            *stride,
+            *padding,
+            *ceil_mode,
+            *count_include_pad,
+        ),
         OpKind::GlobalAvgpool => Op::GlobalAvgPool,
         OpKind::Flatten => Op::Flatten,
         OpKind::Softmax => Op::Softmax,

@@ -86,8 +86,50 @@ impl Size2 {
     }
 }
 
+/// Zero padding: `1` on every side, or `[top, left, bottom, right]`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Pads {
+    /// The same padding on every side.
+    Same(usize),
+    /// `[top, left, bottom, right]` (ONNX `pads` for 2-D: begins then ends).
+    Sides([usize; 4]),
+}
+
+impl Default for Pads {
+    fn default() -> Self {
+        Pads::Same(0)
+    }
+}
+
+impl Pads {
+    /// `[top, left, bottom, right]`.
+    pub fn sides(self) -> [usize; 4] {
+        match self {
+            Pads::Same(p) => [p; 4],
+            Pads::Sides(s) => s,
+        }
+    }
+
+    fn is_zero(&self) -> bool {
+        self.sides() == [0; 4]
+    }
+}
+
 fn is_one(v: &usize) -> bool {
     *v == 1
+}
+
+fn unit() -> Size2 {
+    Size2::Square(1)
+}
+
+fn is_unit(v: &Size2) -> bool {
+    v.hw() == (1, 1)
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 fn one() -> usize {
@@ -108,12 +150,15 @@ pub enum OpKind {
         out_channels: usize,
         /// Kernel size.
         kernel: Size2,
-        /// Stride in both dimensions.
-        #[serde(default = "one")]
-        stride: usize,
-        /// Zero padding on every side.
+        /// Stride: `2` or `[height, width]`.
+        #[serde(default = "unit")]
+        stride: Size2,
+        /// Zero padding: `1` or `[top, left, bottom, right]`.
         #[serde(default)]
-        padding: usize,
+        padding: Pads,
+        /// Dilation: `2` or `[height, width]`.
+        #[serde(default = "unit", skip_serializing_if = "is_unit")]
+        dilation: Size2,
         /// Channel groups (input channels for depthwise).
         #[serde(default = "one")]
         groups: usize,
@@ -166,21 +211,32 @@ pub enum OpKind {
         kernel: Size2,
         /// Stride (defaults to the window).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        stride: Option<usize>,
-        /// Padding (ignored cells).
-        #[serde(default)]
-        padding: usize,
+        stride: Option<Size2>,
+        /// Padding (ignored cells): `1` or `[top, left, bottom, right]`.
+        #[serde(default, skip_serializing_if = "Pads::is_zero")]
+        padding: Pads,
+        /// Round the output size up (ONNX `ceil_mode`): a last, partial window counts when
+        /// it starts inside the input or its leading padding.
+        #[serde(default, skip_serializing_if = "is_false")]
+        ceil_mode: bool,
     },
-    /// Average pooling (padding cells excluded from the count).
+    /// Average pooling.
     Avgpool {
         /// Window size.
         kernel: Size2,
         /// Stride (defaults to the window).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        stride: Option<usize>,
-        /// Padding.
-        #[serde(default)]
-        padding: usize,
+        stride: Option<Size2>,
+        /// Padding: `1` or `[top, left, bottom, right]`.
+        #[serde(default, skip_serializing_if = "Pads::is_zero")]
+        padding: Pads,
+        /// Round the output size up (see `maxpool`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        ceil_mode: bool,
+        /// Divide by the window cells inside the padded input (ONNX `count_include_pad`)
+        /// instead of the cells inside the input.
+        #[serde(default, skip_serializing_if = "is_false")]
+        count_include_pad: bool,
     },
     /// `[C, H, W] → [C, 1, 1]` mean.
     GlobalAvgpool,

@@ -47,10 +47,12 @@ pub struct Conv2d {
     pub kernel_h: usize,
     /// Kernel width.
     pub kernel_w: usize,
-    /// Stride (both dimensions).
-    pub stride: usize,
-    /// Zero padding on every side.
-    pub padding: usize,
+    /// Stride `(height, width)`.
+    pub stride: (usize, usize),
+    /// Dilation `(height, width)`.
+    pub dilation: (usize, usize),
+    /// Zero padding `[top, left, bottom, right]`.
+    pub pads: [usize; 4],
     /// Channel groups.
     pub groups: usize,
     /// `[out, in/groups, kh, kw]`.
@@ -61,35 +63,72 @@ pub struct Conv2d {
     pub activation: Activation,
 }
 
-/// Output `(height, width)` of a sliding window over `(h, w)` padded on every side; `None`
-/// when the window is larger than the padded input. `stride` must be positive.
-fn window_hw(
-    (h, w): (usize, usize),
-    (kh, kw): (usize, usize),
+/// Output length of a sliding window along one axis of `len` cells: kernel `k` (positive),
+/// `stride` (positive), `dilation` (positive), padding `(begin, end)`; with `ceil`, a last
+/// partial window counts when it starts inside the input or its leading padding (ONNX
+/// `ceil_mode`). `None` when the window is larger than the padded input or a size overflows.
+pub(crate) fn window_len(
+    len: usize,
+    k: usize,
     stride: usize,
-    padding: usize,
-) -> Option<(usize, usize)> {
-    // Checked: the sizes come straight from model.json, which may be hostile.
-    let pad2 = padding.checked_mul(2)?;
-    let oh = h.checked_add(pad2)?.checked_sub(kh)? / stride + 1;
-    let ow = w.checked_add(pad2)?.checked_sub(kw)? / stride + 1;
-    Some((oh, ow))
+    dilation: usize,
+    (begin, end): (usize, usize),
+    ceil: bool,
+) -> Option<usize> {
+    // Checked: the sizes come straight from model.json or an ONNX file, which may be hostile.
+    let extent = dilation.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
+    let span = len
+        .checked_add(begin)?
+        .checked_add(end)?
+        .checked_sub(extent)?;
+    let mut out = if ceil {
+        span.div_ceil(stride)
+    } else {
+        span / stride
+    } + 1;
+    if ceil && (out - 1) * stride >= len + begin {
+        out -= 1;
+    }
+    Some(out)
 }
 
 impl Conv2d {
     /// Output `(height, width)` for an input of `(h, w)`.
     pub fn output_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
-        window_hw(
-            (h, w),
-            (self.kernel_h, self.kernel_w),
-            self.stride,
-            self.padding,
-        )
+        let [t, l, b, r] = self.pads;
+        Some((
+            window_len(
+                h,
+                self.kernel_h,
+                self.stride.0,
+                self.dilation.0,
+                (t, b),
+                false,
+            )?,
+            window_len(
+                w,
+                self.kernel_w,
+                self.stride.1,
+                self.dilation.1,
+                (l, r),
+                false,
+            )?,
+        ))
     }
 
     /// True for depthwise convolution (one input channel per group, one output per group).
     pub fn is_depthwise(&self) -> bool {
         self.groups == self.in_channels && self.groups == self.out_channels
+    }
+
+    /// `(stride, padding)` when both are the same in every direction and there is no
+    /// dilation: the geometry training supports.
+    pub fn uniform(&self) -> Option<(usize, usize)> {
+        let [t, l, b, r] = self.pads;
+        (self.stride.0 == self.stride.1
+            && self.dilation == (1, 1)
+            && [l, b, r].iter().all(|&p| p == t))
+        .then_some((self.stride.0, t))
     }
 }
 
@@ -212,21 +251,36 @@ pub struct Pool {
     pub kernel_h: usize,
     /// Window width.
     pub kernel_w: usize,
-    /// Stride.
-    pub stride: usize,
-    /// Padding.
-    pub padding: usize,
+    /// Stride `(height, width)`.
+    pub stride: (usize, usize),
+    /// Padding `[top, left, bottom, right]` (cells outside the input never count as values).
+    pub pads: [usize; 4],
+    /// Output size rounded up (ONNX `ceil_mode`).
+    pub ceil_mode: bool,
+    /// Average pooling divides by the window cells inside the padded input, not only those
+    /// inside the input (ONNX `count_include_pad`).
+    pub count_include_pad: bool,
 }
 
 impl Pool {
     /// Output `(height, width)` for an input of `(h, w)`.
     pub fn output_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
-        window_hw(
-            (h, w),
-            (self.kernel_h, self.kernel_w),
-            self.stride,
-            self.padding,
-        )
+        let [t, l, b, r] = self.pads;
+        Some((
+            window_len(h, self.kernel_h, self.stride.0, 1, (t, b), self.ceil_mode)?,
+            window_len(w, self.kernel_w, self.stride.1, 1, (l, r), self.ceil_mode)?,
+        ))
+    }
+
+    /// `(stride, padding)` when both are the same in every direction and the output is not
+    /// rounded up: the geometry training supports.
+    pub fn uniform(&self) -> Option<(usize, usize)> {
+        let [t, l, b, r] = self.pads;
+        (self.stride.0 == self.stride.1
+            && !self.ceil_mode
+            && !self.count_include_pad
+            && [l, b, r].iter().all(|&p| p == t))
+        .then_some((self.stride.0, t))
     }
 }
 
@@ -354,24 +408,33 @@ impl OpKind {
                 kernel,
                 stride,
                 padding,
+                dilation,
                 groups,
                 ..
             } => {
                 let (c, h, w) = chw(input)?;
                 let (kh, kw) = kernel.hw();
-                if *out_channels == 0 || kh == 0 || kw == 0 || *stride == 0 || *groups == 0 {
-                    return Err("out_channels, kernel, stride and groups must be positive".into());
+                let (sh, sw) = stride.hw();
+                let (dh, dw) = dilation.hw();
+                if [*out_channels, kh, kw, sh, sw, dh, dw, *groups].contains(&0) {
+                    return Err(
+                        "out_channels, kernel, stride, dilation and groups must be positive".into(),
+                    );
                 }
                 if c % groups != 0 || out_channels % groups != 0 {
                     return Err(format!(
                         "groups {groups} must divide input channels {c} and out_channels {out_channels}"
                     ));
                 }
-                let (oh, ow) = window_hw((h, w), (kh, kw), *stride, *padding).ok_or_else(|| {
-                    format!(
-                        "kernel {kh}x{kw} is larger than the padded input {h}x{w} (padding {padding})"
-                    )
-                })?;
+                let [t, l, b, r] = padding.sides();
+                let oh = window_len(h, kh, sh, dh, (t, b), false);
+                let ow = window_len(w, kw, sw, dw, (l, r), false);
+                let (Some(oh), Some(ow)) = (oh, ow) else {
+                    return Err(format!(
+                        "kernel {kh}x{kw} (dilation {dh}x{dw}) is larger than the padded input {h}x{w} (padding {:?})",
+                        padding.sides()
+                    ));
+                };
                 Ok(vec![*out_channels, oh, ow])
             }
             OpKind::Dense { outputs, .. } => {
@@ -410,23 +473,30 @@ impl OpKind {
                 kernel,
                 stride,
                 padding,
+                ceil_mode,
             }
             | OpKind::Avgpool {
                 kernel,
                 stride,
                 padding,
+                ceil_mode,
+                ..
             } => {
                 let (c, h, w) = chw(input)?;
                 let (kh, kw) = kernel.hw();
-                let stride = stride.unwrap_or(kh);
-                if kh == 0 || kw == 0 || stride == 0 || *padding >= kh.min(kw) {
+                let (sh, sw) = stride.unwrap_or(*kernel).hw();
+                let [t, l, b, r] = padding.sides();
+                if [kh, kw, sh, sw].contains(&0) || t.max(b) >= kh || l.max(r) >= kw {
                     return Err(
                         "kernel and stride must be positive and padding smaller than the kernel"
                             .into(),
                     );
                 }
-                let (oh, ow) = window_hw((h, w), (kh, kw), stride, *padding)
-                    .ok_or_else(|| format!("window {kh}x{kw} is larger than the input {h}x{w}"))?;
+                let oh = window_len(h, kh, sh, 1, (t, b), *ceil_mode);
+                let ow = window_len(w, kw, sw, 1, (l, r), *ceil_mode);
+                let (Some(oh), Some(ow)) = (oh, ow) else {
+                    return Err(format!("window {kh}x{kw} is larger than the input {h}x{w}"));
+                };
                 Ok(vec![c, oh, ow])
             }
             OpKind::GlobalAvgpool => {
@@ -471,14 +541,15 @@ impl OpKind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::manifest::Size2;
+    use crate::model::manifest::{Pads, Size2};
 
     fn conv(out_channels: usize, kernel: usize, stride: usize, padding: usize) -> OpKind {
         OpKind::Conv2d {
             out_channels,
             kernel: Size2::Square(kernel),
-            stride,
-            padding,
+            stride: Size2::Square(stride),
+            padding: Pads::Same(padding),
+            dilation: Size2::Square(1),
             groups: 1,
             bias: false,
         }
@@ -493,9 +564,34 @@ mod tests {
         let pool = OpKind::Maxpool {
             kernel: Size2::Square(2),
             stride: None,
-            padding: 0,
+            padding: Pads::Same(0),
+            ceil_mode: false,
         };
         assert_eq!(pool.output_shape(&[4, 7, 7], None), Ok(vec![4, 3, 3]));
+        let ceil = OpKind::Maxpool {
+            kernel: Size2::Square(2),
+            stride: None,
+            padding: Pads::Same(0),
+            ceil_mode: true,
+        };
+        assert_eq!(ceil.output_shape(&[4, 7, 7], None), Ok(vec![4, 4, 4]));
+        // TF "SAME" on a stride-2 3x3 conv: 0 before, 1 after.
+        let geometry = |stride, padding, dilation| OpKind::Conv2d {
+            out_channels: 8,
+            kernel: Size2::Square(3),
+            stride: Size2::Square(stride),
+            padding,
+            dilation: Size2::Square(dilation),
+            groups: 1,
+            bias: false,
+        };
+        let same = geometry(2, Pads::Sides([0, 0, 1, 1]), 1);
+        assert_eq!(
+            same.output_shape(&[3, 224, 224], None),
+            Ok(vec![8, 112, 112])
+        );
+        let dilated = geometry(1, Pads::Same(2), 2);
+        assert_eq!(dilated.output_shape(&[3, 9, 9], None), Ok(vec![8, 9, 9]));
         assert_eq!(
             OpKind::GlobalAvgpool.output_shape(&[4, 7, 7], None),
             Ok(vec![4, 1, 1])

@@ -176,7 +176,10 @@ pub fn conv2d_backward(
         .expect("shapes were validated when the model was loaded");
     let cin_g = c.in_channels / c.groups;
     let cout_g = c.out_channels / c.groups;
-    let (kh, kw, s, p) = (c.kernel_h, c.kernel_w, c.stride, c.padding);
+    let (s, p) = c
+        .uniform()
+        .expect("training specs refuse per-axis strides, asymmetric padding and dilation");
+    let (kh, kw) = (c.kernel_h, c.kernel_w);
     let mut dx = want_dx.then(|| vec![0.0f32; n * c.in_channels * h * w]);
     for b in 0..n {
         for oc in 0..c.out_channels {
@@ -233,16 +236,19 @@ pub fn pool_backward(
     let (oh, ow) = pool
         .output_hw(h, w)
         .expect("shapes were validated when the model was loaded");
+    let (stride, padding) = pool
+        .uniform()
+        .expect("training specs refuse per-axis strides, asymmetric padding and ceil_mode");
     let mut dx = vec![0.0f32; nc * h * w];
     let cells = |oy: usize, ox: usize| {
         let mut v = Vec::with_capacity(pool.kernel_h * pool.kernel_w);
         for ky in 0..pool.kernel_h {
-            let iy = (oy * pool.stride + ky) as isize - pool.padding as isize;
+            let iy = (oy * stride + ky) as isize - padding as isize;
             if iy < 0 || iy >= h as isize {
                 continue;
             }
             for kx in 0..pool.kernel_w {
-                let ix = (ox * pool.stride + kx) as isize - pool.padding as isize;
+                let ix = (ox * stride + kx) as isize - padding as isize;
                 if ix < 0 || ix >= w as isize {
                     continue;
                 }

@@ -5,7 +5,7 @@
 
 use super::backward::FanInBackward;
 use super::spec::OptimizerSpec;
-use crate::gpu::kernels::{self, ConvParams, Kernel, OpWeights};
+use crate::gpu::kernels::{self, Kernel, OpWeights};
 use crate::gpu::{read_back, staging, storage, upload, GpuContext, GpuError, Shader};
 use crate::model::{Activation, Conv2d, FanIn, Op, Pool, PoolKind};
 use bytemuck::{Pod, Zeroable};
@@ -334,12 +334,65 @@ pub fn grad_params(
     params(batch, inputs, outputs, k, act, len)
 }
 
+/// `ConvParams` in `train/conv.wgsl`: the geometry training supports (one stride, the same
+/// padding on every side, no dilation; training specs refuse anything else).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ConvParams {
+    /// Samples (planes for pooling).
+    pub batch: u32,
+    /// Input channels.
+    pub in_channels: u32,
+    /// Input height.
+    pub in_h: u32,
+    /// Input width.
+    pub in_w: u32,
+    /// Output channels.
+    pub out_channels: u32,
+    /// Output height.
+    pub out_h: u32,
+    /// Output width.
+    pub out_w: u32,
+    /// Kernel height.
+    pub kernel_h: u32,
+    /// Kernel width.
+    pub kernel_w: u32,
+    /// Stride.
+    pub stride: u32,
+    /// Padding.
+    pub padding: u32,
+    /// Groups.
+    pub groups: u32,
+    /// Activation code (1 for max pooling in `pool_grad`).
+    pub activation: u32,
+    /// Padding to 16 bytes.
+    pub _pad: [u32; 3],
+}
+
 /// The forward convolution's parameters for `n` samples of `h × w`.
-pub fn conv_params(c: &Conv2d, n: usize, hw: (usize, usize)) -> ConvParams {
+pub fn conv_params(c: &Conv2d, n: usize, (h, w): (usize, usize)) -> ConvParams {
+    let (oh, ow) = c
+        .output_hw(h, w)
+        .expect("shapes were validated when the model was loaded");
+    let (stride, padding) = c
+        .uniform()
+        .expect("training specs refuse per-axis strides, asymmetric padding and dilation");
     // The gradients run on the pre-activation values: no fused activation here.
     ConvParams {
+        batch: n as u32,
+        in_channels: c.in_channels as u32,
+        in_h: h as u32,
+        in_w: w as u32,
+        out_channels: c.out_channels as u32,
+        out_h: oh as u32,
+        out_w: ow as u32,
+        kernel_h: c.kernel_h as u32,
+        kernel_w: c.kernel_w as u32,
+        stride: stride as u32,
+        padding: padding as u32,
+        groups: c.groups as u32,
         activation: 0,
-        ..ConvParams::new(c, n, hw)
+        _pad: [0; 3],
     }
 }
 
@@ -348,6 +401,9 @@ pub fn pool_params(pool: &Pool, planes: usize, (h, w): (usize, usize)) -> ConvPa
     let (oh, ow) = pool
         .output_hw(h, w)
         .expect("shapes were validated when the model was loaded");
+    let (stride, padding) = pool
+        .uniform()
+        .expect("training specs refuse per-axis strides, asymmetric padding and ceil_mode");
     ConvParams {
         batch: planes as u32,
         in_channels: 1,
@@ -358,8 +414,8 @@ pub fn pool_params(pool: &Pool, planes: usize, (h, w): (usize, usize)) -> ConvPa
         out_w: ow as u32,
         kernel_h: pool.kernel_h as u32,
         kernel_w: pool.kernel_w as u32,
-        stride: pool.stride as u32,
-        padding: pool.padding as u32,
+        stride: stride as u32,
+        padding: padding as u32,
         groups: 1,
         activation: (pool.kind == PoolKind::Max) as u32,
         _pad: [0; 3],

@@ -122,7 +122,7 @@ fn run_step(step: &Step, x: Vec<f32>, n: usize) -> Cache {
                 output: z,
             }
         } else {
-            let output = cpu::activation(act, &z);
+            let output = cpu::reference::activation(act, &z);
             Cache {
                 input: x,
                 pre: Some(z),
@@ -134,7 +134,7 @@ fn run_step(step: &Step, x: Vec<f32>, n: usize) -> Cache {
         Op::Conv2d(c) => {
             let mut lin = c.clone();
             lin.activation = Activation::None;
-            let z = cpu::conv2d(&lin, &x, n, s[1], s[2]);
+            let z = cpu::reference::conv2d(&lin, &x, n, s[1], s[2]);
             strip(c.activation, z, x)
         }
         Op::Dense(d) => {
@@ -146,12 +146,12 @@ fn run_step(step: &Step, x: Vec<f32>, n: usize) -> Cache {
             strip(f.activation, z, x)
         }
         Op::Pool(p) => Cache {
-            output: cpu::pool(p, &x, n * s[0], s[1], s[2]),
+            output: cpu::reference::pool(p, &x, n * s[0], s[1], s[2]),
             input: x,
             pre: None,
         },
         Op::GlobalAvgPool => Cache {
-            output: cpu::global_avgpool(&x, n * s[0], s[1] * s[2]),
+            output: cpu::reference::global_avgpool(&x, n * s[0], s[1] * s[2]),
             input: x,
             pre: None,
         },
@@ -161,7 +161,7 @@ fn run_step(step: &Step, x: Vec<f32>, n: usize) -> Cache {
             pre: None,
         },
         Op::Activation(a) => Cache {
-            output: cpu::activation(*a, &x),
+            output: cpu::reference::activation(*a, &x),
             input: x,
             pre: None,
         },

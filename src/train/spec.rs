@@ -233,6 +233,39 @@ fn resolve_ops(
                     "'{op_name}' is not supported by training; trainable ops are conv2d, dense, fanin, maxpool, avgpool, global_avgpool, flatten, relu, relu6, silu, sigmoid"
                 )))
             }
+            OpKind::Conv2d {
+                stride,
+                padding,
+                dilation,
+                ..
+            } if stride.hw().0 != stride.hw().1
+                || dilation.hw() != (1, 1)
+                || padding.sides().iter().any(|&p| p != padding.sides()[0]) =>
+            {
+                return Err(err(
+                    "training supports one stride, the same padding on every side and no dilation".into(),
+                ))
+            }
+            OpKind::Maxpool {
+                stride,
+                padding,
+                ceil_mode,
+                ..
+            }
+            | OpKind::Avgpool {
+                stride,
+                padding,
+                ceil_mode,
+                ..
+            } if stride.is_some_and(|s| s.hw().0 != s.hw().1)
+                || *ceil_mode
+                || matches!(spec.kind, OpKind::Avgpool { count_include_pad: true, .. })
+                || padding.sides().iter().any(|&p| p != padding.sides()[0]) =>
+            {
+                return Err(err(
+                    "training supports pooling with one stride, the same padding on every side, no ceil_mode and no count_include_pad".into(),
+                ))
+            }
             _ => {}
         }
         // The op's own shape rule, the one model loading applies.
