@@ -25,6 +25,7 @@ pub mod engine;
 pub mod fixture;
 pub mod gpu;
 pub mod model;
+pub mod preprocess;
 pub mod report;
 pub mod sched;
 pub mod sim;

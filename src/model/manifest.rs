@@ -27,6 +27,9 @@ pub struct Manifest {
     /// Early-exit heads.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exits: Vec<ExitSpec>,
+    /// How raw images become inputs, for image models (`edgecut classify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<crate::preprocess::Preprocess>,
     /// Free-form provenance (training command, accuracy); kept, never interpreted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Value>,

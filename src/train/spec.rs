@@ -182,6 +182,7 @@ impl TrainSpec {
             init: Some(InitSpec { seed }),
             blocks,
             exits,
+            preprocess: None,
             provenance: None,
         })
     }

@@ -2,6 +2,7 @@
 //! Exit codes are decided here: 0 success, 1 error (message on stderr), 2 usage.
 
 mod bench;
+mod classify;
 mod demo;
 mod eval;
 mod info;
@@ -105,6 +106,8 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// The dynamic-split-computing study: rate/load sweeps and real-trace replays, tables and plots.
     Study(study::StudyArgs),
+    /// Top-k classes of images (JPEG/PNG), preprocessed as the model was trained.
+    Classify(classify::ClassifyArgs),
     /// List the wgpu adapters on this machine.
     Adapters {
         /// Print one JSON object.
@@ -154,6 +157,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Simulate(args) => simulate::simulate(args),
         Command::Study(args) => study::study(args),
         Command::Train(args) => train::train(args),
+        Command::Classify(args) => classify::classify(args),
         Command::ReportSparsity(args) => report_sparsity::report(args),
         Command::Adapters { json } => {
             let adapters = list_adapters();
