@@ -1,0 +1,165 @@
+"""The peer benchmark: the same ONNX files through edgecut (CPU backend and every GPU adapter) and
+onnxruntime, interleaved in one run, medians and ratios.
+
+Run: python benches/peers.py [--edgecut target/release/edgecut] [--out docs/peers] [--quick]
+Needs numpy, onnx and onnxruntime (tests/python/run.sh builds such a venv under target/py-venv),
+and a release build of edgecut (`cargo build --release`).
+
+Models: EfficientNet-Lite0 (pretrained, from models/efficientnet-lite0), EfficientNet-B0 and
+MobileNet-V2 (architectures of models/*, weights drawn by benches/native_to_onnx.py) at batch 1
+and 8; the trained MNIST models at batch 1 and 64. Each (model, batch) is timed in rounds; every
+round runs every engine for `reps` runs after a warm-up, so the engines interleave and share the
+machine's state. edgecut reports its own run times (`edgecut infer --repeat`: model compiled
+once, input uploaded per run, output read back per run); onnxruntime is timed around
+`session.run`. Threads: onnxruntime with 1 and with all cores, edgecut's CPU backend with the
+same counts (`--threads`). Writes report.md and report.json to --out.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benches"))
+import native_to_onnx  # noqa: E402
+
+import onnx  # noqa: E402
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def ort_times(path, x, threads, reps):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    for _ in range(2):
+        s.run(None, {name: x})
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        y = s.run(None, {name: x})[0]
+        out.append(time.perf_counter() - t)
+    return out, y
+
+
+def edgecut_times(exe, model, x_path, backend, threads, reps, y_path):
+    cmd = [str(exe), "infer", str(model), "--input", str(x_path), "--out", str(y_path),
+           "--backend", backend, "--repeat", str(reps), "--json"]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    return report["run_seconds"], report
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--edgecut", default=str(ROOT / "target/release/edgecut"))
+    ap.add_argument("--out", default=str(ROOT / "docs/peers"))
+    ap.add_argument("--quick", action="store_true", help="batch 1 only, fewer runs")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--models", default="", help="comma-separated subset of model names")
+    args = ap.parse_args()
+    exe = Path(args.edgecut)
+    if not exe.exists():
+        sys.exit(f"{exe} not found: build it with `cargo build --release` or pass --edgecut")
+    cores = os.cpu_count() or 1
+    work = Path(tempfile.mkdtemp(prefix="edgecut-peers-"))
+    cnn_batches = [1] if args.quick else [1, 8]
+    mnist_batches = [1] if args.quick else [1, 64]
+    models = [
+        ("efficientnet-lite0", "models/efficientnet-lite0", cnn_batches),
+        ("efficientnet-b0", "models/efficientnet-b0", cnn_batches),
+        ("mobilenet-v2", "models/mobilenet-v2", cnn_batches),
+        ("mnist-lenet-ee", "models/mnist-lenet-ee", mnist_batches),
+        ("mnist-mlp-dense", "models/mnist-mlp-dense", mnist_batches),
+        ("mnist-mlp-sparse-4x", "models/mnist-mlp-sparse-4x", mnist_batches),
+    ]
+    if args.models:
+        keep = set(args.models.split(","))
+        models = [m for m in models if m[0] in keep]
+    adapters = json.loads(subprocess.run([str(exe), "adapters", "--json"], capture_output=True,
+                                         text=True, check=True).stdout)["adapters"]
+    gpus = [a for a in adapters if a.get("backend") in ("Vulkan", "Metal", "Dx12")]
+    rows = []
+    for name, folder, batches in models:
+        onnx_path = work / f"{name}.onnx"
+        onnx.save(native_to_onnx.convert(ROOT / folder), str(onnx_path))
+        m = onnx.load(str(onnx_path))
+        dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim[1:]]
+        for batch in batches:
+            heavy = np.prod(dims) * batch > 2e5
+            reps = (3 if heavy else 20) if args.quick else (5 if heavy else 50)
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal([batch] + dims).astype(np.float32)
+            x_path = work / "x.npy"
+            np.save(x_path, x)
+            engines = {}
+            for t in sorted({1, cores}):
+                engines[f"onnxruntime {t}T"] = lambda t=t: ort_times(onnx_path, x, t, reps)[0]
+                engines[f"edgecut cpu {t}T"] = lambda t=t: edgecut_times(
+                    exe, onnx_path, x_path, "cpu", t, reps, work / "y.npy")[0]
+            if gpus:
+                engines["edgecut gpu"] = lambda: edgecut_times(
+                    exe, onnx_path, x_path, "gpu", None, reps, work / "y.npy")[0]
+            times = {k: [] for k in engines}
+            for _ in range(args.rounds):
+                for k, f in engines.items():
+                    print(f"{name} batch {batch}: {k}", file=sys.stderr)
+                    times[k] += f()
+            # Same answers: edgecut's CPU output vs onnxruntime's.
+            _, y_ref = ort_times(onnx_path, x, cores, 1)
+            edgecut_times(exe, onnx_path, x_path, "cpu", None, 1, work / "y.npy")
+            y = np.load(work / "y.npy")
+            diff = float(np.max(np.abs(y - y_ref)) / max(1e-12, float(np.max(np.abs(y_ref)))))
+            med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+            rows.append({"model": name, "batch": batch, "median_ms": med,
+                         "max_rel_diff_vs_onnxruntime": diff, "runs_per_engine": len(times[k])})
+    report = {
+        "cpu": cpu_model(), "cores": cores, "onnxruntime": ort.__version__,
+        "gpu_adapters": [a["name"] for a in gpus], "rows": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    engines = list(rows[0]["median_ms"]) if rows else []
+    lines = [f"CPU: {report['cpu']} ({cores} cores); onnxruntime {ort.__version__}; GPU adapters: "
+             f"{', '.join(report['gpu_adapters']) or 'none'}", "",
+             "| model | batch | " + " | ".join(f"{e} ms" for e in engines)
+             + " | edgecut cpu / onnxruntime (same threads) | max rel. diff |",
+             "|---|---:|" + "---:|" * len(engines) + "---|---:|"]
+    for r in rows:
+        med = r["median_ms"]
+        ratios = ", ".join(f"{t}T {med[f'edgecut cpu {t}T'] / med[f'onnxruntime {t}T']:.2f}x"
+                           for t in sorted({1, cores}))
+        lines.append(f"| {r['model']} | {r['batch']} | "
+                     + " | ".join(f"{med[e]:.2f}" for e in engines)
+                     + f" | {ratios} | {r['max_rel_diff_vs_onnxruntime']:.1e} |")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
