@@ -33,6 +33,16 @@ pub struct ServeArgs {
     /// How long a request waits for others of the same cut to share its dispatch (µs).
     #[arg(long, default_value_t = 500)]
     pub max_delay_us: u64,
+    /// Connections served at once; more are answered at once (health 200, the rest 503) and
+    /// closed. Keep it below the process's open-file limit (`ulimit -n`).
+    #[arg(long, default_value_t = 512)]
+    pub max_connections: usize,
+    /// Seconds a request body may take to arrive after its headers (then 408).
+    #[arg(long, default_value_t = 10.0)]
+    pub body_timeout: f64,
+    /// Largest body without binary tensors (JSON tensors parse into many times their size).
+    #[arg(long, default_value_t = 2 * 1024 * 1024)]
+    pub max_json_bytes: usize,
     /// Where to run.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
@@ -51,11 +61,17 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         .map(|m| load(m))
         .collect::<Result<Vec<_>>>()?;
     let backend = backend(a.backend)?;
-    let config = ServerConfig::new(a.addr).with_token(token).with_batching(
+    if !(a.body_timeout.is_finite() && a.body_timeout > 0.0) {
+        anyhow::bail!("--body-timeout must be a positive number of seconds");
+    }
+    let mut config = ServerConfig::new(a.addr).with_token(token).with_batching(
         a.workers,
         a.max_batch,
         Duration::from_micros(a.max_delay_us),
     );
+    config.max_connections = a.max_connections;
+    config.body_timeout = Duration::from_secs_f64(a.body_timeout);
+    config.max_json_bytes = a.max_json_bytes;
     let names: Vec<String> = models
         .iter()
         .map(|m| format!("{} ({})", m.name(), &m.hash[..12]))

@@ -1,8 +1,11 @@
-//! The bounded GPU queue: jobs wait here until a worker takes the oldest one together with
-//! every queued job for the same cut, up to the batch size or the batching deadline.
+//! The bounded GPU queue of one model: jobs wait here until a worker takes the oldest one
+//! together with every queued job for the same cut, up to the batch size or the batching
+//! deadline. Jobs nobody waits for any more (the client left, or its deadline passed) are
+//! dropped before they cost compute.
 
-use super::http::ApiError;
+use super::http::{err, ApiError};
 use crate::encoding::Encoded;
+use axum::http::StatusCode;
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -66,18 +69,28 @@ impl Queue {
 
     /// The next batch: the oldest job plus every queued job for the same cut, waiting up to
     /// `max_delay` after the oldest arrived for more while fewer than `max_batch` samples.
-    pub(super) fn take_batch(&self, max_batch: usize, max_delay: Duration) -> Option<Vec<Job>> {
+    /// Jobs whose client has gone are dropped, and those queued for `timeout` or longer are
+    /// answered 504, before they join a batch.
+    pub(super) fn take_batch(
+        &self,
+        max_batch: usize,
+        max_delay: Duration,
+        timeout: Duration,
+    ) -> Option<Vec<Job>> {
         let mut q = self.lock();
-        loop {
+        let first = loop {
             if q.closed {
                 return None;
             }
-            if !q.jobs.is_empty() {
-                break;
+            match q.jobs.pop_front() {
+                Some(job) => {
+                    if let Some(job) = live(job, timeout) {
+                        break job;
+                    }
+                }
+                None => q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner()),
             }
-            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
-        }
-        let first = q.jobs.pop_front().expect("queue is not empty");
+        };
         // One batch runs one plan, which decodes one encoding in its first step.
         let key = (first.model, first.from, first.input.encoding);
         let deadline = first.enqueued + max_delay;
@@ -89,8 +102,10 @@ impl Queue {
                 let j = &q.jobs[i];
                 if (j.model, j.from, j.input.encoding) == key && samples + j.samples <= max_batch {
                     let j = q.jobs.remove(i).expect("index is in range");
-                    samples += j.samples;
-                    batch.push(j);
+                    if let Some(j) = live(j, timeout) {
+                        samples += j.samples;
+                        batch.push(j);
+                    }
                 } else {
                     i += 1;
                 }
@@ -106,4 +121,21 @@ impl Queue {
                 .0;
         }
     }
+}
+
+/// The job if someone still waits for its answer: `None` when its client has gone (the
+/// request's handler dropped the receiver) or it waited `timeout` already (answered 504).
+fn live(job: Job, timeout: Duration) -> Option<Job> {
+    if job.reply.is_closed() {
+        return None;
+    }
+    let waited = job.enqueued.elapsed();
+    if waited >= timeout {
+        let _ = job.reply.send(Err(err(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("queued for {waited:?}, past the server's request timeout; not computed"),
+        )));
+        return None;
+    }
+    Some(job)
 }

@@ -16,36 +16,85 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Connections over [`ServerConfig::max_connections`] that are still answered (health 200,
+/// the rest 503) before further ones are closed unanswered.
+const OVERFLOW_CONNECTIONS: usize = 64;
+
+/// Accept errors (such as running out of descriptors) are logged at most this often.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
 pub(super) async fn accept_loop(
     listener: tokio::net::TcpListener,
     app: Router,
     config: ServerConfig,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let overflow_slots = Arc::new(tokio::sync::Semaphore::new(OVERFLOW_CONNECTIONS));
+    let overflow = overflow_router(config.max_connections);
+    let mut last_log: Option<Instant> = None;
+    let mut suppressed = 0usize;
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                log::warn!("accept failed: {e}");
+                if last_log.is_none_or(|t| t.elapsed() >= ACCEPT_LOG_INTERVAL) {
+                    log::warn!("accept failed: {e} ({suppressed} more since the last message)");
+                    last_log = Some(Instant::now());
+                    suppressed = 0;
+                } else {
+                    suppressed += 1;
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
         // hyper rejects request heads beyond its read buffer with a bare 431; the router
         // answers smaller oversized heads with a JSON error first.
         let buffer = (config.max_header_bytes * 2).max(8192);
+        let (service, permit, keep_alive, header_timeout) = match slots.clone().try_acquire_owned()
+        {
+            Ok(p) => (app.clone(), p, true, Duration::from_secs(10)),
+            Err(_) => match overflow_slots.clone().try_acquire_owned() {
+                Ok(p) => (overflow.clone(), p, false, Duration::from_secs(2)),
+                // Far over the limit: close at once rather than hold a descriptor.
+                Err(_) => continue,
+            },
+        };
+        let service = hyper_util::service::TowerToHyperService::new(service);
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(header_timeout)
                 .max_buf_size(buffer)
-                .keep_alive(true)
+                .keep_alive(keep_alive)
                 .serve_connection(io, service)
                 .await;
+            drop(permit);
         });
     }
+}
+
+/// What a connection over the limit gets: health answered, everything else 503 at once.
+fn overflow_router(max_connections: usize) -> Router {
+    Router::new()
+        .route(
+            "/v2/health/live",
+            get(|| async { axum::Json(json!({"live": true})) }),
+        )
+        .route(
+            "/v2/health/ready",
+            get(|| async { axum::Json(json!({"ready": true})) }),
+        )
+        .fallback(move || async move {
+            err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the server is at its limit of {max_connections} connections; retry shortly"
+                ),
+            )
+        })
 }
 
 /// A 4xx/5xx answer with `{"error": message}`.
@@ -53,12 +102,31 @@ pub(super) struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+        let mut r = (self.0, axum::Json(json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a late body may still be on its way: never read it as a request.
+            r.headers_mut()
+                .insert("connection", HeaderValue::from_static("close"));
+        }
+        r
     }
 }
 
 pub(super) fn err(status: StatusCode, msg: impl Into<String>) -> ApiError {
     ApiError(status, msg.into())
+}
+
+/// 413 for a body without binary tensors over the JSON limit.
+fn json_too_large(n: usize, cfg: &ServerConfig) -> ApiError {
+    err(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "a body without binary tensors may hold {} bytes, this one holds {n}{}; send tensors as binary data (Inference-Header-Content-Length), allowed up to {} bytes",
+            cfg.max_json_bytes,
+            if n == cfg.max_json_bytes { " or more" } else { "" },
+            cfg.max_body_bytes
+        ),
+    )
 }
 
 pub(super) fn router(shared: Arc<Shared>) -> Router {
@@ -240,7 +308,7 @@ async fn model_stats(
             st.recent.iter().map(f).sum::<u64>() as f64 / st.recent.len() as f64
         }
     };
-    let queued = s.queue.len();
+    let queued = s.queues[i].len();
     Ok(axum::Json(json!({
         "name": name,
         "requests": st.requests,
@@ -323,39 +391,66 @@ async fn infer_inner(
             ),
         ));
     }
-    let bytes = axum::body::to_bytes(body, cfg.max_body_bytes)
+    let json_only = header_length.is_none();
+    if let Some(n) = declared.filter(|&n| json_only && n > cfg.max_json_bytes) {
+        return Err(json_too_large(n, cfg));
+    }
+    let limit = if json_only {
+        cfg.max_json_bytes
+    } else {
+        cfg.max_body_bytes
+    };
+    let bytes = match tokio::time::timeout(cfg.body_timeout, axum::body::to_bytes(body, limit))
         .await
-        .map_err(|e| {
-            err(
-                StatusCode::PAYLOAD_TOO_LARGE,
+    {
+        Err(_) => {
+            return Err(err(
+                StatusCode::REQUEST_TIMEOUT,
                 format!(
-                    "reading the body failed or it is over the limit of {} bytes: {e}",
-                    cfg.max_body_bytes
+                    "the request body did not arrive within {:.1} s of its headers",
+                    cfg.body_timeout.as_secs_f64()
                 ),
-            )
-        })?;
+            ))
+        }
+        Ok(Err(_)) if json_only && declared.is_none() => {
+            return Err(json_too_large(limit, cfg));
+        }
+        Ok(Err(e)) => {
+            return Err(err(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("reading the body failed or it is over the limit of {limit} bytes: {e}"),
+            ))
+        }
+        Ok(Ok(b)) => b,
+    };
     if let Some(n) = declared.filter(|&n| n != bytes.len()) {
         return Err(err(
             StatusCode::BAD_REQUEST,
             format!("Content-Length says {n} bytes but {} arrived", bytes.len()),
         ));
     }
-    if header_length.is_none() && bytes.len() > cfg.max_header_bytes.max(1 << 20) * 16 {
-        return Err(err(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "JSON-only body too large",
-        ));
-    }
-    let m = &s.models[model];
+    // Parsing (JSON tensors above all) is CPU work: keep it off the threads serving HTTP.
+    let shared = s.clone();
+    let max_batch = cfg.max_batch;
+    let parsed = tokio::task::spawn_blocking(move || {
+        request::parse(&shared.models[model], &bytes, header_length, max_batch)
+    })
+    .await
+    .map_err(|e| {
+        err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("parsing the request failed internally: {e}"),
+        )
+    })?;
     let InferRequest {
         from,
         input,
         samples,
         binary_out,
         id,
-    } = request::parse(m, &bytes, header_length, cfg.max_batch)?;
+    } = parsed?;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    s.queue
+    s.queues[model]
         .push(Job {
             model,
             from,
@@ -367,7 +462,11 @@ async fn infer_inner(
         .map_err(|_| {
             err(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("the GPU queue is full ({} requests)", cfg.queue_capacity),
+                format!(
+                    "the GPU queue of model '{}' is full ({} requests)",
+                    s.models[model].name(),
+                    cfg.queue_capacity
+                ),
             )
         })?;
     let done = match tokio::time::timeout(cfg.request_timeout, rx).await {
@@ -387,7 +486,12 @@ async fn infer_inner(
     };
     let request_id = s.next_id.fetch_add(1, Ordering::Relaxed);
     Ok(logits_response(
-        m, id, request_id, samples, &done, binary_out,
+        &s.models[model],
+        id,
+        request_id,
+        samples,
+        &done,
+        binary_out,
     ))
 }
 

@@ -64,13 +64,14 @@ pub struct ServerConfig {
     pub addr: SocketAddr,
     /// Bearer token required on every route but `/v2/health/*` when set.
     pub token: Option<String>,
-    /// GPU worker threads.
+    /// GPU worker threads per model: every model has its own queue and workers, so a slow
+    /// model cannot hold a fast one's requests behind its own.
     pub workers: usize,
     /// Most samples in one GPU dispatch (and in one request).
     pub max_batch: usize,
     /// How long the first request of a batch waits for others of the same cut.
     pub max_delay: Duration,
-    /// Requests waiting for a worker before new ones are refused with 503.
+    /// Requests waiting for a worker (per model) before new ones are refused with 503.
     pub queue_capacity: usize,
     /// Limit on the request's HTTP header bytes (request line and headers) and on the
     /// KServe JSON header (`Inference-Header-Content-Length`).
@@ -79,10 +80,22 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Longest wait for a GPU result before answering 504.
     pub request_timeout: Duration,
+    /// Longest time a request body may take to arrive once its headers have; a slower one is
+    /// answered 408 and its connection closed, so stalled uploads cannot hold connections.
+    pub body_timeout: Duration,
+    /// Connections served at once. Beyond it a connection is answered at once and closed:
+    /// health checks 200, everything else 503 (keep it below the process's descriptor limit).
+    pub max_connections: usize,
+    /// Limit on a body without binary tensors: JSON tensors parse into many times their size.
+    pub max_json_bytes: usize,
     /// Test seam: a worker panics on a batch of exactly this many samples (after its plan is
     /// compiled), so tests can check that a panicking batch is answered 500 and the worker lives.
     #[doc(hidden)]
     pub inject_panic_at_samples: Option<usize>,
+    /// Test seam: every batch of the model with this name takes this much longer (a slow
+    /// model on any machine), so tests can check that it delays no other model.
+    #[doc(hidden)]
+    pub inject_slow_model: Option<(String, Duration)>,
 }
 
 impl Default for ServerConfig {
@@ -97,7 +110,11 @@ impl Default for ServerConfig {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 512,
+            max_json_bytes: 2 * 1024 * 1024,
             inject_panic_at_samples: None,
+            inject_slow_model: None,
         }
     }
 }
@@ -138,7 +155,7 @@ impl ServerConfig {
 pub struct Server {
     addr: SocketAddr,
     runtime: Option<tokio::runtime::Runtime>,
-    queue: Arc<Queue>,
+    queues: Vec<Arc<Queue>>,
     workers: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -152,9 +169,13 @@ impl Server {
         if models.is_empty() {
             return Err(ServerError::NoModels);
         }
-        if config.workers == 0 || config.max_batch == 0 || config.queue_capacity == 0 {
+        if config.workers == 0
+            || config.max_batch == 0
+            || config.queue_capacity == 0
+            || config.max_connections == 0
+        {
             return Err(ServerError::Config(
-                "workers, max batch and queue capacity must be at least 1".into(),
+                "workers, max batch, queue capacity and max connections must be at least 1".into(),
             ));
         }
         let mut names = HashMap::new();
@@ -163,14 +184,19 @@ impl Server {
                 return Err(ServerError::DuplicateModel(m.name().to_string()));
             }
         }
-        let queue = Arc::new(Queue {
-            jobs: Mutex::new(QueueState {
-                jobs: VecDeque::new(),
-                closed: false,
-            }),
-            ready: Condvar::new(),
-            capacity: config.queue_capacity,
-        });
+        let queues: Vec<Arc<Queue>> = models
+            .iter()
+            .map(|_| {
+                Arc::new(Queue {
+                    jobs: Mutex::new(QueueState {
+                        jobs: VecDeque::new(),
+                        closed: false,
+                    }),
+                    ready: Condvar::new(),
+                    capacity: config.queue_capacity,
+                })
+            })
+            .collect();
         let shared = Arc::new(Shared {
             stats: models
                 .iter()
@@ -181,7 +207,7 @@ impl Server {
             plans: worker::PlanCache::new(),
             backend,
             config: config.clone(),
-            queue: queue.clone(),
+            queues: queues.clone(),
             started: Instant::now(),
             next_id: AtomicU64::new(0),
         });
@@ -193,12 +219,13 @@ impl Server {
                 }
             }
         }
-        let workers = (0..config.workers)
-            .map(|i| {
+        let workers = (0..shared.models.len())
+            .flat_map(|m| (0..config.workers).map(move |i| (m, i)))
+            .map(|(m, i)| {
                 let shared = shared.clone();
                 std::thread::Builder::new()
-                    .name(format!("edgecut-gpu-{i}"))
-                    .spawn(move || worker::worker(shared))
+                    .name(format!("edgecut-gpu-{m}-{i}"))
+                    .spawn(move || worker::worker(shared, m))
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| ServerError::Io {
@@ -227,7 +254,7 @@ impl Server {
         Ok(Self {
             addr,
             runtime: Some(runtime),
-            queue,
+            queues,
             workers,
         })
     }
@@ -260,7 +287,7 @@ impl Server {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
-        self.queue.close();
+        self.queues.iter().for_each(|q| q.close());
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
@@ -280,7 +307,8 @@ struct Shared {
     plans: worker::PlanCache,
     backend: Backend,
     config: ServerConfig,
-    queue: Arc<Queue>,
+    /// One queue per model.
+    queues: Vec<Arc<Queue>>,
     started: Instant,
     next_id: AtomicU64,
 }

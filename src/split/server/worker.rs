@@ -14,10 +14,12 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-/// A GPU worker thread: runs batches until the queue closes, answering every job of a batch
-/// with its share of the logits and the batch timing (or the batch's error).
-pub(super) fn worker(s: Arc<Shared>) {
-    while let Some(batch) = s.queue.take_batch(s.config.max_batch, s.config.max_delay) {
+/// A GPU worker thread of one model: runs batches until its queue closes, answering every job
+/// of a batch with its share of the logits and the batch timing (or the batch's error).
+pub(super) fn worker(s: Arc<Shared>, model: usize) {
+    let queue = s.queues[model].clone();
+    let cfg = &s.config;
+    while let Some(batch) = queue.take_batch(cfg.max_batch, cfg.max_delay, cfg.request_timeout) {
         let started = Instant::now();
         let (model, from) = (batch[0].model, batch[0].from);
         // A panic in one batch (a bug in a plan or a driver) must not take the worker, and with
@@ -171,6 +173,11 @@ fn run_batch(s: &Shared, model: usize, from: usize, batch: &[Job]) -> Result<Vec
     let plan = plan(s, model, from, samples, encoding).map_err(failed)?;
     if s.config.inject_panic_at_samples == Some(samples) {
         panic!("injected panic in a batch of {samples} samples (test seam)");
+    }
+    if let Some((name, delay)) = &s.config.inject_slow_model {
+        if s.models[model].name() == name {
+            std::thread::sleep(*delay);
+        }
     }
     let out = plan.run_encoded(&parts).map_err(failed)?;
     Ok(out.output.into_data())
