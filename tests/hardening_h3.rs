@@ -228,3 +228,71 @@ fn finding_2_a_slow_models_queue_neither_delays_a_fast_model_nor_computes_for_no
         "{computed} slow samples computed for 6 requests that all timed out"
     );
 }
+
+/// A server that accepts connections and reads requests but never answers.
+fn silent_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind(loopback()).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn finding_6_a_server_that_never_answers_trips_the_circuit_breaker() {
+    use edgecut::sched::{Choice, Encoding};
+    use edgecut::split::client::{AnsweredBy, ClientConfig, DeviceClient};
+    let model = fixture();
+    let deadline = Duration::from_millis(200);
+    let backoff = Duration::from_millis(800);
+    let config = ClientConfig::new(format!("http://{}", silent_server()))
+        .with_deadline(deadline)
+        .with_breaker(3, backoff);
+    let mut client = DeviceClient::new(model.clone(), Backend::Cpu, config).expect("client");
+    let choice = Choice::after(0, Encoding::Fp32);
+    client.prepare(choice).expect("plans");
+    let x = edgecut::tensor::Tensor::zeros(vec![1, 1, 28, 28]);
+    let mut ask = || {
+        let t = Instant::now();
+        let o = client.classify(&x, choice, 1.0).expect("answered");
+        assert!(matches!(o.by, AnsweredBy::Fallback(_)), "{:?}", o.by);
+        (t.elapsed(), o.breaker_open)
+    };
+    // Three failures cost the deadline each, then the breaker opens.
+    for i in 0..3 {
+        let (took, open) = ask();
+        assert!(
+            took >= deadline && !open,
+            "request {i}: {took:?}, open {open}"
+        );
+    }
+    // While open, the device answers at once without trying the server.
+    let opened = Instant::now();
+    for i in 0..5 {
+        let (took, open) = ask();
+        assert!(
+            open && took < deadline / 2,
+            "request {i} while open: {took:?}"
+        );
+    }
+    // After the back-off one request probes (and pays the deadline); it fails, so the breaker
+    // opens again for twice as long.
+    std::thread::sleep(backoff.saturating_sub(opened.elapsed()) + Duration::from_millis(50));
+    let (took, open) = ask();
+    assert!(
+        took >= deadline && !open,
+        "the probe: {took:?}, open {open}"
+    );
+    let (took, open) = ask();
+    assert!(
+        open && took < deadline / 2,
+        "after the failed probe: {took:?}"
+    );
+    assert_eq!(client.breaker_openings(), 1);
+}

@@ -112,6 +112,9 @@ pub struct Outcome {
     pub server_us: Option<(u64, u64)>,
     /// Head compute time on the device.
     pub head: Duration,
+    /// True when the circuit breaker was open: the server had failed repeatedly, so the device
+    /// answered without trying it.
+    pub breaker_open: bool,
     /// End-to-end latency of the request.
     pub latency: Duration,
 }
@@ -131,6 +134,23 @@ pub struct ClientConfig {
     /// Emulates a device this many times slower than the backend it runs on: after each local
     /// plan run the client waits `(slowdown - 1)` times its measured duration (1 = as measured).
     pub device_slowdown: f64,
+    /// The circuit breaker: after this many consecutive server failures (0: never) the device
+    /// answers alone for a back-off period, then one request probes the server.
+    pub breaker_failures: u32,
+    /// The first back-off period; it doubles (up to [`MAX_BACKOFF`]) while probes fail.
+    pub breaker_backoff: Duration,
+}
+
+/// Longest back-off of the circuit breaker.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The circuit breaker's state: consecutive failures and, while open, when the next probe may go.
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+    backoff: Duration,
+    opened: usize,
 }
 
 impl ClientConfig {
@@ -142,7 +162,17 @@ impl ClientConfig {
             token: None,
             trace: None,
             device_slowdown: 1.0,
+            breaker_failures: 3,
+            breaker_backoff: Duration::from_secs(5),
         }
+    }
+
+    /// With a circuit breaker opening after `failures` consecutive failures (0: never) for
+    /// `backoff` at first.
+    pub fn with_breaker(mut self, failures: u32, backoff: Duration) -> Self {
+        self.breaker_failures = failures;
+        self.breaker_backoff = backoff;
+        self
     }
 
     /// With an emulated device slowdown factor (values below 1 or not finite count as 1).
@@ -186,6 +216,7 @@ pub struct DeviceClient {
     shaper: Option<Shaper>,
     heads: HashMap<(usize, Encoding), Plan>,
     tails: HashMap<usize, Plan>,
+    breaker: Breaker,
 }
 
 impl DeviceClient {
@@ -216,7 +247,46 @@ impl DeviceClient {
             conn: None,
             heads: HashMap::new(),
             tails: HashMap::new(),
+            breaker: Breaker::default(),
         })
+    }
+
+    /// How many times the circuit breaker has opened so far.
+    pub fn breaker_openings(&self) -> usize {
+        self.breaker.opened
+    }
+
+    /// Whether the breaker lets a request try the server now (closed, or open past its
+    /// back-off: then this request is the probe).
+    fn breaker_allows(&self) -> bool {
+        self.breaker.open_until.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Records a server success or failure in the breaker.
+    fn breaker_record(&mut self, ok: bool) {
+        let threshold = self.config.breaker_failures;
+        let b = &mut self.breaker;
+        if ok {
+            *b = Breaker {
+                opened: b.opened,
+                ..Breaker::default()
+            };
+            return;
+        }
+        b.failures = b.failures.saturating_add(1);
+        if threshold == 0 || b.failures < threshold {
+            return;
+        }
+        // Opening, or a failed probe: back off, twice as long as last time.
+        b.backoff = if b.open_until.is_some() {
+            (b.backoff * 2).min(MAX_BACKOFF)
+        } else {
+            self.config.breaker_backoff.min(MAX_BACKOFF)
+        };
+        if b.open_until.is_none() {
+            b.opened += 1;
+        }
+        b.open_until = Some(Instant::now() + b.backoff);
     }
 
     /// The model.
@@ -307,6 +377,7 @@ impl DeviceClient {
             server_us: None,
             head: Duration::ZERO,
             latency: Duration::ZERO,
+            breaker_open: false,
         };
         let (x, encoded) = if cut > 0 {
             let out = self.head(cut, choice.encoding)?.run(image)?;
@@ -340,7 +411,18 @@ impl DeviceClient {
             return Err(ClientError::NonFinite { tensor, index });
         }
         let deadline = Instant::now() + self.config.deadline;
-        match self.remote(&x, encoded, choice, deadline, &mut outcome) {
+        let remote = if self.breaker_allows() {
+            let r = self.remote(&x, encoded, choice, deadline, &mut outcome);
+            self.breaker_record(r.is_ok());
+            r.map_err(|e| e.to_string())
+        } else {
+            outcome.breaker_open = true;
+            Err(format!(
+                "circuit breaker open after {} consecutive server failures; the server is probed again after {:?}",
+                self.breaker.failures, self.breaker.backoff
+            ))
+        };
+        match remote {
             Ok(class) => {
                 outcome.class = class;
                 outcome.by = AnsweredBy::Server;
@@ -362,7 +444,7 @@ impl DeviceClient {
                 let out = tail.run(&x)?;
                 self.emulate_slowdown(tail_start.elapsed());
                 outcome.class = out.answers(1.0)[0].class().unwrap_or(0);
-                outcome.by = AnsweredBy::Fallback(e.to_string());
+                outcome.by = AnsweredBy::Fallback(e);
                 outcome.transfer = None;
                 outcome.server_us = None;
             }

@@ -33,6 +33,11 @@ pub struct RunSummary {
     pub cuts: BTreeMap<String, usize>,
     /// Requests the device finished itself after the server failed.
     pub fallbacks: usize,
+    /// Of the fallbacks, requests answered without trying the server while the circuit
+    /// breaker was open.
+    pub breaker_skips: usize,
+    /// Times the circuit breaker opened.
+    pub breaker_openings: usize,
     /// Requests the server answered.
     pub server_answers: usize,
     /// Mean transfer (send to answer) time of server answers, ms.
@@ -52,6 +57,7 @@ impl RunSummary {
             "latency_ms": {"mean": l.mean, "p50": l.p50, "p95": l.p95},
             "cuts": self.cuts,
             "fallbacks": self.fallbacks,
+            "breaker": {"openings": self.breaker_openings, "skipped_server": self.breaker_skips},
             "server_answers": self.server_answers,
             "transfer_ms_mean": self.transfer_ms_mean,
         })
@@ -98,6 +104,8 @@ impl Tally {
                 latencies_ms: Vec::with_capacity(capacity),
                 cuts: BTreeMap::new(),
                 fallbacks: 0,
+                breaker_skips: 0,
+                breaker_openings: 0,
                 server_answers: 0,
                 transfer_ms_mean: 0.0,
             },
@@ -123,6 +131,7 @@ impl Tally {
             }
             AnsweredBy::Device => {}
         }
+        s.breaker_skips += usize::from(o.breaker_open);
         *s.cuts.entry(o.choice.label(block_names)).or_default() += 1;
     }
 
@@ -177,7 +186,9 @@ pub fn run(
         on_outcome(i, &decision, &o);
         tally.record(&o, data.labels[i], &block_names);
     }
-    Ok(tally.finish())
+    let mut summary = tally.finish();
+    summary.breaker_openings = client.breaker_openings();
+    Ok(summary)
 }
 
 fn decide(policy: &mut dyn Policy, feedback: &Feedback) -> Decision {

@@ -59,6 +59,13 @@ pub struct RunArgs {
     /// Per-request deadline for the server's answer (ms), then the device finishes.
     #[arg(long, default_value_t = 1000)]
     pub deadline_ms: u64,
+    /// Circuit breaker: after N consecutive server failures the device answers alone for a
+    /// back-off period (doubling while probes fail, at most 60 s); 0 turns it off.
+    #[arg(long, default_value_t = 3)]
+    pub breaker_failures: u32,
+    /// The breaker's first back-off period (ms).
+    #[arg(long, default_value_t = 5000)]
+    pub breaker_backoff_ms: u64,
     /// Bearer token for the server; visible in `ps`, so prefer --token-file or EDGECUT_TOKEN.
     #[arg(long)]
     pub token: Option<String>,
@@ -104,7 +111,11 @@ pub fn run(a: RunArgs) -> Result<()> {
         .with_deadline(Duration::from_millis(a.deadline_ms))
         .with_token(token)
         .with_trace(trace.clone())
-        .with_device_slowdown(a.device_slowdown);
+        .with_device_slowdown(a.device_slowdown)
+        .with_breaker(
+            a.breaker_failures,
+            Duration::from_millis(a.breaker_backoff_ms),
+        );
     let mut client = DeviceClient::new(model.clone(), backend, config)?;
     let limit = a.limit.unwrap_or(test.len());
     let s = run_live(
