@@ -23,6 +23,8 @@ pub mod data;
 pub mod encoding;
 pub mod engine;
 pub mod fixture;
+#[cfg(test)]
+mod fuzz;
 pub mod gpu;
 pub mod model;
 pub mod preprocess;

@@ -98,7 +98,7 @@ fn overflow_router(max_connections: usize) -> Router {
 }
 
 /// A 4xx/5xx answer with `{"error": message}`.
-pub(super) struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

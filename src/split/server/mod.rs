@@ -18,8 +18,8 @@
 //! (running batches on compiled plans).
 
 mod batcher;
-mod http;
-mod request;
+pub(crate) mod http;
+pub(crate) mod request;
 mod worker;
 
 use crate::encoding::Encoding;

@@ -8,11 +8,11 @@ use axum::http::StatusCode;
 use serde_json::{Map, Value};
 
 /// A validated infer request: what the worker runs and how to answer.
-pub(super) struct InferRequest {
+pub(crate) struct InferRequest {
     /// First block to run (0 for a full-model request).
     pub(super) from: usize,
     /// The input tensor as it arrived (decoded by the worker).
-    pub(super) input: Encoded,
+    pub(crate) input: Encoded,
     /// Samples in the request.
     pub(super) samples: usize,
     /// Whether the answer uses the binary tensor extension.
@@ -23,7 +23,7 @@ pub(super) struct InferRequest {
 
 /// Parses a KServe v2 infer body (`header_length` from `Inference-Header-Content-Length`) and
 /// validates it against `m`; `max_batch` bounds the samples per request.
-pub(super) fn parse(
+pub(crate) fn parse(
     m: &Model,
     bytes: &[u8],
     header_length: Option<usize>,
