@@ -261,8 +261,12 @@ fn request_corpus(model: &Model) -> Vec<Vec<u8>> {
                 parameters: Map::new(),
             };
             for binary in [true, false] {
-                let (body, json_len) =
-                    kserve::build(header.clone(), "inputs", &[input.clone()], binary);
+                let (body, json_len) = kserve::build(
+                    header.clone(),
+                    "inputs",
+                    std::slice::from_ref(&input),
+                    binary,
+                );
                 let mut case = (json_len.unwrap_or(usize::MAX) as u64)
                     .to_le_bytes()
                     .to_vec();
