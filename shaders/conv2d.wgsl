@@ -31,9 +31,9 @@ struct ConvParams {
     pad_left: u32,
     groups: u32,
     activation: u32,
+    act_a: f32,
+    act_b: f32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 override WG: u32 = 64u;
@@ -44,16 +44,6 @@ override OC_TILE: u32 = 4u;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
-
-fn activate(v: f32, act: u32) -> f32 {
-    switch act {
-        case 1u: { return max(v, 0.0); }
-        case 2u: { return clamp(v, 0.0, 6.0); }
-        case 3u: { return v / (1.0 + exp(-v)); }
-        case 4u: { return 1.0 / (1.0 + exp(-v)); }
-        default: { return v; }
-    }
-}
 
 // Four input values of row `iy` at columns ix0 + j*stride_w, zero outside the image.
 fn load_row4(row_base: u32, ix0: i32) -> vec4<f32> {
@@ -71,7 +61,7 @@ fn store4(b: u32, oc: u32, oy: u32, ox0: u32, acc: vec4<f32>) {
     let base = ((b * params.out_channels + oc) * params.out_h + oy) * params.out_w;
     let bv = bias[oc];
     for (var j = 0u; j < 4u; j++) {
-        if ox0 + j < params.out_w { y[base + ox0 + j] = activate(acc[j] + bv, params.activation); }
+        if ox0 + j < params.out_w { y[base + ox0 + j] = activate(acc[j] + bv, params.activation, params.act_a, params.act_b); }
     }
 }
 

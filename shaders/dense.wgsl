@@ -17,6 +17,10 @@ struct DenseParams {
     inputs: u32,
     outputs: u32,
     activation: u32,
+    act_a: f32,
+    act_b: f32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 override WG: u32 = 64u;
@@ -30,26 +34,16 @@ override ROWS: u32 = 4u;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-fn activate(v: f32, act: u32) -> f32 {
-    switch act {
-        case 1u: { return max(v, 0.0); }
-        case 2u: { return clamp(v, 0.0, 6.0); }
-        case 3u: { return v / (1.0 + exp(-v)); }
-        case 4u: { return 1.0 / (1.0 + exp(-v)); }
-        default: { return v; }
-    }
-}
-
 fn store_tile(r0: u32, o0: u32, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>) {
     for (var c = 0u; c < 4u; c++) {
         let o = o0 + c;
         if o >= params.outputs { break; }
         let b = bias[o];
-        y[r0 * params.outputs + o] = activate(a0[c] + b, params.activation);
+        y[r0 * params.outputs + o] = activate(a0[c] + b, params.activation, params.act_a, params.act_b);
         if ROWS == 4u {
-            if r0 + 1u < params.batch { y[(r0 + 1u) * params.outputs + o] = activate(a1[c] + b, params.activation); }
-            if r0 + 2u < params.batch { y[(r0 + 2u) * params.outputs + o] = activate(a2[c] + b, params.activation); }
-            if r0 + 3u < params.batch { y[(r0 + 3u) * params.outputs + o] = activate(a3[c] + b, params.activation); }
+            if r0 + 1u < params.batch { y[(r0 + 1u) * params.outputs + o] = activate(a1[c] + b, params.activation, params.act_a, params.act_b); }
+            if r0 + 2u < params.batch { y[(r0 + 2u) * params.outputs + o] = activate(a2[c] + b, params.activation, params.act_a, params.act_b); }
+            if r0 + 3u < params.batch { y[(r0 + 3u) * params.outputs + o] = activate(a3[c] + b, params.activation, params.act_a, params.act_b); }
         }
     }
 }
@@ -192,22 +186,22 @@ fn dense_vec4_r16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         let o = o0 + c;
         if o >= params.outputs { break; }
         let b = bias[o];
-        if r0 + 0u < params.batch { y[(r0 + 0u) * params.outputs + o] = activate(a0[c] + b, params.activation); }
-        if r0 + 1u < params.batch { y[(r0 + 1u) * params.outputs + o] = activate(a1[c] + b, params.activation); }
-        if r0 + 2u < params.batch { y[(r0 + 2u) * params.outputs + o] = activate(a2[c] + b, params.activation); }
-        if r0 + 3u < params.batch { y[(r0 + 3u) * params.outputs + o] = activate(a3[c] + b, params.activation); }
-        if r0 + 4u < params.batch { y[(r0 + 4u) * params.outputs + o] = activate(a4[c] + b, params.activation); }
-        if r0 + 5u < params.batch { y[(r0 + 5u) * params.outputs + o] = activate(a5[c] + b, params.activation); }
-        if r0 + 6u < params.batch { y[(r0 + 6u) * params.outputs + o] = activate(a6[c] + b, params.activation); }
-        if r0 + 7u < params.batch { y[(r0 + 7u) * params.outputs + o] = activate(a7[c] + b, params.activation); }
-        if r0 + 8u < params.batch { y[(r0 + 8u) * params.outputs + o] = activate(a8[c] + b, params.activation); }
-        if r0 + 9u < params.batch { y[(r0 + 9u) * params.outputs + o] = activate(a9[c] + b, params.activation); }
-        if r0 + 10u < params.batch { y[(r0 + 10u) * params.outputs + o] = activate(a10[c] + b, params.activation); }
-        if r0 + 11u < params.batch { y[(r0 + 11u) * params.outputs + o] = activate(a11[c] + b, params.activation); }
-        if r0 + 12u < params.batch { y[(r0 + 12u) * params.outputs + o] = activate(a12[c] + b, params.activation); }
-        if r0 + 13u < params.batch { y[(r0 + 13u) * params.outputs + o] = activate(a13[c] + b, params.activation); }
-        if r0 + 14u < params.batch { y[(r0 + 14u) * params.outputs + o] = activate(a14[c] + b, params.activation); }
-        if r0 + 15u < params.batch { y[(r0 + 15u) * params.outputs + o] = activate(a15[c] + b, params.activation); }
+        if r0 + 0u < params.batch { y[(r0 + 0u) * params.outputs + o] = activate(a0[c] + b, params.activation, params.act_a, params.act_b); }
+        if r0 + 1u < params.batch { y[(r0 + 1u) * params.outputs + o] = activate(a1[c] + b, params.activation, params.act_a, params.act_b); }
+        if r0 + 2u < params.batch { y[(r0 + 2u) * params.outputs + o] = activate(a2[c] + b, params.activation, params.act_a, params.act_b); }
+        if r0 + 3u < params.batch { y[(r0 + 3u) * params.outputs + o] = activate(a3[c] + b, params.activation, params.act_a, params.act_b); }
+        if r0 + 4u < params.batch { y[(r0 + 4u) * params.outputs + o] = activate(a4[c] + b, params.activation, params.act_a, params.act_b); }
+        if r0 + 5u < params.batch { y[(r0 + 5u) * params.outputs + o] = activate(a5[c] + b, params.activation, params.act_a, params.act_b); }
+        if r0 + 6u < params.batch { y[(r0 + 6u) * params.outputs + o] = activate(a6[c] + b, params.activation, params.act_a, params.act_b); }
+        if r0 + 7u < params.batch { y[(r0 + 7u) * params.outputs + o] = activate(a7[c] + b, params.activation, params.act_a, params.act_b); }
+        if r0 + 8u < params.batch { y[(r0 + 8u) * params.outputs + o] = activate(a8[c] + b, params.activation, params.act_a, params.act_b); }
+        if r0 + 9u < params.batch { y[(r0 + 9u) * params.outputs + o] = activate(a9[c] + b, params.activation, params.act_a, params.act_b); }
+        if r0 + 10u < params.batch { y[(r0 + 10u) * params.outputs + o] = activate(a10[c] + b, params.activation, params.act_a, params.act_b); }
+        if r0 + 11u < params.batch { y[(r0 + 11u) * params.outputs + o] = activate(a11[c] + b, params.activation, params.act_a, params.act_b); }
+        if r0 + 12u < params.batch { y[(r0 + 12u) * params.outputs + o] = activate(a12[c] + b, params.activation, params.act_a, params.act_b); }
+        if r0 + 13u < params.batch { y[(r0 + 13u) * params.outputs + o] = activate(a13[c] + b, params.activation, params.act_a, params.act_b); }
+        if r0 + 14u < params.batch { y[(r0 + 14u) * params.outputs + o] = activate(a14[c] + b, params.activation, params.act_a, params.act_b); }
+        if r0 + 15u < params.batch { y[(r0 + 15u) * params.outputs + o] = activate(a15[c] + b, params.activation, params.act_a, params.act_b); }
     }
 }
 

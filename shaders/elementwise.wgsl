@@ -2,7 +2,7 @@
 //
 // activation: y = act(a)
 // add:        y = act(a + b)                       (residual)
-// mul:        y = a[i / inner] * b[i]              (channel gate a [planes] over b [planes, inner];
+// mul:        y = act(a[i / inner] * b[i])         (channel gate a [planes] over b [planes, inner];
 //                                                   inner == 1 is the plain product)
 //
 // Bindings (group 0):
@@ -17,6 +17,10 @@ struct ElementwiseParams {
     inner: u32,
     activation: u32,
     _pad0: u32,
+    act_a: f32,
+    act_b: f32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 override WG: u32 = 64u;
@@ -26,33 +30,23 @@ override WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-fn activate(v: f32, act: u32) -> f32 {
-    switch act {
-        case 1u: { return max(v, 0.0); }
-        case 2u: { return clamp(v, 0.0, 6.0); }
-        case 3u: { return v / (1.0 + exp(-v)); }
-        case 4u: { return 1.0 / (1.0 + exp(-v)); }
-        default: { return v; }
-    }
-}
-
 @compute @workgroup_size(WG)
 fn activation(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
     if i >= params.len { return; }
-    y[i] = activate(a[i], params.activation);
+    y[i] = activate(a[i], params.activation, params.act_a, params.act_b);
 }
 
 @compute @workgroup_size(WG)
 fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
     if i >= params.len { return; }
-    y[i] = activate(a[i] + b[i], params.activation);
+    y[i] = activate(a[i] + b[i], params.activation, params.act_a, params.act_b);
 }
 
 @compute @workgroup_size(WG)
 fn mul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
     if i >= params.len { return; }
-    y[i] = a[i / params.inner] * b[i];
+    y[i] = activate(a[i / params.inner] * b[i], params.activation, params.act_a, params.act_b);
 }

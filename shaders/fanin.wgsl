@@ -25,9 +25,9 @@ struct FanInParams {
     outputs: u32,
     k: u32,
     activation: u32,
+    act_a: f32,
+    act_b: f32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 override WG: u32 = 64u;
@@ -45,16 +45,6 @@ override G: u32 = 1u;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
-fn activate(v: f32, act: u32) -> f32 {
-    switch act {
-        case 1u: { return max(v, 0.0); }
-        case 2u: { return clamp(v, 0.0, 6.0); }
-        case 3u: { return v / (1.0 + exp(-v)); }
-        case 4u: { return 1.0 / (1.0 + exp(-v)); }
-        default: { return v; }
-    }
-}
-
 fn gather4(base: u32, i: vec4<u32>) -> vec4<f32> {
     return vec4<f32>(x[base + i.x], x[base + i.y], x[base + i.z], x[base + i.w]);
 }
@@ -64,11 +54,11 @@ fn store_tile(r0: u32, o0: u32, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3:
         let o = o0 + c;
         if o >= params.outputs { break; }
         let b = bias[o];
-        y[r0 * params.outputs + o] = activate(a0[c] + b, params.activation);
+        y[r0 * params.outputs + o] = activate(a0[c] + b, params.activation, params.act_a, params.act_b);
         if ROWS == 4u {
-            if r0 + 1u < params.batch { y[(r0 + 1u) * params.outputs + o] = activate(a1[c] + b, params.activation); }
-            if r0 + 2u < params.batch { y[(r0 + 2u) * params.outputs + o] = activate(a2[c] + b, params.activation); }
-            if r0 + 3u < params.batch { y[(r0 + 3u) * params.outputs + o] = activate(a3[c] + b, params.activation); }
+            if r0 + 1u < params.batch { y[(r0 + 1u) * params.outputs + o] = activate(a1[c] + b, params.activation, params.act_a, params.act_b); }
+            if r0 + 2u < params.batch { y[(r0 + 2u) * params.outputs + o] = activate(a2[c] + b, params.activation, params.act_a, params.act_b); }
+            if r0 + 3u < params.batch { y[(r0 + 3u) * params.outputs + o] = activate(a3[c] + b, params.activation, params.act_a, params.act_b); }
         }
     }
 }
@@ -154,7 +144,7 @@ fn store_rows(o: u32, r0: u32, a: vec4<f32>) {
     let b = bias[o];
     for (var c = 0u; c < ROWS; c++) {
         if r0 + c < params.batch {
-            y[(r0 + c) * params.outputs + o] = activate(a[c] + b, params.activation);
+            y[(r0 + c) * params.outputs + o] = activate(a[c] + b, params.activation, params.act_a, params.act_b);
         }
     }
 }
@@ -207,7 +197,7 @@ fn fanin_group(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 fn store_quad(o: u32, q: u32, quads: u32, a: vec4<f32>) {
     let b = bias[o];
     for (var c = 0u; c < 4u; c++) {
-        let v = activate(a[c] + b, params.activation);
+        let v = activate(a[c] + b, params.activation, params.act_a, params.act_b);
         if OUT_FM == 1u {
             y[(o * quads + q) * 4u + c] = v;
         } else if q * 4u + c < params.batch {

@@ -57,6 +57,7 @@ fn step(label: &str, op: Op, input: Vec<usize>, output: Vec<usize>) -> Step {
         input_shape: input,
         output_shape: output,
         save_as: None,
+        from: None,
     }
 }
 
@@ -162,7 +163,7 @@ pub fn kernel_suite(quick: bool) -> Vec<KernelCase> {
         flops: 0,
         bytes: 4 * (batch * classes + batch * 4) as u64,
         memory_bound: true,
-        step: step("exit_head", Op::Softmax, vec![classes], vec![classes]),
+        step: step("exit_head", Op::Softmax { axis: 0 }, vec![classes], vec![classes]),
         input: random(batch * classes, 13),
     });
     cases
@@ -272,7 +273,7 @@ impl KernelCase {
                 vec![x],
             ));
         }
-        kernels::PreparedStep::new(ctx, &self.step, self.batch, &self.input, None)?.ok_or_else(
+        kernels::PreparedStep::new(ctx, &self.step, self.batch, &self.input, &[])?.ok_or_else(
             || GpuError::Failed {
                 context: self.name.clone(),
                 reason: "op has no kernel".into(),

@@ -1,7 +1,10 @@
 //! Plain-Rust reference of every op: the oracle the GPU kernels and the fast CPU kernels are
 //! tested against, kept simple on purpose. Activations are NCHW, batch first.
 
-use crate::model::{Activation, Conv2d, Dense, FanIn, Pool, PoolKind};
+use crate::model::{
+    broadcast_shape, broadcast_strides, Activation, Binary, BinaryOperand, Conv2d, Dense, FanIn,
+    Lrn, Pool, PoolKind,
+};
 
 /// 2-D convolution of `n` samples of `[in_channels, h, w]`; returns `[n, out, oh, ow]`.
 pub fn conv2d(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
@@ -158,6 +161,159 @@ pub fn softmax(x: &[f32], classes: usize) -> Vec<f32> {
         }
         for v in row.iter_mut() {
             *v /= sum;
+        }
+    }
+    y
+}
+
+/// `act(x ∘ operand)` (`act(operand ∘ x)` when reversed) for `n` samples of `x_shape`, with
+/// NumPy broadcasting. `operand` holds `n` samples of the operand shape, or one copy for a
+/// constant operand.
+pub fn binary(b: &Binary, x: &[f32], x_shape: &[usize], operand: &[f32], n: usize) -> Vec<f32> {
+    let out = broadcast_shape(x_shape, &b.operand_shape)
+        .expect("shapes were validated when the model was loaded");
+    let out_elems: usize = out.iter().product();
+    let (xs, os) = (
+        broadcast_strides(x_shape, &out),
+        broadcast_strides(&b.operand_shape, &out),
+    );
+    let x_sample: usize = x_shape.iter().product();
+    let o_sample = match b.operand {
+        BinaryOperand::Tensor(_) => b.operand_shape.iter().product(),
+        BinaryOperand::Const(_) => 0,
+    };
+    let mut y = Vec::with_capacity(n * out_elems);
+    for s in 0..n {
+        for i in 0..out_elems {
+            let (mut xi, mut oi, mut rem) = (s * x_sample, s * o_sample, i);
+            for d in (0..out.len()).rev() {
+                let c = rem % out[d];
+                rem /= out[d];
+                xi += c * xs[d];
+                oi += c * os[d];
+            }
+            let (l, r) = if b.reverse {
+                (operand[oi], x[xi])
+            } else {
+                (x[xi], operand[oi])
+            };
+            y.push(b.activation.apply(b.op.apply(l, r)));
+        }
+    }
+    y
+}
+
+/// Concatenation of `n` samples of each piece (data, per-sample shape) along per-sample `axis`.
+pub fn concat(pieces: &[(&[f32], &[usize])], axis: usize, n: usize) -> Vec<f32> {
+    let Some((_, first)) = pieces.first() else {
+        return Vec::new();
+    };
+    let outer: usize = first[..axis].iter().product();
+    // Values of one piece per outer index: its axis size times the trailing dimensions.
+    let chunk = |shape: &[usize]| shape[axis..].iter().product::<usize>();
+    let total: usize = pieces.iter().map(|(_, s)| outer * chunk(s)).sum();
+    let mut y = Vec::with_capacity(n * total);
+    for s in 0..n {
+        for o in 0..outer {
+            for (data, shape) in pieces {
+                let c = chunk(shape);
+                let start = (s * outer + o) * c;
+                y.extend_from_slice(&data[start..start + c]);
+            }
+        }
+    }
+    y
+}
+
+/// Row-major strides of `shape`.
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        s[d] = s[d + 1] * shape[d + 1];
+    }
+    s
+}
+
+/// Per-sample axis permutation of `n` samples of `shape`: output axis `i` is input axis
+/// `perm[i]`.
+pub fn transpose(x: &[f32], shape: &[usize], perm: &[usize], n: usize) -> Vec<f32> {
+    let in_strides = strides(shape);
+    let out: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let elems: usize = shape.iter().product();
+    let mut y = Vec::with_capacity(n * elems);
+    for s in 0..n {
+        for i in 0..elems {
+            let (mut src, mut rem) = (s * elems, i);
+            for d in (0..out.len()).rev() {
+                src += (rem % out[d]) * in_strides[perm[d]];
+                rem /= out[d];
+            }
+            y.push(x[src]);
+        }
+    }
+    y
+}
+
+/// Constant padding of `n` samples of `shape`; `pads` is `[begin_0.., end_0..]`.
+pub fn pad(x: &[f32], shape: &[usize], pads: &[usize], value: f32, n: usize) -> Vec<f32> {
+    let r = shape.len();
+    let out: Vec<usize> = (0..r).map(|d| shape[d] + pads[d] + pads[r + d]).collect();
+    let in_strides = strides(shape);
+    let (in_elems, out_elems) = (
+        shape.iter().product::<usize>(),
+        out.iter().product::<usize>(),
+    );
+    let mut y = Vec::with_capacity(n * out_elems);
+    for s in 0..n {
+        for i in 0..out_elems {
+            let (mut src, mut rem, mut inside) = (s * in_elems, i, true);
+            for d in (0..r).rev() {
+                let c = rem % out[d];
+                rem /= out[d];
+                match c.checked_sub(pads[d]).filter(|&c| c < shape[d]) {
+                    Some(c) => src += c * in_strides[d],
+                    None => inside = false,
+                }
+            }
+            y.push(if inside { x[src] } else { value });
+        }
+    }
+    y
+}
+
+/// Local response normalisation of `n` samples of `shape` across axis 0 (channels).
+pub fn lrn(l: &Lrn, x: &[f32], shape: &[usize], n: usize) -> Vec<f32> {
+    let channels = shape[0];
+    let inner: usize = shape[1..].iter().product();
+    let mut y = vec![0.0f32; x.len()];
+    for s in 0..n {
+        for c in 0..channels {
+            for i in 0..inner {
+                let at = |ch: usize| x[(s * channels + ch) * inner + i];
+                let sq: f32 = l.window(c, channels).map(|ch| at(ch) * at(ch)).sum();
+                let v = at(c);
+                y[(s * channels + c) * inner + i] =
+                    v / (l.bias + l.alpha / l.size as f32 * sq).powf(l.beta);
+            }
+        }
+    }
+    y
+}
+
+/// Numerically stable softmax of `n` samples of `shape` along per-sample `axis`.
+pub fn softmax_axis(x: &[f32], shape: &[usize], axis: usize, n: usize) -> Vec<f32> {
+    let len = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let outer = n * shape[..axis].iter().product::<usize>();
+    let mut y = x.to_vec();
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| (o * len + k) * inner + i;
+            let m = (0..len).map(|k| x[at(k)]).fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = (0..len).map(|k| (x[at(k)] - m).exp()).sum();
+            for k in 0..len {
+                y[at(k)] = (x[at(k)] - m).exp() / sum;
+            }
         }
     }
     y

@@ -5,7 +5,7 @@
 use super::{EngineError, ExitOutput, PlanOutput};
 use crate::cpu::{self, ExitStat};
 use crate::encoding::{decode_cpu, encode_cpu, Encoded, Encoding};
-use crate::model::{Model, Op, Operand, Step};
+use crate::model::{BinaryOperand, Model, Op, Operand, Step};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 use std::ops::Range;
@@ -17,12 +17,15 @@ pub fn run_steps_cpu(steps: &[Step], input: Vec<f32>, n: usize) -> Vec<f32> {
     let mut x = input;
     for step in steps {
         let s = &step.input_shape;
-        let other = |with: &Operand| -> &Vec<f32> {
-            match with {
+        let tensor = |o: &Operand| -> &Vec<f32> {
+            match o {
                 Operand::BlockInput => &block_input,
                 Operand::Saved(l) => &saved[l.as_str()],
             }
         };
+        if let Some(from) = &step.from {
+            x = tensor(from).clone();
+        }
         x = match &step.op {
             Op::Conv2d(c) => cpu::reference::conv2d(c, &x, n, s[1], s[2]),
             Op::Dense(d) => cpu::reference::dense(d, &x, n),
@@ -31,13 +34,24 @@ pub fn run_steps_cpu(steps: &[Step], input: Vec<f32>, n: usize) -> Vec<f32> {
             Op::GlobalAvgPool => cpu::reference::global_avgpool(&x, n * s[0], s[1] * s[2]),
             Op::Flatten => x,
             Op::Activation(a) => cpu::reference::activation(*a, &x),
-            Op::Add { with, activation } => cpu::reference::add(&x, other(with), *activation),
-            Op::Mul { with } => {
-                let big = other(with);
-                let inner = big.len() / x.len().max(1);
-                cpu::reference::mul(&x, big, inner)
+            Op::Binary(b) => {
+                let operand = match &b.operand {
+                    BinaryOperand::Tensor(o) => tensor(o),
+                    BinaryOperand::Const(c) => c,
+                };
+                cpu::reference::binary(b, &x, s, operand, n)
             }
-            Op::Softmax => cpu::reference::softmax(&x, step.output_shape.iter().product()),
+            Op::Concat(c) => {
+                let mut pieces: Vec<(&[f32], &[usize])> = vec![(&x, s)];
+                for (o, shape) in c.with.iter().zip(&c.with_shapes) {
+                    pieces.push((tensor(o), shape));
+                }
+                cpu::reference::concat(&pieces, c.axis, n)
+            }
+            Op::Transpose { perm } => cpu::reference::transpose(&x, s, perm, n),
+            Op::Pad { pads, value } => cpu::reference::pad(&x, s, pads, *value, n),
+            Op::Lrn(l) => cpu::reference::lrn(l, &x, s, n),
+            Op::Softmax { axis } => cpu::reference::softmax_axis(&x, s, *axis, n),
         };
         if let Some(label) = &step.save_as {
             saved.insert(label.as_str(), x.clone());

@@ -44,6 +44,7 @@ pub(crate) struct GpuPlan {
     capacity: usize,
     kernels: Vec<Kernel>,
     _weights: Vec<kernels::OpWeights>,
+    _constants: Vec<wgpu::Buffer>,
     slots: Vec<wgpu::Buffer>,
     input_slot: usize,
     output_slot: usize,
@@ -68,6 +69,8 @@ pub(crate) struct GpuPlan {
 struct Recorded {
     kernels: Vec<Kernel>,
     weights: Vec<kernels::OpWeights>,
+    /// Constant operands of binary ops.
+    constants: Vec<wgpu::Buffer>,
 }
 
 fn record_steps(
@@ -80,17 +83,21 @@ fn record_steps(
     let mut out = Recorded {
         kernels: Vec::new(),
         weights: Vec::new(),
+        constants: Vec::new(),
     };
     for p in placed {
         let (x, y) = (&slots[slot_of[p.input]], &slots[slot_of[p.output]]);
         match &p.work {
             Work::Step(step) => {
                 let w = kernels::OpWeights::upload(ctx, &step.label, &step.op)?;
-                let other = p.other.map(|o| &slots[slot_of[o]]);
-                if let Some(k) = kernels::step(ctx, step, batch, w.as_ref(), x, other, y)? {
-                    out.kernels.push(k);
-                }
+                let constant = kernels::upload_constant(ctx, &step.label, &step.op)?;
+                let mut others: Vec<&wgpu::Buffer> =
+                    p.others.iter().map(|&o| &slots[slot_of[o]]).collect();
+                others.extend(constant.as_ref());
+                out.kernels
+                    .extend(kernels::step(ctx, step, batch, w.as_ref(), x, &others, y)?);
                 out.weights.extend(w);
+                out.constants.extend(constant);
             }
             Work::FanInFm { step, out_fm } => {
                 let Op::FanIn(f) = &step.op else {
@@ -335,6 +342,7 @@ impl GpuPlan {
             capacity: batch,
             kernels,
             _weights: steps.weights,
+            _constants: steps.constants,
             slots: buffers,
             input_slot,
             output_slot,

@@ -13,12 +13,14 @@ use std::ops::Range;
 pub(crate) struct Recorded<'m> {
     pub step: &'m Step,
     pub input: usize,
-    pub other: Option<usize>,
+    /// Further values the step reads ([`Op::operands`]), in order.
+    pub others: Vec<usize>,
     pub output: usize,
 }
 
 /// The values of a range in execution order: value 0 is the plan input; `flatten` aliases
-/// its input instead of producing a value.
+/// its input instead of producing a value. A step reads the previous step's value, or the
+/// block input or a saved value when it has a `from`.
 pub(crate) struct Schedule<'m> {
     pub ops: Vec<Recorded<'m>>,
     pub values: usize,
@@ -44,18 +46,19 @@ pub(crate) fn schedule<'m>(model: &'m Model, range: Range<usize>, exits: &[usize
         let mut x = start;
         for step in steps {
             s.max_elems = s.max_elems.max(step.output_shape.iter().product());
+            let value_of = |o: &Operand| match o {
+                Operand::BlockInput => start,
+                Operand::Saved(l) => saved[l.as_str()],
+            };
+            if let Some(from) = &step.from {
+                x = value_of(from);
+            }
             if !matches!(step.op, Op::Flatten) {
-                let other = match &step.op {
-                    Op::Add { with, .. } | Op::Mul { with } => Some(match with {
-                        Operand::BlockInput => start,
-                        Operand::Saved(l) => saved[l.as_str()],
-                    }),
-                    _ => None,
-                };
+                let others = step.op.operands().into_iter().map(value_of).collect();
                 s.ops.push(Recorded {
                     step,
                     input: x,
-                    other,
+                    others,
                     output: s.values,
                 });
                 x = s.values;
@@ -95,7 +98,7 @@ pub(crate) enum Work<'m> {
 pub(crate) struct Placed<'m> {
     pub work: Work<'m>,
     pub input: usize,
-    pub other: Option<usize>,
+    pub others: Vec<usize>,
     pub output: usize,
 }
 
@@ -122,7 +125,7 @@ pub(crate) fn place<'m>(sched: &Schedule<'m>, batch: usize) -> (Vec<Placed<'m>>,
     for (j, o) in sched.ops.iter().enumerate() {
         readers[o.input].0 += 1;
         readers[o.input].1 &= fm[j];
-        if let Some(v) = o.other {
+        for &v in &o.others {
             readers[v] = (readers[v].0 + 1, false);
         }
     }
@@ -139,7 +142,7 @@ pub(crate) fn place<'m>(sched: &Schedule<'m>, batch: usize) -> (Vec<Placed<'m>>,
             placed.push(Placed {
                 work: Work::Step(step),
                 input: r.input,
-                other: r.other,
+                others: r.others.clone(),
                 output: r.output,
             });
             continue;
@@ -158,7 +161,7 @@ pub(crate) fn place<'m>(sched: &Schedule<'m>, batch: usize) -> (Vec<Placed<'m>>,
                     features: step.input_shape.iter().product(),
                 },
                 input: r.input,
-                other: None,
+                others: Vec::new(),
                 output: copy,
             });
             copy
@@ -169,7 +172,7 @@ pub(crate) fn place<'m>(sched: &Schedule<'m>, batch: usize) -> (Vec<Placed<'m>>,
                 out_fm: written_fm[r.output],
             },
             input,
-            other: None,
+            others: Vec::new(),
             output: r.output,
         });
     }
@@ -185,21 +188,21 @@ pub(crate) struct Slots {
     pub count: usize,
 }
 
-/// Assigns `values` numbered values to reusable buffer slots. `ops` are `(input, other,
+/// Assigns `values` numbered values to reusable buffer slots. `ops` are `(input, others,
 /// output)` in execution order, value 0 is the plan input. A slot is recycled after the last op
 /// that reads its value; the values in `kept` (exit logits, the output) stay live until
 /// readback.
 pub(crate) fn assign_slots(
-    ops: &[(usize, Option<usize>, usize)],
+    ops: &[(usize, Vec<usize>, usize)],
     values: usize,
     kept: &[usize],
 ) -> Slots {
     const FOREVER: usize = usize::MAX;
     let mut last_use = vec![0usize; values];
-    for (i, &(input, other, output)) in ops.iter().enumerate() {
-        last_use[output] = last_use[output].max(i);
-        last_use[input] = i;
-        if let Some(o) = other {
+    for (i, (input, others, output)) in ops.iter().enumerate() {
+        last_use[*output] = last_use[*output].max(i);
+        last_use[*input] = i;
+        for &o in others {
             last_use[o] = i;
         }
     }
@@ -216,12 +219,11 @@ pub(crate) fn assign_slots(
         })
     };
     of[0] = take(&mut free);
-    for (i, &(input, other, output)) in ops.iter().enumerate() {
-        of[output] = take(&mut free);
-        let mut dead = vec![input];
-        dead.extend(other);
-        dead.push(output);
-        dead.dedup();
+    for (i, (input, others, output)) in ops.iter().enumerate() {
+        of[*output] = take(&mut free);
+        let mut dead = vec![*input];
+        dead.extend(others);
+        dead.push(*output);
         for v in dead {
             if last_use[v] == i && !free.contains(&of[v]) {
                 free.push(of[v]);
@@ -241,11 +243,11 @@ pub(crate) fn kept_values(sched: &Schedule<'_>) -> Vec<usize> {
         .collect()
 }
 
-/// The `(input, other, output)` triples of placed dispatches, for [`assign_slots`].
-pub(crate) fn edges(placed: &[Placed<'_>]) -> Vec<(usize, Option<usize>, usize)> {
+/// The `(input, others, output)` triples of placed dispatches, for [`assign_slots`].
+pub(crate) fn edges(placed: &[Placed<'_>]) -> Vec<(usize, Vec<usize>, usize)> {
     placed
         .iter()
-        .map(|p| (p.input, p.other, p.output))
+        .map(|p| (p.input, p.others.clone(), p.output))
         .collect()
 }
 
@@ -259,7 +261,7 @@ mod tests {
 
     #[test]
     fn a_plain_chain_ping_pongs_between_two_slots() {
-        let ops = [(0, None, 1), (1, None, 2), (2, None, 3), (3, None, 4)];
+        let ops = [(0, vec![], 1), (1, vec![], 2), (2, vec![], 3), (3, vec![], 4)];
         let s = assign_slots(&ops, 5, &[4]);
         assert_eq!(s.count, 2);
         assert_eq!(s.of, [0, 1, 0, 1, 0]);
@@ -268,7 +270,7 @@ mod tests {
     #[test]
     fn a_residual_input_stays_live_until_its_add() {
         // 1 = f(0); 2 = g(1); 3 = add(2, 0): value 0 must not be overwritten before op 2.
-        let ops = [(0, None, 1), (1, None, 2), (2, Some(0), 3)];
+        let ops = [(0, vec![], 1), (1, vec![], 2), (2, vec![0], 3)];
         let s = assign_slots(&ops, 4, &[3]);
         assert_eq!(s.count, 3);
         assert_ne!(s.of[2], s.of[0]);
@@ -278,7 +280,7 @@ mod tests {
     #[test]
     fn kept_values_are_never_recycled() {
         // Value 1 is an exit's logits read by nothing later; it must keep its slot.
-        let ops = [(0, None, 1), (0, None, 2), (2, None, 3), (3, None, 4)];
+        let ops = [(0, vec![], 1), (0, vec![], 2), (2, vec![], 3), (3, vec![], 4)];
         let s = assign_slots(&ops, 5, &[1, 4]);
         for v in [0, 2, 3, 4] {
             assert_ne!(s.of[v], s.of[1], "value {v} reuses the exit's slot");

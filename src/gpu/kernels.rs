@@ -4,7 +4,10 @@
 
 use super::{check_storage_size, upload, GpuContext, GpuError, Shader};
 use crate::encoding::Encoding;
-use crate::model::{Activation, Conv2d, Dense, FanIn, Op, Pool, PoolKind, Step};
+use crate::model::{
+    broadcast_shape, broadcast_strides, Activation, Binary, BinaryOp, BinaryOperand, Conv2d, Dense, FanIn, Lrn, Op,
+    Pool, PoolKind, Step,
+};
 use bytemuck::{Pod, Zeroable};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -23,8 +26,14 @@ pub struct DenseParams {
     pub inputs: u32,
     /// Output features.
     pub outputs: u32,
-    /// Activation code.
+    /// Activation code ([`Activation::code`]).
     pub activation: u32,
+    /// First activation parameter ([`Activation::params`]).
+    pub act_a: f32,
+    /// Second activation parameter.
+    pub act_b: f32,
+    /// Padding to 16 bytes.
+    pub _pad: [u32; 2],
 }
 
 /// `FanInParams` in `fanin.wgsl`.
@@ -39,10 +48,14 @@ pub struct FanInParams {
     pub outputs: u32,
     /// Inputs per output.
     pub k: u32,
-    /// Activation code.
+    /// Activation code ([`Activation::code`]).
     pub activation: u32,
+    /// First activation parameter ([`Activation::params`]).
+    pub act_a: f32,
+    /// Second activation parameter.
+    pub act_b: f32,
     /// Padding to 16 bytes.
-    pub _pad: [u32; 3],
+    pub _pad: u32,
 }
 
 /// `ConvParams` in `conv2d.wgsl`.
@@ -81,10 +94,14 @@ pub struct ConvParams {
     pub pad_left: u32,
     /// Groups.
     pub groups: u32,
-    /// Activation code.
+    /// Activation code ([`Activation::code`]).
     pub activation: u32,
+    /// First activation parameter ([`Activation::params`]).
+    pub act_a: f32,
+    /// Second activation parameter.
+    pub act_b: f32,
     /// Padding to 16 bytes.
-    pub _pad: [u32; 3],
+    pub _pad: u32,
 }
 
 impl ConvParams {
@@ -111,8 +128,10 @@ impl ConvParams {
             pad_top: c.pads[0] as u32,
             pad_left: c.pads[1] as u32,
             groups: c.groups as u32,
-            activation: c.activation as u32,
-            _pad: [0; 3],
+            activation: c.activation.code(),
+            act_a: c.activation.params().0,
+            act_b: c.activation.params().1,
+            _pad: 0,
         }
     }
 }
@@ -161,8 +180,149 @@ pub struct ElementwiseParams {
     pub len: u32,
     /// Values per gate entry (`H·W` for a channel gate, 1 otherwise).
     pub inner: u32,
-    /// Activation code.
+    /// Activation code ([`Activation::code`]).
     pub activation: u32,
+    /// Padding.
+    pub _pad0: u32,
+    /// First activation parameter ([`Activation::params`]).
+    pub act_a: f32,
+    /// Second activation parameter.
+    pub act_b: f32,
+    /// Padding to 16 bytes.
+    pub _pad1: [u32; 2],
+}
+
+/// `BinaryParams` in `binary.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct BinaryParams {
+    /// Output values (all samples).
+    pub len: u32,
+    /// [`BinaryOp::code`].
+    pub op: u32,
+    /// Activation code ([`Activation::code`]).
+    pub activation: u32,
+    /// Output values per sample.
+    pub out_sample: u32,
+    /// First activation parameter ([`Activation::params`]).
+    pub act_a: f32,
+    /// Second activation parameter.
+    pub act_b: f32,
+    /// Values per sample of `a` (0 for a constant).
+    pub a_sample: u32,
+    /// Values per sample of `b` (0 for a constant).
+    pub b_sample: u32,
+    /// Per-sample output dimensions, right-aligned, leading 1s.
+    pub out_dims: [u32; 4],
+    /// Strides of `a` along `out_dims` (0 where broadcast).
+    pub a_strides: [u32; 4],
+    /// Strides of `b` along `out_dims` (0 where broadcast).
+    pub b_strides: [u32; 4],
+}
+
+/// Dimensions of the iteration space of `movement.wgsl`.
+pub const MOVE_DIMS: usize = 8;
+
+/// `MoveParams` in `movement.wgsl`: a strided copy over an iteration space of up to
+/// [`MOVE_DIMS`] dimensions.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct MoveParams {
+    /// Values written.
+    pub len: u32,
+    /// Offset of the first written value in `y`.
+    pub y_offset: u32,
+    /// Value of cells outside the source.
+    pub value: f32,
+    /// Padding to 16 bytes.
+    pub _pad: u32,
+    /// Iteration space, outermost first, unused dimensions 1.
+    pub dims: [[u32; 4]; 2],
+    /// Source extent per dimension.
+    pub src_dims: [[u32; 4]; 2],
+    /// Leading padding per dimension (source coordinate = coordinate − pad).
+    pub pads: [[u32; 4]; 2],
+    /// Source strides.
+    pub x_strides: [[u32; 4]; 2],
+    /// Destination strides.
+    pub y_strides: [[u32; 4]; 2],
+}
+
+/// One dimension of a strided copy: its size, source extent, leading pad and strides.
+#[derive(Debug, Clone, Copy)]
+pub struct MoveDim {
+    /// Size of the iteration space along this dimension.
+    pub size: usize,
+    /// Source extent (coordinates past it, after the pad, read as the fill value).
+    pub src: usize,
+    /// Leading padding.
+    pub pad: usize,
+    /// Source stride.
+    pub x_stride: usize,
+    /// Destination stride.
+    pub y_stride: usize,
+}
+
+impl MoveDim {
+    /// A dimension copied one to one.
+    pub fn plain(size: usize, x_stride: usize, y_stride: usize) -> Self {
+        Self {
+            size,
+            src: size,
+            pad: 0,
+            x_stride,
+            y_stride,
+        }
+    }
+}
+
+impl MoveParams {
+    /// Parameters of a copy over `dims` (outermost first, at most [`MOVE_DIMS`]), writing from
+    /// `y_offset` and filling cells outside the source with `value`.
+    pub fn new(dims: &[MoveDim], y_offset: usize, value: f32) -> Self {
+        assert!(dims.len() <= MOVE_DIMS, "strided copies have at most {MOVE_DIMS} dimensions");
+        let mut p = Self {
+            len: dims.iter().map(|d| d.size).product::<usize>() as u32,
+            y_offset: y_offset as u32,
+            value,
+            _pad: 0,
+            dims: [[1; 4]; 2],
+            src_dims: [[1; 4]; 2],
+            pads: [[0; 4]; 2],
+            x_strides: [[0; 4]; 2],
+            y_strides: [[0; 4]; 2],
+        };
+        let skip = MOVE_DIMS - dims.len();
+        for (i, d) in dims.iter().enumerate() {
+            let (v, c) = ((skip + i) / 4, (skip + i) % 4);
+            p.dims[v][c] = d.size as u32;
+            p.src_dims[v][c] = d.src as u32;
+            p.pads[v][c] = d.pad as u32;
+            p.x_strides[v][c] = d.x_stride as u32;
+            p.y_strides[v][c] = d.y_stride as u32;
+        }
+        p
+    }
+}
+
+/// `NormParams` in `normalize.wgsl`: a tensor viewed as `[outer, len, inner]`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct NormParams {
+    /// Product of the dimensions before the axis (batch included).
+    pub outer: u32,
+    /// Size of the axis.
+    pub len: u32,
+    /// Product of the dimensions after the axis.
+    pub inner: u32,
+    /// LRN window size.
+    pub size: u32,
+    /// LRN alpha.
+    pub alpha: f32,
+    /// LRN beta.
+    pub beta: f32,
+    /// LRN bias.
+    pub bias: f32,
     /// Padding to 16 bytes.
     pub _pad: u32,
 }
@@ -401,7 +561,10 @@ pub fn dense(
         batch: batch as u32,
         inputs: d.inputs as u32,
         outputs: d.outputs as u32,
-        activation: d.activation as u32,
+        activation: d.activation.code(),
+        act_a: d.activation.params().0,
+        act_b: d.activation.params().1,
+        _pad: [0; 2],
     };
     let inv = (batch as u64).div_ceil(rows as u64) * (d.outputs as u64).div_ceil(4);
     Kernel::new(
@@ -428,8 +591,10 @@ fn fanin_binding<'w>(
         inputs: f.inputs as u32,
         outputs: f.outputs as u32,
         k: f.k as u32,
-        activation: f.activation as u32,
-        _pad: [0; 3],
+        activation: f.activation.code(),
+        act_a: f.activation.params().0,
+        act_b: f.activation.params().1,
+        _pad: 0,
     };
     let indices = weights
         .indices
@@ -701,7 +866,7 @@ pub fn global_avgpool(
     )
 }
 
-/// Elementwise launcher: `entry` is `activation`, `add` or `mul`.
+/// Elementwise launcher: `entry` is `activation`, `add` or `mul` (`a` is the gate of `mul`).
 #[allow(clippy::too_many_arguments)] // one launcher for three entry points
 pub fn elementwise(
     ctx: &GpuContext,
@@ -714,11 +879,15 @@ pub fn elementwise(
     b: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Kernel, GpuError> {
+    let (act_a, act_b) = activation.params();
     let params = ElementwiseParams {
         len: len as u32,
         inner: inner as u32,
-        activation: activation as u32,
-        _pad: 0,
+        activation: activation.code(),
+        _pad0: 0,
+        act_a,
+        act_b,
+        _pad1: [0; 2],
     };
     Kernel::new(
         ctx,
@@ -819,23 +988,332 @@ pub fn exit(
     )
 }
 
-/// The launcher for one model step. `input` is the step's input, `other` the second operand of
-/// `add`/`mul`. Returns `None` for ops that need no kernel (`flatten`).
+/// Broadcasting binary-op launcher (`binary.wgsl`): `x ∘ operand` (`operand ∘ x` when
+/// reversed) for `batch` samples of `x_shape`; `operand` holds one sample of `b.operand_shape`
+/// for a constant, `batch` samples otherwise.
+#[allow(clippy::too_many_arguments)] // the op, its shapes and its three buffers
+pub fn binary(
+    ctx: &GpuContext,
+    label: &str,
+    b: &Binary,
+    batch: usize,
+    x_shape: &[usize],
+    x: &wgpu::Buffer,
+    operand: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    let out = broadcast_shape(x_shape, &b.operand_shape)
+        .expect("shapes were validated when the model was loaded");
+    let aligned = |strides: Vec<usize>| {
+        let mut v = [0u32; 4];
+        for (i, s) in strides.iter().rev().enumerate() {
+            v[3 - i] = *s as u32;
+        }
+        v
+    };
+    let mut out_dims = [1u32; 4];
+    for (i, d) in out.iter().rev().enumerate() {
+        out_dims[3 - i] = *d as u32;
+    }
+    let out_sample: usize = out.iter().product();
+    let x_side = (
+        x,
+        x_shape.iter().product::<usize>(),
+        aligned(broadcast_strides(x_shape, &out)),
+    );
+    let operand_sample = match b.operand {
+        BinaryOperand::Tensor(_) => b.operand_shape.iter().product(),
+        BinaryOperand::Const(_) => 0,
+    };
+    let operand_side = (
+        operand,
+        operand_sample,
+        aligned(broadcast_strides(&b.operand_shape, &out)),
+    );
+    let (a, bb) = if b.reverse {
+        (operand_side, x_side)
+    } else {
+        (x_side, operand_side)
+    };
+    let (act_a, act_b) = b.activation.params();
+    let params = BinaryParams {
+        len: (batch * out_sample) as u32,
+        op: b.op.code(),
+        activation: b.activation.code(),
+        out_sample: out_sample as u32,
+        act_a,
+        act_b,
+        a_sample: a.1 as u32,
+        b_sample: bb.1 as u32,
+        out_dims,
+        a_strides: a.2,
+        b_strides: bb.2,
+    };
+    Kernel::new(
+        ctx,
+        format!("{label}.binary"),
+        Shader::Binary,
+        "binary",
+        &[],
+        &params,
+        &[a.0, bb.0],
+        y,
+        (batch * out_sample) as u64,
+    )
+}
+
+/// The fast path of a binary op on a tensor operand, if one applies: a same-shape add or
+/// product (`add`/`mul` of `elementwise.wgsl`) or a `[C,1,1]` gate times `[C,H,W]` (either
+/// side). Returns the entry, the gate-side and full-side buffers and values per gate entry.
+fn binary_fast_path<'b>(
+    b: &Binary,
+    x_shape: &[usize],
+    x: &'b wgpu::Buffer,
+    operand: &'b wgpu::Buffer,
+) -> Option<(&'static str, &'b wgpu::Buffer, &'b wgpu::Buffer, usize)> {
+    if !matches!(b.operand, BinaryOperand::Tensor(_)) {
+        return None;
+    }
+    let same = x_shape == b.operand_shape.as_slice();
+    let gate_of = |gate: &[usize], full: &[usize]| match (gate, full) {
+        ([c, 1, 1], [cf, h, w]) if c == cf => Some(h * w),
+        _ => None,
+    };
+    match b.op {
+        BinaryOp::Add if same => Some(("add", x, operand, 1)),
+        BinaryOp::Mul if same => Some(("mul", x, operand, 1)),
+        BinaryOp::Mul => match gate_of(x_shape, &b.operand_shape) {
+            Some(inner) => Some(("mul", x, operand, inner)),
+            None => gate_of(&b.operand_shape, x_shape).map(|inner| ("mul", operand, x, inner)),
+        },
+        _ => None,
+    }
+}
+
+/// A strided-copy launcher (`movement.wgsl`).
+pub fn copy_strided(
+    ctx: &GpuContext,
+    label: String,
+    params: MoveParams,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    let len = params.len as u64;
+    Kernel::new(
+        ctx,
+        label,
+        Shader::Movement,
+        "copy_strided",
+        &[],
+        &params,
+        &[x],
+        y,
+        len,
+    )
+}
+
+/// Row-major strides of `shape`.
+fn strides_of(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        s[d] = s[d + 1] * shape[d + 1];
+    }
+    s
+}
+
+/// Transpose of `batch` samples of `shape`: output axis `i` is input axis `perm[i]`.
+pub fn transpose(
+    ctx: &GpuContext,
+    label: &str,
+    batch: usize,
+    shape: &[usize],
+    perm: &[usize],
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    let elems: usize = shape.iter().product();
+    let (xs, out): (Vec<usize>, Vec<usize>) = (strides_of(shape), perm.iter().map(|&p| shape[p]).collect());
+    let ys = strides_of(&out);
+    let mut dims = vec![MoveDim::plain(batch, elems, elems)];
+    dims.extend((0..out.len()).map(|d| MoveDim::plain(out[d], xs[perm[d]], ys[d])));
+    copy_strided(ctx, format!("{label}.transpose"), MoveParams::new(&dims, 0, 0.0), x, y)
+}
+
+/// Constant padding of `batch` samples of `shape`; `pads` is `[begin.., end..]`.
+#[allow(clippy::too_many_arguments)] // shapes, padding and the two buffers
+pub fn pad(
+    ctx: &GpuContext,
+    label: &str,
+    batch: usize,
+    shape: &[usize],
+    pads: &[usize],
+    value: f32,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    let r = shape.len();
+    let out: Vec<usize> = (0..r).map(|d| shape[d] + pads[d] + pads[r + d]).collect();
+    let (xs, ys) = (strides_of(shape), strides_of(&out));
+    let (in_elems, out_elems) = (shape.iter().product(), out.iter().product());
+    let mut dims = vec![MoveDim::plain(batch, in_elems, out_elems)];
+    dims.extend((0..r).map(|d| MoveDim {
+        size: out[d],
+        src: shape[d],
+        pad: pads[d],
+        x_stride: xs[d],
+        y_stride: ys[d],
+    }));
+    copy_strided(ctx, format!("{label}.pad"), MoveParams::new(&dims, 0, value), x, y)
+}
+
+/// Concatenation along per-sample `axis`: one strided copy per piece into its slice of `y`.
+/// `pieces` are the buffers and per-sample shapes, the step's input first.
+pub fn concat(
+    ctx: &GpuContext,
+    label: &str,
+    batch: usize,
+    axis: usize,
+    pieces: &[(&wgpu::Buffer, &[usize])],
+    y: &wgpu::Buffer,
+) -> Result<Vec<Kernel>, GpuError> {
+    let Some((_, first)) = pieces.first() else {
+        return Ok(Vec::new());
+    };
+    let outer: usize = first[..axis].iter().product();
+    let chunk = |shape: &[usize]| shape[axis..].iter().product::<usize>();
+    let total: usize = pieces.iter().map(|(_, s)| chunk(s)).sum();
+    let mut offset = 0;
+    let mut kernels = Vec::with_capacity(pieces.len());
+    for (i, (x, shape)) in pieces.iter().enumerate() {
+        let c = chunk(shape);
+        let dims = [
+            MoveDim::plain(batch, outer * c, outer * total),
+            MoveDim::plain(outer, c, total),
+            MoveDim::plain(c, 1, 1),
+        ];
+        let params = MoveParams::new(&dims, offset, 0.0);
+        kernels.push(copy_strided(ctx, format!("{label}.concat{i}"), params, x, y)?);
+        offset += c;
+    }
+    Ok(kernels)
+}
+
+/// A `normalize.wgsl` launcher over `invocations` threads.
+fn normalize(
+    ctx: &GpuContext,
+    label: &str,
+    entry: &'static str,
+    params: NormParams,
+    invocations: usize,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    Kernel::new(
+        ctx,
+        format!("{label}.{entry}"),
+        Shader::Normalize,
+        entry,
+        &[],
+        &params,
+        &[x],
+        y,
+        invocations as u64,
+    )
+}
+
+/// LRN launcher for `batch` samples of `shape` (channels first).
+pub fn lrn(
+    ctx: &GpuContext,
+    label: &str,
+    l: &Lrn,
+    batch: usize,
+    shape: &[usize],
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    let inner: usize = shape[1..].iter().product();
+    let params = NormParams {
+        outer: batch as u32,
+        len: shape[0] as u32,
+        inner: inner as u32,
+        size: l.size as u32,
+        alpha: l.alpha,
+        beta: l.beta,
+        bias: l.bias,
+        _pad: 0,
+    };
+    normalize(ctx, label, "lrn", params, batch * shape[0] * inner, x, y)
+}
+
+/// Softmax along per-sample `axis` of `batch` samples of `shape`: the exit kernel's row
+/// softmax when the axis is innermost, else `softmax_axis`.
+pub fn softmax(
+    ctx: &GpuContext,
+    label: &str,
+    batch: usize,
+    shape: &[usize],
+    axis: usize,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    let outer = batch * shape[..axis].iter().product::<usize>();
+    let inner: usize = shape[axis + 1..].iter().product();
+    if inner == 1 {
+        return exit(ctx, label, "softmax", outer, shape[axis], x, y);
+    }
+    let params = NormParams {
+        outer: outer as u32,
+        len: shape[axis] as u32,
+        inner: inner as u32,
+        size: 0,
+        alpha: 0.0,
+        beta: 0.0,
+        bias: 0.0,
+        _pad: 0,
+    };
+    normalize(ctx, label, "softmax_axis", params, outer * inner, x, y)
+}
+
+/// The constant operand of a binary op, uploaded (the second operand its kernel reads); `None`
+/// for other ops.
+pub fn upload_constant(
+    ctx: &GpuContext,
+    label: &str,
+    op: &Op,
+) -> Result<Option<wgpu::Buffer>, GpuError> {
+    match op {
+        Op::Binary(Binary {
+            operand: BinaryOperand::Const(c),
+            ..
+        }) => Ok(Some(upload(ctx, &format!("{label}.value"), c)?)),
+        _ => Ok(None),
+    }
+}
+
+/// The launchers for one model step (several for a concat, none for `flatten`). `input` is the
+/// step's input; `others` the further tensors it reads ([`Op::operands`], or the uploaded
+/// constant of a binary op, [`upload_constant`]).
 pub fn step(
     ctx: &GpuContext,
     step: &Step,
     batch: usize,
     weights: Option<&OpWeights>,
     input: &wgpu::Buffer,
-    other: Option<&wgpu::Buffer>,
+    others: &[&wgpu::Buffer],
     output: &wgpu::Buffer,
-) -> Result<Option<Kernel>, GpuError> {
+) -> Result<Vec<Kernel>, GpuError> {
     let label = step.label.as_str();
     let elems: usize = step.output_shape.iter().product::<usize>() * batch;
     check_storage_size(ctx, label, (elems * 4) as u64)?;
     let need_weights = || weights.expect("parametrised ops have uploaded weights");
+    let need_other = |i: usize| {
+        *others
+            .get(i)
+            .expect("the planner binds every operand of the step")
+    };
     let hw = |s: &[usize]| (s[1], s[2]);
-    Ok(Some(match &step.op {
+    let shape = step.input_shape.as_slice();
+    Ok(vec![match &step.op {
         Op::Dense(d) => dense(ctx, label, d, batch, need_weights(), input, output)?,
         Op::FanIn(f) => fanin(ctx, label, f, batch, need_weights(), input, output)?,
         Op::Conv2d(c) => conv2d(
@@ -843,68 +1321,42 @@ pub fn step(
             label,
             c,
             batch,
-            hw(&step.input_shape),
+            hw(shape),
             need_weights(),
             input,
             output,
         )?,
-        Op::Pool(p) => pool(
-            ctx,
-            label,
-            p,
-            batch * step.input_shape[0],
-            hw(&step.input_shape),
-            input,
-            output,
-        )?,
+        Op::Pool(p) => pool(ctx, label, p, batch * shape[0], hw(shape), input, output)?,
         Op::GlobalAvgPool => global_avgpool(
             ctx,
             label,
-            batch * step.input_shape[0],
-            step.input_shape[1] * step.input_shape[2],
+            batch * shape[0],
+            shape[1] * shape[2],
             input,
             output,
         )?,
-        Op::Flatten => return Ok(None),
+        Op::Flatten => return Ok(Vec::new()),
         Op::Activation(a) => {
             elementwise(ctx, label, "activation", elems, 1, *a, input, input, output)?
         }
-        Op::Add { activation, .. } => {
-            let other = other.expect("add has a second operand");
-            elementwise(
-                ctx,
-                label,
-                "add",
-                elems,
-                1,
-                *activation,
-                input,
-                other,
-                output,
-            )?
+        Op::Binary(b) => match binary_fast_path(b, shape, input, need_other(0)) {
+            Some((entry, gate, full, inner)) => {
+                elementwise(ctx, label, entry, elems, inner, b.activation, gate, full, output)?
+            }
+            None => binary(ctx, label, b, batch, shape, input, need_other(0), output)?,
+        },
+        Op::Concat(c) => {
+            let mut pieces = vec![(input, shape)];
+            for (i, s) in c.with_shapes.iter().enumerate() {
+                pieces.push((need_other(i), s.as_slice()));
+            }
+            return concat(ctx, label, batch, c.axis, &pieces, output);
         }
-        Op::Mul { .. } => {
-            let other = other.expect("mul has a second operand");
-            let in_elems: usize = step.input_shape.iter().product();
-            let out_elems: usize = step.output_shape.iter().product();
-            let inner = out_elems / in_elems.max(1);
-            elementwise(
-                ctx,
-                label,
-                "mul",
-                elems,
-                inner,
-                Activation::None,
-                input,
-                other,
-                output,
-            )?
-        }
-        Op::Softmax => {
-            let classes: usize = step.output_shape.iter().product();
-            exit(ctx, label, "softmax", batch, classes, input, output)?
-        }
-    }))
+        Op::Transpose { perm } => transpose(ctx, label, batch, shape, perm, input, output)?,
+        Op::Pad { pads, value } => pad(ctx, label, batch, shape, pads, *value, input, output)?,
+        Op::Lrn(l) => lrn(ctx, label, l, batch, shape, input, output)?,
+        Op::Softmax { axis } => softmax(ctx, label, batch, shape, *axis, input, output)?,
+    }])
 }
 
 /// One step with its own buffers and uploaded weights, ready to dispatch repeatedly: kernel
@@ -919,20 +1371,23 @@ pub struct PreparedStep {
 }
 
 impl PreparedStep {
-    /// Uploads `input` (and `other`, for add/mul) and builds the dispatch. `None` for ops that
-    /// need no kernel (flatten).
+    /// Uploads `input` (and `others`, the further tensors the step reads: [`Op::operands`])
+    /// and builds the dispatches. `None` for ops that need no kernel (flatten).
     pub fn new(
         ctx: &GpuContext,
         step: &Step,
         batch: usize,
         input: &[f32],
-        other: Option<&[f32]>,
+        others: &[&[f32]],
     ) -> Result<Option<Self>, GpuError> {
         let step = lower(step);
         let x = upload(ctx, &format!("{}.input", step.label), input)?;
-        let o = other
-            .map(|d| upload(ctx, &format!("{}.other", step.label), d))
-            .transpose()?;
+        let mut operands = others
+            .iter()
+            .enumerate()
+            .map(|(i, d)| upload(ctx, &format!("{}.other{i}", step.label), d))
+            .collect::<Result<Vec<_>, _>>()?;
+        operands.extend(upload_constant(ctx, &step.label, &step.op)?);
         let out_elems = batch * step.output_shape.iter().product::<usize>();
         let y = super::storage(
             ctx,
@@ -941,7 +1396,6 @@ impl PreparedStep {
         )?;
         let w = OpWeights::upload(ctx, &step.label, &step.op)?;
         let mut buffers = vec![x];
-        buffers.extend(o);
         let kernels = match &step.op {
             Op::FanIn(f) if uses_feature_major(&step, batch) => {
                 let xt = super::storage(
@@ -956,21 +1410,15 @@ impl PreparedStep {
                 vec![layout, k]
             }
             _ => {
-                let Some(k) = self::step(
-                    ctx,
-                    &step,
-                    batch,
-                    w.as_ref(),
-                    &buffers[0],
-                    buffers.get(1),
-                    &y,
-                )?
-                else {
+                let refs: Vec<&wgpu::Buffer> = operands.iter().collect();
+                let kernels = self::step(ctx, &step, batch, w.as_ref(), &buffers[0], &refs, &y)?;
+                if kernels.is_empty() {
                     return Ok(None);
-                };
-                vec![k]
+                }
+                kernels
             }
         };
+        buffers.extend(operands);
         Ok(Some(Self {
             kernels,
             output: y,
@@ -1103,10 +1551,10 @@ pub fn run_step(
     step: &Step,
     batch: usize,
     input: &[f32],
-    other: Option<&[f32]>,
+    others: &[&[f32]],
 ) -> Result<Vec<f32>, GpuError> {
     let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let out = match PreparedStep::new(ctx, step, batch, input, other)? {
+    let out = match PreparedStep::new(ctx, step, batch, input, others)? {
         Some(p) => p.run(ctx)?,
         None => input.to_vec(),
     };

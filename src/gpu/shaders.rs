@@ -13,6 +13,12 @@ pub enum Shader {
     Pool,
     /// `elementwise.wgsl`: activation, residual add, channel gate.
     Elementwise,
+    /// `binary.wgsl`: broadcasting add, sub, mul, div.
+    Binary,
+    /// `movement.wgsl`: strided copy for transpose, pad and concat.
+    Movement,
+    /// `normalize.wgsl`: LRN and softmax along an axis.
+    Normalize,
     /// `exit.wgsl`: softmax and exit statistics.
     Exit,
     /// `layout.wgsl`: row-major to feature-major activations (for `fanin_fm`).
@@ -31,12 +37,15 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader, for validation tests.
-    pub const ALL: [Shader; 12] = [
+    pub const ALL: [Shader; 15] = [
         Shader::Dense,
         Shader::FanIn,
         Shader::Conv2d,
         Shader::Pool,
         Shader::Elementwise,
+        Shader::Binary,
+        Shader::Movement,
+        Shader::Normalize,
         Shader::Exit,
         Shader::Layout,
         Shader::Copy,
@@ -46,14 +55,26 @@ impl Shader {
         Shader::TrainConv,
     ];
 
-    /// The WGSL source text.
+    /// The WGSL source text; shaders that apply activations get `activation.wgsl` (the one
+    /// `activate(v, act, a, b)`) joined in front.
     pub fn source(self) -> &'static str {
+        macro_rules! with_activation {
+            ($file:literal) => {
+                concat!(
+                    include_str!("../../shaders/activation.wgsl"),
+                    include_str!(concat!("../../shaders/", $file))
+                )
+            };
+        }
         match self {
-            Shader::Dense => include_str!("../../shaders/dense.wgsl"),
-            Shader::FanIn => include_str!("../../shaders/fanin.wgsl"),
-            Shader::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
+            Shader::Dense => with_activation!("dense.wgsl"),
+            Shader::FanIn => with_activation!("fanin.wgsl"),
+            Shader::Conv2d => with_activation!("conv2d.wgsl"),
             Shader::Pool => include_str!("../../shaders/pool.wgsl"),
-            Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
+            Shader::Elementwise => with_activation!("elementwise.wgsl"),
+            Shader::Binary => with_activation!("binary.wgsl"),
+            Shader::Movement => include_str!("../../shaders/movement.wgsl"),
+            Shader::Normalize => include_str!("../../shaders/normalize.wgsl"),
             Shader::Exit => include_str!("../../shaders/exit.wgsl"),
             Shader::Layout => include_str!("../../shaders/layout.wgsl"),
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
@@ -72,6 +93,9 @@ impl Shader {
             Shader::Conv2d => "conv2d.wgsl",
             Shader::Pool => "pool.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
+            Shader::Binary => "binary.wgsl",
+            Shader::Movement => "movement.wgsl",
+            Shader::Normalize => "normalize.wgsl",
             Shader::Exit => "exit.wgsl",
             Shader::Layout => "layout.wgsl",
             Shader::Copy => "copy.wgsl",
@@ -90,6 +114,9 @@ impl Shader {
             Shader::Conv2d => &["conv2d", "depthwise"],
             Shader::Pool => &["pool", "global_avgpool"],
             Shader::Elementwise => &["activation", "add", "mul"],
+            Shader::Binary => &["binary"],
+            Shader::Movement => &["copy_strided"],
+            Shader::Normalize => &["lrn", "softmax_axis"],
             Shader::Exit => &["softmax", "exit_stats"],
             Shader::Layout => &["to_feature_major", "to_feature_major_vec4"],
             Shader::Copy => &["copy"],
@@ -122,8 +149,14 @@ impl Shader {
         match self {
             Shader::Dense | Shader::Conv2d | Shader::TrainBackward | Shader::TrainConv => 3,
             Shader::FanIn => 4,
-            Shader::Elementwise | Shader::Quant => 2,
-            Shader::Pool | Shader::Exit | Shader::Layout | Shader::Copy | Shader::TrainOptim => 1,
+            Shader::Elementwise | Shader::Binary | Shader::Quant => 2,
+            Shader::Pool
+            | Shader::Exit
+            | Shader::Layout
+            | Shader::Copy
+            | Shader::Movement
+            | Shader::Normalize
+            | Shader::TrainOptim => 1,
         }
     }
 }

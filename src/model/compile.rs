@@ -2,10 +2,13 @@
 //! rule ([`OpKind::output_shape`]) checks it against its input, its tensors are fetched and
 //! counted, batchnorm folds into the preceding op and activations fuse into it.
 
-use super::manifest::{Pads, Size2};
-use super::op::{Activation, Conv2d, Dense, FanIn, Op, Operand, Pool, PoolKind, Step};
+use super::manifest::{OperandSpec, Pads, Size2};
+use super::op::{
+    Activation, Binary, BinaryOperand, Concat, Conv2d, Dense, FanIn, Lrn, Op, Operand, Pool,
+    PoolKind, Step,
+};
 use super::weights::{Role, WeightSource};
-use super::{checked_elems, BlockStats, ModelError, OpKind, OpSpec};
+use super::{checked_elems, BinaryOp, BlockStats, ModelError, OpKind, OpSpec};
 use super::{MAX_MODEL_PARAMS, MAX_TENSOR_ELEMS};
 use crate::sparsity::FanInPattern;
 use std::collections::HashMap;
@@ -37,27 +40,35 @@ pub(super) fn compile_ops(
             reason,
         };
         let spec = OpSpec::parse(value, index).map_err(&err)?;
-        let operand = match &spec.kind {
-            OpKind::Add { with } | OpKind::Mul { with } => {
-                Some(operand(with, input_shape, &saved).map_err(&err)?)
-            }
-            _ => None,
-        };
+        let from = spec
+            .from
+            .as_deref()
+            .map(|f| operand("from", f, input_shape, &saved))
+            .transpose()
+            .map_err(&err)?;
+        let in_shape = from.as_ref().map_or(&shape, |(_, s)| s).clone();
+        let operands = block_operands(&spec.kind, input_shape, &saved).map_err(&err)?;
+        let operand_shapes: Vec<&[usize]> = operands.iter().map(|(_, s)| s.as_slice()).collect();
         let out_shape = spec
             .kind
-            .output_shape(&shape, operand.as_ref().map(|(_, s)| s.as_slice()))
+            .output_shape(&in_shape, &operand_shapes)
             .map_err(&err)?;
-        check_sizes(&spec.kind, &shape, &out_shape, declared).map_err(&err)?;
+        check_sizes(&spec.kind, &in_shape, &out_shape, declared).map_err(&err)?;
         let tensors = Tensors {
             prefix: format!("{block}.{}", spec.name),
             source,
         };
         let op = compile_op(
             &spec.kind,
-            (&shape, &out_shape),
-            operand.map(|(o, _)| o),
+            (&in_shape, &out_shape),
+            operands,
             &tensors,
-            &mut steps,
+            // An op reading anything but the previous output cannot fold or fuse into it.
+            if from.is_some() {
+                &mut []
+            } else {
+                &mut steps[..]
+            },
             &mut stats,
             &err,
         )?;
@@ -77,13 +88,36 @@ pub(super) fn compile_ops(
         steps.push(Step {
             label: tensors.prefix,
             op,
-            input_shape: shape.clone(),
+            input_shape: in_shape,
             output_shape: out_shape.clone(),
             save_as: spec.save_as.clone(),
+            from: from.map(|(o, _)| o),
         });
         shape = out_shape;
     }
     Ok((steps, stats))
+}
+
+/// The block tensors an op reads besides its input (`with` of a binary op or a concat), with
+/// their shapes.
+fn block_operands(
+    kind: &OpKind,
+    block_input: &[usize],
+    saved: &HashMap<String, Vec<usize>>,
+) -> Result<Vec<(Operand, Vec<usize>)>, String> {
+    if let Some(binary) = kind.binary() {
+        return match binary?.1 {
+            OperandSpec::With(w) => Ok(vec![operand("with", w, block_input, saved)?]),
+            OperandSpec::Const(_) => Ok(Vec::new()),
+        };
+    }
+    match kind {
+        OpKind::Concat { with, .. } => with
+            .iter()
+            .map(|w| operand("with", w, block_input, saved))
+            .collect(),
+        _ => Ok(Vec::new()),
+    }
 }
 
 /// Bounds an op's output and its declared tensors by [`MAX_TENSOR_ELEMS`] and the model's
@@ -122,7 +156,10 @@ fn check_sizes(
             vec![vec![*outputs, *k], vec![*outputs, *k], vec![*outputs]]
         }
         OpKind::Batchnorm { .. } => vec![vec![c]; 4],
-        _ => Vec::new(),
+        _ => match kind.binary() {
+            Some(Ok((_, OperandSpec::Const(shape), _))) => vec![shape.to_vec()],
+            _ => Vec::new(),
+        },
     };
     for shape in &tensors {
         let n = checked_elems(shape)
@@ -140,21 +177,22 @@ fn check_sizes(
     Ok(())
 }
 
-/// The second operand of `add`/`mul`: the block input or a tensor saved earlier in the block.
+/// A tensor of the block named in field `field`: the block input or a tensor saved earlier.
 fn operand(
-    with: &str,
+    field: &str,
+    name: &str,
     block_input: &[usize],
     saved: &HashMap<String, Vec<usize>>,
 ) -> Result<(Operand, Vec<usize>), String> {
-    if with == "input" {
+    if name == "input" {
         return Ok((Operand::BlockInput, block_input.to_vec()));
     }
-    let shape = saved.get(with).ok_or_else(|| {
+    let shape = saved.get(name).ok_or_else(|| {
         format!(
-            "\"with\": '{with}' is neither \"input\" nor an earlier save_as label in this block"
+            "\"{field}\": '{name}' is neither \"input\" nor an earlier save_as label in this block"
         )
     })?;
-    Ok((Operand::Saved(with.to_string()), shape.clone()))
+    Ok((Operand::Saved(name.to_string()), shape.clone()))
 }
 
 /// A pooling op; the stride defaults to the window.
@@ -208,7 +246,7 @@ impl Tensors<'_, '_> {
 fn compile_op(
     kind: &OpKind,
     (input, output): (&[usize], &[usize]),
-    operand: Option<Operand>,
+    operands: Vec<(Operand, Vec<usize>)>,
     tensors: &Tensors<'_, '_>,
     steps: &mut [Step],
     stats: &mut BlockStats,
@@ -312,20 +350,78 @@ fn compile_op(
             *count_include_pad,
         ),
         OpKind::GlobalAvgpool => Op::GlobalAvgPool,
-        OpKind::Flatten => Op::Flatten,
-        OpKind::Softmax => Op::Softmax,
-        OpKind::Add { .. } => Op::Add {
-            with: operand.unwrap_or(Operand::BlockInput),
-            activation: Activation::None,
+        OpKind::Flatten | OpKind::Reshape { .. } => Op::Flatten,
+        OpKind::Softmax { axis } => Op::Softmax {
+            axis: axis.unwrap_or(input.len() - 1),
         },
-        OpKind::Mul { .. } => Op::Mul {
-            with: operand.unwrap_or(Operand::BlockInput),
+        OpKind::Add { .. } | OpKind::Sub { .. } | OpKind::Mul { .. } | OpKind::Div { .. } => {
+            let Some(Ok((op, spec, reverse))) = kind.binary() else {
+                return Err(err("the shape rule checked the binary operand".into()));
+            };
+            let (operand, operand_shape) = match spec {
+                OperandSpec::With(_) => {
+                    let (o, shape) = operands
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| err("a binary op needs a second operand".into()))?;
+                    (BinaryOperand::Tensor(o), shape)
+                }
+                OperandSpec::Const(shape) => {
+                    // Seeded (untrained) models get the identity operand of the op.
+                    let role = match op {
+                        BinaryOp::Add | BinaryOp::Sub => Role::Zero,
+                        BinaryOp::Mul | BinaryOp::Div => Role::One,
+                    };
+                    let value = tensors.f32("value", shape, role)?;
+                    stats.params += value.len();
+                    (BinaryOperand::Const(value), shape.to_vec())
+                }
+            };
+            Op::Binary(Binary {
+                op,
+                operand,
+                operand_shape,
+                reverse,
+                activation: Activation::None,
+            })
+        }
+        OpKind::Concat { axis, .. } => {
+            let (with, with_shapes) = operands.into_iter().unzip();
+            Op::Concat(Concat {
+                axis: *axis,
+                with,
+                with_shapes,
+            })
+        }
+        OpKind::Transpose { perm } => Op::Transpose { perm: perm.clone() },
+        OpKind::Pad { pads, value } => Op::Pad {
+            pads: pads.clone(),
+            value: *value,
         },
+        OpKind::Lrn {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => Op::Lrn(Lrn {
+            size: *size,
+            alpha: *alpha,
+            beta: *beta,
+            bias: *bias,
+        }),
         OpKind::Batchnorm { eps } => {
             fold_batchnorm(steps, tensors, input[0], *eps, stats, err)?;
             return Ok(None);
         }
-        OpKind::Relu | OpKind::Relu6 | OpKind::Silu | OpKind::Sigmoid => {
+        OpKind::Relu
+        | OpKind::Relu6
+        | OpKind::Silu
+        | OpKind::Sigmoid
+        | OpKind::LeakyRelu { .. }
+        | OpKind::Clip { .. }
+        | OpKind::HardSigmoid { .. }
+        | OpKind::HardSwish
+        | OpKind::Tanh => {
             let act = activation(kind);
             if fuse_activation(steps, act) {
                 return Ok(None);
@@ -376,6 +472,14 @@ fn activation(kind: &OpKind) -> Activation {
         OpKind::Relu6 => Activation::Relu6,
         OpKind::Silu => Activation::Silu,
         OpKind::Sigmoid => Activation::Sigmoid,
+        OpKind::LeakyRelu { alpha } => Activation::LeakyRelu(*alpha),
+        OpKind::Clip { min, max } => Activation::Clip(
+            min.unwrap_or(f32::NEG_INFINITY),
+            max.unwrap_or(f32::INFINITY),
+        ),
+        OpKind::HardSigmoid { alpha, beta } => Activation::HardSigmoid(*alpha, *beta),
+        OpKind::HardSwish => Activation::HardSwish,
+        OpKind::Tanh => Activation::Tanh,
         _ => Activation::None,
     }
 }

@@ -143,6 +143,30 @@ fn bn_eps() -> f32 {
     1e-5
 }
 
+fn leaky_alpha() -> f32 {
+    0.01
+}
+
+fn hard_sigmoid_alpha() -> f32 {
+    0.2
+}
+
+fn half() -> f32 {
+    0.5
+}
+
+fn lrn_alpha() -> f32 {
+    1e-4
+}
+
+fn lrn_beta() -> f32 {
+    0.75
+}
+
+fn one_f32() -> f32 {
+    1.0
+}
+
 /// What an op computes, as written in `model.json` (without the common `name`/`save_as`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -245,18 +269,210 @@ pub enum OpKind {
     GlobalAvgpool,
     /// `[C, H, W] → [C·H·W]`.
     Flatten,
-    /// Softmax over the features of each sample.
-    Softmax,
-    /// Residual add with the block input (`"input"`) or a saved tensor.
+    /// Softmax along one per-sample axis (default: the last).
+    Softmax {
+        /// Per-sample axis (0 = channels of `[C, H, W]`); the last when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        axis: Option<usize>,
+    },
+    /// `x + operand` (residual add with `with`, or a broadcast constant with `const`).
     Add {
         /// `"input"` or a `save_as` label.
-        with: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
+        /// Per-sample shape of a constant operand stored under `<block>.<op>.value`.
+        #[serde(rename = "const", default, skip_serializing_if = "Option::is_none")]
+        constant: Option<Vec<usize>>,
+        /// Computes `operand + x` (same as `x + operand`; kept for symmetry).
+        #[serde(default, skip_serializing_if = "is_false")]
+        reverse: bool,
     },
-    /// Channel gate: current `[C,1,1]` times a saved `[C,H,W]` (or same-shape product).
+    /// `x - operand` (or `operand - x` with `reverse`).
+    Sub {
+        /// `"input"` or a `save_as` label.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
+        /// Per-sample shape of a constant operand stored under `<block>.<op>.value`.
+        #[serde(rename = "const", default, skip_serializing_if = "Option::is_none")]
+        constant: Option<Vec<usize>>,
+        /// Computes `operand - x`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        reverse: bool,
+    },
+    /// `x · operand`; the old channel gate (`[C,1,1]` times a saved `[C,H,W]`) is a broadcast.
     Mul {
-        /// A `save_as` label or `"input"`.
-        with: String,
+        /// `"input"` or a `save_as` label.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
+        /// Per-sample shape of a constant operand stored under `<block>.<op>.value`.
+        #[serde(rename = "const", default, skip_serializing_if = "Option::is_none")]
+        constant: Option<Vec<usize>>,
+        /// Computes `operand · x` (same as `x · operand`; kept for symmetry).
+        #[serde(default, skip_serializing_if = "is_false")]
+        reverse: bool,
     },
+    /// `x / operand` (or `operand / x` with `reverse`).
+    Div {
+        /// `"input"` or a `save_as` label.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
+        /// Per-sample shape of a constant operand stored under `<block>.<op>.value`.
+        #[serde(rename = "const", default, skip_serializing_if = "Option::is_none")]
+        constant: Option<Vec<usize>>,
+        /// Computes `operand / x`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        reverse: bool,
+    },
+    /// `x` if `x >= 0`, else `alpha · x`.
+    LeakyRelu {
+        /// Slope of the negative part.
+        #[serde(default = "leaky_alpha")]
+        alpha: f32,
+    },
+    /// `min(max(x, min), max)`; a `null` or absent bound is unbounded.
+    Clip {
+        /// Lower bound.
+        #[serde(default)]
+        min: Option<f32>,
+        /// Upper bound.
+        #[serde(default)]
+        max: Option<f32>,
+    },
+    /// `max(0, min(1, alpha · x + beta))`.
+    HardSigmoid {
+        /// Slope.
+        #[serde(default = "hard_sigmoid_alpha")]
+        alpha: f32,
+        /// Offset.
+        #[serde(default = "half")]
+        beta: f32,
+    },
+    /// `x · max(0, min(1, x / 6 + 0.5))`.
+    HardSwish,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// Joins the op's input and the `with` tensors (in that order) along a per-sample axis.
+    Concat {
+        /// `save_as` labels (or `"input"`) of the further pieces.
+        with: Vec<String>,
+        /// Per-sample axis (0 = channels of `[C, H, W]`).
+        axis: usize,
+    },
+    /// Per-sample permutation of the axes.
+    Transpose {
+        /// `perm[i]` is the input axis that becomes output axis `i`.
+        perm: Vec<usize>,
+    },
+    /// Constant padding: `[begin_0, .., begin_r, end_0, .., end_r]` per-sample.
+    Pad {
+        /// Padding before and after each per-sample axis (ONNX order without the batch).
+        pads: Vec<usize>,
+        /// Value of the padded cells.
+        #[serde(default)]
+        value: f32,
+    },
+    /// A new per-sample shape with the same element count (no data movement).
+    Reshape {
+        /// Target shape, every entry positive.
+        shape: Vec<usize>,
+    },
+    /// Local response normalisation across channels (ONNX `LRN`).
+    Lrn {
+        /// Channels in the window.
+        size: usize,
+        /// Scale of the sum of squares.
+        #[serde(default = "lrn_alpha")]
+        alpha: f32,
+        /// Exponent.
+        #[serde(default = "lrn_beta")]
+        beta: f32,
+        /// Additive constant.
+        #[serde(default = "one_f32")]
+        bias: f32,
+    },
+}
+
+/// The four broadcasting binary ops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a · b`.
+    Mul,
+    /// `a / b`.
+    Div,
+}
+
+impl BinaryOp {
+    /// Applies the op (the CPU reference of every binary kernel).
+    #[inline]
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+        }
+    }
+
+    /// The code the WGSL binary kernel switches on.
+    pub fn code(self) -> u32 {
+        match self {
+            BinaryOp::Add => 0,
+            BinaryOp::Sub => 1,
+            BinaryOp::Mul => 2,
+            BinaryOp::Div => 3,
+        }
+    }
+}
+
+/// The second operand of a binary op as written: a tensor (`with`) or a constant (`const`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperandSpec<'a> {
+    /// `"input"` or a `save_as` label.
+    With(&'a str),
+    /// A constant of this per-sample shape.
+    Const(&'a [usize]),
+}
+
+impl OpKind {
+    /// For `add`/`sub`/`mul`/`div`: the op, its second operand and `reverse`; `None` for other
+    /// ops. Errors when the operand is not exactly one of `with` and `const`.
+    pub fn binary(&self) -> Option<Result<(BinaryOp, OperandSpec<'_>, bool), String>> {
+        let (op, with, constant, reverse) = match self {
+            OpKind::Add {
+                with,
+                constant,
+                reverse,
+            } => (BinaryOp::Add, with, constant, reverse),
+            OpKind::Sub {
+                with,
+                constant,
+                reverse,
+            } => (BinaryOp::Sub, with, constant, reverse),
+            OpKind::Mul {
+                with,
+                constant,
+                reverse,
+            } => (BinaryOp::Mul, with, constant, reverse),
+            OpKind::Div {
+                with,
+                constant,
+                reverse,
+            } => (BinaryOp::Div, with, constant, reverse),
+            _ => return None,
+        };
+        Some(match (with, constant) {
+            (Some(w), None) => Ok((op, OperandSpec::With(w), *reverse)),
+            (None, Some(c)) => Ok((op, OperandSpec::Const(c), *reverse)),
+            _ => Err(
+                "a binary op takes exactly one second operand: \"with\": \"<label>\" or \"const\": [shape]"
+                    .into(),
+            ),
+        })
+    }
 }
 
 /// One op of a block as written in the manifest.
@@ -264,8 +480,10 @@ pub enum OpKind {
 pub struct OpSpec {
     /// Name used in tensor keys (`<block>.<name>.<param>`).
     pub name: String,
-    /// Label under which the op's output is kept for a later `add`/`mul`.
+    /// Label under which the op's output is kept for a later op.
     pub save_as: Option<String>,
+    /// `"input"` or a `save_as` label the op reads instead of the previous op's output.
+    pub from: Option<String>,
     /// What the op computes.
     pub kind: OpKind,
 }
@@ -287,6 +505,11 @@ impl OpSpec {
             Some(Value::String(s)) => Some(s),
             Some(other) => return Err(format!("\"save_as\" must be a string, got {other}")),
         };
+        let from = match map.remove("from") {
+            None => None,
+            Some(Value::String(s)) => Some(s),
+            Some(other) => return Err(format!("\"from\" must be a string, got {other}")),
+        };
         let op_name = map
             .get("op")
             .and_then(Value::as_str)
@@ -296,6 +519,7 @@ impl OpSpec {
         Ok(Self {
             name: name.unwrap_or_else(|| format!("{op_name}{index}")),
             save_as,
+            from,
             kind,
         })
     }
@@ -307,6 +531,9 @@ impl OpSpec {
             map.insert("name".into(), Value::String(self.name.clone()));
             if let Some(s) = &self.save_as {
                 map.insert("save_as".into(), Value::String(s.clone()));
+            }
+            if let Some(s) = &self.from {
+                map.insert("from".into(), Value::String(s.clone()));
             }
         }
         v
@@ -327,9 +554,21 @@ impl OpSpec {
             OpKind::Avgpool { .. } => "avgpool",
             OpKind::GlobalAvgpool => "global_avgpool",
             OpKind::Flatten => "flatten",
-            OpKind::Softmax => "softmax",
+            OpKind::Softmax { .. } => "softmax",
             OpKind::Add { .. } => "add",
+            OpKind::Sub { .. } => "sub",
             OpKind::Mul { .. } => "mul",
+            OpKind::Div { .. } => "div",
+            OpKind::LeakyRelu { .. } => "leaky_relu",
+            OpKind::Clip { .. } => "clip",
+            OpKind::HardSigmoid { .. } => "hard_sigmoid",
+            OpKind::HardSwish => "hard_swish",
+            OpKind::Tanh => "tanh",
+            OpKind::Concat { .. } => "concat",
+            OpKind::Transpose { .. } => "transpose",
+            OpKind::Pad { .. } => "pad",
+            OpKind::Reshape { .. } => "reshape",
+            OpKind::Lrn { .. } => "lrn",
         }
     }
 }

@@ -7,8 +7,11 @@ pub mod manifest;
 mod op;
 pub mod weights;
 
-pub use manifest::{Manifest, OpKind, OpSpec};
-pub use op::{Activation, Conv2d, Dense, FanIn, Op, Operand, Pool, PoolKind, Step};
+pub use manifest::{BinaryOp, Manifest, OpKind, OpSpec};
+pub use op::{
+    broadcast_shape, broadcast_strides, Activation, Binary, BinaryOperand, Concat, Conv2d, Dense, FanIn, Lrn, Op,
+    Operand, Pool, PoolKind, Step, MAX_RANK,
+};
 
 use compile::compile_ops;
 use sha2::{Digest, Sha256};

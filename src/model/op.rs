@@ -2,24 +2,33 @@
 //! folding and activation fusion; and each manifest op's shape rule ([`OpKind::output_shape`]),
 //! the one definition that model loading and the training spec both apply.
 
-use super::manifest::OpKind;
+use super::manifest::{BinaryOp, OpKind, OperandSpec};
 
-/// An activation fused into the op that produces its input. The discriminant is the
-/// code the WGSL kernels switch on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[repr(u32)]
+/// An activation fused into the op that produces its input (or standalone). [`Self::code`] is
+/// what the WGSL `activate(v, act, a, b)` switches on, [`Self::params`] its `a` and `b`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Activation {
     /// Identity.
     #[default]
-    None = 0,
+    None,
     /// `max(x, 0)`.
-    Relu = 1,
+    Relu,
     /// `min(max(x, 0), 6)`.
-    Relu6 = 2,
+    Relu6,
     /// `x · sigmoid(x)`.
-    Silu = 3,
+    Silu,
     /// `1 / (1 + e^-x)`.
-    Sigmoid = 4,
+    Sigmoid,
+    /// `x` if `x >= 0`, else `alpha · x`.
+    LeakyRelu(f32),
+    /// `min(max(x, lo), hi)`; infinite bounds are unbounded.
+    Clip(f32, f32),
+    /// `max(0, min(1, alpha · x + beta))`.
+    HardSigmoid(f32, f32),
+    /// `x · max(0, min(1, x / 6 + 0.5))`.
+    HardSwish,
+    /// Hyperbolic tangent.
+    Tanh,
 }
 
 impl Activation {
@@ -32,7 +41,58 @@ impl Activation {
             Activation::Relu6 => x.clamp(0.0, 6.0),
             Activation::Silu => x / (1.0 + (-x).exp()),
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::LeakyRelu(alpha) => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    alpha * x
+                }
+            }
+            // max-then-min, not clamp: never panics, whatever the bounds.
+            Activation::Clip(lo, hi) => x.max(lo).min(hi),
+            Activation::HardSigmoid(alpha, beta) => (alpha * x + beta).max(0.0).min(1.0),
+            Activation::HardSwish => x * (x / 6.0 + 0.5).max(0.0).min(1.0),
+            Activation::Tanh => x.tanh(),
         }
+    }
+
+    /// The code the WGSL `activate` switches on (0..=4 as before the parametrised ones).
+    pub fn code(self) -> u32 {
+        match self {
+            Activation::None => 0,
+            Activation::Relu => 1,
+            Activation::Relu6 => 2,
+            Activation::Silu => 3,
+            Activation::Sigmoid => 4,
+            Activation::LeakyRelu(_) => 5,
+            Activation::Clip(..) => 6,
+            Activation::HardSigmoid(..) => 7,
+            Activation::HardSwish => 8,
+            Activation::Tanh => 9,
+        }
+    }
+
+    /// The parameters `(a, b)` the WGSL `activate` receives (zeros when unused).
+    pub fn params(self) -> (f32, f32) {
+        match self {
+            Activation::LeakyRelu(alpha) => (alpha, 0.0),
+            Activation::Clip(lo, hi) => (lo, hi),
+            Activation::HardSigmoid(alpha, beta) => (alpha, beta),
+            _ => (0.0, 0.0),
+        }
+    }
+
+    /// True for the activations training can differentiate (the ones before the
+    /// parametrised activations of imported models).
+    pub fn is_trainable(self) -> bool {
+        matches!(
+            self,
+            Activation::None
+                | Activation::Relu
+                | Activation::Relu6
+                | Activation::Silu
+                | Activation::Sigmoid
+        )
     }
 }
 
@@ -284,13 +344,72 @@ impl Pool {
     }
 }
 
-/// Where a binary op's second operand comes from.
+/// A tensor computed earlier in the block: its input or a saved output.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Operand {
     /// The input of the enclosing block.
     BlockInput,
     /// A tensor saved earlier in the block with `save_as`.
     Saved(String),
+}
+
+/// The second operand of a binary op.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BinaryOperand {
+    /// A tensor of the block (one per sample).
+    Tensor(Operand),
+    /// A constant shared by every sample (row-major, [`Binary::operand_shape`]).
+    Const(Vec<f32>),
+}
+
+/// `act(x ∘ operand)` (or `act(operand ∘ x)` when `reverse`) with NumPy broadcasting of the
+/// per-sample shapes; the output has the broadcast shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binary {
+    /// The elementwise op.
+    pub op: BinaryOp,
+    /// Second operand.
+    pub operand: BinaryOperand,
+    /// Per-sample shape of the second operand.
+    pub operand_shape: Vec<usize>,
+    /// Operand first: `operand ∘ x`.
+    pub reverse: bool,
+    /// Fused activation.
+    pub activation: Activation,
+}
+
+/// Joins the step's input and further tensors along a per-sample axis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Concat {
+    /// Per-sample axis.
+    pub axis: usize,
+    /// The pieces after the step's input, in order.
+    pub with: Vec<Operand>,
+    /// Per-sample shapes of `with`.
+    pub with_shapes: Vec<Vec<usize>>,
+}
+
+/// ONNX local response normalisation across channels (axis 0 of each sample):
+/// `y = x / (bias + alpha / size · Σ x²)^beta` over the channel window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lrn {
+    /// Channels in the window.
+    pub size: usize,
+    /// Scale of the sum of squares.
+    pub alpha: f32,
+    /// Exponent.
+    pub beta: f32,
+    /// Additive constant.
+    pub bias: f32,
+}
+
+impl Lrn {
+    /// The channel window `[c - floor((size-1)/2), c + ceil((size-1)/2)]` clipped to `channels`.
+    pub fn window(&self, c: usize, channels: usize) -> std::ops::Range<usize> {
+        let before = (self.size - 1) / 2;
+        let after = self.size - 1 - before;
+        c.saturating_sub(before)..(c + after + 1).min(channels)
+    }
 }
 
 /// An executable op.
@@ -306,24 +425,33 @@ pub enum Op {
     Pool(Pool),
     /// Mean over H and W.
     GlobalAvgPool,
-    /// Shape change only.
+    /// Shape change only (`flatten` and `reshape`): the output aliases the input.
     Flatten,
     /// A standalone activation (one that could not be fused).
     Activation(Activation),
-    /// Residual add, then an optional activation.
-    Add {
-        /// Second operand.
-        with: Operand,
-        /// Fused activation.
-        activation: Activation,
+    /// Broadcasting `add`/`sub`/`mul`/`div`, then an optional activation.
+    Binary(Binary),
+    /// Concatenation along a per-sample axis.
+    Concat(Concat),
+    /// Per-sample axis permutation: output axis `i` is input axis `perm[i]`.
+    Transpose {
+        /// The permutation.
+        perm: Vec<usize>,
     },
-    /// Product with a saved tensor, broadcasting a `[C,1,1]` gate over `[C,H,W]`.
-    Mul {
-        /// Second operand.
-        with: Operand,
+    /// Constant padding, `[begin.., end..]` per per-sample axis.
+    Pad {
+        /// `2 · rank` entries.
+        pads: Vec<usize>,
+        /// Value of the padded cells.
+        value: f32,
     },
-    /// Softmax over each sample's features.
-    Softmax,
+    /// Local response normalisation.
+    Lrn(Lrn),
+    /// Softmax along a per-sample axis.
+    Softmax {
+        /// The axis.
+        axis: usize,
+    },
 }
 
 impl Op {
@@ -333,8 +461,20 @@ impl Op {
             Op::Conv2d(c) => Some(&mut c.activation),
             Op::Dense(d) => Some(&mut d.activation),
             Op::FanIn(f) => Some(&mut f.activation),
-            Op::Add { activation, .. } => Some(activation),
+            Op::Binary(b) if b.op == BinaryOp::Add => Some(&mut b.activation),
             _ => None,
+        }
+    }
+
+    /// The tensors of the block the op reads besides its input, in order.
+    pub fn operands(&self) -> Vec<&Operand> {
+        match self {
+            Op::Binary(Binary {
+                operand: BinaryOperand::Tensor(o),
+                ..
+            }) => vec![o],
+            Op::Concat(c) => c.with.iter().collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -350,9 +490,17 @@ impl Op {
             Op::GlobalAvgPool => "global_avgpool",
             Op::Flatten => "flatten",
             Op::Activation(_) => "activation",
-            Op::Add { .. } => "add",
-            Op::Mul { .. } => "mul",
-            Op::Softmax => "softmax",
+            Op::Binary(b) => match b.op {
+                BinaryOp::Add => "add",
+                BinaryOp::Sub => "sub",
+                BinaryOp::Mul => "mul",
+                BinaryOp::Div => "div",
+            },
+            Op::Concat(_) => "concat",
+            Op::Transpose { .. } => "transpose",
+            Op::Pad { .. } => "pad",
+            Op::Lrn(_) => "lrn",
+            Op::Softmax { .. } => "softmax",
         }
     }
 }
@@ -368,8 +516,11 @@ pub struct Step {
     pub input_shape: Vec<usize>,
     /// Per-sample output shape.
     pub output_shape: Vec<usize>,
-    /// Label under which the output is kept for a later `add`/`mul`.
+    /// Label under which the output is kept for a later op.
     pub save_as: Option<String>,
+    /// Where the input comes from: `None` for the previous step's output (the block input for
+    /// the first step), else the block input or a saved tensor.
+    pub from: Option<Operand>,
 }
 
 /// `[channels, height, width]` or why the op needs it.
@@ -392,16 +543,84 @@ fn features(shape: &[usize]) -> Result<usize, String> {
     }
 }
 
+/// Most per-sample dimensions a tensor may have (batch excluded): what the general
+/// broadcast, permute and pad kernels index.
+pub const MAX_RANK: usize = 4;
+
+/// Checks a per-sample rank against [`MAX_RANK`].
+fn check_rank(what: &str, shape: &[usize]) -> Result<(), String> {
+    if shape.is_empty() || shape.len() > MAX_RANK {
+        return Err(format!(
+            "{what} {shape:?} must have 1..={MAX_RANK} per-sample dimensions"
+        ));
+    }
+    Ok(())
+}
+
+/// NumPy broadcasting of two per-sample shapes (right-aligned, size-1 dimensions stretch).
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
+    let rank = a.len().max(b.len());
+    let dim = |s: &[usize], i: usize| {
+        (i + s.len())
+            .checked_sub(rank)
+            .map_or(1, |j| s[j])
+    };
+    (0..rank)
+        .map(|i| match (dim(a, i), dim(b, i)) {
+            (x, y) if x == y || y == 1 => Ok(x),
+            (1, y) => Ok(y),
+            (x, y) => Err(format!(
+                "shapes {a:?} and {b:?} do not broadcast: dimension {i} of the result is {x} in one and {y} in the other (sizes must match or be 1)"
+            )),
+        })
+        .collect()
+}
+
+/// Strides of `shape` inside the broadcast `out` shape (right-aligned; 0 where a dimension is
+/// missing or stretched from size 1).
+pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let mut strides = vec![0; out.len()];
+    let mut stride = 1;
+    for (d, &size) in shape.iter().enumerate().rev() {
+        let o = out.len() - shape.len() + d;
+        if size != 1 {
+            strides[o] = stride;
+        }
+        stride *= size;
+    }
+    strides
+}
+
 impl OpKind {
     /// The shape rule: the per-sample output shape for a per-sample `input`, after checking
-    /// the op's parameters against it. `operand` is the shape of the second operand of `add`
-    /// and `mul` (the block input or a saved tensor). Errors say what is wrong with the op;
-    /// callers add the block and op names.
+    /// the op's parameters against it. `operands` are the shapes of the block tensors the op
+    /// reads besides its input (the `with` of a binary op or a concat), in order. Errors say
+    /// what is wrong with the op; callers add the block and op names.
     pub fn output_shape(
         &self,
         input: &[usize],
-        operand: Option<&[usize]>,
+        operands: &[&[usize]],
     ) -> Result<Vec<usize>, String> {
+        if let Some(binary) = self.binary() {
+            let (_, operand, _) = binary?;
+            let other: &[usize] = match operand {
+                OperandSpec::Const(shape) => {
+                    if shape.contains(&0) {
+                        return Err(format!("\"const\" shape {shape:?} must have positive sizes"));
+                    }
+                    shape
+                }
+                OperandSpec::With(_) => operands
+                    .first()
+                    .copied()
+                    .ok_or("a binary op reading \"with\" needs that tensor's shape")?,
+            };
+            check_rank("the input", input)?;
+            if !other.is_empty() {
+                check_rank("the second operand", other)?;
+            }
+            return broadcast_shape(input, other);
+        }
         match self {
             OpKind::Conv2d {
                 out_channels,
@@ -510,29 +729,124 @@ impl OpKind {
             | OpKind::Relu6
             | OpKind::Silu
             | OpKind::Sigmoid
-            | OpKind::Softmax => Ok(input.to_vec()),
-            OpKind::Add { .. } => {
-                let other = operand.ok_or("add needs a second operand")?;
-                if other != input {
+            | OpKind::LeakyRelu { .. }
+            | OpKind::HardSigmoid { .. }
+            | OpKind::HardSwish
+            | OpKind::Tanh => Ok(input.to_vec()),
+            OpKind::Clip { min, max } => {
+                let (lo, hi) = (min.unwrap_or(f32::NEG_INFINITY), max.unwrap_or(f32::INFINITY));
+                if lo.is_nan() || hi.is_nan() || lo > hi {
                     return Err(format!(
-                        "cannot add {other:?} to {input:?}: shapes must match"
+                        "clip bounds min {min:?} and max {max:?} must be numbers with min <= max (null for unbounded)"
                     ));
                 }
                 Ok(input.to_vec())
             }
-            OpKind::Mul { .. } => {
-                let other = operand.ok_or("mul needs a second operand")?;
-                let gate_ok = input.len() == 3
-                    && other.len() == 3
-                    && input[0] == other[0]
-                    && input[1] == 1
-                    && input[2] == 1;
-                if !(gate_ok || other == input) {
+            OpKind::Softmax { axis } => {
+                check_rank("the input", input)?;
+                if axis.is_some_and(|a| a >= input.len()) {
                     return Err(format!(
-                        "cannot multiply {input:?} with {other:?}: needs the same shape or a [C,1,1] gate over [C,H,W]"
+                        "axis {} is out of range for the per-sample shape {input:?} (axes count from 0 = channels)",
+                        axis.unwrap_or(0)
                     ));
                 }
-                Ok(other.to_vec())
+                Ok(input.to_vec())
+            }
+            OpKind::Concat { with, axis } => {
+                check_rank("the input", input)?;
+                if operands.len() != with.len() {
+                    return Err(format!(
+                        "concat needs the shapes of its {} \"with\" tensors",
+                        with.len()
+                    ));
+                }
+                if *axis >= input.len() {
+                    return Err(format!(
+                        "axis {axis} is out of range for the per-sample shape {input:?} (axes count from 0 = channels)"
+                    ));
+                }
+                let mut out = input.to_vec();
+                for (label, shape) in with.iter().zip(operands) {
+                    let same_elsewhere = shape.len() == input.len()
+                        && (0..input.len()).all(|d| d == *axis || shape[d] == input[d]);
+                    if !same_elsewhere {
+                        return Err(format!(
+                            "cannot concatenate '{label}' {shape:?} to {input:?} along axis {axis}: every other dimension must match"
+                        ));
+                    }
+                    out[*axis] = out[*axis].checked_add(shape[*axis]).ok_or_else(|| {
+                        format!("concatenating along axis {axis} overflows the size")
+                    })?;
+                }
+                Ok(out)
+            }
+            OpKind::Transpose { perm } => {
+                check_rank("the input", input)?;
+                let mut seen = vec![false; input.len()];
+                let valid = perm.len() == input.len()
+                    && perm
+                        .iter()
+                        .all(|&p| p < input.len() && !std::mem::replace(&mut seen[p], true));
+                if !valid {
+                    return Err(format!(
+                        "perm {perm:?} must be a permutation of 0..{} (one entry per per-sample axis of {input:?})",
+                        input.len()
+                    ));
+                }
+                Ok(perm.iter().map(|&p| input[p]).collect())
+            }
+            OpKind::Pad { pads, value } => {
+                check_rank("the input", input)?;
+                let r = input.len();
+                if pads.len() != 2 * r {
+                    return Err(format!(
+                        "pads {pads:?} must have 2 x {r} entries ([begin_0.., end_0..]) for the per-sample shape {input:?}"
+                    ));
+                }
+                if !value.is_finite() {
+                    return Err(format!("pad value {value} must be finite"));
+                }
+                (0..r)
+                    .map(|d| {
+                        input[d]
+                            .checked_add(pads[d])
+                            .and_then(|v| v.checked_add(pads[r + d]))
+                            .ok_or_else(|| format!("padding axis {d} overflows the size"))
+                    })
+                    .collect()
+            }
+            OpKind::Reshape { shape } => {
+                check_rank("the target shape", shape)?;
+                if shape.contains(&0) {
+                    return Err(format!(
+                        "target shape {shape:?} must have positive entries"
+                    ));
+                }
+                let (from, to) = (super::checked_elems(input), super::checked_elems(shape));
+                if from.is_none() || from != to {
+                    return Err(format!(
+                        "cannot reshape {input:?} to {shape:?}: the element counts differ"
+                    ));
+                }
+                Ok(shape.clone())
+            }
+            OpKind::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            } => {
+                check_rank("the input", input)?;
+                if *size == 0 {
+                    return Err("size must be positive".into());
+                }
+                if !(alpha.is_finite() && beta.is_finite() && bias.is_finite()) {
+                    return Err("alpha, beta and bias must be finite".into());
+                }
+                Ok(input.to_vec())
+            }
+            OpKind::Add { .. } | OpKind::Sub { .. } | OpKind::Mul { .. } | OpKind::Div { .. } => {
+                unreachable!("binary ops are handled above")
             }
         }
     }
@@ -558,7 +872,7 @@ mod tests {
     #[test]
     fn shape_rules_give_the_output_shape_of_each_op() {
         assert_eq!(
-            conv(8, 3, 2, 1).output_shape(&[3, 32, 32], None),
+            conv(8, 3, 2, 1).output_shape(&[3, 32, 32], &[]),
             Ok(vec![8, 16, 16])
         );
         let pool = OpKind::Maxpool {
@@ -567,14 +881,14 @@ mod tests {
             padding: Pads::Same(0),
             ceil_mode: false,
         };
-        assert_eq!(pool.output_shape(&[4, 7, 7], None), Ok(vec![4, 3, 3]));
+        assert_eq!(pool.output_shape(&[4, 7, 7], &[]), Ok(vec![4, 3, 3]));
         let ceil = OpKind::Maxpool {
             kernel: Size2::Square(2),
             stride: None,
             padding: Pads::Same(0),
             ceil_mode: true,
         };
-        assert_eq!(ceil.output_shape(&[4, 7, 7], None), Ok(vec![4, 4, 4]));
+        assert_eq!(ceil.output_shape(&[4, 7, 7], &[]), Ok(vec![4, 4, 4]));
         // TF "SAME" on a stride-2 3x3 conv: 0 before, 1 after.
         let geometry = |stride, padding, dilation| OpKind::Conv2d {
             out_channels: 8,
@@ -587,26 +901,30 @@ mod tests {
         };
         let same = geometry(2, Pads::Sides([0, 0, 1, 1]), 1);
         assert_eq!(
-            same.output_shape(&[3, 224, 224], None),
+            same.output_shape(&[3, 224, 224], &[]),
             Ok(vec![8, 112, 112])
         );
         let dilated = geometry(1, Pads::Same(2), 2);
-        assert_eq!(dilated.output_shape(&[3, 9, 9], None), Ok(vec![8, 9, 9]));
+        assert_eq!(dilated.output_shape(&[3, 9, 9], &[]), Ok(vec![8, 9, 9]));
         assert_eq!(
-            OpKind::GlobalAvgpool.output_shape(&[4, 7, 7], None),
+            OpKind::GlobalAvgpool.output_shape(&[4, 7, 7], &[]),
             Ok(vec![4, 1, 1])
         );
-        assert_eq!(OpKind::Flatten.output_shape(&[4, 2, 2], None), Ok(vec![16]));
-        let gate = OpKind::Mul { with: "x".into() };
+        assert_eq!(OpKind::Flatten.output_shape(&[4, 2, 2], &[]), Ok(vec![16]));
+        let gate = OpKind::Mul {
+            with: Some("x".into()),
+            constant: None,
+            reverse: false,
+        };
         assert_eq!(
-            gate.output_shape(&[4, 1, 1], Some(&[4, 5, 5])),
+            gate.output_shape(&[4, 1, 1], &[&[4, 5, 5]]),
             Ok(vec![4, 5, 5])
         );
     }
 
     #[test]
     fn shape_rules_say_what_is_wrong() {
-        let err = |kind: OpKind, input: &[usize]| kind.output_shape(input, None).unwrap_err();
+        let err = |kind: OpKind, input: &[usize]| kind.output_shape(input, &[]).unwrap_err();
         assert!(err(conv(8, 5, 1, 0), &[3, 4, 4]).contains("larger than the padded input 4x4"));
         assert!(err(conv(8, 3, 0, 0), &[3, 4, 4]).contains("must be positive"));
         let dense = OpKind::Dense {
@@ -614,10 +932,14 @@ mod tests {
             bias: false,
         };
         assert!(err(dense, &[1, 4, 4]).contains("needs a 1-D input"));
-        let add = OpKind::Add { with: "x".into() };
+        let add = OpKind::Add {
+            with: Some("x".into()),
+            constant: None,
+            reverse: false,
+        };
         assert!(add
-            .output_shape(&[4], Some(&[5]))
+            .output_shape(&[4], &[&[5]])
             .unwrap_err()
-            .contains("shapes must match"));
+            .contains("do not broadcast"));
     }
 }

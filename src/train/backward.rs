@@ -22,6 +22,32 @@ impl Activation {
                 let s = 1.0 / (1.0 + (-z).exp());
                 s * (1.0 - s)
             }
+            Activation::LeakyRelu(alpha) => {
+                if z >= 0.0 {
+                    1.0
+                } else {
+                    alpha
+                }
+            }
+            Activation::Clip(lo, hi) => (z > lo && z < hi) as u8 as f32,
+            Activation::HardSigmoid(alpha, beta) => {
+                let v = alpha * z + beta;
+                if v > 0.0 && v < 1.0 {
+                    alpha
+                } else {
+                    0.0
+                }
+            }
+            Activation::HardSwish => {
+                if z <= -3.0 {
+                    0.0
+                } else if z >= 3.0 {
+                    1.0
+                } else {
+                    z / 3.0 + 0.5
+                }
+            }
+            Activation::Tanh => 1.0 - z.tanh().powi(2),
         }
     }
 }

@@ -117,7 +117,7 @@ fn params(
         inputs: inputs as u32,
         outputs: outputs as u32,
         k: k as u32,
-        activation: act as u32,
+        activation: act.code(),
         len: len as u32,
         _pad: [0; 2],
     }

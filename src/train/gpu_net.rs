@@ -273,13 +273,29 @@ impl GpuNet {
                 Op::Conv2d(c) => std::mem::replace(&mut c.activation, Activation::None),
                 Op::Dense(d) => std::mem::replace(&mut d.activation, Activation::None),
                 Op::FanIn(f) => std::mem::replace(&mut f.activation, Activation::None),
-                Op::Add { .. } | Op::Mul { .. } | Op::Softmax => {
+                Op::Binary(_)
+                | Op::Concat(_)
+                | Op::Transpose { .. }
+                | Op::Pad { .. }
+                | Op::Lrn(_)
+                | Op::Softmax { .. } => {
                     return Err(unsupported(format!(
-                        "GPU training of '{label}': add, mul and softmax are not trainable"
+                        "GPU training of '{label}': {} is not trainable",
+                        step.op.kind_name()
+                    )))
+                }
+                Op::Activation(a) if !a.is_trainable() => {
+                    return Err(unsupported(format!(
+                        "GPU training of '{label}': activation {a:?} is not trainable"
                     )))
                 }
                 _ => Activation::None,
             };
+            if !act.is_trainable() || step.from.is_some() {
+                return Err(unsupported(format!(
+                    "GPU training of '{label}': a fused {act:?} or an input from another op (\"from\") is not trainable"
+                )));
+            }
             let (pre, dz) = if act != Activation::None {
                 (Some(buf("pre", out_elems)?), Some(buf("dz", out_elems)?))
             } else {
@@ -344,17 +360,15 @@ impl GpuNet {
         let s = &self.steps[i];
         let mut ks = Vec::new();
         let lin_out = s.pre.as_ref().unwrap_or(&s.out);
-        if let Some(k) = kernels::step(
+        ks.extend(kernels::step(
             ctx,
             &s.lin,
             n,
             s.param.as_ref().map(|p| &p.weights),
             &s.input,
-            None,
+            &[],
             lin_out,
-        )? {
-            ks.push(k);
-        }
+        )?);
         if let Some(pre) = &s.pre {
             ks.push(kernels::elementwise(
                 ctx,

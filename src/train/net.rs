@@ -165,8 +165,13 @@ fn run_step(step: &Step, x: Vec<f32>, n: usize) -> Cache {
             input: x,
             pre: None,
         },
-        Op::Add { .. } | Op::Mul { .. } | Op::Softmax => {
-            unreachable!("training specs reject add, mul and softmax")
+        Op::Binary(_)
+        | Op::Concat(_)
+        | Op::Transpose { .. }
+        | Op::Pad { .. }
+        | Op::Lrn(_)
+        | Op::Softmax { .. } => {
+            unreachable!("training specs accept only trainable ops")
         }
     }
 }
@@ -421,8 +426,13 @@ impl CpuNet {
             Op::GlobalAvgPool => want_dx.then(|| bw::global_avgpool_backward(&dy, s[1] * s[2])),
             Op::Flatten => want_dx.then_some(dy),
             Op::Activation(a) => want_dx.then(|| bw::activation_backward(*a, &cache.input, &dy)),
-            Op::Add { .. } | Op::Mul { .. } | Op::Softmax => {
-                unreachable!("training specs reject add, mul and softmax")
+            Op::Binary(_)
+            | Op::Concat(_)
+            | Op::Transpose { .. }
+            | Op::Pad { .. }
+            | Op::Lrn(_)
+            | Op::Softmax { .. } => {
+                unreachable!("training specs accept only trainable ops")
             }
         }
     }

@@ -224,15 +224,10 @@ fn resolve_ops(
         }
         let spec = OpSpec::parse(&value, index).map_err(&err)?;
         match &spec.kind {
-            OpKind::Softmax => {
+            OpKind::Softmax { .. } => {
                 return Err(err(
                     "softmax is part of the loss; leave it out of the spec".into()
                 ))
-            }
-            OpKind::Batchnorm { .. } | OpKind::Add { .. } | OpKind::Mul { .. } => {
-                return Err(err(format!(
-                    "'{op_name}' is not supported by training; trainable ops are conv2d, dense, fanin, maxpool, avgpool, global_avgpool, flatten, relu, relu6, silu, sigmoid"
-                )))
             }
             OpKind::Conv2d {
                 stride,
@@ -267,10 +262,30 @@ fn resolve_ops(
                     "training supports pooling with one stride, the same padding on every side, no ceil_mode and no count_include_pad".into(),
                 ))
             }
-            _ => {}
+            OpKind::Conv2d { .. }
+            | OpKind::Dense { .. }
+            | OpKind::Fanin { .. }
+            | OpKind::Maxpool { .. }
+            | OpKind::Avgpool { .. }
+            | OpKind::GlobalAvgpool
+            | OpKind::Flatten
+            | OpKind::Relu
+            | OpKind::Relu6
+            | OpKind::Silu
+            | OpKind::Sigmoid => {}
+            _ => {
+                return Err(err(format!(
+                    "'{op_name}' is not supported by training; trainable ops are conv2d, dense, fanin, maxpool, avgpool, global_avgpool, flatten, relu, relu6, silu, sigmoid"
+                )))
+            }
+        }
+        if spec.from.is_some() {
+            return Err(err(
+                "training specs are plain chains: \"from\" is not supported".into(),
+            ));
         }
         // The op's own shape rule, the one model loading applies.
-        shape = spec.kind.output_shape(&shape, None).map_err(&err)?;
+        shape = spec.kind.output_shape(&shape, &[]).map_err(&err)?;
         let mut v = spec.to_value();
         if matches!(
             spec.kind,
