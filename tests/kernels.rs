@@ -7,15 +7,24 @@ mod common;
 use common::{assert_close, gpu, random, Tolerance};
 use edgecut::cpu;
 use edgecut::gpu::{kernels, GpuContext};
-use edgecut::model::{Activation, Conv2d, Dense, FanIn, Op, Operand, Pool, PoolKind, Step};
+use edgecut::model::{
+    Activation, Binary, BinaryOp, BinaryOperand, Conv2d, Dense, FanIn, Op, Operand, Pool, PoolKind,
+    Step,
+};
 use edgecut::sparsity::FanInPattern;
 
-const ACTIVATIONS: [Activation; 5] = [
+/// Every activation, with parameters whose kinks fall inside the data's range.
+const ACTIVATIONS: [Activation; 10] = [
     Activation::None,
     Activation::Relu,
     Activation::Relu6,
     Activation::Silu,
     Activation::Sigmoid,
+    Activation::LeakyRelu(0.1),
+    Activation::Clip(-0.25, 0.5),
+    Activation::HardSigmoid(0.4, 0.3),
+    Activation::HardSwish,
+    Activation::Tanh,
 ];
 
 fn step(op: Op, input_shape: Vec<usize>, output_shape: Vec<usize>) -> Step {
@@ -25,11 +34,16 @@ fn step(op: Op, input_shape: Vec<usize>, output_shape: Vec<usize>) -> Step {
         input_shape,
         output_shape,
         save_as: None,
+        from: None,
     }
 }
 
 fn tolerance_for(act: Activation, terms: usize) -> Tolerance {
-    if matches!(act, Activation::Silu | Activation::Sigmoid) || terms > 256 {
+    if matches!(
+        act,
+        Activation::Silu | Activation::Sigmoid | Activation::Tanh
+    ) || terms > 256
+    {
         Tolerance::Approximate
     } else {
         Tolerance::Close
@@ -65,7 +79,7 @@ impl DenseProblem {
             vec![self.dense.inputs],
             vec![self.dense.outputs],
         );
-        kernels::run_step(ctx, &s, self.batch, &self.x, None).expect("dense kernel runs")
+        kernels::run_step(ctx, &s, self.batch, &self.x, &[]).expect("dense kernel runs")
     }
     fn check(&self, ctx: &GpuContext) {
         let what = format!(
@@ -151,7 +165,7 @@ impl FanInProblem {
             "fanin batch={} {}->{} k={} {:?}",
             self.batch, f.inputs, f.outputs, f.k, f.activation
         );
-        let prepared = kernels::PreparedStep::new(ctx, &s, self.batch, &self.x, None)
+        let prepared = kernels::PreparedStep::new(ctx, &s, self.batch, &self.x, &[])
             .expect("fan-in kernel builds")
             .expect("fan-in has a kernel");
         let labels = prepared.labels().join(" ");
@@ -291,7 +305,7 @@ fn fanin_kernel_runs_fixed_degree_patterns() {
     };
     let x = random(32 * 800, 3);
     let s = step(Op::FanIn(f.clone()), vec![800], vec![100]);
-    let got = kernels::run_step(&ctx, &s, 32, &x, None).expect("fan-in kernel runs");
+    let got = kernels::run_step(&ctx, &s, 32, &x, &[]).expect("fan-in kernel runs");
     assert_close(
         "fanin 800->100 d_out=20",
         &got,
@@ -336,7 +350,7 @@ fn grouped_fanin_patterns_run_one_gather_per_group() {
         assert_eq!(f.row_group(kernels::FANIN_MAX_GROUP), used);
         let x = random(batch * inputs, 30 + i as u64);
         let s = step(Op::FanIn(f.clone()), vec![inputs], vec![outputs]);
-        let prepared = kernels::PreparedStep::new(&ctx, &s, batch, &x, None)
+        let prepared = kernels::PreparedStep::new(&ctx, &s, batch, &x, &[])
             .expect("fan-in kernel builds")
             .expect("fan-in has a kernel");
         let what = format!("grouped fanin batch={batch} {inputs}->{outputs} group={group}");
@@ -407,7 +421,7 @@ fn conv_problem(
     let x = random(batch * cin * h * w, seed + 2);
     let want = cpu::reference::conv2d(&conv, &x, batch, h, w);
     let s = step(Op::Conv2d(conv), vec![cin, h, w], vec![cout, oh, ow]);
-    let got = kernels::run_step(ctx, &s, batch, &x, None).expect("conv kernel runs");
+    let got = kernels::run_step(ctx, &s, batch, &x, &[]).expect("conv kernel runs");
     let what =
         format!("conv batch={batch} {cin}x{h}x{w} -> {cout} k={k} {geometry:?} g={groups} {act:?}");
     assert_close(&what, &got, &want, tolerance_for(act, cin / groups * k * k));
@@ -453,7 +467,14 @@ fn conv2d_kernel_matches_cpu_reference_on_edge_shapes() {
         (1, (5, 11, 12), 7, 3, wide, 1),   // per-axis stride and dilation
     ];
     for (i, &(b, input, cout, k, geometry, g)) in cases.iter().enumerate() {
-        for act in [Activation::None, Activation::Relu6, Activation::Silu] {
+        // The parametrised activations take turns, one per case.
+        let parametrised = ACTIVATIONS[5 + i % 5];
+        for act in [
+            Activation::None,
+            Activation::Relu6,
+            Activation::Silu,
+            parametrised,
+        ] {
             conv_problem(&ctx, b, input, cout, k, geometry, g, act, i as u64 * 13);
         }
     }
@@ -495,7 +516,7 @@ fn pool_kernels_match_cpu_reference() {
             let x = random(b * c * h * w, i as u64);
             let want = cpu::reference::pool(&pool, &x, b * c, h, w);
             let st = step(Op::Pool(pool), vec![c, h, w], vec![c, oh, ow]);
-            let got = kernels::run_step(&ctx, &st, b, &x, None).expect("pool kernel runs");
+            let got = kernels::run_step(&ctx, &st, b, &x, &[]).expect("pool kernel runs");
             let tol = if kind == PoolKind::Max {
                 Tolerance::Exact
             } else {
@@ -505,7 +526,7 @@ fn pool_kernels_match_cpu_reference() {
         }
         let x = random(b * c * h * w, 99 + i as u64);
         let st = step(Op::GlobalAvgPool, vec![c, h, w], vec![c, 1, 1]);
-        let got = kernels::run_step(&ctx, &st, b, &x, None).expect("global avgpool runs");
+        let got = kernels::run_step(&ctx, &st, b, &x, &[]).expect("global avgpool runs");
         assert_close(
             &format!("global avgpool case {i}"),
             &got,
@@ -526,7 +547,7 @@ fn elementwise_kernels_match_cpu_reference() {
     let other = random(n, 2);
     for act in ACTIVATIONS {
         let st = step(Op::Activation(act), vec![c, h, w], vec![c, h, w]);
-        let got = kernels::run_step(&ctx, &st, b, &a, None).expect("activation runs");
+        let got = kernels::run_step(&ctx, &st, b, &a, &[]).expect("activation runs");
         assert_close(
             &format!("activation {act:?}"),
             &got,
@@ -534,14 +555,17 @@ fn elementwise_kernels_match_cpu_reference() {
             tolerance_for(act, 1),
         );
         let st = step(
-            Op::Add {
-                with: Operand::BlockInput,
+            Op::Binary(Binary {
+                op: BinaryOp::Add,
+                operand: BinaryOperand::Tensor(Operand::BlockInput),
+                operand_shape: vec![c, h, w],
+                reverse: false,
                 activation: act,
-            },
+            }),
             vec![c, h, w],
             vec![c, h, w],
         );
-        let got = kernels::run_step(&ctx, &st, b, &a, Some(&other)).expect("add runs");
+        let got = kernels::run_step(&ctx, &st, b, &a, &[&other]).expect("add runs");
         assert_close(
             &format!("add {act:?}"),
             &got,
@@ -552,13 +576,17 @@ fn elementwise_kernels_match_cpu_reference() {
     // Squeeze-excite gate: [C,1,1] times [C,H,W].
     let gate = random(b * c, 3);
     let st = step(
-        Op::Mul {
-            with: Operand::Saved("x".into()),
-        },
+        Op::Binary(Binary {
+            op: BinaryOp::Mul,
+            operand: BinaryOperand::Tensor(Operand::Saved("x".into())),
+            operand_shape: vec![c, h, w],
+            reverse: false,
+            activation: Activation::None,
+        }),
         vec![c, 1, 1],
         vec![c, h, w],
     );
-    let got = kernels::run_step(&ctx, &st, b, &gate, Some(&other)).expect("mul runs");
+    let got = kernels::run_step(&ctx, &st, b, &gate, &[&other]).expect("mul runs");
     assert_close(
         "channel gate",
         &got,
@@ -575,8 +603,8 @@ fn softmax_and_exit_stats_match_cpu_reference() {
     for &(b, classes) in &[(1, 10), (7, 3), (65, 1000)] {
         let mut x = random(b * classes, classes as u64);
         x.iter_mut().for_each(|v| *v *= 8.0);
-        let st = step(Op::Softmax, vec![classes], vec![classes]);
-        let got = kernels::run_step(&ctx, &st, b, &x, None).expect("softmax runs");
+        let st = step(Op::Softmax { axis: 0 }, vec![classes], vec![classes]);
+        let got = kernels::run_step(&ctx, &st, b, &x, &[]).expect("softmax runs");
         assert_close(
             "softmax",
             &got,

@@ -163,7 +163,12 @@ pub fn kernel_suite(quick: bool) -> Vec<KernelCase> {
         flops: 0,
         bytes: 4 * (batch * classes + batch * 4) as u64,
         memory_bound: true,
-        step: step("exit_head", Op::Softmax { axis: 0 }, vec![classes], vec![classes]),
+        step: step(
+            "exit_head",
+            Op::Softmax { axis: 0 },
+            vec![classes],
+            vec![classes],
+        ),
         input: random(batch * classes, 13),
     });
     cases

@@ -261,7 +261,12 @@ mod tests {
 
     #[test]
     fn a_plain_chain_ping_pongs_between_two_slots() {
-        let ops = [(0, vec![], 1), (1, vec![], 2), (2, vec![], 3), (3, vec![], 4)];
+        let ops = [
+            (0, vec![], 1),
+            (1, vec![], 2),
+            (2, vec![], 3),
+            (3, vec![], 4),
+        ];
         let s = assign_slots(&ops, 5, &[4]);
         assert_eq!(s.count, 2);
         assert_eq!(s.of, [0, 1, 0, 1, 0]);
@@ -280,7 +285,12 @@ mod tests {
     #[test]
     fn kept_values_are_never_recycled() {
         // Value 1 is an exit's logits read by nothing later; it must keep its slot.
-        let ops = [(0, vec![], 1), (0, vec![], 2), (2, vec![], 3), (3, vec![], 4)];
+        let ops = [
+            (0, vec![], 1),
+            (0, vec![], 2),
+            (2, vec![], 3),
+            (3, vec![], 4),
+        ];
         let s = assign_slots(&ops, 5, &[1, 4]);
         for v in [0, 2, 3, 4] {
             assert_ne!(s.of[v], s.of[1], "value {v} reuses the exit's slot");

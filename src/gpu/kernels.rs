@@ -5,8 +5,8 @@
 use super::{check_storage_size, upload, GpuContext, GpuError, Shader};
 use crate::encoding::Encoding;
 use crate::model::{
-    broadcast_shape, broadcast_strides, Activation, Binary, BinaryOp, BinaryOperand, Conv2d, Dense, FanIn, Lrn, Op,
-    Pool, PoolKind, Step,
+    broadcast_shape, broadcast_strides, Activation, Binary, BinaryOp, BinaryOperand, Conv2d, Dense,
+    FanIn, Lrn, Op, Pool, PoolKind, Step,
 };
 use bytemuck::{Pod, Zeroable};
 use std::borrow::Cow;
@@ -280,7 +280,10 @@ impl MoveParams {
     /// Parameters of a copy over `dims` (outermost first, at most [`MOVE_DIMS`]), writing from
     /// `y_offset` and filling cells outside the source with `value`.
     pub fn new(dims: &[MoveDim], y_offset: usize, value: f32) -> Self {
-        assert!(dims.len() <= MOVE_DIMS, "strided copies have at most {MOVE_DIMS} dimensions");
+        assert!(
+            dims.len() <= MOVE_DIMS,
+            "strided copies have at most {MOVE_DIMS} dimensions"
+        );
         let mut p = Self {
             len: dims.iter().map(|d| d.size).product::<usize>() as u32,
             y_offset: y_offset as u32,
@@ -1132,11 +1135,18 @@ pub fn transpose(
     y: &wgpu::Buffer,
 ) -> Result<Kernel, GpuError> {
     let elems: usize = shape.iter().product();
-    let (xs, out): (Vec<usize>, Vec<usize>) = (strides_of(shape), perm.iter().map(|&p| shape[p]).collect());
+    let (xs, out): (Vec<usize>, Vec<usize>) =
+        (strides_of(shape), perm.iter().map(|&p| shape[p]).collect());
     let ys = strides_of(&out);
     let mut dims = vec![MoveDim::plain(batch, elems, elems)];
     dims.extend((0..out.len()).map(|d| MoveDim::plain(out[d], xs[perm[d]], ys[d])));
-    copy_strided(ctx, format!("{label}.transpose"), MoveParams::new(&dims, 0, 0.0), x, y)
+    copy_strided(
+        ctx,
+        format!("{label}.transpose"),
+        MoveParams::new(&dims, 0, 0.0),
+        x,
+        y,
+    )
 }
 
 /// Constant padding of `batch` samples of `shape`; `pads` is `[begin.., end..]`.
@@ -1163,7 +1173,13 @@ pub fn pad(
         x_stride: xs[d],
         y_stride: ys[d],
     }));
-    copy_strided(ctx, format!("{label}.pad"), MoveParams::new(&dims, 0, value), x, y)
+    copy_strided(
+        ctx,
+        format!("{label}.pad"),
+        MoveParams::new(&dims, 0, value),
+        x,
+        y,
+    )
 }
 
 /// Concatenation along per-sample `axis`: one strided copy per piece into its slice of `y`.
@@ -1192,7 +1208,13 @@ pub fn concat(
             MoveDim::plain(c, 1, 1),
         ];
         let params = MoveParams::new(&dims, offset, 0.0);
-        kernels.push(copy_strided(ctx, format!("{label}.concat{i}"), params, x, y)?);
+        kernels.push(copy_strided(
+            ctx,
+            format!("{label}.concat{i}"),
+            params,
+            x,
+            y,
+        )?);
         offset += c;
     }
     Ok(kernels)
@@ -1340,9 +1362,17 @@ pub fn step(
             elementwise(ctx, label, "activation", elems, 1, *a, input, input, output)?
         }
         Op::Binary(b) => match binary_fast_path(b, shape, input, need_other(0)) {
-            Some((entry, gate, full, inner)) => {
-                elementwise(ctx, label, entry, elems, inner, b.activation, gate, full, output)?
-            }
+            Some((entry, gate, full, inner)) => elementwise(
+                ctx,
+                label,
+                entry,
+                elems,
+                inner,
+                b.activation,
+                gate,
+                full,
+                output,
+            )?,
             None => binary(ctx, label, b, batch, shape, input, need_other(0), output)?,
         },
         Op::Concat(c) => {

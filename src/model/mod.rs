@@ -9,8 +9,8 @@ pub mod weights;
 
 pub use manifest::{BinaryOp, Manifest, OpKind, OpSpec};
 pub use op::{
-    broadcast_shape, broadcast_strides, Activation, Binary, BinaryOperand, Concat, Conv2d, Dense, FanIn, Lrn, Op,
-    Operand, Pool, PoolKind, Step, MAX_RANK,
+    broadcast_shape, broadcast_strides, Activation, Binary, BinaryOperand, Concat, Conv2d, Dense,
+    FanIn, Lrn, Op, Operand, Pool, PoolKind, Step, MAX_RANK,
 };
 
 use compile::compile_ops;
@@ -440,6 +440,16 @@ impl Model {
                     out.insert(
                         key("bias"),
                         TensorData::F32(vec![d.outputs], d.bias.clone()),
+                    );
+                }
+                Op::Binary(Binary {
+                    operand: BinaryOperand::Const(value),
+                    operand_shape,
+                    ..
+                }) => {
+                    out.insert(
+                        key("value"),
+                        TensorData::F32(operand_shape.clone(), value.clone()),
                     );
                 }
                 Op::FanIn(f) => {

@@ -560,11 +560,7 @@ fn check_rank(what: &str, shape: &[usize]) -> Result<(), String> {
 /// NumPy broadcasting of two per-sample shapes (right-aligned, size-1 dimensions stretch).
 pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
     let rank = a.len().max(b.len());
-    let dim = |s: &[usize], i: usize| {
-        (i + s.len())
-            .checked_sub(rank)
-            .map_or(1, |j| s[j])
-    };
+    let dim = |s: &[usize], i: usize| (i + s.len()).checked_sub(rank).map_or(1, |j| s[j]);
     (0..rank)
         .map(|i| match (dim(a, i), dim(b, i)) {
             (x, y) if x == y || y == 1 => Ok(x),
@@ -606,7 +602,9 @@ impl OpKind {
             let other: &[usize] = match operand {
                 OperandSpec::Const(shape) => {
                     if shape.contains(&0) {
-                        return Err(format!("\"const\" shape {shape:?} must have positive sizes"));
+                        return Err(format!(
+                            "\"const\" shape {shape:?} must have positive sizes"
+                        ));
                     }
                     shape
                 }
@@ -734,7 +732,10 @@ impl OpKind {
             | OpKind::HardSwish
             | OpKind::Tanh => Ok(input.to_vec()),
             OpKind::Clip { min, max } => {
-                let (lo, hi) = (min.unwrap_or(f32::NEG_INFINITY), max.unwrap_or(f32::INFINITY));
+                let (lo, hi) = (
+                    min.unwrap_or(f32::NEG_INFINITY),
+                    max.unwrap_or(f32::INFINITY),
+                );
                 if lo.is_nan() || hi.is_nan() || lo > hi {
                     return Err(format!(
                         "clip bounds min {min:?} and max {max:?} must be numbers with min <= max (null for unbounded)"
@@ -818,9 +819,7 @@ impl OpKind {
             OpKind::Reshape { shape } => {
                 check_rank("the target shape", shape)?;
                 if shape.contains(&0) {
-                    return Err(format!(
-                        "target shape {shape:?} must have positive entries"
-                    ));
+                    return Err(format!("target shape {shape:?} must have positive entries"));
                 }
                 let (from, to) = (super::checked_elems(input), super::checked_elems(shape));
                 if from.is_none() || from != to {
