@@ -393,6 +393,17 @@ fn spec_errors_name_the_block_and_op() {
             r#"{"op": "add", "with": "input"}"#,
             "not supported by training",
         ),
+        ("flatten", r#"{"op": "tanh"}"#, "not supported by training"),
+        (
+            "flatten",
+            r#"{"op": "concat", "with": ["input"], "axis": 0}"#,
+            "not supported by training",
+        ),
+        (
+            "flatten",
+            r#"{"op": "relu", "from": "input"}"#,
+            "\"from\" is not supported",
+        ),
     ];
     for (first, op, want) in cases {
         let text = format!(
