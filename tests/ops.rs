@@ -215,7 +215,8 @@ fn concat_transpose_and_pad_kernels_match_cpu_reference() {
         return;
     };
     // Concat: (input, further pieces, axis) over ranks 1 to 4.
-    let concats: [(&[usize], &[&[usize]], usize); 5] = [
+    type ConcatCase<'a> = (&'a [usize], &'a [&'a [usize]], usize);
+    let concats: [ConcatCase; 5] = [
         (&[7], &[&[3], &[1]], 0),
         (&[3, 5, 4], &[&[2, 5, 4]], 0),
         (&[3, 5, 4], &[&[3, 1, 4], &[3, 6, 4]], 1),

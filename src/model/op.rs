@@ -50,8 +50,8 @@ impl Activation {
             }
             // max-then-min, not clamp: never panics, whatever the bounds.
             Activation::Clip(lo, hi) => x.max(lo).min(hi),
-            Activation::HardSigmoid(alpha, beta) => (alpha * x + beta).max(0.0).min(1.0),
-            Activation::HardSwish => x * (x / 6.0 + 0.5).max(0.0).min(1.0),
+            Activation::HardSigmoid(alpha, beta) => (alpha * x + beta).clamp(0.0, 1.0),
+            Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
             Activation::Tanh => x.tanh(),
         }
     }
