@@ -1,4 +1,4 @@
-//! CPU execution. [`reference`] holds the plain-Rust loops of every op: the oracle every GPU
+//! CPU execution. [`reference`](mod@reference) holds the plain-Rust loops of every op: the oracle every GPU
 //! kernel and every fast CPU kernel is tested against.
 
 pub mod reference;
