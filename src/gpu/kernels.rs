@@ -1620,3 +1620,111 @@ pub fn copy(
         len4 as u64,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Member offsets (by name) and size of the WGSL struct `name` in `shader`, from naga.
+    fn wgsl_struct(shader: Shader, name: &str) -> (HashMap<String, u32>, u32) {
+        let module = naga::front::wgsl::parse_str(shader.source())
+            .unwrap_or_else(|e| panic!("{}: {e}", shader.file_name()));
+        let (_, ty) = module
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("{} has no struct {name}", shader.file_name()));
+        let naga::TypeInner::Struct { members, span } = &ty.inner else {
+            panic!("{name} is not a struct");
+        };
+        let offsets = members
+            .iter()
+            .filter_map(|m| Some((m.name.clone()?, m.offset)))
+            .collect();
+        (offsets, *span)
+    }
+
+    /// Asserts that the Rust `Pod` struct and its WGSL twin agree on size and on the offset of
+    /// every named (non-padding) member, and that the list names every such WGSL member.
+    macro_rules! assert_twin {
+        ($shader:expr, $ty:ident, [$($field:ident),* $(,)?]) => {{
+            let (offsets, span) = wgsl_struct($shader, stringify!($ty));
+            assert_eq!(span as usize, std::mem::size_of::<$ty>(), "size of {}", stringify!($ty));
+            let fields = [$(stringify!($field)),*];
+            $(
+                assert_eq!(
+                    offsets.get(stringify!($field)).copied(),
+                    Some(std::mem::offset_of!($ty, $field) as u32),
+                    "{}.{}",
+                    stringify!($ty),
+                    stringify!($field)
+                );
+            )*
+            let named = offsets.keys().filter(|k| !k.starts_with('_')).count();
+            assert_eq!(named, fields.len(), "{} members listed", stringify!($ty));
+        }};
+    }
+
+    #[test]
+    fn params_structs_match_their_wgsl_twins() {
+        assert_twin!(
+            Shader::Dense,
+            DenseParams,
+            [batch, inputs, outputs, activation, act_a, act_b]
+        );
+        assert_twin!(
+            Shader::FanIn,
+            FanInParams,
+            [batch, inputs, outputs, k, activation, act_a, act_b]
+        );
+        assert_twin!(
+            Shader::Conv2d,
+            ConvParams,
+            [
+                batch,
+                in_channels,
+                in_h,
+                in_w,
+                out_channels,
+                out_h,
+                out_w,
+                kernel_h,
+                kernel_w,
+                stride_h,
+                stride_w,
+                dilation_h,
+                dilation_w,
+                pad_top,
+                pad_left,
+                groups,
+                activation,
+                act_a,
+                act_b
+            ]
+        );
+        assert_twin!(
+            Shader::Elementwise,
+            ElementwiseParams,
+            [len, inner, activation, act_a, act_b]
+        );
+        assert_twin!(
+            Shader::Binary,
+            BinaryParams,
+            [
+                len, op, activation, out_sample, act_a, act_b, a_sample, b_sample, out_dims,
+                a_strides, b_strides
+            ]
+        );
+        assert_twin!(
+            Shader::Movement,
+            MoveParams,
+            [len, y_offset, value, dims, src_dims, pads, x_strides, y_strides]
+        );
+        assert_twin!(
+            Shader::Normalize,
+            NormParams,
+            [outer, len, inner, size, alpha, beta, bias]
+        );
+    }
+}
