@@ -158,7 +158,7 @@ pub fn classify(a: ClassifyArgs) -> Result<()> {
         .blocks
         .last()
         .and_then(|b| b.steps.last())
-        .is_some_and(|s| matches!(s.op, Op::Softmax));
+        .is_some_and(|s| matches!(s.op, Op::Softmax { .. }));
     let mut results = Vec::new();
     for (i, path) in a.images.iter().enumerate() {
         let row = &out.output.data()[i * classes..(i + 1) * classes];
