@@ -283,6 +283,36 @@ mod tests {
     }
 
     #[test]
+    fn every_piece_of_a_concat_stays_live_until_it_runs() {
+        // 1 = f(0); 2 = g(1); 3 = concat(2, 1, 0): neither 0 nor 1 may be overwritten by 2.
+        let ops = [(0, vec![], 1), (1, vec![], 2), (2, vec![1, 0], 3)];
+        let s = assign_slots(&ops, 4, &[3]);
+        for v in [0, 1] {
+            assert_ne!(s.of[2], s.of[v], "value 2 overwrites piece {v}");
+            assert_ne!(s.of[3], s.of[v], "the concat overwrites piece {v}");
+        }
+    }
+
+    #[test]
+    fn a_step_with_from_reads_the_named_value() {
+        let text = r#"{"format": 1, "name": "dag", "input": [4], "classes": 4, "init": {"seed": 1},
+            "blocks": [{"name": "b0", "ops": [
+                {"op": "relu", "save_as": "r"},
+                {"op": "tanh"},
+                {"op": "sigmoid", "from": "input"},
+                {"op": "add", "with": "r"}
+            ]}]}"#;
+        let manifest = serde_json::from_str(text).expect("parses");
+        let m = Model::from_parts(manifest, text.as_bytes(), None).expect("loads");
+        let s = schedule(&m, 0..1, &[]);
+        let io: Vec<(usize, Vec<usize>)> =
+            s.ops.iter().map(|o| (o.input, o.others.clone())).collect();
+        // relu(0) = 1, tanh(1) = 2, sigmoid(0) = 3, add(3, 1) = 4.
+        assert_eq!(io, [(0, vec![]), (1, vec![]), (0, vec![]), (3, vec![1])]);
+        assert_eq!(s.output, 4);
+    }
+
+    #[test]
     fn kept_values_are_never_recycled() {
         // Value 1 is an exit's logits read by nothing later; it must keep its slot.
         let ops = [
