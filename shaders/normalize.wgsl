@@ -39,7 +39,8 @@ fn lrn(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
     let before = (params.size - 1u) / 2u;
     let after = params.size - 1u - before;
     let lo = select(0u, c - before, c >= before);
-    let hi = min(c + after + 1u, params.len);
+    // min(after, len) first: a huge window must not wrap around.
+    let hi = min(c + min(after, params.len) + 1u, params.len);
     var sq = 0.0;
     for (var ch = lo; ch < hi; ch++) {
         let v = x[(o * params.len + ch) * inner + j];

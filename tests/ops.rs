@@ -305,12 +305,14 @@ fn lrn_and_softmax_along_an_axis_match_cpu_reference() {
     let Some(ctx) = gpu("lrn_and_softmax_along_an_axis_match_cpu_reference") else {
         return;
     };
-    let lrns: [(&[usize], usize); 5] = [
+    // Sizes 1, even, odd, wider than the channels and near u32::MAX (the window is clipped).
+    let lrns: [(&[usize], usize); 6] = [
         (&[7, 5, 3], 1),
         (&[7, 5, 3], 2),
         (&[7, 5, 3], 5),
         (&[16, 2, 2], 15),
         (&[9], 3),
+        (&[7, 5, 3], 4_000_000_000),
     ];
     for (i, &(shape, size)) in lrns.iter().enumerate() {
         for batch in BATCHES {
@@ -598,7 +600,7 @@ fn bad_new_ops_are_refused_with_errors_naming_the_block_and_op() {
         ),
         (r#"{"op": "softmax", "axis": 3}"#, "out of range"),
         (r#"{"op": "clip", "min": 2.0, "max": 1.0}"#, "min <= max"),
-        (r#"{"op": "lrn", "size": 0}"#, "size must be positive"),
+        (r#"{"op": "lrn", "size": 0}"#, "size must be in 1..="),
         (
             r#"{"op": "reshape", "shape": [1, 1, 1, 1, 48]}"#,
             "1..=4 per-sample",

@@ -407,7 +407,7 @@ impl Lrn {
     /// The channel window `[c - floor((size-1)/2), c + ceil((size-1)/2)]` clipped to `channels`.
     pub fn window(&self, c: usize, channels: usize) -> std::ops::Range<usize> {
         let before = (self.size - 1) / 2;
-        let after = self.size - 1 - before;
+        let after = (self.size - 1 - before).min(channels);
         c.saturating_sub(before)..(c + after + 1).min(channels)
     }
 }
@@ -836,8 +836,8 @@ impl OpKind {
                 bias,
             } => {
                 check_rank("the input", input)?;
-                if *size == 0 {
-                    return Err("size must be positive".into());
+                if *size == 0 || u32::try_from(*size).is_err() {
+                    return Err(format!("size must be in 1..={}", u32::MAX));
                 }
                 if !(alpha.is_finite() && beta.is_finite() && bias.is_finite()) {
                     return Err("alpha, beta and bias must be finite".into());
