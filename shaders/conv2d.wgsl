@@ -1,6 +1,23 @@
 // 2-D convolution over NCHW activations, weight [out, in/groups, kh, kw], zero padding
 // (top/left given; bottom/right only shape the output), strides and dilations per axis.
 //
+// Register-tiled kernels (CPU-emulated adapters such as lavapipe; also the default elsewhere
+// unless noted). Each workgroup owns one tile of CO_T output channels, so every weight load
+// is the same address for the whole workgroup (one scalar load broadcast to every lane on
+// SIMD-across-invocations implementations); lanes differ only in the pixels they compute.
+// conv1x1:        pointwise stride-1 unpadded convolution as a GEMM per sample,
+//                 Y[Cout, HW] = W[Cout, Cin] * X[Cin, HW]; each invocation a CO_T x 4 tile
+//                 (CO_T channels x 4 consecutive pixels; no edge checks when HW % 4 == 0).
+// conv_tiled:     any convolution as an implicit GEMM (the input window gathered on the fly):
+//                 each invocation CO_T channels (of one group) x 4 consecutive output columns.
+// depthwise_tiled: groups == in == out channels, dilation 1, kernel <= 7, stride <= 2: each
+//                 invocation 4 rows x 4 columns of one channel; every input value it needs is
+//                 loaded once and reused by every output row and kernel tap that reads it.
+// Workgroup-shared tiles (discrete GPUs):
+// conv1x1_shared: the same GEMM with 32 x 32 output tiles per workgroup of 8 x 8 invocations,
+//                 16-deep slices of W and X staged in workgroup memory with coalesced loads,
+//                 4 x 4 results per invocation.
+// Generic direct kernels (any geometry; the tiled kernels' fallback):
 // conv2d:    each invocation computes OC_TILE output channels (of one group) x 4 consecutive
 //            output columns, so each input load feeds OC_TILE MACs and each weight 4 MACs.
 // depthwise: groups == in == out channels; each invocation computes 4 output columns of one channel.
@@ -11,7 +28,9 @@
 //   2: w     [out_channels, in/groups, kh, kw]    (read)
 //   3: bias  [out_channels]                       (read)
 //   4: y     [batch, out_channels, out_h, out_w]  (write)
-// Override constants: WG (workgroup size), OC_TILE (1 or 4; 4 needs (out/groups) % 4 == 0).
+// Override constants: WG (workgroup size; 64 for conv1x1_shared), OC_TILE (1 or 4; 4 needs
+// (out/groups) % 4 == 0), CO_T (1, 2, 4 or 8; divides out/groups), WHOLE_TILES (HW % 4 == 0),
+// KH, KW, SH, SW (depthwise_tiled's kernel and strides).
 
 struct ConvParams {
     batch: u32,
@@ -38,12 +57,23 @@ struct ConvParams {
 
 override WG: u32 = 64u;
 override OC_TILE: u32 = 4u;
+override CO_T: u32 = 4u;
+override WHOLE_TILES: bool = false;
+override KH: u32 = 3u;
+override KW: u32 = 3u;
+override SH: u32 = 1u;
+override SW: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> params: ConvParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+// The one epilogue of every convolution kernel: bias and the fused activation.
+fn epilogue(v: f32, oc: u32) -> f32 {
+    return activate(v + bias[oc], params.activation, params.act_a, params.act_b);
+}
 
 // Four input values of row `iy` at columns ix0 + j*stride_w, zero outside the image.
 fn load_row4(row_base: u32, ix0: i32) -> vec4<f32> {
@@ -59,9 +89,8 @@ fn load_row4(row_base: u32, ix0: i32) -> vec4<f32> {
 
 fn store4(b: u32, oc: u32, oy: u32, ox0: u32, acc: vec4<f32>) {
     let base = ((b * params.out_channels + oc) * params.out_h + oy) * params.out_w;
-    let bv = bias[oc];
     for (var j = 0u; j < 4u; j++) {
-        if ox0 + j < params.out_w { y[base + ox0 + j] = activate(acc[j] + bv, params.activation, params.act_a, params.act_b); }
+        if ox0 + j < params.out_w { y[base + ox0 + j] = epilogue(acc[j], oc); }
     }
 }
 
@@ -138,4 +167,288 @@ fn depthwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
         }
     }
     store4(b, c, oy, ox0, acc);
+}
+
+// Linear workgroup index (dispatches fold into 2-D past the per-dimension limit).
+fn workgroup_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+// Stores four results of channel `oc` at columns c0..c0+3 of the row starting at `base`,
+// those below `end` only.
+fn store_cols(base: u32, c0: u32, end: u32, oc: u32, acc: vec4<f32>) {
+    for (var j = 0u; j < 4u; j++) {
+        if c0 + j < end { y[base + c0 + j] = epilogue(acc[j], oc); }
+    }
+}
+
+// Four pixels p0..p0+3 of the input plane starting at `plane`; past the plane's end the
+// last pixel repeats (those results are never stored).
+fn load_pixels(plane: u32, p0: u32, hw: u32) -> vec4<f32> {
+    if WHOLE_TILES {
+        let i = plane + p0;
+        return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
+    }
+    let last = hw - 1u;
+    return vec4<f32>(x[plane + min(p0, last)], x[plane + min(p0 + 1u, last)],
+                     x[plane + min(p0 + 2u, last)], x[plane + min(p0 + 3u, last)]);
+}
+
+// Stores one CO_T x 4 tile row: channel `oc`, pixels p0..p0+3 of sample `b`.
+fn store_pixels(b: u32, oc: u32, p0: u32, hw: u32, acc: vec4<f32>) {
+    let base = (b * params.out_channels + oc) * hw;
+    if WHOLE_TILES {
+        for (var j = 0u; j < 4u; j++) { y[base + p0 + j] = epilogue(acc[j], oc); }
+    } else {
+        store_cols(base, p0, hw, oc, acc);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn conv1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lane: u32) {
+    let hw = params.out_h * params.out_w;
+    let ptiles = (hw + 3u) / 4u;
+    let cols = params.batch * ptiles; // 4-pixel column tiles of every sample
+    let col_groups = (cols + WG - 1u) / WG;
+    let g = workgroup_index(wid, nwg);
+    if g >= (params.out_channels / CO_T) * col_groups { return; }
+    let oc0 = (g / col_groups) * CO_T;
+    let q = (g % col_groups) * WG + lane;
+    if q >= cols { return; }
+    let b = q / ptiles;
+    let p0 = (q % ptiles) * 4u;
+    let cin = params.in_channels;
+    let xplane = b * cin * hw;
+    let w0 = oc0 * cin;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    for (var ci = 0u; ci < cin; ci++) {
+        let xv = load_pixels(xplane + ci * hw, p0, hw);
+        a0 += xv * w[w0 + ci];
+        if CO_T >= 2u { a1 += xv * w[w0 + cin + ci]; }
+        if CO_T >= 4u {
+            a2 += xv * w[w0 + 2u * cin + ci];
+            a3 += xv * w[w0 + 3u * cin + ci];
+        }
+        if CO_T >= 8u {
+            a4 += xv * w[w0 + 4u * cin + ci];
+            a5 += xv * w[w0 + 5u * cin + ci];
+            a6 += xv * w[w0 + 6u * cin + ci];
+            a7 += xv * w[w0 + 7u * cin + ci];
+        }
+    }
+    store_pixels(b, oc0, p0, hw, a0);
+    if CO_T >= 2u { store_pixels(b, oc0 + 1u, p0, hw, a1); }
+    if CO_T >= 4u {
+        store_pixels(b, oc0 + 2u, p0, hw, a2);
+        store_pixels(b, oc0 + 3u, p0, hw, a3);
+    }
+    if CO_T >= 8u {
+        store_pixels(b, oc0 + 4u, p0, hw, a4);
+        store_pixels(b, oc0 + 5u, p0, hw, a5);
+        store_pixels(b, oc0 + 6u, p0, hw, a6);
+        store_pixels(b, oc0 + 7u, p0, hw, a7);
+    }
+}
+
+// conv1x1_shared's tile: 32 output channels x 32 columns (pixels of the batch, flattened),
+// built from 16-deep slices of W (stored [k][m]) and X (stored [k][n]).
+const TILE: u32 = 32u;
+const SLICE: u32 = 16u;
+var<workgroup> tile_w: array<f32, 512>;
+var<workgroup> tile_x: array<f32, 512>;
+
+@compute @workgroup_size(64)
+fn conv1x1_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lane: u32) {
+    let hw = params.out_h * params.out_w;
+    let cols = params.batch * hw;
+    let n_tiles = (cols + TILE - 1u) / TILE;
+    let g = workgroup_index(wid, nwg);
+    // Uniform: the whole workgroup leaves or stays, so the barriers below stay uniform.
+    if g >= ((params.out_channels + TILE - 1u) / TILE) * n_tiles { return; }
+    let m0 = (g / n_tiles) * TILE;
+    let n0 = (g % n_tiles) * TILE;
+    let tx = lane % 8u;
+    let ty = lane / 8u;
+    let cin = params.in_channels;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var k0 = 0u; k0 < cin; k0 += SLICE) {
+        // Coalesced: consecutive lanes read consecutive k of a W row and consecutive n of an
+        // X row; zeros past the edges.
+        for (var r = 0u; r < 8u; r++) {
+            let i = lane + 64u * r;
+            let wk = i % SLICE;
+            let wm = i / SLICE;
+            var wv = 0.0;
+            if m0 + wm < params.out_channels && k0 + wk < cin { wv = w[(m0 + wm) * cin + k0 + wk]; }
+            tile_w[wk * TILE + wm] = wv;
+            let xn = i % TILE;
+            let xk = i / TILE;
+            let n = n0 + xn;
+            var xv = 0.0;
+            if n < cols && k0 + xk < cin {
+                let b = n / hw;
+                xv = x[(b * cin + k0 + xk) * hw + n % hw];
+            }
+            tile_x[xk * TILE + xn] = xv;
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < SLICE; k++) {
+            let wrow = k * TILE + ty;
+            let a = vec4<f32>(tile_w[wrow], tile_w[wrow + 8u], tile_w[wrow + 16u], tile_w[wrow + 24u]);
+            let xrow = k * TILE + tx;
+            let v = vec4<f32>(tile_x[xrow], tile_x[xrow + 8u], tile_x[xrow + 16u], tile_x[xrow + 24u]);
+            acc0 += a.x * v;
+            acc1 += a.y * v;
+            acc2 += a.z * v;
+            acc3 += a.w * v;
+        }
+        workgroupBarrier();
+    }
+    // Invocation (tx, ty) holds channels m0 + ty + 8i, columns n0 + tx + 8j.
+    for (var i = 0u; i < 4u; i++) {
+        let m = m0 + ty + 8u * i;
+        var acc = acc0;
+        if i == 1u { acc = acc1; }
+        if i == 2u { acc = acc2; }
+        if i == 3u { acc = acc3; }
+        for (var j = 0u; j < 4u; j++) {
+            let n = n0 + tx + 8u * j;
+            if m < params.out_channels && n < cols {
+                let b = n / hw;
+                y[(b * params.out_channels + m) * hw + n % hw] = epilogue(acc[j], m);
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn conv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lane: u32) {
+    let ox_tiles = (params.out_w + 3u) / 4u;
+    let cols = params.batch * params.out_h * ox_tiles; // (sample, row, 4-column tile)
+    let col_groups = (cols + WG - 1u) / WG;
+    let g = workgroup_index(wid, nwg);
+    if g >= (params.out_channels / CO_T) * col_groups { return; }
+    let oc0 = (g / col_groups) * CO_T;
+    let q = (g % col_groups) * WG + lane;
+    if q >= cols { return; }
+    let ox0 = (q % ox_tiles) * 4u;
+    let oy = (q / ox_tiles) % params.out_h;
+    let b = q / (ox_tiles * params.out_h);
+    let cin_g = params.in_channels / params.groups;
+    let grp = oc0 / (params.out_channels / params.groups);
+    let khw = params.kernel_h * params.kernel_w;
+    let wstride = cin_g * khw; // weights per output channel
+    let ix0 = i32(ox0 * params.stride_w) - i32(params.pad_left);
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    for (var ky = 0u; ky < params.kernel_h; ky++) {
+        let iy = i32(oy * params.stride_h + ky * params.dilation_h) - i32(params.pad_top);
+        if iy < 0 || iy >= i32(params.in_h) { continue; }
+        for (var ic = 0u; ic < cin_g; ic++) {
+            let row_base = ((b * params.in_channels + grp * cin_g + ic) * params.in_h + u32(iy)) * params.in_w;
+            let wrow = oc0 * wstride + (ic * params.kernel_h + ky) * params.kernel_w;
+            for (var kx = 0u; kx < params.kernel_w; kx++) {
+                let xv = load_row4(row_base, ix0 + i32(kx * params.dilation_w));
+                let wi = wrow + kx;
+                a0 += xv * w[wi];
+                if CO_T >= 2u { a1 += xv * w[wi + wstride]; }
+                if CO_T >= 4u {
+                    a2 += xv * w[wi + 2u * wstride];
+                    a3 += xv * w[wi + 3u * wstride];
+                }
+                if CO_T >= 8u {
+                    a4 += xv * w[wi + 4u * wstride];
+                    a5 += xv * w[wi + 5u * wstride];
+                    a6 += xv * w[wi + 6u * wstride];
+                    a7 += xv * w[wi + 7u * wstride];
+                }
+            }
+        }
+    }
+    store4(b, oc0, oy, ox0, a0);
+    if CO_T >= 2u { store4(b, oc0 + 1u, oy, ox0, a1); }
+    if CO_T >= 4u {
+        store4(b, oc0 + 2u, oy, ox0, a2);
+        store4(b, oc0 + 3u, oy, ox0, a3);
+    }
+    if CO_T >= 8u {
+        store4(b, oc0 + 4u, oy, ox0, a4);
+        store4(b, oc0 + 5u, oy, ox0, a5);
+        store4(b, oc0 + 6u, oy, ox0, a6);
+        store4(b, oc0 + 7u, oy, ox0, a7);
+    }
+}
+
+// Input columns one depthwise_tiled invocation reads per input row: 4 outputs at stride SW
+// under a KW-wide window (at most 3 * 2 + 7 = 13).
+const SPAN_MAX: u32 = 16u;
+
+@compute @workgroup_size(WG)
+fn depthwise_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lane: u32) {
+    let tw = (params.out_w + 3u) / 4u;
+    let tiles = tw * ((params.out_h + 3u) / 4u); // 4 x 4 tiles of one plane
+    let groups_per_plane = (tiles + WG - 1u) / WG;
+    let g = workgroup_index(wid, nwg);
+    let plane = g / groups_per_plane; // sample * channels + channel
+    if plane >= params.batch * params.out_channels { return; }
+    let t = (g % groups_per_plane) * WG + lane;
+    if t >= tiles { return; }
+    let c = plane % params.out_channels;
+    let oy0 = (t / tw) * 4u;
+    let ox0 = (t % tw) * 4u;
+    let in_base = plane * params.in_h * params.in_w;
+    let iy0 = i32(oy0 * SH) - i32(params.pad_top);
+    let ix0 = i32(ox0 * SW) - i32(params.pad_left);
+    let wbase = c * KH * KW;
+    let span = 3u * SW + KW;
+    var acc: array<vec4<f32>, 4>;
+    for (var r = 0u; r < 4u; r++) { acc[r] = vec4<f32>(0.0); }
+    var row: array<f32, SPAN_MAX>;
+    // Input rows under the 4 output rows, each loaded once and used by every (row, ky) pair
+    // that reads it.
+    for (var i = 0u; i < 3u * SH + KH; i++) {
+        let iy = iy0 + i32(i);
+        if iy < 0 || iy >= i32(params.in_h) { continue; }
+        let row_base = in_base + u32(iy) * params.in_w;
+        for (var j = 0u; j < span; j++) {
+            let ix = ix0 + i32(j);
+            let inside = ix >= 0 && ix < i32(params.in_w);
+            row[j] = select(0.0, x[row_base + u32(clamp(ix, 0, i32(params.in_w) - 1))], inside);
+        }
+        for (var r = 0u; r < 4u; r++) {
+            if i < r * SH || i - r * SH >= KH { continue; }
+            let wrow = wbase + (i - r * SH) * KW;
+            for (var kx = 0u; kx < KW; kx++) {
+                let xv = vec4<f32>(row[kx], row[SW + kx], row[2u * SW + kx], row[3u * SW + kx]);
+                acc[r] += xv * w[wrow + kx];
+            }
+        }
+    }
+    let out_plane = plane * params.out_h * params.out_w;
+    for (var r = 0u; r < 4u; r++) {
+        let oy = oy0 + r;
+        if oy < params.out_h {
+            store_cols(out_plane + oy * params.out_w, ox0, params.out_w, c, acc[r]);
+        }
+    }
 }

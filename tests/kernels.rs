@@ -6,12 +6,13 @@ mod common;
 
 use common::{assert_close, gpu, random, Tolerance};
 use edgecut::cpu;
-use edgecut::gpu::{kernels, GpuContext};
+use edgecut::gpu::{kernels, ConvTiles, GpuContext};
 use edgecut::model::{
     Activation, Binary, BinaryOp, BinaryOperand, Conv2d, Dense, FanIn, Op, Operand, Pool, PoolKind,
     Step,
 };
 use edgecut::sparsity::FanInPattern;
+use std::sync::Arc;
 
 /// Every activation, with parameters whose kinks fall inside the data's range.
 const ACTIVATIONS: [Activation; 10] = [
@@ -392,39 +393,102 @@ const fn plain(stride: usize, pad: usize) -> Geometry {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn conv_problem(
-    ctx: &GpuContext,
+/// One convolution problem: shape, geometry, groups and fused activation, random data.
+struct ConvProblem {
     batch: usize,
-    (cin, h, w): (usize, usize, usize),
-    cout: usize,
-    k: usize,
-    geometry: Geometry,
-    groups: usize,
-    act: Activation,
-    seed: u64,
-) {
-    let conv = Conv2d {
-        in_channels: cin,
-        out_channels: cout,
-        kernel_h: k,
-        kernel_w: k,
-        stride: geometry.stride,
-        dilation: geometry.dilation,
-        pads: geometry.pads,
-        groups,
-        weight: random(cout * cin / groups * k * k, seed),
-        bias: random(cout, seed + 1),
-        activation: act,
+    conv: Conv2d,
+    hw: (usize, usize),
+    x: Vec<f32>,
+}
+
+impl ConvProblem {
+    #[allow(clippy::too_many_arguments)] // the axes of the conv test table
+    fn new(
+        batch: usize,
+        (cin, h, w): (usize, usize, usize),
+        cout: usize,
+        k: usize,
+        geometry: Geometry,
+        groups: usize,
+        act: Activation,
+        seed: u64,
+    ) -> Self {
+        Self {
+            batch,
+            conv: Conv2d {
+                in_channels: cin,
+                out_channels: cout,
+                kernel_h: k,
+                kernel_w: k,
+                stride: geometry.stride,
+                dilation: geometry.dilation,
+                pads: geometry.pads,
+                groups,
+                weight: random(cout * cin / groups * k * k, seed),
+                bias: random(cout, seed + 1),
+                activation: act,
+            },
+            hw: (h, w),
+            x: random(batch * cin * h * w, seed + 2),
+        }
+    }
+
+    fn reference(&self) -> Vec<f32> {
+        cpu::reference::conv2d(&self.conv, &self.x, self.batch, self.hw.0, self.hw.1)
+    }
+
+    /// Runs the problem on `ctx` (with its tile variant); returns the dispatch labels and the
+    /// result.
+    fn run(&self, ctx: &GpuContext) -> (String, Vec<f32>) {
+        let c = &self.conv;
+        let (oh, ow) = c.output_hw(self.hw.0, self.hw.1).expect("valid conv shape");
+        let s = step(
+            Op::Conv2d(c.clone()),
+            vec![c.in_channels, self.hw.0, self.hw.1],
+            vec![c.out_channels, oh, ow],
+        );
+        let prepared = kernels::PreparedStep::new(ctx, &s, self.batch, &self.x, &[])
+            .expect("conv kernel builds")
+            .expect("conv has a kernel");
+        let labels = prepared.labels().join(" ");
+        (labels, prepared.run(ctx).expect("conv kernel runs"))
+    }
+
+    /// Checks the result against the reference and that the launcher picked `kernel`.
+    fn check(&self, ctx: &GpuContext, kernel: &str) {
+        let c = &self.conv;
+        let (labels, got) = self.run(ctx);
+        let what = format!(
+            "conv batch={} {}x{}x{} -> {} k={} stride={:?} dilation={:?} pads={:?} g={} {:?} ({:?} tiles, ran {labels})",
+            self.batch,
+            c.in_channels,
+            self.hw.0,
+            self.hw.1,
+            c.out_channels,
+            c.kernel_h,
+            c.stride,
+            c.dilation,
+            c.pads,
+            c.groups,
+            c.activation,
+            ctx.conv_tiles,
+        );
+        assert!(labels.contains(kernel), "{what}: expected {kernel}");
+        let terms = c.in_channels / c.groups * c.kernel_h * c.kernel_w;
+        assert_close(&what, &got, &self.reference(), tolerance_for(c.activation, terms));
+    }
+}
+
+/// Both tile variants on this adapter: its own and the other one, forced.
+fn both_tilings(ctx: Arc<GpuContext>) -> Vec<Arc<GpuContext>> {
+    let other = match ctx.conv_tiles {
+        ConvTiles::Registers => ConvTiles::Shared,
+        _ => ConvTiles::Registers,
     };
-    let (oh, ow) = conv.output_hw(h, w).expect("valid conv shape");
-    let x = random(batch * cin * h * w, seed + 2);
-    let want = cpu::reference::conv2d(&conv, &x, batch, h, w);
-    let s = step(Op::Conv2d(conv), vec![cin, h, w], vec![cout, oh, ow]);
-    let got = kernels::run_step(ctx, &s, batch, &x, &[]).expect("conv kernel runs");
-    let what =
-        format!("conv batch={batch} {cin}x{h}x{w} -> {cout} k={k} {geometry:?} g={groups} {act:?}");
-    assert_close(&what, &got, &want, tolerance_for(act, cin / groups * k * k));
+    let forced = GpuContext::new()
+        .expect("a second context on the same adapter")
+        .with_conv_tiles(other);
+    vec![ctx, Arc::new(forced)]
 }
 
 #[test]
@@ -450,6 +514,11 @@ fn conv2d_kernel_matches_cpu_reference_on_edge_shapes() {
         dilation: (2, 1),
         pads: [2, 0, 1, 3],
     };
+    let strided_rows = Geometry {
+        stride: (2, 1),
+        dilation: (1, 1),
+        pads: [1, 2, 0, 1],
+    };
     let cases = [
         // batch, input, out, k, geometry, groups
         (1, (1, 28, 28), 6, 5, plain(1, 2), 1),
@@ -465,6 +534,13 @@ fn conv2d_kernel_matches_cpu_reference_on_edge_shapes() {
         (1, (8, 13, 14), 8, 5, same5, 8),  // depthwise, asymmetric padding
         (2, (4, 9, 10), 4, 3, dilated, 1), // dilation
         (1, (5, 11, 12), 7, 3, wide, 1),   // per-axis stride and dilation
+        (2, (6, 9, 9), 6, 3, dilated, 6),  // depthwise, dilated (direct kernel)
+        (1, (5, 12, 11), 5, 7, plain(1, 3), 5), // depthwise 7x7
+        (8, (4, 10, 9), 4, 3, strided_rows, 4), // depthwise, per-axis stride, batch 8
+        (8, (16, 5, 7), 16, 3, plain(1, 1), 2), // grouped, 8 outputs per group, batch 8
+        (1, (3, 19, 19), 32, 3, plain(2, 1), 1), // the EfficientNet stem, scaled down
+        (1, (16, 9, 9), 16, 1, plain(2, 0), 1), // pointwise, stride 2 (implicit GEMM)
+        (2, (8, 6, 6), 12, 1, plain(1, 1), 1), // pointwise, padded (implicit GEMM)
     ];
     for (i, &(b, input, cout, k, geometry, g)) in cases.iter().enumerate() {
         // The parametrised activations take turns, one per case.
@@ -475,7 +551,52 @@ fn conv2d_kernel_matches_cpu_reference_on_edge_shapes() {
             Activation::Silu,
             parametrised,
         ] {
-            conv_problem(&ctx, b, input, cout, k, geometry, g, act, i as u64 * 13);
+            let p = ConvProblem::new(b, input, cout, k, geometry, g, act, i as u64 * 13);
+            let c = &p.conv;
+            let kernel = if c.is_depthwise() && c.dilation == (1, 1) {
+                "depthwise_tiled"
+            } else if c.is_depthwise() {
+                "depthwise"
+            } else if k == 1 && c.stride == (1, 1) && c.pads == [0; 4] && g == 1 {
+                "conv1x1"
+            } else {
+                "conv_tiled"
+            };
+            p.check(&ctx, kernel);
+        }
+    }
+}
+
+/// Pointwise convolutions run as a GEMM in both tile variants: pixels per plane a multiple of
+/// 4 (vec4 loads) or not, channel tiles of 8, 4, 2 and 1, input channels across and within the
+/// shared variant's 16-deep slices, columns and channels past its 32 x 32 tiles, batch 1 and 8.
+#[test]
+fn conv1x1_gemm_matches_cpu_reference_in_both_tilings() {
+    let Some(ctx) = gpu("conv1x1_gemm_matches_cpu_reference_in_both_tilings") else {
+        return;
+    };
+    let cases = [
+        // batch, (cin, h, w), cout
+        (1, (8, 4, 4), 8),
+        (1, (3, 7, 7), 16),
+        (8, (16, 7, 7), 12),
+        (1, (37, 6, 6), 6),
+        (8, (5, 3, 5), 7),
+        (2, (144, 14, 14), 24),
+        (1, (32, 8, 12), 33),
+        (1, (1, 1, 1), 2),
+        (3, (64, 9, 11), 40),
+    ];
+    for ctx in both_tilings(ctx) {
+        let kernel = match ctx.conv_tiles {
+            ConvTiles::Registers => "conv1x1_c",
+            _ => "conv1x1_shared",
+        };
+        for (i, &(b, input, cout)) in cases.iter().enumerate() {
+            for act in [Activation::None, Activation::Silu, ACTIVATIONS[5 + i % 5]] {
+                ConvProblem::new(b, input, cout, 1, plain(1, 0), 1, act, 50 + i as u64)
+                    .check(&ctx, kernel);
+            }
         }
     }
 }

@@ -6,7 +6,10 @@
 
 mod suite;
 
-pub use suite::{conv_case, dense_case, fanin_case, kernel_suite, KernelCase};
+pub use suite::{
+    conv1x1_case, conv_case, conv_geometry_case, dense_case, efficientnet_cases, fanin_case,
+    kernel_suite, KernelCase,
+};
 
 use crate::engine::{run_steps_cpu, Backend, Plan};
 use crate::gpu::{self, kernels, AdapterSummary, GpuContext};
@@ -102,6 +105,9 @@ pub struct KernelResult {
     pub pct_of_ceiling: f64,
     /// Whether the result matched the CPU reference (unchecked kernels are not timed).
     pub checked: bool,
+    /// The dispatches that ran, with their tile variant (`conv1x1_c8`, `conv1x1_shared`), or
+    /// `reference` on the CPU backend.
+    pub dispatches: String,
 }
 
 /// Per-block times of one model on one backend.
@@ -311,7 +317,12 @@ fn failed(s: &AdapterSummary, status: String) -> BackendReport {
     }
 }
 
-fn result(case: &KernelCase, times: Vec<f64>, ceilings: &Ceilings) -> KernelResult {
+fn result(
+    case: &KernelCase,
+    times: Vec<f64>,
+    ceilings: &Ceilings,
+    dispatches: String,
+) -> KernelResult {
     let (m, spread) = median_spread(times);
     let gflops = case.flops as f64 / m / 1e9;
     let gbs = case.bytes as f64 / m / 1e9;
@@ -337,6 +348,7 @@ fn result(case: &KernelCase, times: Vec<f64>, ceilings: &Ceilings) -> KernelResu
         .into(),
         pct_of_ceiling: pct,
         checked: true,
+        dispatches,
     }
 }
 
@@ -358,6 +370,7 @@ fn unchecked(case: &KernelCase) -> KernelResult {
         .into(),
         pct_of_ceiling: f64::NAN,
         checked: false,
+        dispatches: String::new(),
     }
 }
 
@@ -480,7 +493,7 @@ fn bench_cpu(
             std::hint::black_box(case.reference());
             times.push(s.elapsed().as_secs_f64());
         }
-        kernels_out.push(result(case, times, &ceilings));
+        kernels_out.push(result(case, times, &ceilings, "reference".into()));
     }
     let mut notes = Vec::new();
     let models = time_models(&Backend::Cpu, models, reps, quick, &mut notes, progress);
@@ -540,9 +553,15 @@ fn bench_gpu(
         }
     }
     let ceiling_case = suite::dense_ceiling_case(quick);
-    let mut measure = |case: &KernelCase| -> Result<Option<Vec<f64>>, gpu::GpuError> {
+    let mut measure = |case: &KernelCase| -> Result<Option<(Vec<f64>, String)>, gpu::GpuError> {
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let p = case.prepare(&ctx)?;
+        let dispatches = p
+            .labels()
+            .iter()
+            .map(|l| l.rsplit('.').next().unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join(" + ");
         let ok = matches(&p.run(&ctx)?, &case.reference());
         let mut t = Vec::new();
         if ok {
@@ -559,10 +578,10 @@ fn bench_gpu(
                 reason: e.to_string(),
             });
         }
-        Ok(ok.then_some(t))
+        Ok(ok.then_some((t, dispatches)))
     };
     match measure(&ceiling_case) {
-        Ok(Some(t)) => {
+        Ok(Some((t, _))) => {
             report.ceilings.gflops = ceiling_case.flops as f64 / median_spread(t).0 / 1e9
         }
         Ok(None) => {
@@ -580,7 +599,7 @@ fn bench_gpu(
             s.backend, case.name, case.shape, case.batch
         ));
         match measure(case) {
-            Ok(Some(t)) => report.kernels.push(result(case, t, &report.ceilings)),
+            Ok(Some((t, d))) => report.kernels.push(result(case, t, &report.ceilings, d)),
             Ok(None) => {
                 report.status = format!(
                     "failed: {} {} batch {} disagrees with the CPU reference",

@@ -1,6 +1,7 @@
 //! The kernel suite: dense and fan-in at densities 100/25/10/5 % and batch 1/64, conv2d,
-//! depthwise, pools and the exit head, each with random data, its CPU reference, FLOP and
-//! compulsory bytes.
+//! convolutions at EfficientNet-B0 shapes (1x1 with a dense twin at the same GEMM shape, the
+//! 3x3 stem, depthwise 3x3 and 5x5), pools and the exit head, each with random data, its CPU
+//! reference, FLOP and compulsory bytes.
 
 use crate::cpu;
 use crate::engine::run_steps_cpu;
@@ -11,7 +12,9 @@ use rand_chacha::ChaCha8Rng;
 
 /// One benchmark problem.
 pub struct KernelCase {
-    /// Kernel family (`dense`, `fanin`, `conv2d`, `depthwise`, `maxpool`, `global_avgpool`, `exit_head`).
+    /// Kernel family (`dense`, `fanin`, `conv2d`, `depthwise`, `conv1x1`, `dense_gemm` (the
+    /// dense kernel at a `conv1x1` case's GEMM shape, same shape label), `conv3x3`,
+    /// `depthwise3x3`, `depthwise5x5`, `maxpool`, `global_avgpool`, `exit_head`).
     pub name: String,
     /// Shape, for reports.
     pub shape: String,
@@ -113,6 +116,7 @@ pub fn kernel_suite(quick: bool) -> Vec<KernelCase> {
     }
     cases.push(conv_case("conv2d", 32, 32, 1));
     cases.push(conv_case("depthwise", 32, if quick { 56 } else { 112 }, 32));
+    cases.extend(efficientnet_cases(quick));
     let (c, hw) = (32, 56);
     cases.push(KernelCase {
         name: "maxpool".into(),
@@ -209,6 +213,78 @@ pub fn fanin_case(
         memory_bound: batch == 1,
         step: step("fanin", Op::FanIn(f), vec![inputs], vec![outputs]),
         input: random(batch * inputs, seed + 3),
+    }
+}
+
+/// EfficientNet-B0 convolution shapes: pointwise (expand and project) convolutions, each
+/// followed by the dense kernel at the same GEMM shape (`dense_gemm`: `hw²` rows, `cin` inputs,
+/// `cout` outputs), the 3x3 stride-2 stem, depthwise 3x3 at 112² and 5x5 at 14².
+pub fn efficientnet_cases(quick: bool) -> Vec<KernelCase> {
+    let pointwise: &[(usize, usize, usize)] = if quick {
+        &[(56, 144, 24), (14, 480, 80)]
+    } else {
+        &[(112, 32, 16), (56, 144, 24), (14, 480, 80), (7, 1152, 320)]
+    };
+    let mut cases = Vec::new();
+    for &(hw, cin, cout) in pointwise {
+        let conv = conv1x1_case(hw, cin, cout);
+        let mut dense = dense_case(cin, cout, hw * hw, 20);
+        dense.name = "dense_gemm".into();
+        dense.shape = conv.shape.clone();
+        cases.push(conv);
+        cases.push(dense);
+    }
+    cases.push(conv_geometry_case("conv3x3", (3, 224), 32, 3, 2, 1));
+    cases.push(conv_geometry_case("depthwise3x3", (32, 112), 32, 3, 1, 32));
+    cases.push(conv_geometry_case("depthwise5x5", (480, 14), 480, 5, 1, 480));
+    cases
+}
+
+/// 1x1 convolution `cin → cout` over one `hw × hw` image (SiLU fused), as in EfficientNet's
+/// expand and project layers.
+pub fn conv1x1_case(hw: usize, cin: usize, cout: usize) -> KernelCase {
+    let mut case = conv_geometry_case("conv1x1", (cin, hw), cout, 1, 1, 1);
+    case.shape = format!("{hw}x{hw}x{cin}->{cout}");
+    case
+}
+
+/// A `k × k` convolution of one `(channels, hw × hw)` image to `out` channels at `stride`
+/// with "same" padding (`k / 2` on every side), SiLU fused; `groups == channels` is depthwise.
+pub fn conv_geometry_case(
+    name: &str,
+    (ch, hw): (usize, usize),
+    out: usize,
+    k: usize,
+    stride: usize,
+    groups: usize,
+) -> KernelCase {
+    let conv = Conv2d {
+        in_channels: ch,
+        out_channels: out,
+        kernel_h: k,
+        kernel_w: k,
+        stride: (stride, stride),
+        dilation: (1, 1),
+        pads: [k / 2; 4],
+        groups,
+        weight: random(out * ch / groups * k * k, 30),
+        bias: random(out, 31),
+        activation: Activation::Silu,
+    };
+    let (oh, ow) = conv
+        .output_hw(hw, hw)
+        .expect("suite geometries are valid");
+    let macs = out * oh * ow * ch / groups * k * k;
+    KernelCase {
+        name: name.into(),
+        shape: format!("{k}x{k}/{stride} {hw}x{hw}x{ch}->{out}"),
+        batch: 1,
+        density: 1.0,
+        flops: 2 * macs as u64,
+        bytes: 4 * (out * ch / groups * k * k + ch * hw * hw + out * oh * ow) as u64,
+        memory_bound: groups == ch,
+        step: step(name, Op::Conv2d(conv), vec![ch, hw, hw], vec![out, oh, ow]),
+        input: random(ch * hw * hw, 32),
     }
 }
 

@@ -52,6 +52,37 @@ impl From<&wgpu::AdapterInfo> for AdapterSummary {
     }
 }
 
+/// How the convolution kernels tile their work, chosen per adapter class: the plan records it in
+/// its kernel labels (`conv1x1_c8` or `conv1x1_shared`) and the bench report shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConvTiles {
+    /// Register tiles with workgroup-uniform weight loads: CPU-emulated adapters (lavapipe)
+    /// run invocations as SIMD lanes, where workgroup memory and barriers only add copies.
+    Registers,
+    /// Workgroup-shared tiles with coalesced loads where they differ (1x1 convolutions):
+    /// hardware GPUs, whose memory system rewards staging tiles on chip.
+    Shared,
+}
+
+impl ConvTiles {
+    /// The variant that suits an adapter: registers on CPU adapters, shared tiles elsewhere.
+    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
+        match info.device_type {
+            wgpu::DeviceType::Cpu => ConvTiles::Registers,
+            _ => ConvTiles::Shared,
+        }
+    }
+
+    /// Short name for reports (`registers`, `shared`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvTiles::Registers => "registers",
+            ConvTiles::Shared => "shared",
+        }
+    }
+}
+
 /// One GPU adapter with its device, queue and pipeline cache. Build once, share by
 /// reference (it is `Send + Sync`); every GPU function takes `&GpuContext`.
 pub struct GpuContext {
@@ -65,6 +96,9 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// Features enabled on the device.
     pub features: wgpu::Features,
+    /// The convolution tiling in use ([`ConvTiles::for_adapter`] unless overridden with
+    /// [`GpuContext::with_conv_tiles`]).
+    pub conv_tiles: ConvTiles,
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     layouts: Mutex<HashMap<usize, Arc<wgpu::BindGroupLayout>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
@@ -179,6 +213,7 @@ impl GpuContext {
         Ok(Self {
             device,
             queue,
+            conv_tiles: ConvTiles::for_adapter(&info),
             info,
             limits,
             features,
@@ -187,6 +222,13 @@ impl GpuContext {
             pipelines: Mutex::default(),
             created: AtomicUsize::new(0),
         })
+    }
+
+    /// The same context running convolutions with `tiles` instead of the adapter's default
+    /// (tests run both variants on any adapter).
+    pub fn with_conv_tiles(mut self, tiles: ConvTiles) -> Self {
+        self.conv_tiles = tiles;
+        self
     }
 
     /// Buffers and bind groups created so far through the crate's helpers ([`crate::gpu::storage`],

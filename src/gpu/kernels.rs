@@ -2,7 +2,7 @@
 //! buffers into a [`Kernel`] (pipeline, bind group, dispatch size) that a plan encodes later.
 //! The `Pod` parameter structs are the twins of the WGSL structs of the same names.
 
-use super::{check_storage_size, upload, GpuContext, GpuError, Shader};
+use super::{check_storage_size, upload, ConvTiles, GpuContext, GpuError, Shader};
 use crate::encoding::Encoding;
 use crate::model::{
     broadcast_shape, broadcast_strides, Activation, Binary, BinaryOp, BinaryOperand, Conv2d, Dense,
@@ -750,7 +750,51 @@ pub fn to_feature_major(
     )
 }
 
-/// Convolution launcher (general or depthwise) for `[batch, C, h, w]` inputs.
+/// Most output channels one invocation of `conv1x1` / `conv_tiled` accumulates (its register
+/// tile is this many channels x 4 pixels).
+pub const CONV_CHANNEL_TILE: usize = 8;
+
+/// Output tile (channels and columns) of one `conv1x1_shared` workgroup of 64 invocations.
+const SHARED_TILE: u64 = 32;
+
+/// Largest kernel side and stride `depthwise_tiled` handles (its input row span is
+/// `3 · stride + kernel <= 13` values, held in registers).
+const DEPTHWISE_TILED_MAX_KERNEL: usize = 7;
+const DEPTHWISE_TILED_MAX_STRIDE: usize = 2;
+
+/// Channels per invocation for a group of `per_group` output channels: the largest of 8, 4,
+/// 2, 1 that divides it, so a tile never straddles two groups.
+fn channel_tile(per_group: usize) -> usize {
+    [CONV_CHANNEL_TILE, 4, 2, 1]
+        .into_iter()
+        .find(|t| per_group.is_multiple_of(*t))
+        .unwrap_or(1)
+}
+
+/// True when `c` is a pointwise convolution that is a plain GEMM per sample: 1x1 kernel,
+/// stride 1, no padding, one group.
+fn is_gemm(c: &Conv2d) -> bool {
+    c.kernel_h == 1
+        && c.kernel_w == 1
+        && c.stride == (1, 1)
+        && c.pads == [0; 4]
+        && c.groups == 1
+}
+
+/// True when `depthwise_tiled` handles `c`'s geometry (no dilation, small kernel and stride).
+fn depthwise_tiles(c: &Conv2d) -> bool {
+    c.is_depthwise()
+        && c.dilation == (1, 1)
+        && c.kernel_h.max(c.kernel_w) <= DEPTHWISE_TILED_MAX_KERNEL
+        && c.stride.0.max(c.stride.1) <= DEPTHWISE_TILED_MAX_STRIDE
+}
+
+/// Convolution launcher for `[batch, C, h, w]` inputs with the context's tiling
+/// ([`GpuContext::conv_tiles`]): 1x1 stride-1 convolutions as a GEMM (`conv1x1` register
+/// tiles or `conv1x1_shared` workgroup tiles), depthwise ones as `depthwise_tiled` (4 x 4
+/// outputs per invocation), the rest as the implicit GEMM `conv_tiled`; geometries outside
+/// the tiled kernels' range fall back to the direct `depthwise`. The label names the kernel
+/// and its tile (`block3.conv.conv1x1_c8`).
 #[allow(clippy::too_many_arguments)] // shapes + buffers of one convolution
 pub fn conv2d(
     ctx: &GpuContext,
@@ -763,27 +807,61 @@ pub fn conv2d(
     y: &wgpu::Buffer,
 ) -> Result<Kernel, GpuError> {
     let params = ConvParams::new(c, batch, (h, w));
-    let ow = params.out_w as usize;
-    let oh = params.out_h as usize;
-    let col_tiles = (ow as u64).div_ceil(4);
-    let (entry, tile, channels) = if c.is_depthwise() {
-        ("depthwise", 1u32, c.out_channels)
-    } else if (c.out_channels / c.groups).is_multiple_of(4) {
-        ("conv2d", 4, c.out_channels / 4)
-    } else {
-        ("conv2d", 1, c.out_channels)
-    };
-    let inv = batch as u64 * channels as u64 * oh as u64 * col_tiles;
+    let (oh, ow) = (params.out_h as u64, params.out_w as u64);
+    let wg = WORKGROUP as u64;
+    let n = batch as u64;
+    let channels = c.out_channels as u64;
+    let co_t = channel_tile(c.out_channels / c.groups);
+    let (entry, name, constants, workgroups): (_, _, Vec<(&'static str, f64)>, u64) =
+        if c.is_depthwise() && depthwise_tiles(c) {
+            let tiles = ow.div_ceil(4) * oh.div_ceil(4);
+            (
+                "depthwise_tiled",
+                format!("depthwise_tiled_k{}x{}s{}x{}", c.kernel_h, c.kernel_w, c.stride.0, c.stride.1),
+                vec![
+                    ("KH", c.kernel_h as f64),
+                    ("KW", c.kernel_w as f64),
+                    ("SH", c.stride.0 as f64),
+                    ("SW", c.stride.1 as f64),
+                ],
+                n * channels * tiles.div_ceil(wg),
+            )
+        } else if c.is_depthwise() {
+            let inv = n * channels * oh * ow.div_ceil(4);
+            ("depthwise", "depthwise".into(), vec![], inv.div_ceil(wg))
+        } else if is_gemm(c) && ctx.conv_tiles == ConvTiles::Shared {
+            let tiles = channels.div_ceil(SHARED_TILE) * (n * oh * ow).div_ceil(SHARED_TILE);
+            ("conv1x1_shared", "conv1x1_shared".into(), vec![], tiles)
+        } else if is_gemm(c) {
+            let cols = n * (oh * ow).div_ceil(4);
+            (
+                "conv1x1",
+                format!("conv1x1_c{co_t}"),
+                vec![
+                    ("CO_T", co_t as f64),
+                    ("WHOLE_TILES", f64::from(u8::from((oh * ow).is_multiple_of(4)))),
+                ],
+                channels / co_t as u64 * cols.div_ceil(wg),
+            )
+        } else {
+            let cols = n * oh * ow.div_ceil(4);
+            (
+                "conv_tiled",
+                format!("conv_tiled_c{co_t}"),
+                vec![("CO_T", co_t as f64)],
+                channels / co_t as u64 * cols.div_ceil(wg),
+            )
+        };
     Kernel::new(
         ctx,
-        format!("{label}.{entry}"),
+        format!("{label}.{name}"),
         Shader::Conv2d,
         entry,
-        &[("OC_TILE", tile as f64)],
+        &constants,
         &params,
         &[x, &weights.weight, &weights.bias],
         y,
-        inv,
+        workgroups * wg,
     )
 }
 

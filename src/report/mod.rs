@@ -115,6 +115,21 @@ pub fn sparse_speedups(b: &crate::bench::BackendReport) -> Vec<SparseSpeedup> {
     out
 }
 
+/// `(shape, conv1x1 GFLOP/s, dense GFLOP/s)` for every checked 1x1 convolution case with a
+/// checked dense twin at the same GEMM shape.
+pub fn conv_vs_dense(b: &crate::bench::BackendReport) -> Vec<(String, f64, f64)> {
+    b.kernels
+        .iter()
+        .filter(|k| k.name == "conv1x1" && k.checked)
+        .filter_map(|c| {
+            b.kernels
+                .iter()
+                .find(|d| d.name == "dense_gemm" && d.shape == c.shape && d.checked)
+                .map(|d| (c.shape.clone(), c.gflops, d.gflops))
+        })
+        .collect()
+}
+
 /// The report as Markdown.
 pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
@@ -150,12 +165,12 @@ pub fn markdown(r: &Report) -> String {
             continue;
         }
         let _ = writeln!(s, "\n## {} ({})\n", b.name, b.kind);
-        let _ = writeln!(s, "| kernel | shape | batch | density | median ms | spread ms | GFLOP/s | GB/s | % of ceiling | checked |");
-        let _ = writeln!(s, "|---|---|---:|---:|---:|---|---:|---:|---:|---|");
+        let _ = writeln!(s, "| kernel | shape | batch | density | median ms | spread ms | GFLOP/s | GB/s | % of ceiling | checked | dispatches |");
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---|---:|---:|---:|---|---|");
         for k in &b.kernels {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {}–{} | {} | {} | {} ({}) | {} |",
+                "| {} | {} | {} | {} | {} | {}–{} | {} | {} | {} ({}) | {} | {} |",
                 k.name,
                 k.shape,
                 k.batch,
@@ -167,8 +182,23 @@ pub fn markdown(r: &Report) -> String {
                 num(k.gbs, 2),
                 num(k.pct_of_ceiling, 1),
                 k.bound,
-                if k.checked { "yes" } else { "FAILED" }
+                if k.checked { "yes" } else { "FAILED" },
+                k.dispatches
             );
+        }
+        let gemm = conv_vs_dense(b);
+        if !gemm.is_empty() {
+            let _ = writeln!(s, "\n1x1 convolution vs the dense kernel at the same GEMM shape (target: ≥ 50%).\n");
+            let _ = writeln!(s, "| shape | conv1x1 GFLOP/s | dense GFLOP/s | ratio |\n|---|---:|---:|---:|");
+            for (shape, conv, dense) in gemm {
+                let _ = writeln!(
+                    s,
+                    "| {shape} | {} | {} | {}% |",
+                    num(conv, 2),
+                    num(dense, 2),
+                    num(100.0 * conv / dense, 0)
+                );
+            }
         }
         let speedups = sparse_speedups(b);
         if !speedups.is_empty() {
