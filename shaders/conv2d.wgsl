@@ -1,13 +1,13 @@
 // 2-D convolution over NCHW activations, weight [out, in/groups, kh, kw], zero padding
 // (top/left given; bottom/right only shape the output), strides and dilations per axis.
 //
-// Register-tiled kernels (CPU-emulated adapters such as lavapipe; also the default elsewhere
-// unless noted). Each workgroup owns one tile of CO_T output channels, so every weight load
-// is the same address for the whole workgroup (one scalar load broadcast to every lane on
-// SIMD-across-invocations implementations); lanes differ only in the pixels they compute.
+// Register-tiled kernels (CPU-emulated adapters such as lavapipe, which run invocations as
+// SIMD lanes and pay for every load per lane: the larger the tile, the fewer loads per
+// multiply-add; also the default elsewhere unless noted).
 // conv1x1:        pointwise stride-1 unpadded convolution as a GEMM per sample,
-//                 Y[Cout, HW] = W[Cout, Cin] * X[Cin, HW]; each invocation a CO_T x 4 tile
-//                 (CO_T channels x 4 consecutive pixels; no edge checks when HW % 4 == 0).
+//                 Y[Cout, HW] = W[Cout, Cin] * X[Cin, HW]; each invocation a CO_T x 8 tile
+//                 (CO_T channels x 8 consecutive pixels: 8 + CO_T loads feed 8 * CO_T
+//                 multiply-adds; no edge checks when HW % 8 == 0).
 // conv_tiled:     any convolution as an implicit GEMM (the input window gathered on the fly):
 //                 each invocation CO_T channels (of one group) x 4 consecutive output columns.
 // depthwise_tiled: groups == in == out channels, dilation 1, kernel <= 7, stride <= 2: each
@@ -17,9 +17,7 @@
 // conv1x1_shared: the same GEMM with 32 x 32 output tiles per workgroup of 8 x 8 invocations,
 //                 16-deep slices of W and X staged in workgroup memory with coalesced loads,
 //                 4 x 4 results per invocation.
-// Generic direct kernels (any geometry; the tiled kernels' fallback):
-// conv2d:    each invocation computes OC_TILE output channels (of one group) x 4 consecutive
-//            output columns, so each input load feeds OC_TILE MACs and each weight 4 MACs.
+// Direct kernel (any geometry; depthwise_tiled's fallback):
 // depthwise: groups == in == out channels; each invocation computes 4 output columns of one channel.
 //
 // Bindings (group 0):
@@ -28,9 +26,10 @@
 //   2: w     [out_channels, in/groups, kh, kw]    (read)
 //   3: bias  [out_channels]                       (read)
 //   4: y     [batch, out_channels, out_h, out_w]  (write)
-// Override constants: WG (workgroup size; 64 for conv1x1_shared), OC_TILE (1 or 4; 4 needs
-// (out/groups) % 4 == 0), CO_T (1, 2, 4 or 8; divides out/groups), WHOLE_TILES (HW % 4 == 0),
-// KH, KW, SH, SW (depthwise_tiled's kernel and strides).
+// Override constants: WG (workgroup size; 64 for conv1x1_shared), CO_T (1, 2, 4 or 8; divides
+// out/groups), WHOLE_TILES (HW % 8 == 0), KH, KW, SH, SW (depthwise_tiled's kernel and strides).
+// Invocations are numbered linearly with pixel tiles fastest, so neighbouring lanes read
+// neighbouring pixels and the same weights, and small planes still fill a workgroup.
 
 struct ConvParams {
     batch: u32,
@@ -56,7 +55,6 @@ struct ConvParams {
 }
 
 override WG: u32 = 64u;
-override OC_TILE: u32 = 4u;
 override CO_T: u32 = 4u;
 override WHOLE_TILES: bool = false;
 override KH: u32 = 3u;
@@ -91,55 +89,6 @@ fn store4(b: u32, oc: u32, oy: u32, ox0: u32, acc: vec4<f32>) {
     let base = ((b * params.out_channels + oc) * params.out_h + oy) * params.out_w;
     for (var j = 0u; j < 4u; j++) {
         if ox0 + j < params.out_w { y[base + ox0 + j] = epilogue(acc[j], oc); }
-    }
-}
-
-@compute @workgroup_size(WG)
-fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = gid.x + gid.y * nwg.x * WG;
-    let ox_tiles = (params.out_w + 3u) / 4u;
-    let oc_tiles = params.out_channels / OC_TILE;
-    if t >= params.batch * oc_tiles * params.out_h * ox_tiles { return; }
-    let ox0 = (t % ox_tiles) * 4u;
-    var rest = t / ox_tiles;
-    let oy = rest % params.out_h;
-    rest = rest / params.out_h;
-    let oc0 = (rest % oc_tiles) * OC_TILE;
-    let b = rest / oc_tiles;
-    let cin_g = params.in_channels / params.groups;
-    let cout_g = params.out_channels / params.groups;
-    let g = oc0 / cout_g;
-    let khw = params.kernel_h * params.kernel_w;
-    let wstride = cin_g * khw; // weights per output channel
-    let ix0 = i32(ox0 * params.stride_w) - i32(params.pad_left);
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    for (var ic = 0u; ic < cin_g; ic++) {
-        let c = g * cin_g + ic;
-        let plane = (b * params.in_channels + c) * params.in_h;
-        for (var ky = 0u; ky < params.kernel_h; ky++) {
-            let iy = i32(oy * params.stride_h + ky * params.dilation_h) - i32(params.pad_top);
-            if iy < 0 || iy >= i32(params.in_h) { continue; }
-            let row_base = (plane + u32(iy)) * params.in_w;
-            let wrow = oc0 * wstride + (ic * params.kernel_h + ky) * params.kernel_w;
-            for (var kx = 0u; kx < params.kernel_w; kx++) {
-                let xv = load_row4(row_base, ix0 + i32(kx * params.dilation_w));
-                a0 += xv * w[wrow + kx];
-                if OC_TILE == 4u {
-                    a1 += xv * w[wrow + wstride + kx];
-                    a2 += xv * w[wrow + 2u * wstride + kx];
-                    a3 += xv * w[wrow + 3u * wstride + kx];
-                }
-            }
-        }
-    }
-    store4(b, oc0, oy, ox0, a0);
-    if OC_TILE == 4u {
-        store4(b, oc0 + 1u, oy, ox0, a1);
-        store4(b, oc0 + 2u, oy, ox0, a2);
-        store4(b, oc0 + 3u, oy, ox0, a3);
     }
 }
 
@@ -183,7 +132,8 @@ fn store_cols(base: u32, c0: u32, end: u32, oc: u32, acc: vec4<f32>) {
 }
 
 // Four pixels p0..p0+3 of the input plane starting at `plane`; past the plane's end the
-// last pixel repeats (those results are never stored).
+// last pixel repeats (those results are never stored). Scalar loads: lavapipe splits vector
+// loads into per-component gathers anyway.
 fn load_pixels(plane: u32, p0: u32, hw: u32) -> vec4<f32> {
     if WHOLE_TILES {
         let i = plane + p0;
@@ -205,19 +155,19 @@ fn store_pixels(b: u32, oc: u32, p0: u32, hw: u32, acc: vec4<f32>) {
 }
 
 @compute @workgroup_size(WG)
-fn conv1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lane: u32) {
+fn conv1x1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * WG;
     let hw = params.out_h * params.out_w;
-    let ptiles = (hw + 3u) / 4u;
-    let cols = params.batch * ptiles; // 4-pixel column tiles of every sample
-    let col_groups = (cols + WG - 1u) / WG;
-    let g = workgroup_index(wid, nwg);
-    if g >= (params.out_channels / CO_T) * col_groups { return; }
-    let oc0 = (g / col_groups) * CO_T;
-    let q = (g % col_groups) * WG + lane;
-    if q >= cols { return; }
+    let ptiles = (hw + 7u) / 8u;
+    let cols = params.batch * ptiles; // 8-pixel column tiles of every sample
+    if t >= (params.out_channels / CO_T) * cols { return; }
+    // Column tiles vary fastest: neighbouring lanes read neighbouring pixels and the same
+    // weights; small planes still fill the workgroup (lanes span channel tiles).
+    let oc0 = (t / cols) * CO_T;
+    let q = t % cols;
     let b = q / ptiles;
-    let p0 = (q % ptiles) * 4u;
+    let p0 = (q % ptiles) * 8u;
+    let p1 = p0 + 4u;
     let cin = params.in_channels;
     let xplane = b * cin * hw;
     let w0 = oc0 * cin;
@@ -229,19 +179,47 @@ fn conv1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     var a5 = vec4<f32>(0.0);
     var a6 = vec4<f32>(0.0);
     var a7 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0);
+    var b1 = vec4<f32>(0.0);
+    var b2 = vec4<f32>(0.0);
+    var b3 = vec4<f32>(0.0);
+    var b4 = vec4<f32>(0.0);
+    var b5 = vec4<f32>(0.0);
+    var b6 = vec4<f32>(0.0);
+    var b7 = vec4<f32>(0.0);
     for (var ci = 0u; ci < cin; ci++) {
-        let xv = load_pixels(xplane + ci * hw, p0, hw);
-        a0 += xv * w[w0 + ci];
-        if CO_T >= 2u { a1 += xv * w[w0 + cin + ci]; }
+        let plane = xplane + ci * hw;
+        let xv = load_pixels(plane, p0, hw);
+        let xu = load_pixels(plane, p1, hw);
+        var wv = w[w0 + ci];
+        a0 += xv * wv;
+        { b0 += xu * wv; }
+        if CO_T >= 2u {
+            wv = w[w0 + cin + ci];
+            a1 += xv * wv;
+            { b1 += xu * wv; }
+        }
         if CO_T >= 4u {
-            a2 += xv * w[w0 + 2u * cin + ci];
-            a3 += xv * w[w0 + 3u * cin + ci];
+            wv = w[w0 + 2u * cin + ci];
+            a2 += xv * wv;
+            { b2 += xu * wv; }
+            wv = w[w0 + 3u * cin + ci];
+            a3 += xv * wv;
+            { b3 += xu * wv; }
         }
         if CO_T >= 8u {
-            a4 += xv * w[w0 + 4u * cin + ci];
-            a5 += xv * w[w0 + 5u * cin + ci];
-            a6 += xv * w[w0 + 6u * cin + ci];
-            a7 += xv * w[w0 + 7u * cin + ci];
+            wv = w[w0 + 4u * cin + ci];
+            a4 += xv * wv;
+            { b4 += xu * wv; }
+            wv = w[w0 + 5u * cin + ci];
+            a5 += xv * wv;
+            { b5 += xu * wv; }
+            wv = w[w0 + 6u * cin + ci];
+            a6 += xv * wv;
+            { b6 += xu * wv; }
+            wv = w[w0 + 7u * cin + ci];
+            a7 += xv * wv;
+            { b7 += xu * wv; }
         }
     }
     store_pixels(b, oc0, p0, hw, a0);
@@ -255,6 +233,20 @@ fn conv1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         store_pixels(b, oc0 + 5u, p0, hw, a5);
         store_pixels(b, oc0 + 6u, p0, hw, a6);
         store_pixels(b, oc0 + 7u, p0, hw, a7);
+    }
+    if p1 < hw {
+        store_pixels(b, oc0, p1, hw, b0);
+        if CO_T >= 2u { store_pixels(b, oc0 + 1u, p1, hw, b1); }
+        if CO_T >= 4u {
+            store_pixels(b, oc0 + 2u, p1, hw, b2);
+            store_pixels(b, oc0 + 3u, p1, hw, b3);
+        }
+        if CO_T >= 8u {
+            store_pixels(b, oc0 + 4u, p1, hw, b4);
+            store_pixels(b, oc0 + 5u, p1, hw, b5);
+            store_pixels(b, oc0 + 6u, p1, hw, b6);
+            store_pixels(b, oc0 + 7u, p1, hw, b7);
+        }
     }
 }
 
@@ -334,16 +326,13 @@ fn conv1x1_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 }
 
 @compute @workgroup_size(WG)
-fn conv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lane: u32) {
+fn conv_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * WG;
     let ox_tiles = (params.out_w + 3u) / 4u;
     let cols = params.batch * params.out_h * ox_tiles; // (sample, row, 4-column tile)
-    let col_groups = (cols + WG - 1u) / WG;
-    let g = workgroup_index(wid, nwg);
-    if g >= (params.out_channels / CO_T) * col_groups { return; }
-    let oc0 = (g / col_groups) * CO_T;
-    let q = (g % col_groups) * WG + lane;
-    if q >= cols { return; }
+    if t >= (params.out_channels / CO_T) * cols { return; }
+    let oc0 = (t / cols) * CO_T;
+    let q = t % cols;
     let ox0 = (q % ox_tiles) * 4u;
     let oy = (q / ox_tiles) % params.out_h;
     let b = q / (ox_tiles * params.out_h);
@@ -403,16 +392,13 @@ fn conv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 const SPAN_MAX: u32 = 16u;
 
 @compute @workgroup_size(WG)
-fn depthwise_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) lane: u32) {
+fn depthwise_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let id = gid.x + gid.y * nwg.x * WG;
     let tw = (params.out_w + 3u) / 4u;
     let tiles = tw * ((params.out_h + 3u) / 4u); // 4 x 4 tiles of one plane
-    let groups_per_plane = (tiles + WG - 1u) / WG;
-    let g = workgroup_index(wid, nwg);
-    let plane = g / groups_per_plane; // sample * channels + channel
-    if plane >= params.batch * params.out_channels { return; }
-    let t = (g % groups_per_plane) * WG + lane;
-    if t >= tiles { return; }
+    if id >= params.batch * params.out_channels * tiles { return; }
+    let plane = id / tiles; // sample * channels + channel
+    let t = id % tiles;
     let c = plane % params.out_channels;
     let oy0 = (t / tw) * 4u;
     let ox0 = (t % tw) * 4u;

@@ -750,9 +750,11 @@ pub fn to_feature_major(
     )
 }
 
-/// Most output channels one invocation of `conv1x1` / `conv_tiled` accumulates (its register
-/// tile is this many channels x 4 pixels).
+/// Most output channels one invocation of `conv1x1` / `conv_tiled` accumulates.
 pub const CONV_CHANNEL_TILE: usize = 8;
+
+/// Pixels per `conv1x1` invocation (its register tile is `CO_T` channels x this many pixels).
+const CONV1X1_PIXELS: u64 = 8;
 
 /// Output tile (channels and columns) of one `conv1x1_shared` workgroup of 64 invocations.
 const SHARED_TILE: u64 = 32;
@@ -791,9 +793,10 @@ fn depthwise_tiles(c: &Conv2d) -> bool {
 
 /// Convolution launcher for `[batch, C, h, w]` inputs with the context's tiling
 /// ([`GpuContext::conv_tiles`]): 1x1 stride-1 convolutions as a GEMM (`conv1x1` register
-/// tiles or `conv1x1_shared` workgroup tiles), depthwise ones as `depthwise_tiled` (4 x 4
-/// outputs per invocation), the rest as the implicit GEMM `conv_tiled`; geometries outside
-/// the tiled kernels' range fall back to the direct `depthwise`. The label names the kernel
+/// tiles of up to 8 channels x 8 pixels, or `conv1x1_shared` workgroup tiles), depthwise ones
+/// as `depthwise_tiled` (4 x 4 outputs per invocation), the rest as the implicit GEMM
+/// `conv_tiled`; depthwise geometries outside the tiled kernel's range (dilation, large
+/// kernels or strides) fall back to the direct `depthwise`. The label names the kernel
 /// and its tile (`block3.conv.conv1x1_c8`).
 #[allow(clippy::too_many_arguments)] // shapes + buffers of one convolution
 pub fn conv2d(
@@ -812,44 +815,49 @@ pub fn conv2d(
     let n = batch as u64;
     let channels = c.out_channels as u64;
     let co_t = channel_tile(c.out_channels / c.groups);
-    let (entry, name, constants, workgroups): (_, _, Vec<(&'static str, f64)>, u64) =
+    let co_tiles = channels / co_t as u64;
+    // (entry point, label, override constants, invocations)
+    let (entry, name, constants, invocations): (_, _, Vec<(&'static str, f64)>, u64) =
         if c.is_depthwise() && depthwise_tiles(c) {
-            let tiles = ow.div_ceil(4) * oh.div_ceil(4);
             (
                 "depthwise_tiled",
-                format!("depthwise_tiled_k{}x{}s{}x{}", c.kernel_h, c.kernel_w, c.stride.0, c.stride.1),
+                format!(
+                    "depthwise_tiled_k{}x{}s{}x{}",
+                    c.kernel_h, c.kernel_w, c.stride.0, c.stride.1
+                ),
                 vec![
                     ("KH", c.kernel_h as f64),
                     ("KW", c.kernel_w as f64),
                     ("SH", c.stride.0 as f64),
                     ("SW", c.stride.1 as f64),
                 ],
-                n * channels * tiles.div_ceil(wg),
+                n * channels * ow.div_ceil(4) * oh.div_ceil(4),
             )
         } else if c.is_depthwise() {
             let inv = n * channels * oh * ow.div_ceil(4);
-            ("depthwise", "depthwise".into(), vec![], inv.div_ceil(wg))
+            ("depthwise", "depthwise".into(), vec![], inv)
         } else if is_gemm(c) && ctx.conv_tiles == ConvTiles::Shared {
             let tiles = channels.div_ceil(SHARED_TILE) * (n * oh * ow).div_ceil(SHARED_TILE);
-            ("conv1x1_shared", "conv1x1_shared".into(), vec![], tiles)
+            ("conv1x1_shared", "conv1x1_shared".into(), vec![], tiles * wg)
         } else if is_gemm(c) {
-            let cols = n * (oh * ow).div_ceil(4);
             (
                 "conv1x1",
                 format!("conv1x1_c{co_t}"),
                 vec![
                     ("CO_T", co_t as f64),
-                    ("WHOLE_TILES", f64::from(u8::from((oh * ow).is_multiple_of(4)))),
+                    (
+                        "WHOLE_TILES",
+                        f64::from(u8::from((oh * ow).is_multiple_of(CONV1X1_PIXELS))),
+                    ),
                 ],
-                channels / co_t as u64 * cols.div_ceil(wg),
+                co_tiles * n * (oh * ow).div_ceil(CONV1X1_PIXELS),
             )
         } else {
-            let cols = n * oh * ow.div_ceil(4);
             (
                 "conv_tiled",
                 format!("conv_tiled_c{co_t}"),
                 vec![("CO_T", co_t as f64)],
-                channels / co_t as u64 * cols.div_ceil(wg),
+                co_tiles * n * oh * ow.div_ceil(4),
             )
         };
     Kernel::new(
@@ -861,7 +869,7 @@ pub fn conv2d(
         &params,
         &[x, &weights.weight, &weights.bias],
         y,
-        workgroups * wg,
+        invocations,
     )
 }
 

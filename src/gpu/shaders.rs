@@ -112,7 +112,6 @@ impl Shader {
             Shader::Dense => &["dense_vec4", "dense_vec4_r16", "dense_scalar"],
             Shader::FanIn => &["fanin_vec4", "fanin_scalar", "fanin_group", "fanin_fm"],
             Shader::Conv2d => &[
-                "conv2d",
                 "depthwise",
                 "conv1x1",
                 "conv1x1_shared",
