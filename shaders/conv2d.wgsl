@@ -8,6 +8,8 @@
 //                 Y[Cout, HW] = W[Cout, Cin] * X[Cin, HW]; each invocation a CO_T x 8 tile
 //                 (CO_T channels x 8 consecutive pixels: 8 + CO_T loads feed 8 * CO_T
 //                 multiply-adds; no edge checks when HW % 8 == 0).
+// conv1x1_vec4:   the same with vec4 loads along pixels and input channels (HW % 4 == 0,
+//                 in_channels % 4 == 0): lavapipe pays per load instruction, not per value.
 // conv_tiled:     any convolution as an implicit GEMM (the input window gathered on the fly):
 //                 each invocation CO_T channels (of one group) x 4 consecutive output columns.
 // depthwise_tiled: groups == in == out channels, dilation 1, kernel <= 7, stride <= 2: each
@@ -22,10 +24,10 @@
 //
 // Bindings (group 0):
 //   0: uniform ConvParams
-//   1: x     [batch, in_channels, in_h, in_w]     (read)
-//   2: w     [out_channels, in/groups, kh, kw]    (read)
+//   1: x     [batch, in_channels, in_h, in_w]     (read; as vec4 in conv1x1_vec4)
+//   2: w     [out_channels, in/groups, kh, kw]    (read; as vec4 in conv1x1_vec4)
 //   3: bias  [out_channels]                       (read)
-//   4: y     [batch, out_channels, out_h, out_w]  (write)
+//   4: y     [batch, out_channels, out_h, out_w]  (write; as vec4 in conv1x1_vec4)
 // Override constants: WG (workgroup size; 64 for conv1x1_shared), CO_T (1, 2, 4 or 8; divides
 // out/groups), WHOLE_TILES (HW % 8 == 0), KH, KW, SH, SW (depthwise_tiled's kernel and strides).
 // Invocations are numbered linearly with pixel tiles fastest, so neighbouring lanes read
@@ -64,9 +66,12 @@ override SW: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> params: ConvParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> w4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y4: array<vec4<f32>>;
 
 // The one epilogue of every convolution kernel: bias and the fused activation.
 fn epilogue(v: f32, oc: u32) -> f32 {
@@ -247,6 +252,111 @@ fn conv1x1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
             store_pixels(b, oc0 + 6u, p1, hw, b6);
             store_pixels(b, oc0 + 7u, p1, hw, b7);
         }
+    }
+}
+
+// acc + W[oc, c..c+4] . X[c..c+4, 4 pixels]: one weight vec4 against four input rows.
+fn mac4(acc: vec4<f32>, wv: vec4<f32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) -> vec4<f32> {
+    return acc + x0 * wv.x + x1 * wv.y + x2 * wv.z + x3 * wv.w;
+}
+
+fn epilogue4(v: vec4<f32>, oc: u32) -> vec4<f32> {
+    return vec4<f32>(epilogue(v.x, oc), epilogue(v.y, oc), epilogue(v.z, oc), epilogue(v.w, oc));
+}
+
+// Stores channel `oc`'s two pixel quads q0 and q0 + 1 (the second only when `second`).
+fn store_quads(b: u32, oc: u32, q0: u32, hw4: u32, second: bool, lo: vec4<f32>, hi: vec4<f32>) {
+    let base = (b * params.out_channels + oc) * hw4 + q0;
+    y4[base] = epilogue4(lo, oc);
+    if second { y4[base + 1u] = epilogue4(hi, oc); }
+}
+
+// conv1x1 with vec4 loads (HW % 4 == 0, in_channels % 4 == 0): per 4 input channels, 8 input
+// vec4 and CO_T weight vec4 loads feed 32 * CO_T multiply-adds.
+@compute @workgroup_size(WG)
+fn conv1x1_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * WG;
+    let hw4 = (params.out_h * params.out_w) / 4u;
+    let ptiles = (hw4 + 1u) / 2u;
+    let cols = params.batch * ptiles; // 8-pixel (two-quad) column tiles of every sample
+    if t >= (params.out_channels / CO_T) * cols { return; }
+    let oc0 = (t / cols) * CO_T;
+    let q = t % cols;
+    let b = q / ptiles;
+    let q0 = (q % ptiles) * 2u;
+    let second = q0 + 1u < hw4;
+    let q1 = select(q0, q0 + 1u, second);
+    let cin4 = params.in_channels / 4u;
+    let xbase = b * params.in_channels * hw4;
+    let w0 = oc0 * cin4;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0);
+    var b1 = vec4<f32>(0.0);
+    var b2 = vec4<f32>(0.0);
+    var b3 = vec4<f32>(0.0);
+    var b4 = vec4<f32>(0.0);
+    var b5 = vec4<f32>(0.0);
+    var b6 = vec4<f32>(0.0);
+    var b7 = vec4<f32>(0.0);
+    for (var c4 = 0u; c4 < cin4; c4++) {
+        let r = xbase + c4 * 4u * hw4;
+        let x0 = x4[r + q0];
+        let x1 = x4[r + hw4 + q0];
+        let x2 = x4[r + 2u * hw4 + q0];
+        let x3 = x4[r + 3u * hw4 + q0];
+        let u0 = x4[r + q1];
+        let u1 = x4[r + hw4 + q1];
+        let u2 = x4[r + 2u * hw4 + q1];
+        let u3 = x4[r + 3u * hw4 + q1];
+        var wv = w4[w0 + c4];
+        a0 = mac4(a0, wv, x0, x1, x2, x3);
+        b0 = mac4(b0, wv, u0, u1, u2, u3);
+        if CO_T >= 2u {
+            wv = w4[w0 + cin4 + c4];
+            a1 = mac4(a1, wv, x0, x1, x2, x3);
+            b1 = mac4(b1, wv, u0, u1, u2, u3);
+        }
+        if CO_T >= 4u {
+            wv = w4[w0 + 2u * cin4 + c4];
+            a2 = mac4(a2, wv, x0, x1, x2, x3);
+            b2 = mac4(b2, wv, u0, u1, u2, u3);
+            wv = w4[w0 + 3u * cin4 + c4];
+            a3 = mac4(a3, wv, x0, x1, x2, x3);
+            b3 = mac4(b3, wv, u0, u1, u2, u3);
+        }
+        if CO_T >= 8u {
+            wv = w4[w0 + 4u * cin4 + c4];
+            a4 = mac4(a4, wv, x0, x1, x2, x3);
+            b4 = mac4(b4, wv, u0, u1, u2, u3);
+            wv = w4[w0 + 5u * cin4 + c4];
+            a5 = mac4(a5, wv, x0, x1, x2, x3);
+            b5 = mac4(b5, wv, u0, u1, u2, u3);
+            wv = w4[w0 + 6u * cin4 + c4];
+            a6 = mac4(a6, wv, x0, x1, x2, x3);
+            b6 = mac4(b6, wv, u0, u1, u2, u3);
+            wv = w4[w0 + 7u * cin4 + c4];
+            a7 = mac4(a7, wv, x0, x1, x2, x3);
+            b7 = mac4(b7, wv, u0, u1, u2, u3);
+        }
+    }
+    store_quads(b, oc0, q0, hw4, second, a0, b0);
+    if CO_T >= 2u { store_quads(b, oc0 + 1u, q0, hw4, second, a1, b1); }
+    if CO_T >= 4u {
+        store_quads(b, oc0 + 2u, q0, hw4, second, a2, b2);
+        store_quads(b, oc0 + 3u, q0, hw4, second, a3, b3);
+    }
+    if CO_T >= 8u {
+        store_quads(b, oc0 + 4u, q0, hw4, second, a4, b4);
+        store_quads(b, oc0 + 5u, q0, hw4, second, a5, b5);
+        store_quads(b, oc0 + 6u, q0, hw4, second, a6, b6);
+        store_quads(b, oc0 + 7u, q0, hw4, second, a7, b7);
     }
 }
 

@@ -567,8 +567,8 @@ fn conv2d_kernel_matches_cpu_reference_on_edge_shapes() {
     }
 }
 
-/// Pointwise convolutions run as a GEMM in both tile variants: pixels per plane a multiple of
-/// 4 (vec4 loads) or not, channel tiles of 8, 4, 2 and 1, input channels across and within the
+/// Pointwise convolutions run as a GEMM in both tile variants: pixels per plane and input
+/// channels multiples of 4 (vec4 loads, odd and even quad counts) or not, channel tiles of 8, 4, 2 and 1, input channels across and within the
 /// shared variant's 16-deep slices, columns and channels past its 32 x 32 tiles, batch 1 and 8.
 #[test]
 fn conv1x1_gemm_matches_cpu_reference_in_both_tilings() {
@@ -586,13 +586,17 @@ fn conv1x1_gemm_matches_cpu_reference_in_both_tilings() {
         (1, (32, 8, 12), 33),
         (1, (1, 1, 1), 2),
         (3, (64, 9, 11), 40),
+        (8, (12, 2, 6), 20),
+        (1, (8, 2, 2), 16),
     ];
     for ctx in both_tilings(ctx) {
-        let kernel = match ctx.conv_tiles {
-            ConvTiles::Registers => "conv1x1_c",
-            _ => "conv1x1_shared",
-        };
         for (i, &(b, input, cout)) in cases.iter().enumerate() {
+            let (cin, h, w) = input;
+            let kernel = match ctx.conv_tiles {
+                ConvTiles::Registers if (h * w) % 4 == 0 && cin % 4 == 0 => "conv1x1_vec4_c",
+                ConvTiles::Registers => "conv1x1_c",
+                _ => "conv1x1_shared",
+            };
             for act in [Activation::None, Activation::Silu, ACTIVATIONS[5 + i % 5]] {
                 ConvProblem::new(b, input, cout, 1, plain(1, 0), 1, act, 50 + i as u64)
                     .check(&ctx, kernel);

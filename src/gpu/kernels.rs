@@ -793,7 +793,8 @@ fn depthwise_tiles(c: &Conv2d) -> bool {
 
 /// Convolution launcher for `[batch, C, h, w]` inputs with the context's tiling
 /// ([`GpuContext::conv_tiles`]): 1x1 stride-1 convolutions as a GEMM (`conv1x1` register
-/// tiles of up to 8 channels x 8 pixels, or `conv1x1_shared` workgroup tiles), depthwise ones
+/// tiles of up to 8 channels x 8 pixels, `conv1x1_vec4` when pixels and input channels come
+/// in fours, or `conv1x1_shared` workgroup tiles), depthwise ones
 /// as `depthwise_tiled` (4 x 4 outputs per invocation), the rest as the implicit GEMM
 /// `conv_tiled`; depthwise geometries outside the tiled kernel's range (dilation, large
 /// kernels or strides) fall back to the direct `depthwise`. The label names the kernel
@@ -839,6 +840,16 @@ pub fn conv2d(
         } else if is_gemm(c) && ctx.conv_tiles == ConvTiles::Shared {
             let tiles = channels.div_ceil(SHARED_TILE) * (n * oh * ow).div_ceil(SHARED_TILE);
             ("conv1x1_shared", "conv1x1_shared".into(), vec![], tiles * wg)
+        } else if is_gemm(c)
+            && (oh * ow).is_multiple_of(4)
+            && c.in_channels.is_multiple_of(4)
+        {
+            (
+                "conv1x1_vec4",
+                format!("conv1x1_vec4_c{co_t}"),
+                vec![("CO_T", co_t as f64)],
+                co_tiles * n * (oh * ow).div_ceil(CONV1X1_PIXELS),
+            )
         } else if is_gemm(c) {
             (
                 "conv1x1",

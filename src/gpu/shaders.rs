@@ -114,6 +114,7 @@ impl Shader {
             Shader::Conv2d => &[
                 "depthwise",
                 "conv1x1",
+                "conv1x1_vec4",
                 "conv1x1_shared",
                 "conv_tiled",
                 "depthwise_tiled",
