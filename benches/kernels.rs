@@ -1,14 +1,16 @@
 //! Kernel benchmarks (criterion): dense vs fixed-fan-in at densities 100/25/10/5 % and
 //! grouped fixed-fan-in (rows shared by 8 outputs) at 25/10/5 % (800→512 and 4096→4096,
 //! batch 1 and 64), dense 512³ (for the OpenBLAS comparison of
-//! `benches/sgemm.py`), conv2d 3x3 on 32x32x32 and depthwise 3x3 on 112x112x32. The problems
+//! `benches/sgemm.py`), conv2d 3x3 on 32x32x32, depthwise 3x3 on 112x112x32, and EfficientNet-B0
+//! convolutions (1x1 beside the dense kernel at the same GEMM shape, the 3x3 stem, depthwise
+//! 3x3 and 5x5; `edgecut::bench::efficientnet_cases`). The problems
 //! are the library's benchmark cases (`edgecut::bench`); every kernel is checked against the
 //! CPU reference before it is timed. Throughput is in FLOP (2 per multiply-add).
 //!
 //! Run: `WGPU_BACKEND=vulkan cargo bench --bench kernels` (lavapipe on a machine without a GPU).
 
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
-use edgecut::bench::{conv_case, dense_case, fanin_case, KernelCase};
+use edgecut::bench::{conv_case, dense_case, efficientnet_cases, fanin_case, KernelCase};
 use edgecut::gpu::GpuContext;
 use std::time::Duration;
 
@@ -38,7 +40,7 @@ fn bench_case(c: &mut Criterion, ctx: &GpuContext, case: &KernelCase) {
     } else {
         String::new()
     };
-    let id = format!("{}{density}_b{}", case.shape.replace(' ', "_"), case.batch);
+    let id = format!("{}{density}_b{}", case.shape.replace(' ', "_").replace('/', "_s"), case.batch);
     let mut g = c.benchmark_group(format!("gpu_{}", case.name));
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(300))
@@ -73,6 +75,9 @@ fn kernels(c: &mut Criterion) {
     bench_case(c, &ctx, &dense_case(512, 512, 512, 7));
     bench_case(c, &ctx, &conv_case("conv2d", 32, 32, 1));
     bench_case(c, &ctx, &conv_case("depthwise", 32, 112, 32));
+    for case in efficientnet_cases(false) {
+        bench_case(c, &ctx, &case);
+    }
 }
 
 mod group {
