@@ -40,7 +40,11 @@ fn bench_case(c: &mut Criterion, ctx: &GpuContext, case: &KernelCase) {
     } else {
         String::new()
     };
-    let id = format!("{}{density}_b{}", case.shape.replace(' ', "_").replace('/', "_s"), case.batch);
+    let id = format!(
+        "{}{density}_b{}",
+        case.shape.replace(' ', "_").replace('/', "_s"),
+        case.batch
+    );
     let mut g = c.benchmark_group(format!("gpu_{}", case.name));
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(300))

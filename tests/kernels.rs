@@ -475,7 +475,12 @@ impl ConvProblem {
         );
         assert!(labels.contains(kernel), "{what}: expected {kernel}");
         let terms = c.in_channels / c.groups * c.kernel_h * c.kernel_w;
-        assert_close(&what, &got, &self.reference(), tolerance_for(c.activation, terms));
+        assert_close(
+            &what,
+            &got,
+            &self.reference(),
+            tolerance_for(c.activation, terms),
+        );
     }
 }
 
@@ -530,17 +535,17 @@ fn conv2d_kernel_matches_cpu_reference_on_edge_shapes() {
         (1, (8, 6, 6), 16, 3, plain(1, 1), 2),  // grouped
         (1, (6, 5, 5), 12, 3, plain(2, 1), 3),  // grouped, 4 outputs per group
         (4, (32, 32, 32), 32, 3, plain(1, 1), 1),
-        (2, (3, 16, 15), 8, 3, same3, 1),  // asymmetric padding
-        (1, (8, 13, 14), 8, 5, same5, 8),  // depthwise, asymmetric padding
-        (2, (4, 9, 10), 4, 3, dilated, 1), // dilation
-        (1, (5, 11, 12), 7, 3, wide, 1),   // per-axis stride and dilation
-        (2, (6, 9, 9), 6, 3, dilated, 6),  // depthwise, dilated (direct kernel)
+        (2, (3, 16, 15), 8, 3, same3, 1),       // asymmetric padding
+        (1, (8, 13, 14), 8, 5, same5, 8),       // depthwise, asymmetric padding
+        (2, (4, 9, 10), 4, 3, dilated, 1),      // dilation
+        (1, (5, 11, 12), 7, 3, wide, 1),        // per-axis stride and dilation
+        (2, (6, 9, 9), 6, 3, dilated, 6),       // depthwise, dilated (direct kernel)
         (1, (5, 12, 11), 5, 7, plain(1, 3), 5), // depthwise 7x7
         (8, (4, 10, 9), 4, 3, strided_rows, 4), // depthwise, per-axis stride, batch 8
         (8, (16, 5, 7), 16, 3, plain(1, 1), 2), // grouped, 8 outputs per group, batch 8
         (1, (3, 19, 19), 32, 3, plain(2, 1), 1), // the EfficientNet stem, scaled down
         (1, (16, 9, 9), 16, 1, plain(2, 0), 1), // pointwise, stride 2 (implicit GEMM)
-        (2, (8, 6, 6), 12, 1, plain(1, 1), 1), // pointwise, padded (implicit GEMM)
+        (2, (8, 6, 6), 12, 1, plain(1, 1), 1),  // pointwise, padded (implicit GEMM)
     ];
     for (i, &(b, input, cout, k, geometry, g)) in cases.iter().enumerate() {
         // The parametrised activations take turns, one per case.

@@ -236,7 +236,14 @@ pub fn efficientnet_cases(quick: bool) -> Vec<KernelCase> {
     }
     cases.push(conv_geometry_case("conv3x3", (3, 224), 32, 3, 2, 1));
     cases.push(conv_geometry_case("depthwise3x3", (32, 112), 32, 3, 1, 32));
-    cases.push(conv_geometry_case("depthwise5x5", (480, 14), 480, 5, 1, 480));
+    cases.push(conv_geometry_case(
+        "depthwise5x5",
+        (480, 14),
+        480,
+        5,
+        1,
+        480,
+    ));
     cases
 }
 
@@ -271,9 +278,7 @@ pub fn conv_geometry_case(
         bias: random(out, 31),
         activation: Activation::Silu,
     };
-    let (oh, ow) = conv
-        .output_hw(hw, hw)
-        .expect("suite geometries are valid");
+    let (oh, ow) = conv.output_hw(hw, hw).expect("suite geometries are valid");
     let macs = out * oh * ow * ch / groups * k * k;
     KernelCase {
         name: name.into(),

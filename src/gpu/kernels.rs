@@ -776,11 +776,7 @@ fn channel_tile(per_group: usize) -> usize {
 /// True when `c` is a pointwise convolution that is a plain GEMM per sample: 1x1 kernel,
 /// stride 1, no padding, one group.
 fn is_gemm(c: &Conv2d) -> bool {
-    c.kernel_h == 1
-        && c.kernel_w == 1
-        && c.stride == (1, 1)
-        && c.pads == [0; 4]
-        && c.groups == 1
+    c.kernel_h == 1 && c.kernel_w == 1 && c.stride == (1, 1) && c.pads == [0; 4] && c.groups == 1
 }
 
 /// True when `depthwise_tiled` handles `c`'s geometry (no dilation, small kernel and stride).
@@ -839,11 +835,13 @@ pub fn conv2d(
             ("depthwise", "depthwise".into(), vec![], inv)
         } else if is_gemm(c) && ctx.conv_tiles == ConvTiles::Shared {
             let tiles = channels.div_ceil(SHARED_TILE) * (n * oh * ow).div_ceil(SHARED_TILE);
-            ("conv1x1_shared", "conv1x1_shared".into(), vec![], tiles * wg)
-        } else if is_gemm(c)
-            && (oh * ow).is_multiple_of(4)
-            && c.in_channels.is_multiple_of(4)
-        {
+            (
+                "conv1x1_shared",
+                "conv1x1_shared".into(),
+                vec![],
+                tiles * wg,
+            )
+        } else if is_gemm(c) && (oh * ow).is_multiple_of(4) && c.in_channels.is_multiple_of(4) {
             (
                 "conv1x1_vec4",
                 format!("conv1x1_vec4_c{co_t}"),

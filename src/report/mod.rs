@@ -188,8 +188,14 @@ pub fn markdown(r: &Report) -> String {
         }
         let gemm = conv_vs_dense(b);
         if !gemm.is_empty() {
-            let _ = writeln!(s, "\n1x1 convolution vs the dense kernel at the same GEMM shape (target: ≥ 50%).\n");
-            let _ = writeln!(s, "| shape | conv1x1 GFLOP/s | dense GFLOP/s | ratio |\n|---|---:|---:|---:|");
+            let _ = writeln!(
+                s,
+                "\n1x1 convolution vs the dense kernel at the same GEMM shape (target: ≥ 50%).\n"
+            );
+            let _ = writeln!(
+                s,
+                "| shape | conv1x1 GFLOP/s | dense GFLOP/s | ratio |\n|---|---:|---:|---:|"
+            );
             for (shape, conv, dense) in gemm {
                 let _ = writeln!(
                     s,
