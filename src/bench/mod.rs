@@ -498,9 +498,13 @@ fn bench_cpu(
     let mut notes = Vec::new();
     let models = time_models(&Backend::Cpu, models, reps, quick, &mut notes, progress);
     BackendReport {
-        name: "cpu reference (plain Rust)".into(),
+        name: "cpu (fast kernels)".into(),
         kind: "cpu".into(),
-        driver: format!("rustc, {} threads: 1", std::env::consts::ARCH),
+        driver: format!(
+            "rustc, {} threads: {}",
+            std::env::consts::ARCH,
+            crate::cpu::threads()
+        ),
         timing: "wall-clock".into(),
         status: "ok".into(),
         ceilings,

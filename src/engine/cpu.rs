@@ -1,17 +1,28 @@
-//! The CPU executor: runs a plan's steps with the plain-Rust ops of [`crate::cpu`]; the split
+//! The CPU executor: runs a plan's steps with the fast kernels of [`crate::cpu::fast`] (the ops
+//! without one on their plain-Rust reference) on the pool of [`crate::cpu::threads`]; the split
 //! tensor's decode is its first step and its encode its last, with the reference codec of
 //! [`crate::encoding`].
 
 use super::{EngineError, ExitOutput, PlanOutput};
-use crate::cpu::{self, ExitStat};
+use crate::cpu::{self, ExitStat, Kernels};
 use crate::encoding::{decode_cpu, encode_cpu, Encoded, Encoding};
 use crate::model::{BinaryOperand, Model, Op, Operand, Step};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 use std::ops::Range;
 
-/// Runs a chain of steps on the CPU reference (`n` samples).
+/// Runs a chain of steps on the CPU backend's fast kernels (`n` samples).
 pub fn run_steps_cpu(steps: &[Step], input: Vec<f32>, n: usize) -> Vec<f32> {
+    cpu::threads::install(|| run_steps_with(&Kernels::FAST, steps, input, n))
+}
+
+/// Runs a chain of steps on the plain reference loops (`n` samples): the oracle of the CPU
+/// backend and of the GPU kernels.
+pub fn run_steps_reference(steps: &[Step], input: Vec<f32>, n: usize) -> Vec<f32> {
+    run_steps_with(&Kernels::REFERENCE, steps, input, n)
+}
+
+fn run_steps_with(k: &Kernels, steps: &[Step], input: Vec<f32>, n: usize) -> Vec<f32> {
     let block_input = input.clone();
     let mut saved: HashMap<&str, Vec<f32>> = HashMap::new();
     let mut x = input;
@@ -27,11 +38,11 @@ pub fn run_steps_cpu(steps: &[Step], input: Vec<f32>, n: usize) -> Vec<f32> {
             x = tensor(from).clone();
         }
         x = match &step.op {
-            Op::Conv2d(c) => cpu::reference::conv2d(c, &x, n, s[1], s[2]),
-            Op::Dense(d) => cpu::reference::dense(d, &x, n),
-            Op::FanIn(f) => cpu::reference::fanin(f, &x, n),
-            Op::Pool(p) => cpu::reference::pool(p, &x, n * s[0], s[1], s[2]),
-            Op::GlobalAvgPool => cpu::reference::global_avgpool(&x, n * s[0], s[1] * s[2]),
+            Op::Conv2d(c) => (k.conv2d)(c, &x, n, s[1], s[2]),
+            Op::Dense(d) => (k.dense)(d, &x, n),
+            Op::FanIn(f) => (k.fanin)(f, &x, n),
+            Op::Pool(p) => (k.pool)(p, &x, n * s[0], s[1], s[2]),
+            Op::GlobalAvgPool => (k.global_avgpool)(&x, n * s[0], s[1] * s[2]),
             Op::Flatten => x,
             Op::Activation(a) => cpu::reference::activation(*a, &x),
             Op::Binary(b) => {
@@ -83,7 +94,11 @@ impl CpuPlan<'_> {
 
     /// Runs `n` samples of row-major `x`; encodes the output when the plan has an output
     /// encoding (its last step).
-    pub fn run(&self, mut x: Vec<f32>, n: usize) -> PlanOutput {
+    pub fn run(&self, x: Vec<f32>, n: usize) -> PlanOutput {
+        cpu::threads::install(|| self.run_on_pool(x, n))
+    }
+
+    fn run_on_pool(&self, mut x: Vec<f32>, n: usize) -> PlanOutput {
         let model = self.model;
         let classes = model.classes();
         let mut exits = Vec::new();

@@ -24,7 +24,7 @@ pub mod evaluate;
 mod gpu;
 mod plan;
 
-pub use cpu::run_steps_cpu;
+pub use cpu::{run_steps_cpu, run_steps_reference};
 pub use evaluate::{evaluate, Evaluation, SampleResult};
 
 /// Errors compiling or running a plan.
@@ -109,7 +109,7 @@ impl PlanIo {
 /// Where a plan runs.
 #[derive(Debug, Clone)]
 pub enum Backend {
-    /// The plain-Rust reference ops on the host CPU.
+    /// The host CPU: fast SIMD kernels on a thread pool ([`crate::cpu::fast`]).
     Cpu,
     /// WGSL kernels on a wgpu adapter.
     Gpu(Arc<GpuContext>),
@@ -135,10 +135,10 @@ impl Backend {
         }
     }
 
-    /// The adapter description, or `"cpu reference"`.
+    /// The adapter description, or the CPU backend with its thread count.
     pub fn adapter(&self) -> String {
         match self {
-            Backend::Cpu => "cpu reference (plain Rust)".into(),
+            Backend::Cpu => format!("cpu ({} threads)", crate::cpu::threads()),
             Backend::Gpu(ctx) => ctx.summary().to_string(),
         }
     }

@@ -31,6 +31,10 @@ use std::sync::Arc;
     about = "Split DNN inference between an edge device and a server on any GPU (wgpu), with predefined sparsity and early exits"
 )]
 struct Cli {
+    /// Worker threads of the CPU backend (default: all cores); applies to every command that
+    /// runs a model on the CPU.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,7 +45,7 @@ pub(crate) enum BackendChoice {
     Auto,
     /// A wgpu adapter (fails without one).
     Gpu,
-    /// The plain-Rust reference.
+    /// The CPU backend (fast kernels, `--threads` workers).
     Cpu,
 }
 
@@ -126,6 +130,9 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Some(threads) = cli.threads {
+        edgecut::cpu::set_threads(threads)?;
+    }
     match cli.command {
         Command::Info { model, json } => info::info(&model, json),
         Command::Eval(args) => eval::eval(args),

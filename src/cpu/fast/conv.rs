@@ -1,0 +1,158 @@
+//! Convolutions as GEMM: per sample and group, `Y[cout_g, oh·ow] = W[cout_g, K] · X[K, oh·ow]`
+//! where `X` is the input itself for 1x1 stride-1 unpadded convolutions and its im2col
+//! unfolding (`K = cin_g·kh·kw`) otherwise; depthwise convolutions go to [`super::depthwise`].
+//! Bias and activation are applied in one pass over each output plane right after its GEMM.
+
+use super::gemm::{matmul, MatRef};
+use super::scratch::with_scratch;
+use super::{depthwise, dense, simd, PAR_MIN_ELEMS};
+use crate::model::Conv2d;
+use rayon::prelude::*;
+
+/// 2-D convolution of `n` samples of `[in_channels, h, w]`; returns `[n, out, oh, ow]`.
+pub fn conv2d(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+    if conv.is_depthwise() {
+        return depthwise::conv2d(conv, x, n, h, w);
+    }
+    let (oh, ow) = conv
+        .output_hw(h, w)
+        .expect("shapes were validated when the model was loaded");
+    let pointwise = conv.kernel_h == 1
+        && conv.kernel_w == 1
+        && conv.stride == (1, 1)
+        && conv.pads == [0; 4];
+    if pointwise && h * w == 1 && conv.groups == 1 {
+        // A 1x1 convolution of 1x1 planes (squeeze-excite) is a dense layer over the batch.
+        return dense::linear(&conv.weight, &conv.bias, conv.activation, cin_cout(conv), x, n);
+    }
+    let (cin, cout, groups) = (conv.in_channels, conv.out_channels, conv.groups);
+    let (cin_g, cout_g) = (cin / groups, cout / groups);
+    let k = cin_g * conv.kernel_h * conv.kernel_w;
+    let (hw, ohw) = (h * w, oh * ow);
+    let mut y = vec![0.0f32; n * cout * ohw];
+    let cols = if pointwise { 0 } else { k * ohw };
+    with_scratch(cols, |col| {
+        for b in 0..n {
+            for g in 0..groups {
+                let xg = &x[(b * cin + g * cin_g) * hw..(b * cin + (g + 1) * cin_g) * hw];
+                let rhs = if pointwise {
+                    MatRef::row_major(xg, hw)
+                } else {
+                    im2col(conv, xg, h, w, oh, ow, col);
+                    MatRef::row_major(col, ohw)
+                };
+                let weight = &conv.weight[g * cout_g * k..(g + 1) * cout_g * k];
+                let out = &mut y[(b * cout + g * cout_g) * ohw..(b * cout + (g + 1) * cout_g) * ohw];
+                matmul(cout_g, ohw, k, MatRef::row_major(weight, k), rhs, out, ohw);
+            }
+        }
+    });
+    epilogue(conv, &mut y, ohw);
+    y
+}
+
+/// `act(y + bias[channel])` over every output plane, planes in parallel.
+fn epilogue(conv: &Conv2d, y: &mut [f32], ohw: usize) {
+    let cout = conv.out_channels;
+    let planes_per_task = PAR_MIN_ELEMS.div_ceil(ohw.max(1));
+    y.par_chunks_mut(ohw.max(1))
+        .enumerate()
+        .with_min_len(planes_per_task)
+        .for_each(|(plane, out)| {
+            simd::dispatch(|| simd::bias_activate(conv.activation, conv.bias[plane % cout], out))
+        });
+}
+
+/// `(inputs, outputs)` of a 1x1 ungrouped convolution seen as a dense layer.
+fn cin_cout(conv: &Conv2d) -> (usize, usize) {
+    (conv.in_channels, conv.out_channels)
+}
+
+/// Unfolds one group of one sample (`cin_g` planes of `h × w`) into `col`, a row-major
+/// `[cin_g·kh·kw, oh·ow]` matrix whose row `(c, ky, kx)` holds the input value each output
+/// position reads through that tap (0 in the padding). Rows are filled in parallel.
+fn im2col(conv: &Conv2d, x: &[f32], h: usize, w: usize, oh: usize, ow: usize, col: &mut [f32]) {
+    let (kh, kw) = (conv.kernel_h, conv.kernel_w);
+    let ((sh, sw), (dh, dw)) = (conv.stride, conv.dilation);
+    let (pt, pl) = (conv.pads[0], conv.pads[1]);
+    let ohw = oh * ow;
+    let rows_per_task = PAR_MIN_ELEMS.div_ceil(ohw.max(1));
+    col.par_chunks_mut(ohw.max(1))
+        .enumerate()
+        .with_min_len(rows_per_task)
+        .for_each(|(row, dst)| {
+            let (c, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
+            let plane = &x[c * h * w..(c + 1) * h * w];
+            // Output columns whose input column `ox·sw + kx·dw - pl` lies inside `0..w`.
+            let (ox0, ox1) = valid_range(ow, sw, kx * dw, pl, w);
+            for oy in 0..oh {
+                let out = &mut dst[oy * ow..(oy + 1) * ow];
+                let iy = (oy * sh + ky * dh).wrapping_sub(pt);
+                if iy >= h || ox0 >= ox1 {
+                    out.fill(0.0);
+                    continue;
+                }
+                let src = &plane[iy * w..(iy + 1) * w];
+                out[..ox0].fill(0.0);
+                out[ox1..].fill(0.0);
+                let first = ox0 * sw + kx * dw - pl;
+                if sw == 1 {
+                    out[ox0..ox1].copy_from_slice(&src[first..first + (ox1 - ox0)]);
+                } else {
+                    for (o, i) in out[ox0..ox1].iter_mut().zip(src[first..].iter().step_by(sw)) {
+                        *o = *i;
+                    }
+                }
+            }
+        });
+}
+
+/// The outputs `ox0..ox1` (of `out_len`) whose input index `ox·stride + offset - pad` lies in
+/// `0..len`; empty when none does.
+pub(crate) fn valid_range(
+    out_len: usize,
+    stride: usize,
+    offset: usize,
+    pad: usize,
+    len: usize,
+) -> (usize, usize) {
+    // First ox with ox·stride + offset >= pad.
+    let lo = pad.saturating_sub(offset).div_ceil(stride);
+    // One past the last ox with ox·stride + offset - pad <= len - 1.
+    let hi = if offset > len - 1 + pad {
+        0
+    } else {
+        ((len - 1 + pad - offset) / stride + 1).min(out_len)
+    };
+    (lo.min(hi), hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_range;
+
+    #[test]
+    fn valid_range_matches_a_brute_force_scan() {
+        for len in 1..7 {
+            for stride in 1..4 {
+                for offset in 0..6 {
+                    for pad in 0..4 {
+                        let out_len = 9;
+                        let want: Vec<usize> = (0..out_len)
+                            .filter(|&o| {
+                                let i = (o * stride + offset) as isize - pad as isize;
+                                (0..len as isize).contains(&i)
+                            })
+                            .collect();
+                        let (lo, hi) = valid_range(out_len, stride, offset, pad, len);
+                        assert_eq!(
+                            (lo..hi).collect::<Vec<_>>(),
+                            want,
+                            "len {len} stride {stride} offset {offset} pad {pad}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Pooling and the squeeze-excite pieces: windowed max/avg pooling, global average pooling and
+//! the per-channel gate product, planes in parallel with contiguous inner loops.
+
+use super::{simd, PAR_MIN_ELEMS};
+use crate::model::{Pool, PoolKind};
+use rayon::prelude::*;
+
+/// Max or average pooling of `nc` planes of `h × w`, with the reference's semantics
+/// (padding never counts as a value; `count_include_pad` only changes the divisor).
+pub fn pool(pool: &Pool, x: &[f32], nc: usize, h: usize, w: usize) -> Vec<f32> {
+    let (oh, ow) = pool
+        .output_hw(h, w)
+        .expect("shapes were validated when the model was loaded");
+    let ohw = oh * ow;
+    let mut y = vec![0.0f32; nc * ohw];
+    if ohw == 0 {
+        return y;
+    }
+    let planes_per_task = PAR_MIN_ELEMS.div_ceil(ohw * pool.kernel_h * pool.kernel_w);
+    y.par_chunks_mut(ohw)
+        .enumerate()
+        .with_min_len(planes_per_task)
+        .for_each(|(plane, out)| {
+            let input = &x[plane * h * w..(plane + 1) * h * w];
+            match pool.kind {
+                PoolKind::Max => plane_pool::<true>(pool, input, h, w, out, ow),
+                PoolKind::Avg => plane_pool::<false>(pool, input, h, w, out, ow),
+            }
+        });
+    y
+}
+
+/// One output plane; `MAX` picks the reduction at compile time.
+fn plane_pool<const MAX: bool>(
+    pool: &Pool,
+    input: &[f32],
+    h: usize,
+    w: usize,
+    out: &mut [f32],
+    ow: usize,
+) {
+    let (sh, sw) = pool.stride;
+    let [pt, pl, pb, pr] = pool.pads;
+    for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
+        // Window rows in padded coordinates, clipped to the padded input, then to the input.
+        let y0 = oy * sh;
+        let y1 = (y0 + pool.kernel_h).min(h + pt + pb);
+        let (iy0, iy1) = (y0.max(pt) - pt, y1.min(h + pt).saturating_sub(pt));
+        for (ox, v) in row.iter_mut().enumerate() {
+            let x0 = ox * sw;
+            let x1 = (x0 + pool.kernel_w).min(w + pl + pr);
+            let (ix0, ix1) = (x0.max(pl) - pl, x1.min(w + pl).saturating_sub(pl));
+            let mut max = f32::NEG_INFINITY;
+            let mut sum = 0.0f32;
+            for iy in iy0..iy1.max(iy0) {
+                let cells = &input[iy * w + ix0..iy * w + ix1.max(ix0)];
+                if MAX {
+                    max = cells.iter().fold(max, |m, &c| m.max(c));
+                } else {
+                    sum += cells.iter().sum::<f32>();
+                }
+            }
+            *v = if MAX {
+                max
+            } else {
+                let count = if pool.count_include_pad {
+                    (y1 - y0) * (x1 - x0)
+                } else {
+                    iy1.saturating_sub(iy0) * ix1.saturating_sub(ix0)
+                };
+                sum / count.max(1) as f32
+            };
+        }
+    }
+}
+
+/// Mean of each of `nc` planes of `hw` values, summed in 8 lanes (vectorised).
+pub fn global_avgpool(x: &[f32], nc: usize, hw: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; nc];
+    if hw == 0 {
+        return y;
+    }
+    y.par_iter_mut()
+        .enumerate()
+        .with_min_len(PAR_MIN_ELEMS.div_ceil(hw))
+        .for_each(|(p, v)| *v = simd::dispatch(|| lane_sum(&x[p * hw..(p + 1) * hw])) / hw as f32);
+    y
+}
+
+/// Sum with eight independent accumulators, so the loop vectorises.
+#[inline(always)]
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Product of `x` (planes of `hw` values) with a per-plane `gate`; with `hw == 1` the
+/// elementwise product.
+pub fn mul(gate: &[f32], x: &[f32], hw: usize) -> Vec<f32> {
+    let mut y = x.to_vec();
+    if hw == 0 {
+        return y;
+    }
+    y.par_chunks_mut(hw)
+        .zip(gate.par_iter())
+        .with_min_len(PAR_MIN_ELEMS.div_ceil(hw))
+        .for_each(|(plane, &g)| plane.iter_mut().for_each(|v| *v *= g));
+    y
+}
