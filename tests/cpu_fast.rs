@@ -143,24 +143,24 @@ fn fast_convolutions_match_the_reference_on_edge_shapes() {
         (1, (1, 28, 28), 6, (5, 5), plain(1, 2), 1),
         (8, (3, 17, 13), 8, (3, 3), plain(2, 1), 1), // stride 2 with padding, odd sizes
         (1, (3, 9, 9), 5, (3, 3), plain(1, 0), 1),
-        (3, (8, 7, 5), 8, (1, 1), plain(1, 0), 1),     // pointwise, 35-value planes
-        (8, (13, 1, 1), 5, (1, 1), plain(1, 0), 1),    // squeeze-excite 1x1 on 1x1, batch 8
-        (1, (40, 1, 1), 10, (1, 1), plain(1, 0), 1),   // squeeze-excite 1x1 on 1x1, batch 1
-        (2, (6, 9, 11), 4, (1, 1), plain(2, 0), 1),    // 1x1 stride 2
-        (1, (6, 5, 7), 4, (1, 1), plain(1, 1), 1),     // 1x1 padded
-        (2, (8, 11, 11), 8, (3, 3), plain(1, 1), 8),   // depthwise 3x3
+        (3, (8, 7, 5), 8, (1, 1), plain(1, 0), 1), // pointwise, 35-value planes
+        (8, (13, 1, 1), 5, (1, 1), plain(1, 0), 1), // squeeze-excite 1x1 on 1x1, batch 8
+        (1, (40, 1, 1), 10, (1, 1), plain(1, 0), 1), // squeeze-excite 1x1 on 1x1, batch 1
+        (2, (6, 9, 11), 4, (1, 1), plain(2, 0), 1), // 1x1 stride 2
+        (1, (6, 5, 7), 4, (1, 1), plain(1, 1), 1), // 1x1 padded
+        (2, (8, 11, 11), 8, (3, 3), plain(1, 1), 8), // depthwise 3x3
         (8, (16, 15, 15), 16, (5, 5), plain(2, 2), 16), // depthwise 5x5 stride 2
-        (1, (4, 3, 2), 4, (5, 5), plain(1, 2), 4),     // depthwise, kernel wider than the plane
-        (1, (8, 6, 6), 16, (3, 3), plain(1, 1), 2),    // grouped
-        (1, (6, 5, 5), 12, (3, 3), plain(2, 1), 3),    // grouped, 4 outputs per group
-        (2, (4, 7, 7), 8, (3, 3), plain(1, 1), 4),     // channel multiplier 2
-        (2, (3, 16, 15), 8, (3, 3), same3, 1),         // asymmetric padding
-        (1, (8, 13, 14), 8, (5, 5), same5, 8),         // depthwise, asymmetric padding
-        (2, (4, 9, 10), 4, (3, 3), dilated, 1),        // dilation
-        (1, (5, 9, 9), 5, (3, 3), dilated, 5),         // depthwise, dilation
-        (1, (5, 11, 12), 7, (3, 3), wide, 1),          // per-axis stride and dilation
-        (1, (6, 11, 12), 6, (3, 3), wide, 6),          // depthwise, per-axis stride and dilation
-        (1, (3, 8, 9), 4, (1, 3), plain(1, 1), 1),     // non-square kernel
+        (1, (4, 3, 2), 4, (5, 5), plain(1, 2), 4), // depthwise, kernel wider than the plane
+        (1, (8, 6, 6), 16, (3, 3), plain(1, 1), 2), // grouped
+        (1, (6, 5, 5), 12, (3, 3), plain(2, 1), 3), // grouped, 4 outputs per group
+        (2, (4, 7, 7), 8, (3, 3), plain(1, 1), 4), // channel multiplier 2
+        (2, (3, 16, 15), 8, (3, 3), same3, 1),     // asymmetric padding
+        (1, (8, 13, 14), 8, (5, 5), same5, 8),     // depthwise, asymmetric padding
+        (2, (4, 9, 10), 4, (3, 3), dilated, 1),    // dilation
+        (1, (5, 9, 9), 5, (3, 3), dilated, 5),     // depthwise, dilation
+        (1, (5, 11, 12), 7, (3, 3), wide, 1),      // per-axis stride and dilation
+        (1, (6, 11, 12), 6, (3, 3), wide, 6),      // depthwise, per-axis stride and dilation
+        (1, (3, 8, 9), 4, (1, 3), plain(1, 1), 1), // non-square kernel
     ];
     for (i, &(b, input, cout, kernel, geometry, g)) in cases.iter().enumerate() {
         for act in ACTIVATIONS {
@@ -266,7 +266,11 @@ fn fast_fanin_matches_the_reference_on_its_sparse_and_dense_paths() {
             );
         }
     }
-    assert_eq!(paths, [true, true], "both the sparse and the dense path ran");
+    assert_eq!(
+        paths,
+        [true, true],
+        "both the sparse and the dense path ran"
+    );
 }
 
 #[test]
@@ -357,7 +361,12 @@ fn cpu_engine_matches_the_reference_on_every_shipped_model() {
         let mut want = x.data().to_vec();
         for (b, block) in m.blocks.iter().enumerate() {
             want = run_steps_reference(&block.steps, want, batch);
-            for (e, exit) in m.exits.iter().enumerate().filter(|(_, e)| e.after_block == b) {
+            for (e, exit) in m
+                .exits
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.after_block == b)
+            {
                 let logits = run_steps_reference(&exit.steps, want.clone(), batch);
                 let out = got
                     .exits
@@ -378,7 +387,16 @@ fn cpu_engine_matches_the_reference_on_every_shipped_model() {
 
 #[test]
 fn thread_count_changes_speed_not_results() {
-    let p = ConvProblem::new(2, (16, 20, 20), 24, (3, 3), plain(1, 1), 1, Activation::Relu, 77);
+    let p = ConvProblem::new(
+        2,
+        (16, 20, 20),
+        24,
+        (3, 3),
+        plain(1, 1),
+        1,
+        Activation::Relu,
+        77,
+    );
     let run = |threads| {
         edgecut::cpu::set_threads(threads).expect("pool starts");
         assert_eq!(edgecut::cpu::threads(), threads);

@@ -490,7 +490,7 @@ fn bench_cpu(
         let mut times = Vec::new();
         for _ in 0..reps.min(5) {
             let s = Instant::now();
-            std::hint::black_box(case.reference());
+            std::hint::black_box(case.run_cpu());
             times.push(s.elapsed().as_secs_f64());
         }
         kernels_out.push(result(case, times, &ceilings, "reference".into()));

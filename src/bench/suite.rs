@@ -4,7 +4,7 @@
 //! reference, FLOP and compulsory bytes.
 
 use crate::cpu;
-use crate::engine::run_steps_cpu;
+use crate::engine::{run_steps_cpu, run_steps_reference};
 use crate::gpu::{self, kernels, GpuContext, GpuError};
 use crate::model::{Activation, Conv2d, Dense, FanIn, Op, Pool, PoolKind, Step};
 use rand::{Rng, SeedableRng};
@@ -331,6 +331,16 @@ impl KernelCase {
 
     /// The CPU reference result.
     pub fn reference(&self) -> Vec<f32> {
+        self.on_cpu(run_steps_reference)
+    }
+
+    /// The result on the CPU backend (its fast kernels): what the CPU rows of the benchmark
+    /// time.
+    pub fn run_cpu(&self) -> Vec<f32> {
+        self.on_cpu(run_steps_cpu)
+    }
+
+    fn on_cpu(&self, run: fn(&[Step], Vec<f32>, usize) -> Vec<f32>) -> Vec<f32> {
         if self.is_exit_head() {
             let classes = self.step.output_shape[0];
             return cpu::exit_stats(&self.input, classes)
@@ -338,7 +348,7 @@ impl KernelCase {
                 .flat_map(|s| [s.confidence, s.entropy, s.argmax as f32, 0.0])
                 .collect();
         }
-        run_steps_cpu(
+        run(
             std::slice::from_ref(&self.step),
             self.input.clone(),
             self.batch,

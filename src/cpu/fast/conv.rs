@@ -5,7 +5,7 @@
 
 use super::gemm::{matmul, MatRef};
 use super::scratch::with_scratch;
-use super::{depthwise, dense, simd, PAR_MIN_ELEMS};
+use super::{dense, depthwise, simd, PAR_MIN_ELEMS};
 use crate::model::Conv2d;
 use rayon::prelude::*;
 
@@ -17,13 +17,18 @@ pub fn conv2d(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32
     let (oh, ow) = conv
         .output_hw(h, w)
         .expect("shapes were validated when the model was loaded");
-    let pointwise = conv.kernel_h == 1
-        && conv.kernel_w == 1
-        && conv.stride == (1, 1)
-        && conv.pads == [0; 4];
+    let pointwise =
+        conv.kernel_h == 1 && conv.kernel_w == 1 && conv.stride == (1, 1) && conv.pads == [0; 4];
     if pointwise && h * w == 1 && conv.groups == 1 {
         // A 1x1 convolution of 1x1 planes (squeeze-excite) is a dense layer over the batch.
-        return dense::linear(&conv.weight, &conv.bias, conv.activation, cin_cout(conv), x, n);
+        return dense::linear(
+            &conv.weight,
+            &conv.bias,
+            conv.activation,
+            cin_cout(conv),
+            x,
+            n,
+        );
     }
     let (cin, cout, groups) = (conv.in_channels, conv.out_channels, conv.groups);
     let (cin_g, cout_g) = (cin / groups, cout / groups);
@@ -42,7 +47,8 @@ pub fn conv2d(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32
                     MatRef::row_major(col, ohw)
                 };
                 let weight = &conv.weight[g * cout_g * k..(g + 1) * cout_g * k];
-                let out = &mut y[(b * cout + g * cout_g) * ohw..(b * cout + (g + 1) * cout_g) * ohw];
+                let out =
+                    &mut y[(b * cout + g * cout_g) * ohw..(b * cout + (g + 1) * cout_g) * ohw];
                 matmul(cout_g, ohw, k, MatRef::row_major(weight, k), rhs, out, ohw);
             }
         }
@@ -99,7 +105,10 @@ fn im2col(conv: &Conv2d, x: &[f32], h: usize, w: usize, oh: usize, ow: usize, co
                 if sw == 1 {
                     out[ox0..ox1].copy_from_slice(&src[first..first + (ox1 - ox0)]);
                 } else {
-                    for (o, i) in out[ox0..ox1].iter_mut().zip(src[first..].iter().step_by(sw)) {
+                    for (o, i) in out[ox0..ox1]
+                        .iter_mut()
+                        .zip(src[first..].iter().step_by(sw))
+                    {
                         *o = *i;
                     }
                 }

@@ -11,7 +11,14 @@ use rayon::prelude::*;
 
 /// Dense layer on `n` rows of `inputs` features; returns `[n, outputs]`.
 pub fn dense(d: &Dense, x: &[f32], n: usize) -> Vec<f32> {
-    linear(&d.weight, &d.bias, d.activation, (d.inputs, d.outputs), x, n)
+    linear(
+        &d.weight,
+        &d.bias,
+        d.activation,
+        (d.inputs, d.outputs),
+        x,
+        n,
+    )
 }
 
 /// `act(x · weightᵀ + bias)` for `n` rows; `weight` is row-major `[outputs, inputs]`.

@@ -63,6 +63,8 @@ pub(crate) fn activate(act: Activation, y: &mut [f32]) {
         Activation::Relu6 => y.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
         Activation::Silu => y.iter_mut().for_each(|v| *v /= 1.0 + exp(-*v)),
         Activation::Sigmoid => y.iter_mut().for_each(|v| *v = 1.0 / (1.0 + exp(-*v))),
+        // The activations of imported models run their reference definition.
+        other => y.iter_mut().for_each(|v| *v = other.apply(*v)),
     }
 }
 
@@ -96,7 +98,9 @@ mod tests {
 
     #[test]
     fn activations_match_the_reference_including_extremes() {
-        let xs = [-1e30, -200.0, -88.5, -20.0, -1.0, -0.0, 0.0, 0.5, 3.0, 7.0, 90.0, 1e30];
+        let xs = [
+            -1e30, -200.0, -88.5, -20.0, -1.0, -0.0, 0.0, 0.5, 3.0, 7.0, 90.0, 1e30,
+        ];
         for act in [
             Activation::None,
             Activation::Relu,
