@@ -27,6 +27,8 @@ pub mod fixture;
 mod fuzz;
 pub mod gpu;
 pub mod model;
+pub mod npy;
+pub mod onnx;
 pub mod preprocess;
 pub mod report;
 pub mod sched;

@@ -430,3 +430,32 @@ impl Plan {
         }
     }
 }
+
+/// Runs `model` on a batch-first `input` and returns its output: in one plan, or with
+/// `cut = Some(k)` as the head `0..=k` then the tail `k+1..` in two plans, as a split runs,
+/// so a split can be checked against the whole model.
+pub fn infer(
+    model: &Arc<Model>,
+    backend: &Backend,
+    input: &Tensor,
+    cut: Option<usize>,
+) -> Result<Tensor, EngineError> {
+    let n = model.blocks.len();
+    let batch = input.batch();
+    match cut {
+        None => Ok(Plan::compile(model, 0..n, backend, batch)?
+            .run(input)?
+            .output),
+        Some(k) if k + 1 < n => {
+            let head = Plan::compile(model, 0..k + 1, backend, batch)?.run(input)?;
+            Ok(Plan::compile(model, k + 1..n, backend, batch)?
+                .run(&head.output)?
+                .output)
+        }
+        Some(k) => Err(EngineError::BadRange {
+            start: k + 1,
+            end: n,
+            blocks: n,
+        }),
+    }
+}

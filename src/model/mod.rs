@@ -38,7 +38,7 @@ pub(crate) fn checked_elems(shape: &[usize]) -> Option<usize> {
 #[non_exhaustive]
 pub enum ModelError {
     /// A model file could not be read.
-    #[error("cannot read {path}: {source}; a model is a directory holding model.json (and weights.safetensors unless model.json has an \"init\" seed)")]
+    #[error("cannot read {path}: {source}; a model is a directory holding model.json (and weights.safetensors unless model.json has an \"init\" seed) or an .onnx file")]
     Io {
         /// The file.
         path: PathBuf,
@@ -72,6 +72,14 @@ pub enum ModelError {
         key: String,
         /// What is wrong.
         reason: String,
+    },
+    /// An `.onnx` file that cannot be imported.
+    #[error("{path}: {source}")]
+    Onnx {
+        /// The file.
+        path: PathBuf,
+        /// What the importer reported.
+        source: Box<crate::onnx::OnnxError>,
     },
     /// A model-level inconsistency.
     #[error("model '{model}': {reason}")]
@@ -148,9 +156,13 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads `dir/model.json` and `dir/weights.safetensors` (or seeded weights).
+    /// Loads `dir/model.json` and `dir/weights.safetensors` (or seeded weights), or imports
+    /// an ONNX file when `dir` is a file ([`crate::onnx`]): every command takes either.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, ModelError> {
         let dir = dir.as_ref();
+        if dir.is_file() {
+            return crate::onnx::load(dir);
+        }
         let manifest_path = dir.join("model.json");
         let json = std::fs::read(&manifest_path).map_err(|source| ModelError::Io {
             path: manifest_path.clone(),

@@ -161,6 +161,7 @@ impl WeightSource<'_> {
 }
 
 /// A tensor to write into a safetensors file.
+#[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
     /// `f32` values with a shape.
     F32(Vec<usize>, Vec<f32>),

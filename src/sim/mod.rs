@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use trace::{Trace, TraceError};
 
 /// Background queueing delay at the server over time (seconds).
@@ -341,8 +341,8 @@ impl SimResult {
     }
 }
 
-/// The profile at `given`, else the model's default `<model_dir>/profiles/<default>` (as
-/// `edgecut profile --out` writes it).
+/// The profile at `given`, else the model's default `<model_dir>/profiles/<default>` (for an
+/// `.onnx` file `<file>`, `<file stem>-profiles/<default>` beside it).
 pub fn profile_for(
     model_dir: &Path,
     model: &crate::model::Model,
@@ -351,8 +351,22 @@ pub fn profile_for(
 ) -> Result<Profile, crate::sched::SchedError> {
     let path = given
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| model_dir.join("profiles").join(default));
+        .unwrap_or_else(|| default_profiles_dir(model_dir).join(default));
     Profile::load(&path, model)
+}
+
+/// Where a model's default profiles live: `<dir>/profiles` for a model directory,
+/// `<stem>-profiles` beside an `.onnx` file.
+pub fn default_profiles_dir(model: &Path) -> PathBuf {
+    if model.is_file() {
+        let stem = model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        model.with_file_name(format!("{stem}-profiles"))
+    } else {
+        model.join("profiles")
+    }
 }
 
 /// The device and server profiles: each given, or the model's default

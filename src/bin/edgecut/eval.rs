@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// Model directory.
+    /// Model directory or .onnx file.
     model: PathBuf,
     /// Folder with the MNIST IDX files (plain or .gz).
     #[arg(long, default_value = "models/data/mnist")]

@@ -5,6 +5,8 @@ mod bench;
 mod classify;
 mod demo;
 mod eval;
+mod import;
+mod infer;
 mod info;
 mod profile;
 mod report_sparsity;
@@ -53,12 +55,16 @@ pub(crate) enum BackendChoice {
 enum Command {
     /// Blocks, shapes, parameters, MACs, natural bottlenecks and cut candidates of a model.
     Info {
-        /// Model directory (model.json + weights.safetensors).
+        /// Model directory (model.json + weights.safetensors) or .onnx file.
         model: PathBuf,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
     },
+    /// Import an ONNX file into the native format (model.json + weights.safetensors).
+    Import(import::ImportArgs),
+    /// Run a model on a batch-first NumPy array and write its output (optionally split).
+    Infer(infer::InferArgs),
     /// Accuracy and exit rate of a model on the MNIST test split.
     Eval(eval::EvalArgs),
     /// Write the untrained LeNet-style fixture model (seeded) to a directory.
@@ -136,6 +142,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { model, json } => info::info(&model, json),
         Command::Eval(args) => eval::eval(args),
+        Command::Import(args) => import::import(args),
+        Command::Infer(args) => infer::infer(args),
         Command::Init { out, seed } => {
             let model = edgecut::fixture::lenet(seed)?;
             model
@@ -184,7 +192,7 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Loads a model directory with context for the error message.
+/// Loads a model directory or .onnx file with context for the error message.
 pub(crate) fn load(model: &Path) -> Result<Arc<Model>> {
     Ok(Arc::new(Model::load(model).with_context(|| {
         format!("loading model {}", model.display())

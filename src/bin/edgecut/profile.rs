@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct ProfileArgs {
-    /// Model directory.
+    /// Model directory or .onnx file.
     model: PathBuf,
     /// Where to run.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]

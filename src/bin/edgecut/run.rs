@@ -14,7 +14,7 @@ use std::time::Duration;
 /// Flags of `edgecut run`.
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// Model directory (the same model the server has).
+    /// Model directory or .onnx file (the same model the server has).
     pub model: PathBuf,
     /// Server URL (http://host:port).
     #[arg(long)]

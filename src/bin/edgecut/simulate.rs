@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct SimulateArgs {
-    /// Model directory.
+    /// Model directory or .onnx file.
     model: PathBuf,
     /// Uplink trace: a file (Pensieve, Mahimahi or 5G CSV), or `const:R`, `steps:R1,R2@DWELL`,
     /// `markov:HIGH,LOW@DWELL[:SEED]` (rates in MB/s, or append `Mbit`).

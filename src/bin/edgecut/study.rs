@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct StudyArgs {
-    /// Model directory.
+    /// Model directory or .onnx file.
     #[arg(default_value = "models/efficientnet-b0")]
     model: PathBuf,
     /// Device profile (default: <model>/profiles/device.json).

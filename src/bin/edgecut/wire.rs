@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct WireArgs {
-    /// Model directory.
+    /// Model directory or .onnx file.
     model: PathBuf,
     /// Folder with the MNIST IDX files.
     #[arg(long, default_value = "models/data/mnist")]
