@@ -189,10 +189,11 @@ fn block_ops(
         } else {
             Some(span[j - 1].output.as_str())
         };
-        let mut reads: Vec<&str> = o.with.iter().map(String::as_str).collect();
+        let mut reads: Vec<&str> = Vec::new();
         if Some(o.input.as_str()) != prev {
             reads.push(&o.input);
         }
+        reads.extend(o.with.iter().map(String::as_str));
         for id in reads {
             if id != block_input && !labels.contains_key(id) {
                 let n = labels.len();

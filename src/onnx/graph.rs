@@ -8,7 +8,8 @@ use super::reader::{self, Const};
 use super::{fold, lower, OnnxError, Unsupported};
 use crate::model::{checked_elems, MAX_MODEL_PARAMS, MAX_TENSOR_ELEMS};
 use serde_json::{Map, Value};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::Path;
 
 /// One ONNX node with its resolved name and the model's opset.
@@ -406,14 +407,18 @@ fn topological_order(
             )));
         }
     }
-    let mut ready: VecDeque<usize> = (0..graph.node.len()).filter(|&i| pending[i] == 0).collect();
+    // Lowest index first: a file already in topological order (as ONNX requires) keeps it.
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..graph.node.len())
+        .filter(|&i| pending[i] == 0)
+        .map(Reverse)
+        .collect();
     let mut order = Vec::with_capacity(graph.node.len());
-    while let Some(i) = ready.pop_front() {
+    while let Some(Reverse(i)) = ready.pop() {
         order.push(i);
         for &c in &consumers[i] {
             pending[c] -= 1;
             if pending[c] == 0 {
-                ready.push_back(c);
+                ready.push(Reverse(c));
             }
         }
     }
