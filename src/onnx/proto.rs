@@ -2,7 +2,7 @@
 // Regenerate: a scratch crate depending on prost-build 0.14 and protox 0.10 runs
 //   let fds = protox::compile(["onnx.proto"], ["src/onnx"])?;
 //   prost_build::Config::new().out_dir(OUT).compile_fds(fds)?;
-// and the resulting onnx.rs is copied here with its doc comments removed (they are the
+// and the resulting onnx.rs is copied here, rustfmt-formatted, with its doc comments removed (they are the
 // comments of onnx.proto, which is the documentation; as rustdoc they become doctests).
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AttributeProto {
