@@ -397,7 +397,7 @@ pub(super) fn lower_node(ctx: &mut Ctx, node: &Node<'_>) -> Result<(), String> {
             };
             let value = match (min, max) {
                 (Some(lo), Some(hi)) if lo == 0.0 && hi == 6.0 => json!({"op": "relu6"}),
-                (Some(lo), None) if lo == 0.0 => json!({"op": "relu"}),
+                (Some(0.0), None) => json!({"op": "relu"}),
                 _ => json!({"op": "clip", "min": min, "max": max}),
             };
             activation(ctx, node, value)
