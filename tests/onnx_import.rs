@@ -388,3 +388,50 @@ fn imported_file_loads_through_model_load_with_the_file_hash() {
     assert_eq!(model.blocks.len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn same_upper_stride_2_conv_pads_asymmetrically_like_tensorflow() {
+    let mut g = Graph::new(&[-1, 1, 6, 6]);
+    let w = values(9, 61);
+    g.init("w", &[1, 1, 3, 3], w.clone());
+    g.node(
+        "Conv",
+        &["x", "w"],
+        &["c"],
+        vec![
+            ints("strides", &[2, 2]),
+            onnx_builder::string("auto_pad", "SAME_UPPER"),
+        ],
+    );
+    g.node("Flatten", &["c"], &["y"], vec![]);
+    let imported = import_bytes(&g.bytes("y"), None, "same").expect("imports");
+    let conv = &ops(&imported, 0)[0];
+    assert_eq!(conv["padding"], serde_json::json!([0, 0, 1, 1]), "{conv}");
+    let model = Arc::new(imported.to_model().expect("loads"));
+    let x = values(2 * 36, 62);
+    let out = infer(
+        &model,
+        &Backend::Cpu,
+        &Tensor::new(vec![2, 1, 6, 6], x.clone()).expect("x"),
+        None,
+    )
+    .expect("runs");
+    let mut want = Vec::new();
+    for s in x.chunks(36) {
+        for i in 0..3 {
+            for j in 0..3 {
+                let mut acc = 0.0;
+                for ki in 0..3 {
+                    for kj in 0..3 {
+                        let (r, c) = (2 * i + ki, 2 * j + kj);
+                        if r < 6 && c < 6 {
+                            acc += w[ki * 3 + kj] * s[r * 6 + c];
+                        }
+                    }
+                }
+                want.push(acc);
+            }
+        }
+    }
+    assert_close(out.data(), &want);
+}
