@@ -435,3 +435,83 @@ fn same_upper_stride_2_conv_pads_asymmetrically_like_tensorflow() {
     }
     assert_close(out.data(), &want);
 }
+
+#[test]
+fn cli_imports_infers_and_splits_an_onnx_file() {
+    let mut g = Graph::new(&[-1, 2, 4, 4]);
+    g.init("w", &[3, 2, 3, 3], values(54, 71));
+    g.init("wd", &[3, 5], values(15, 72));
+    g.node(
+        "Conv",
+        &["x", "w"],
+        &["c"],
+        vec![ints("pads", &[1, 1, 1, 1])],
+    );
+    g.node("Relu", &["c"], &["r"], vec![]);
+    g.node("GlobalAveragePool", &["r"], &["p"], vec![]);
+    g.node("Flatten", &["p"], &["f"], vec![]);
+    g.node("MatMul", &["f", "wd"], &["y"], vec![]);
+    let dir = std::env::temp_dir().join(format!("edgecut-onnx-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let onnx = dir.join("net.onnx");
+    std::fs::write(&onnx, g.bytes("y")).expect("write");
+    let x = Tensor::new(vec![2, 2, 4, 4], values(64, 73)).expect("x");
+    edgecut::npy::write(&dir.join("x.npy"), &x).expect("npy");
+    let exe = env!("CARGO_BIN_EXE_edgecut");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(exe)
+            .args(args)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let path = |p: &str| dir.join(p).to_string_lossy().into_owned();
+    let info: Value =
+        serde_json::from_str(&run(&["info", &path("net.onnx"), "--json"])).expect("json");
+    assert_eq!(info["blocks"].as_array().map(Vec::len), Some(4));
+    run(&["import", &path("net.onnx"), "--out", &path("native")]);
+    assert!(Model::load(dir.join("native")).is_ok());
+    run(&[
+        "infer",
+        &path("net.onnx"),
+        "--input",
+        &path("x.npy"),
+        "--backend",
+        "cpu",
+        "--out",
+        &path("y.npy"),
+    ]);
+    run(&[
+        "infer",
+        &path("net.onnx"),
+        "--input",
+        &path("x.npy"),
+        "--backend",
+        "cpu",
+        "--cut",
+        "Relu_r",
+        "--out",
+        &path("ys.npy"),
+    ]);
+    run(&[
+        "infer",
+        &path("native"),
+        "--input",
+        &path("x.npy"),
+        "--backend",
+        "cpu",
+        "--out",
+        &path("yn.npy"),
+    ]);
+    let y = edgecut::npy::read(&dir.join("y.npy")).expect("y");
+    assert_eq!(y.shape(), [2, 5]);
+    assert_eq!(edgecut::npy::read(&dir.join("ys.npy")).expect("ys"), y);
+    assert_eq!(edgecut::npy::read(&dir.join("yn.npy")).expect("yn"), y);
+    let _ = std::fs::remove_dir_all(&dir);
+}
