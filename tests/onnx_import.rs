@@ -294,6 +294,14 @@ fn fire_module_concat_stays_in_one_block_with_labels() {
     assert_eq!(fire[4]["with"], serde_json::json!(["t1"]));
     assert_eq!(fire[3]["save_as"], "t1");
     assert_eq!(fire[4]["axis"], 0);
+    let model = Arc::new(imported.to_model().expect("loads"));
+    let x = Tensor::new(vec![2, 4, 6, 6], values(2 * 144, 24)).expect("x");
+    let whole = infer(&model, &Backend::Cpu, &x, None).expect("runs");
+    assert_eq!(whole.shape(), [2, 6]);
+    for cut in 0..model.blocks.len() - 1 {
+        let split = infer(&model, &Backend::Cpu, &x, Some(cut)).expect("runs split");
+        assert_close(split.data(), whole.data());
+    }
 }
 
 #[test]
