@@ -123,10 +123,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
     """Allows only what a state dict needs: OrderedDict, torch's tensor rebuilds and storage
     types. Anything else (arbitrary callables) is refused, so a hostile file cannot run code."""
 
-    def __init__(self, file, storages, load_storage):
+    def __init__(self, file, storages):
         super().__init__(file)
         self.storages = storages
-        self.load_storage = load_storage
 
     def find_class(self, module, name):
         if (module, name) == ("collections", "OrderedDict"):
@@ -142,11 +141,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
-        storage_type, key, _location, numel = pid[1], str(pid[2]), pid[3], pid[4] if len(pid) > 4 else None
+        # ("storage", storage type, key, location, numel[, view metadata])
+        storage_type, key = pid[1], str(pid[2])
+        numel = pid[4] if len(pid) > 4 else None
         if not isinstance(storage_type, _StorageType):
             raise pickle.UnpicklingError(f"unexpected storage type {storage_type!r}")
         if key not in self.storages:
-            self.storages[key] = self.load_storage(key, STORAGE_DTYPES[storage_type.name], numel)
+            self.storages[key] = _Storage(STORAGE_DTYPES[storage_type.name], numel)
         return self.storages[key]
 
 
@@ -154,18 +155,22 @@ def _load_legacy(data):
     """Legacy `torch.save`: magic, protocol, sys info, the object, the storage keys, then per
     storage an 8-byte element count and the raw bytes, in key order."""
     f = io.BytesIO(data)
-    magic = pickle.load(f)
+
+    def plain():  # the header pickles hold only ints, dicts and lists: still refuse any class
+        return _RestrictedUnpickler(f, {}).load()
+
+    magic = plain()
     if magic != 0x1950A86A20F9469CFC6C:
         raise ValueError("not a torch legacy checkpoint (bad magic number)")
-    protocol = pickle.load(f)
+    protocol = plain()
     if protocol != 1001:
         raise ValueError(f"unsupported torch checkpoint protocol {protocol}")
-    sys_info = pickle.load(f)
+    sys_info = plain()
     if not sys_info.get("little_endian", False):
         raise ValueError("checkpoint was written on a big-endian machine")
     storages = {}
-    obj = _RestrictedUnpickler(f, storages, lambda key, dtype, numel: _Storage(dtype, numel)).load()
-    keys = pickle.load(f)
+    obj = _RestrictedUnpickler(f, storages).load()
+    keys = plain()
     for key in keys:
         storage = storages[str(key)]
         (numel,) = struct.unpack("<q", f.read(8))
@@ -179,26 +184,12 @@ def _load_legacy(data):
     return obj
 
 
-def _load_zip(data):
-    """Current `torch.save` (a zip): `<archive>/data.pkl` and one `<archive>/data/<key>` per storage."""
-    archive = zipfile.ZipFile(io.BytesIO(data))
-    names = archive.namelist()
-    pkl = next((n for n in names if n.endswith("/data.pkl") or n == "data.pkl"), None)
-    if pkl is None:
-        raise ValueError("zip checkpoint without data.pkl")
-    prefix = pkl[: -len("data.pkl")]
-
-    def load_storage(key, dtype, _numel):
-        storage = _Storage(dtype, None)
-        storage.array = np.frombuffer(archive.read(f"{prefix}data/{key}"), dtype=dtype)
-        return storage
-
-    return _RestrictedUnpickler(io.BytesIO(archive.read(pkl)), {}, load_storage).load()
-
-
 def load_state_dict(data):
-    """Reads a `torch.save`d state dict (legacy or zip format) into {name: numpy array}."""
-    obj = _load_zip(data) if data[:2] == b"PK" else _load_legacy(data)
+    """Reads a legacy-format `torch.save`d state dict into {name: numpy array}. (The newer zip
+    format is refused: the package's file is legacy and nothing here is tested on zip files.)"""
+    if data[:2] == b"PK":
+        raise ValueError("zip-format torch checkpoint; only the legacy format is supported")
+    obj = _load_legacy(data)
     if not isinstance(obj, dict):
         raise ValueError("checkpoint does not hold a state dict")
     return {name: t.materialise() for name, t in obj.items()}

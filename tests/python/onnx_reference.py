@@ -26,7 +26,7 @@ import time
 import numpy as np
 import onnx
 import onnxruntime as ort
-from PIL import Image  # noqa: F401  (imported here so that a missing Pillow fails up front)
+import PIL  # verify.py's image loading; imported here so that a missing Pillow fails up front
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 ONNX_DIR = os.path.join(REPO, "tests", "onnx")
@@ -221,6 +221,7 @@ def main():
         files.append(os.path.abspath(args.efficientnet))
     if args.only:
         files = [f for f in files if args.only in os.path.basename(f)]
+    print(f"onnx_reference: onnx {onnx.__version__}, onnxruntime {ort.__version__}, numpy {np.__version__}, Pillow {PIL.__version__}")
     report = Report()
     with tempfile.TemporaryDirectory() as tmp:
         for path in files:
