@@ -97,7 +97,7 @@ def compare(ref, out, tolerance):
 
 class Report:
     def __init__(self):
-        self.rows, self.failures, self.passed = [], [], 0
+        self.rows, self.failures, self.passed, self.skipped = [], [], 0, []
 
     def add(self, model, batch, backend, cut, rel, agree, checked, problem, seconds):
         self.rows.append((model, batch, backend, cut, rel, f"{agree}/{checked}", seconds, "FAIL" if problem else "ok"))
@@ -238,12 +238,17 @@ def main():
         if args.efficientnet:
             models = [os.path.abspath(args.efficientnet)]
             native = os.path.join(REPO, "models", "efficientnet-lite0")
-            models.append(native)
+            if os.path.isfile(os.path.join(native, "model.json")):
+                models.append(native)
+            else:
+                report.skipped.append(f"{native}: no model.json (make it with `edgecut import`, see its README)")
             check_photos(os.path.abspath(args.efficientnet), models, report, tmp)
     report.print()
     for f in report.failures:
         print(f"FAILED: {f}")
-    print(f"onnx_reference: {report.passed} passed, {len(report.failures)} failed")
+    for s in report.skipped:
+        print(f"SKIPPED: {s}")
+    print(f"onnx_reference: {report.passed} passed, {len(report.failures)} failed, {len(report.skipped)} skipped")
     sys.exit(1 if report.failures else 0)
 
 
