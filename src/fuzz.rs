@@ -295,3 +295,23 @@ fn fuzz_kserve_request_and_wire_decoder() {
         }
     });
 }
+
+#[test]
+fn fuzz_onnx_reader() {
+    let corpus: Vec<Vec<u8>> = [
+        "mnist-8.onnx",
+        "conv_silu_se.onnx",
+        "concat_dilated_grouped.onnx",
+        "pad_transpose_asymmetric.onnx",
+        "pytorch_view_flatten.onnx",
+        "gemm_mlp.onnx",
+    ]
+    .iter()
+    .map(|f| read(&format!("tests/onnx/{f}")))
+    .collect();
+    fuzz("onnx", &corpus, |bytes| {
+        if let Ok(imported) = crate::onnx::import_bytes(bytes, None, "fuzz") {
+            let _ = imported.to_model();
+        }
+    });
+}

@@ -20,6 +20,13 @@ pub struct InferArgs {
     /// Output array (.npy, float32).
     #[arg(long)]
     out: PathBuf,
+    /// Also time N more runs of the whole model (compiled once; input upload and output
+    /// readback in every run) after one warm-up, and report them.
+    #[arg(long, default_value_t = 0)]
+    repeat: usize,
+    /// Print one JSON object (with `--repeat`: every run's seconds).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn infer(a: InferArgs) -> Result<()> {
@@ -52,6 +59,37 @@ pub fn infer(a: InferArgs) -> Result<()> {
     let out = edgecut::engine::infer(&model, &backend, &input, cut)
         .with_context(|| format!("running {}", a.model.display()))?;
     edgecut::npy::write(&a.out, &out)?;
+    let mut runs = Vec::with_capacity(a.repeat);
+    if a.repeat > 0 {
+        let plan =
+            edgecut::engine::Plan::compile(&model, 0..model.blocks.len(), &backend, input.batch())?;
+        plan.run(&input)?;
+        for _ in 0..a.repeat {
+            let t = std::time::Instant::now();
+            plan.run(&input)?;
+            runs.push(t.elapsed().as_secs_f64());
+        }
+    }
+    if a.json {
+        let report = serde_json::json!({
+            "model": model.name(),
+            "backend": backend.name(),
+            "adapter": backend.adapter(),
+            "threads": edgecut::cpu::threads(),
+            "output_shape": out.shape(),
+            "run_seconds": runs,
+            "median_ms": (!runs.is_empty()).then(|| edgecut::stats::median(&runs) * 1e3),
+        });
+        println!("{report}");
+        return Ok(());
+    }
+    if !runs.is_empty() {
+        eprintln!(
+            "{} runs: median {:.3} ms",
+            runs.len(),
+            edgecut::stats::median(&runs) * 1e3
+        );
+    }
     eprintln!(
         "wrote {:?} to {} ({} backend)",
         out.shape(),
