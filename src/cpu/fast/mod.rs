@@ -2,7 +2,7 @@
 //! [`crate::cpu::reference`] twin and tested against it: dense, fan-in and 1x1 convolutions on
 //! a packed SIMD GEMM, KxK and grouped convolutions through im2col, vectorised direct
 //! depthwise kernels, pooling and the squeeze-excite pieces. Bias and activation are fused
-//! into the pass that produces each output. Parallel on the pool of [`crate::cpu::threads`].
+//! into the pass that produces each output. Parallel on the pool of [`mod@crate::cpu::threads`].
 //!
 //! Activations stay NCHW, the layout the engine passes between steps: per sample a 1x1
 //! convolution `Y[cout, hw] = W[cout, cin] · X[cin, hw]` is already a plain GEMM in NCHW.
