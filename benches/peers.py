@@ -102,7 +102,7 @@ def main():
         models = [m for m in models if m[0] in keep]
     adapters = json.loads(subprocess.run([str(exe), "adapters", "--json"], capture_output=True,
                                          text=True, check=True).stdout)["adapters"]
-    gpus = [a for a in adapters if a.get("backend") in ("Vulkan", "Metal", "Dx12")]
+    gpus = [a for a in adapters if str(a.get("backend", "")).lower() in ("vulkan", "metal", "dx12")]
     rows = []
     for name, folder, batches in models:
         onnx_path = work / f"{name}.onnx"
