@@ -122,6 +122,42 @@ impl Preprocess {
         img: &image::RgbImage,
         input: &[usize],
     ) -> Result<Vec<f32>, PreprocessError> {
+        let (resized, w, h) = self.resized(img, input)?;
+        let (x0, y0) = ((resized.width() - w) / 2, (resized.height() - h) / 2);
+        Ok(self.normalised(&image::imageops::crop_imm(&resized, x0, y0, w, h).to_image()))
+    }
+
+    /// The ten standard evaluation views of an image (torchvision's `TenCrop`): after the
+    /// shorter-side resize, the four corner crops and the centre crop, each also mirrored
+    /// left-right. More real inputs from a handful of photos, each one a plausible framing.
+    /// Without `resize` the five crops coincide, so only the image and its mirror are returned.
+    pub fn ten_crop(
+        &self,
+        img: &image::RgbImage,
+        input: &[usize],
+    ) -> Result<Vec<Vec<f32>>, PreprocessError> {
+        let (resized, w, h) = self.resized(img, input)?;
+        let (rw, rh) = (resized.width(), resized.height());
+        let mut origins = vec![((rw - w) / 2, (rh - h) / 2)];
+        if self.resize.is_some() {
+            origins.extend([(0, 0), (rw - w, 0), (0, rh - h), (rw - w, rh - h)]);
+        }
+        let mut views = Vec::new();
+        for (x0, y0) in origins {
+            let crop = image::imageops::crop_imm(&resized, x0, y0, w, h).to_image();
+            views.push(self.normalised(&crop));
+            views.push(self.normalised(&image::imageops::flip_horizontal(&crop)));
+        }
+        Ok(views)
+    }
+
+    /// The image resized as the model was trained (shorter side to `resize`, or straight to the
+    /// input size), with the crop size `(w, h)` it must be cut to.
+    fn resized(
+        &self,
+        img: &image::RgbImage,
+        input: &[usize],
+    ) -> Result<(image::RgbImage, u32, u32), PreprocessError> {
         self.validate()?;
         let &[3, h, w] = input else {
             return Err(PreprocessError::NotAnImageModel(input.to_vec()));
@@ -135,7 +171,7 @@ impl Preprocess {
             Interpolation::Bilinear => image::imageops::FilterType::Triangle,
             Interpolation::Bicubic => image::imageops::FilterType::CatmullRom,
         };
-        let cropped = match self.resize {
+        let resized = match self.resize {
             None => image::imageops::resize(img, w, h, filter),
             Some(short) => {
                 let (iw, ih) = (img.width() as f64, img.height() as f64);
@@ -144,14 +180,17 @@ impl Preprocess {
                     ((iw * k).round() as u32).max(w),
                     ((ih * k).round() as u32).max(h),
                 );
-                let resized = image::imageops::resize(img, rw, rh, filter);
-                let (x0, y0) = ((rw - w) / 2, (rh - h) / 2);
-                image::imageops::crop_imm(&resized, x0, y0, w, h).to_image()
+                image::imageops::resize(img, rw, rh, filter)
             }
         };
-        let plane = (h * w) as usize;
+        Ok((resized, w, h))
+    }
+
+    /// Scales, normalises and lays out a crop of the input size as `[3, H, W]`.
+    fn normalised(&self, crop: &image::RgbImage) -> Vec<f32> {
+        let plane = (crop.width() * crop.height()) as usize;
         let mut out = vec![0.0f32; 3 * plane];
-        for (i, px) in cropped.pixels().enumerate() {
+        for (i, px) in crop.pixels().enumerate() {
             for c in 0..3 {
                 let src = match self.channels {
                     ChannelOrder::Rgb => c,
@@ -161,7 +200,7 @@ impl Preprocess {
                     (f32::from(px.0[src]) * self.scale - self.mean[c]) / self.std[c];
             }
         }
-        Ok(out)
+        out
     }
 }
 
@@ -254,6 +293,37 @@ mod tests {
         };
         let y = bgr.apply(&img, &[3, 2, 2]).expect("valid");
         assert_eq!(&y[0..4], &x[8..12]);
+    }
+
+    #[test]
+    fn ten_crop_gives_corners_centre_and_their_mirrors() {
+        // 8x4 image whose pixel red value is its x coordinate; resize 4 keeps 8x4; 2x2 crops.
+        let img = image::RgbImage::from_fn(8, 4, |x, _| image::Rgb([x as u8, 0, 0]));
+        let p = Preprocess {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            ..inception()
+        };
+        let views = p.ten_crop(&img, &[3, 2, 2]).expect("valid");
+        assert_eq!(views.len(), 10);
+        assert_eq!(views[0], p.apply(&img, &[3, 2, 2]).expect("valid"));
+        let red_row = |v: &Vec<f32>| [v[0], v[1]];
+        // centre, then top-left, top-right, bottom-left, bottom-right; each followed by its mirror
+        let want = [[3.0, 4.0], [0.0, 1.0], [6.0, 7.0], [0.0, 1.0], [6.0, 7.0]];
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(red_row(&views[2 * i]), *w, "view {}", 2 * i);
+            assert_eq!(
+                red_row(&views[2 * i + 1]),
+                [w[1], w[0]],
+                "mirror {}",
+                2 * i + 1
+            );
+        }
+        let no_resize = Preprocess { resize: None, ..p };
+        assert_eq!(
+            no_resize.ten_crop(&img, &[3, 2, 2]).expect("valid").len(),
+            2
+        );
     }
 
     #[test]

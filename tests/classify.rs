@@ -61,3 +61,37 @@ fn lite0_classifies_real_photos_on_the_gpu() {
     }
     check(&classify("gpu"));
 }
+
+/// `edgecut wire --images`: the photos' crops split at every cut of Lite0; FP32 always agrees
+/// with itself, every cut candidate is marked, and the lossy encodings report a real error.
+#[test]
+fn lite0_wire_on_photo_crops_reports_agreement_at_every_cut() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_edgecut"))
+        .arg("wire")
+        .arg(root.join("models/efficientnet-lite0"))
+        .arg("--images")
+        .arg(root.join("models/data/images"))
+        .args(["--limit", "2", "--backend", "cpu", "--json"])
+        .output()
+        .expect("edgecut runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["samples"], 2);
+    let rows = v["rows"].as_array().expect("rows");
+    assert!(rows.len() >= 3 * 5, "{} rows", rows.len());
+    assert!(rows.iter().any(|r| r["candidate"] == true));
+    for r in rows {
+        assert!(r["accuracy"].is_null(), "photos carry no labels: {r}");
+        let agree = r["agreement_with_fp32"].as_f64().expect("agreement");
+        let err = r["max_abs_error"].as_f64().expect("error");
+        match r["encoding"].as_str().expect("encoding") {
+            "FP32" => assert_eq!((agree, err), (1.0, 0.0), "{r}"),
+            _ => assert!(err > 0.0 && (0.0..=1.0).contains(&agree), "{r}"),
+        }
+    }
+}

@@ -31,10 +31,13 @@ pub struct WireRow {
     pub encoding: &'static str,
     /// Payload bytes of one sample's split tensor.
     pub bytes_per_sample: usize,
-    /// Fraction answered correctly by the final classifier.
-    pub accuracy: f64,
-    /// Accuracy minus the FP32 accuracy at the same cut.
-    pub accuracy_change: f64,
+    /// True when the cut is one of the model's cut candidates (natural bottlenecks the scheduler
+    /// chooses among).
+    pub candidate: bool,
+    /// Fraction answered correctly by the final classifier (labelled data only).
+    pub accuracy: Option<f64>,
+    /// Accuracy minus the FP32 accuracy at the same cut (labelled data only).
+    pub accuracy_change: Option<f64>,
     /// Fraction of samples given the same class as with FP32.
     pub agreement_with_fp32: f64,
     /// Largest absolute difference between a decoded and the original split value.
@@ -50,6 +53,8 @@ pub struct WireReport {
     pub hash: String,
     /// Samples evaluated at each cut and encoding.
     pub samples: usize,
+    /// What the samples are (e.g. `MNIST test set`, `4 photos x 10 crops`).
+    pub inputs: String,
     /// `cpu` or `gpu`.
     pub backend: String,
     /// Adapter description.
@@ -63,24 +68,37 @@ impl std::fmt::Display for WireReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{}: wire encodings at every cut, {} test samples, tails unpack on {}",
-            self.model, self.samples, self.adapter
+            "{}: wire encodings at every cut (* = cut candidate), {} samples ({}), tails unpack on {}",
+            self.model, self.samples, self.inputs, self.adapter
         )?;
+        let name = self
+            .rows
+            .iter()
+            .map(|r| r.after_block.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
         writeln!(
             f,
-            "{:>4} {:<10} {:<5} {:>10} {:>9} {:>9} {:>10} {:>10}",
+            "{:>5} {:<name$} {:<5} {:>10} {:>9} {:>9} {:>10} {:>10}",
             "after", "block", "enc", "bytes/smp", "accuracy", "change", "agree fp32", "max |err|"
         )?;
+        let percent = |v: Option<f64>, signed: bool| match (v, signed) {
+            (None, _) => "-".to_string(),
+            (Some(v), false) => format!("{:.2}%", v * 100.0),
+            (Some(v), true) => format!("{:+.2}%", v * 100.0),
+        };
         for r in &self.rows {
             writeln!(
                 f,
-                "{:>4} {:<10} {:<5} {:>10} {:>8.2}% {:>+8.2}% {:>9.2}% {:>10.3e}",
+                "{:>4}{} {:<name$} {:<5} {:>10} {:>9} {:>9} {:>9.2}% {:>10.3e}",
                 r.cut_after,
+                if r.candidate { "*" } else { " " },
                 r.after_block,
                 r.encoding,
                 r.bytes_per_sample,
-                r.accuracy * 100.0,
-                r.accuracy_change * 100.0,
+                percent(r.accuracy, false),
+                percent(r.accuracy_change, true),
                 r.agreement_with_fp32 * 100.0,
                 r.max_abs_error
             )?;
@@ -110,18 +128,54 @@ fn requests(
         .collect()
 }
 
-/// Evaluates the first `limit` samples of `data` split at every cut of `model` with every encoding.
+/// Evaluates the first `limit` samples of the labelled `data` split at every cut of `model` with
+/// every encoding.
 pub fn wire_accuracy(
     model: &Arc<Model>,
     backend: &Backend,
     data: &Dataset,
     limit: usize,
 ) -> Result<WireReport, ReportError> {
-    let n = limit.min(data.len());
+    measure(
+        model,
+        backend,
+        data,
+        limit.min(data.len()),
+        true,
+        "MNIST test set",
+    )
+}
+
+/// Measures how often each encoding keeps the FP32 top-1 class at every cut of `model` on
+/// unlabelled `inputs` (batch first, e.g. photos), described by `what`. No accuracy is reported.
+pub fn wire_agreement(
+    model: &Arc<Model>,
+    backend: &Backend,
+    inputs: Tensor,
+    what: &str,
+) -> Result<WireReport, ReportError> {
+    let n = inputs.batch();
+    // The one split evaluation loop takes a dataset; its labels are never read here.
+    let data = Dataset {
+        images: inputs,
+        labels: vec![0; n],
+    };
+    measure(model, backend, &data, n, false, what)
+}
+
+fn measure(
+    model: &Arc<Model>,
+    backend: &Backend,
+    data: &Dataset,
+    n: usize,
+    labelled: bool,
+    what: &str,
+) -> Result<WireReport, ReportError> {
     if n == 0 {
         return Err(ReportError::Invalid("no samples to evaluate".into()));
     }
     let blocks = model.blocks.len();
+    let candidates = model.cut_candidates();
     let batch = BATCH.min(n);
     let mut rows = Vec::new();
     for cut in 1..blocks {
@@ -144,8 +198,9 @@ pub fn wire_accuracy(
                 after_block: model.blocks[cut - 1].name.clone(),
                 encoding: encoding.datatype(),
                 bytes_per_sample: elems * encoding.bytes_per_value(),
-                accuracy,
-                accuracy_change: accuracy - *reference_accuracy,
+                candidate: candidates.contains(&(cut - 1)),
+                accuracy: labelled.then_some(accuracy),
+                accuracy_change: labelled.then_some(accuracy - *reference_accuracy),
                 agreement_with_fp32: agree.count() as f64 / n as f64,
                 max_abs_error,
             });
@@ -155,6 +210,7 @@ pub fn wire_accuracy(
         model: model.name().to_string(),
         hash: model.hash.clone(),
         samples: n,
+        inputs: what.to_string(),
         backend: backend.name().to_string(),
         adapter: backend.adapter(),
         rows,
@@ -177,14 +233,19 @@ mod tests {
         let r = wire_accuracy(&model, &Backend::Cpu, &test, n).expect("measures");
         let blocks = model.blocks.len();
         assert_eq!((r.samples, r.rows.len()), (n, (blocks - 1) * 3));
+        let candidates = model.cut_candidates();
+        assert!(!candidates.is_empty());
+        for row in &r.rows {
+            assert_eq!(row.candidate, candidates.contains(&row.cut_after));
+        }
         let whole = Plan::compile(&model, 0..blocks, &Backend::Cpu, n).expect("compiles");
         let unsplit = evaluate(&whole, &test, n).expect("evaluates").accuracy(1.0);
         for row in &r.rows {
             let elems: usize = model.shape_at(row.cut_after + 1).iter().product();
             match row.encoding {
                 "FP32" => {
-                    assert_eq!(row.accuracy, unsplit, "cut {}", row.cut_after);
-                    assert_eq!((row.max_abs_error, row.accuracy_change), (0.0, 0.0));
+                    assert_eq!(row.accuracy, Some(unsplit), "cut {}", row.cut_after);
+                    assert_eq!((row.max_abs_error, row.accuracy_change), (0.0, Some(0.0)));
                     assert_eq!(row.agreement_with_fp32, 1.0);
                     assert_eq!(row.bytes_per_sample, 4 * elems);
                 }
@@ -213,5 +274,22 @@ mod tests {
         for key in ["accuracy_change", "agreement_with_fp32", "max_abs_error"] {
             assert!(!json["rows"][0][key].is_null(), "row missing {key}");
         }
+    }
+
+    #[test]
+    fn unlabelled_inputs_report_agreement_without_accuracy() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let model = Arc::new(Model::load(root.join("models/mnist-lenet-ee")).expect("loads"));
+        let test = load_mnist(&root.join("models/data/mnist"), Split::Test).expect("MNIST");
+        let inputs = test.batch(0..20, model.input_shape()).expect("batch");
+        let r = wire_agreement(&model, &Backend::Cpu, inputs, "20 digits").expect("measures");
+        assert_eq!((r.samples, r.inputs.as_str()), (20, "20 digits"));
+        for row in &r.rows {
+            assert_eq!((row.accuracy, row.accuracy_change), (None, None));
+            if row.encoding == "FP32" {
+                assert_eq!(row.agreement_with_fp32, 1.0);
+            }
+        }
+        assert!(r.to_string().contains(" - "), "no accuracy is shown as '-'");
     }
 }

@@ -1,19 +1,25 @@
-//! `edgecut wire`: the accuracy effect of each wire encoding at every cut of a model.
+//! `edgecut wire`: the effect of each wire encoding at every cut of a model, on the MNIST test set
+//! (accuracy) or on photos (agreement with FP32 for an image model).
 
 use crate::{backend, load, BackendChoice};
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use edgecut::data::{load_mnist, Split};
-use edgecut::report::wire::wire_accuracy;
-use std::path::PathBuf;
+use edgecut::report::wire::{wire_accuracy, wire_agreement};
+use edgecut::tensor::Tensor;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct WireArgs {
     /// Model directory or .onnx file.
     model: PathBuf,
     /// Folder with the MNIST IDX files.
-    #[arg(long, default_value = "models/data/mnist")]
+    #[arg(long, default_value = "models/data/mnist", conflicts_with = "images")]
     data: PathBuf,
-    /// Only the first N test samples.
+    /// Folder of photos (JPEG/PNG) for an image model with preprocessing in its manifest: each
+    /// photo gives its ten standard crops, and each encoding is scored by agreement with FP32.
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Only the first N samples (test digits, or photo crops).
     #[arg(long)]
     limit: Option<usize>,
     /// Where to run the head and tail plans.
@@ -24,11 +30,61 @@ pub struct WireArgs {
     json: bool,
 }
 
+/// The photos in `dir`, sorted by name.
+fn photos(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let mut out = Vec::new();
+    for e in entries {
+        let path = e?.path();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if ["jpg", "jpeg", "png"].contains(&ext.to_ascii_lowercase().as_str()) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        bail!("{} holds no .jpg, .jpeg or .png files", dir.display());
+    }
+    Ok(out)
+}
+
 pub fn wire(a: WireArgs) -> Result<()> {
     let model = load(&a.model)?;
-    let test = load_mnist(&a.data, Split::Test)?;
     let backend = backend(a.backend)?;
-    let r = wire_accuracy(&model, &backend, &test, a.limit.unwrap_or(test.len()))?;
+    let r = match &a.images {
+        None => {
+            let test = load_mnist(&a.data, Split::Test)?;
+            wire_accuracy(&model, &backend, &test, a.limit.unwrap_or(test.len()))?
+        }
+        Some(dir) => {
+            let Some(pre) = model.manifest.preprocess.clone() else {
+                bail!(
+                    "'{}' carries no image preprocessing: import it with `edgecut import --mean --std ...` first",
+                    model.name()
+                );
+            };
+            let files = photos(dir)?;
+            let mut views = Vec::new();
+            for path in &files {
+                let img = image::open(path)
+                    .with_context(|| format!("decoding {}", path.display()))?
+                    .to_rgb8();
+                views.extend(pre.ten_crop(&img, model.input_shape())?);
+            }
+            let per_photo = views.len() / files.len();
+            views.truncate(a.limit.unwrap_or(views.len()));
+            let mut shape = vec![views.len()];
+            shape.extend_from_slice(model.input_shape());
+            let what = format!(
+                "{} crops of {} photos in {}, {per_photo} per photo",
+                views.len(),
+                files.len(),
+                dir.display()
+            );
+            let inputs = Tensor::new(shape, views.concat())?;
+            wire_agreement(&model, &backend, inputs, &what)?
+        }
+    };
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
