@@ -22,6 +22,7 @@ pub mod cpu;
 pub mod data;
 pub mod encoding;
 pub mod engine;
+pub mod export;
 pub mod fixture;
 #[cfg(test)]
 mod fuzz;

@@ -5,6 +5,7 @@ mod bench;
 mod classify;
 mod demo;
 mod eval;
+mod export;
 mod import;
 mod infer;
 mod info;
@@ -63,6 +64,9 @@ enum Command {
     },
     /// Import an ONNX file into the native format (model.json + weights.safetensors).
     Import(import::ImportArgs),
+    /// Export standard ONNX: head.onnx + tail.onnx of a split, the whole model, or a Triton
+    /// model repository with the tail after every cut candidate in every encoding.
+    Export(export::ExportArgs),
     /// Run a model on a batch-first NumPy array and write its output (optionally split).
     Infer(infer::InferArgs),
     /// Accuracy and exit rate of a model on the MNIST test split.
@@ -143,6 +147,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info { model, json } => info::info(&model, json),
         Command::Eval(args) => eval::eval(args),
         Command::Import(args) => import::import(args),
+        Command::Export(args) => export::export(args),
         Command::Infer(args) => infer::infer(args),
         Command::Init { out, seed } => {
             let model = edgecut::fixture::lenet(seed)?;
