@@ -115,12 +115,19 @@ fn check_encoded_front(model: &Model, k: usize, encoding: Encoding) {
             1
         }
         Encoding::Int8 => {
-            let names: Vec<_> = g.input.iter().map(|i| i.name.clone().unwrap()).collect();
+            let names: Vec<_> = g
+                .input
+                .iter()
+                .map(|i| i.name.clone().expect("named input"))
+                .collect();
             assert_eq!(names, ["input", "scale", "zero_point"]);
             assert_eq!(io_type(&g.input[0]), (DataType::Uint8 as i32, shape));
             assert_eq!(io_type(&g.input[1]), (DataType::Float as i32, vec![-1, 1]));
             assert_eq!(io_type(&g.input[2]), (DataType::Uint8 as i32, vec![-1, 1]));
-            let ops: Vec<_> = g.node[..3].iter().map(|n| n.op_type.clone().unwrap()).collect();
+            let ops: Vec<_> = g.node[..3]
+                .iter()
+                .map(|n| n.op_type.clone().expect("op type"))
+                .collect();
             assert_eq!(ops, ["Reshape", "Reshape", "DequantizeLinear"]);
             let dq = &g.node[2];
             assert_eq!(dq.input[0], "input");
@@ -151,7 +158,11 @@ fn check_encoded_front(model: &Model, k: usize, encoding: Encoding) {
             .cloned()
             .collect::<Vec<_>>()
     };
-    assert_eq!(weights(&g), weights(&g32), "{encoding} tail after block {k}: weights");
+    assert_eq!(
+        weights(&g),
+        weights(&g32),
+        "{encoding} tail after block {k}: weights"
+    );
     assert_eq!(g.output, g32.output);
 }
 
@@ -187,7 +198,12 @@ fn check_every_cut(model: &Arc<Model>, name: &str, batch: usize) {
             .reshape(head_out.shape().to_vec())
             .expect("the head's flat output holds the cut tensor");
         assert_rel(&what("head"), &exported_head, &head_out, EXPORT_TOLERANCE);
-        assert_rel(&what("tail"), &run(&tail, &head_out), &want, EXPORT_TOLERANCE);
+        assert_rel(
+            &what("tail"),
+            &run(&tail, &head_out),
+            &want,
+            EXPORT_TOLERANCE,
+        );
         assert_rel(
             &what("exported head then tail"),
             &run(&tail, &exported_head),
@@ -280,9 +296,24 @@ fn every_native_op_exports_and_matches_the_native_model_at_every_cut() {
         .flat_map(|b| b.steps.iter().map(|s| s.op.kind_name()))
         .collect();
     for kind in [
-        "conv2d", "depthwise", "dense", "fanin", "maxpool", "avgpool", "global_avgpool",
-        "flatten", "activation", "add", "sub", "mul", "div", "concat", "transpose", "pad",
-        "lrn", "softmax",
+        "conv2d",
+        "depthwise",
+        "dense",
+        "fanin",
+        "maxpool",
+        "avgpool",
+        "global_avgpool",
+        "flatten",
+        "activation",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "concat",
+        "transpose",
+        "pad",
+        "lrn",
+        "softmax",
     ] {
         assert!(kinds.contains(kind), "the fixture lacks {kind}: {kinds:?}");
     }
@@ -353,14 +384,19 @@ fn triton_repository_holds_the_full_model_and_a_tail_per_cut_candidate_and_encod
     assert_eq!(folders, sorted);
     for m in &written {
         assert!(dir.join(&m.name).join("1/model.onnx").is_file());
-        let config = std::fs::read_to_string(dir.join(&m.name).join("config.pbtxt")).expect("reads");
+        let config =
+            std::fs::read_to_string(dir.join(&m.name).join("config.pbtxt")).expect("reads");
         for line in [
             format!("name: \"{}\"", m.name),
             "platform: \"onnxruntime_onnx\"".into(),
             format!("max_batch_size: {}", export::TRITON_MAX_BATCH_SIZE),
             "dynamic_batching { }".into(),
         ] {
-            assert!(config.contains(&line), "{}: no '{line}' in\n{config}", m.name);
+            assert!(
+                config.contains(&line),
+                "{}: no '{line}' in\n{config}",
+                m.name
+            );
         }
     }
     let k = candidates[0];
@@ -375,10 +411,16 @@ fn triton_repository_holds_the_full_model_and_a_tail_per_cut_candidate_and_encod
         .map(usize::to_string)
         .collect();
     for part in [
-        format!("name: \"input\"\n    data_type: TYPE_UINT8\n    dims: [ {} ]", dims.join(", ")),
+        format!(
+            "name: \"input\"\n    data_type: TYPE_UINT8\n    dims: [ {} ]",
+            dims.join(", ")
+        ),
         "name: \"scale\"\n    data_type: TYPE_FP32\n    dims: [ 1 ]".into(),
         "name: \"zero_point\"\n    data_type: TYPE_UINT8\n    dims: [ 1 ]".into(),
-        format!("name: \"output\"\n    data_type: TYPE_FP32\n    dims: [ {} ]", model.classes()),
+        format!(
+            "name: \"output\"\n    data_type: TYPE_FP32\n    dims: [ {} ]",
+            model.classes()
+        ),
         format!("parameters {{ key: \"edgecut_cut_after\" value: {{ string_value: \"{k}\" }} }}"),
     ] {
         assert!(int8.contains(&part), "no '{part}' in\n{int8}");
@@ -406,10 +448,20 @@ fn cuts_are_named_like_the_rest_of_the_cli_and_bad_ones_are_refused() {
     assert_eq!(export::parse_cut(&model, &model.blocks[1].name).unwrap(), 1);
     assert_eq!(export::parse_cut(&model, "0").unwrap(), 0);
     let last = export::parse_cut(&model, &model.blocks[n - 1].name).unwrap_err();
-    assert!(last.to_string().contains("the last block is the model output"), "{last}");
+    assert!(
+        last.to_string()
+            .contains("the last block is the model output"),
+        "{last}"
+    );
     let unknown = export::parse_cut(&model, "nope").unwrap_err().to_string();
-    assert!(unknown.contains("no block of that name or index"), "{unknown}");
-    assert!(unknown.contains(&format!("{} (0)", model.blocks[0].name)), "{unknown}");
+    assert!(
+        unknown.contains("no block of that name or index"),
+        "{unknown}"
+    );
+    assert!(
+        unknown.contains(&format!("{} (0)", model.blocks[0].name)),
+        "{unknown}"
+    );
     let dir = scratch("bad-cut");
     let err = export::write_split(&model, n - 1, Encoding::Fp32, &dir, false).unwrap_err();
     assert!(matches!(err, ExportError::BadCut { .. }), "{err}");
@@ -431,7 +483,11 @@ fn export_command_writes_head_and_tail_and_refuses_a_non_empty_folder() {
             .expect("runs edgecut")
     };
     let out = export(&["--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(report["encoding"], "int8");
     assert_eq!(report["cut_block"], "conv2");
@@ -440,7 +496,10 @@ fn export_command_writes_head_and_tail_and_refuses_a_non_empty_folder() {
     let again = export(&[]);
     assert_eq!(again.status.code(), Some(1));
     let err = String::from_utf8_lossy(&again.stderr);
-    assert!(err.contains("is not empty") && err.contains("--force"), "{err}");
+    assert!(
+        err.contains("is not empty") && err.contains("--force"),
+        "{err}"
+    );
     assert!(export(&["--force"]).status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }

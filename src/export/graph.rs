@@ -21,6 +21,9 @@ use crate::onnx::proto::{
 };
 use std::collections::{HashMap, HashSet};
 
+/// A tensor of the graph: its name and per-sample shape.
+type Named = (String, Vec<usize>);
+
 /// Name of the symbolic batch dimension of every exported input and output.
 pub const BATCH_DIM: &str = "N";
 
@@ -165,19 +168,23 @@ pub(super) fn block(
     input: &str,
     input_shape: &[usize],
 ) -> Result<String, ExportError> {
-    let mut saved: HashMap<&str, (String, Vec<usize>)> = HashMap::new();
+    let mut saved: HashMap<&str, Named> = HashMap::new();
     let mut x = input.to_string();
     for step in steps {
-        let tensor = |o: &Operand| -> Result<(String, Vec<usize>), ExportError> {
+        let tensor = |o: &Operand| -> Result<Named, ExportError> {
             match o {
                 Operand::BlockInput => Ok((input.to_string(), input_shape.to_vec())),
-                Operand::Saved(l) => saved
-                    .get(l.as_str())
-                    .cloned()
-                    .ok_or_else(|| ExportError::Invalid {
-                        step: step.label.clone(),
-                        reason: format!("reads '{l}', which no earlier step of the block saved"),
-                    }),
+                Operand::Saved(l) => {
+                    saved
+                        .get(l.as_str())
+                        .cloned()
+                        .ok_or_else(|| ExportError::Invalid {
+                            step: step.label.clone(),
+                            reason: format!(
+                                "reads '{l}', which no earlier step of the block saved"
+                            ),
+                        })
+                }
             }
         };
         if let Some(from) = &step.from {
@@ -196,7 +203,7 @@ fn op(
     b: &mut Builder,
     step: &Step,
     x: String,
-    tensor: &dyn Fn(&Operand) -> Result<(String, Vec<usize>), ExportError>,
+    tensor: &dyn Fn(&Operand) -> Result<Named, ExportError>,
 ) -> Result<String, ExportError> {
     let label = step.label.as_str();
     let out = match &step.op {
@@ -286,7 +293,12 @@ fn op(
             for o in &c.with {
                 inputs.push(tensor(o)?.0);
             }
-            b.node("Concat", inputs, label, vec![int("axis", c.axis as i64 + 1)])
+            b.node(
+                "Concat",
+                inputs,
+                label,
+                vec![int("axis", c.axis as i64 + 1)],
+            )
         }
         Op::Transpose { perm } => {
             let full: Vec<usize> = std::iter::once(0)
@@ -316,7 +328,12 @@ fn op(
                 float("bias", l.bias),
             ],
         ),
-        Op::Softmax { axis } => b.node("Softmax", vec![x], label, vec![int("axis", *axis as i64 + 1)]),
+        Op::Softmax { axis } => b.node(
+            "Softmax",
+            vec![x],
+            label,
+            vec![int("axis", *axis as i64 + 1)],
+        ),
     };
     Ok(out)
 }

@@ -148,9 +148,7 @@ pub fn input_specs(shape: &[usize], encoding: Encoding) -> Vec<TensorSpec> {
 /// The block index a cut given as a block name (or, failing that, an index) follows, checked
 /// to leave a tail: the vocabulary of `run --policy static:<block>` and `infer --cut`.
 pub fn parse_cut(model: &Model, cut: &str) -> Result<usize, ExportError> {
-    let k = model
-        .block_index(cut)
-        .or_else(|| cut.parse::<usize>().ok());
+    let k = model.block_index(cut).or_else(|| cut.parse::<usize>().ok());
     match k {
         Some(k) => check_cut(model, k).map_err(|reason| bad_cut(model, cut, reason)),
         None => Err(bad_cut(model, cut, "no block of that name or index".into())),
@@ -369,7 +367,12 @@ pub fn write_split(
 /// Writes the whole model as `model.onnx` into `out` (empty or absent unless `force`).
 pub fn write_full(model: &Model, out: &Path, force: bool) -> Result<Written, ExportError> {
     prepare_dir(out, force)?;
-    write_range(model, 0..model.blocks.len(), Encoding::Fp32, &out.join("model.onnx"))
+    write_range(
+        model,
+        0..model.blocks.len(),
+        Encoding::Fp32,
+        &out.join("model.onnx"),
+    )
 }
 
 /// Writes blocks `blocks` to `path` (through a temporary file renamed into place).

@@ -51,7 +51,11 @@ pub fn write_triton_repo(
 ) -> Result<Vec<TritonModel>, ExportError> {
     let name = model.name();
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    if name.is_empty() || name.starts_with('.') || !name.chars().all(plain) || name.contains("__cut") {
+    if name.is_empty()
+        || name.starts_with('.')
+        || !name.chars().all(plain)
+        || name.contains("__cut")
+    {
         return Err(ExportError::Invalid {
             step: name.into(),
             reason: "a repository model name takes ASCII letters, digits, '-', '_' and '.', does not start with '.' and does not contain \"__cut\"; rename the model in model.json".into(),

@@ -69,7 +69,12 @@ pub fn export(a: ExportArgs) -> Result<()> {
             println!("{report}");
         } else {
             for m in &models {
-                println!("{:36} {:>10} B  {}", m.name, m.bytes, io(&m.inputs, &m.outputs));
+                println!(
+                    "{:36} {:>10} B  {}",
+                    m.name,
+                    m.bytes,
+                    io(&m.inputs, &m.outputs)
+                );
             }
             println!(
                 "wrote {} models of '{}' (the full model and {} tails: cut candidates x fp32/fp16/int8) to {}",
