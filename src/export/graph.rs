@@ -5,7 +5,7 @@
 //! ONNX operator computing the same thing in the same order where one exists; the exceptions,
 //! each exact up to float summation order:
 //! - `fanin` becomes a dense `Gemm` over the full `[outputs, inputs]` matrix with the missing
-//!   connections as zeros ([`FanIn::to_dense`]): standard runtimes have no fixed-fan-in
+//!   connections as zeros (`FanIn::to_dense`): standard runtimes have no fixed-fan-in
 //!   operator, and a Gather + Mul + ReduceSum form would be slower on every one of them;
 //! - `silu` is `x * Sigmoid(x)` and `relu6` is `Clip(x, 0, 6)`;
 //! - a binary op whose operands have fewer per-sample dimensions than its output reshapes them

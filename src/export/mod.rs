@@ -15,7 +15,7 @@
 //!
 //! Exit heads are not exported: a head or tail computes the main path only (the early-exit
 //! decision stays with the device, which runs its own exits).
-//! How each native op is written: see [`graph`]'s module docs (fixed fan-in becomes a dense
+//! How each native op is written: see the docs of `src/export/graph.rs` (fixed fan-in becomes a dense
 //! `Gemm` with zeros for the missing connections).
 
 mod graph;
