@@ -8,6 +8,7 @@ use edgecut::export::{self, TensorSpec};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("destination").required(true).args(["out", "triton_repo"])))]
 pub struct ExportArgs {
     /// Model directory or .onnx file.
     model: PathBuf,
