@@ -163,7 +163,7 @@ fn one_sample(model: &Model) -> Vec<u8> {
     r
 }
 
-/// `"samples"` of a model's stats endpoint: how many samples its workers computed.
+/// `inference_count` of a model's statistics: how many samples its workers computed.
 fn computed_samples(addr: SocketAddr, model: &str) -> u64 {
     let (status, body) = raw_http(
         addr,
@@ -172,7 +172,9 @@ fn computed_samples(addr: SocketAddr, model: &str) -> u64 {
     );
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("stats are JSON");
-    v["samples"].as_u64().expect("samples")
+    v["model_stats"][0]["inference_count"]
+        .as_u64()
+        .expect("inference_count")
 }
 
 #[test]

@@ -405,9 +405,21 @@ fn concurrent_requests_for_one_cut_share_a_gpu_dispatch() {
         assert_eq!(status, 200);
         serde_json::from_str(&body).expect("stats JSON")
     };
-    assert_eq!(stats["samples"], 8);
+    let m = &stats["model_stats"][0];
+    assert_eq!(m["inference_count"], 8, "{stats}");
     assert!(
-        stats["batches"].as_u64().expect("batches") < 8,
+        m["execution_count"].as_u64().expect("execution_count") < 8,
         "no batching: {stats}"
     );
+    // Cumulative per-request counters of the statistics extension.
+    assert_eq!(m["inference_stats"]["success"]["count"], 8, "{stats}");
+    assert_eq!(m["inference_stats"]["queue"]["count"], 8, "{stats}");
+    assert_eq!(m["inference_stats"]["compute_infer"]["count"], 8, "{stats}");
+    let batched: u64 = m["batch_stats"]
+        .as_array()
+        .expect("batch_stats")
+        .iter()
+        .map(|b| b["batch_size"].as_u64().expect("size") * b["compute_infer"]["count"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(batched, 8, "{stats}");
 }

@@ -3,6 +3,13 @@
 //! one keep-alive HTTP/1.1 connection (a small blocking client on `std::net`, so the uplink can be
 //! paced write by write by a [`Shaper`]).
 //!
+//! The server is `edgecut serve` or any KServe v2 server holding an exported model repository
+//! (Triton, KServe): the client asks `GET /v2` which it is ([`ServerKind`]). `edgecut serve`
+//! takes tail requests for every cut on the model's own name; a repository has one model per cut
+//! and encoding, named by [`repository_model_name`], whose metadata the client checks against the
+//! cut before the first request. Both are sent binary tensors, and both report their load through
+//! the statistics extension, polled after answers ([`crate::split::statistics`]).
+//!
 //! Every call of [`DeviceClient::classify`] answers exactly once: when the server is down,
 //! refuses, misses the deadline or answers malformed data, the device runs the tail itself
 //! ([`AnsweredBy::Fallback`]) and the connection is dropped so a late answer can never be taken
@@ -10,6 +17,7 @@
 
 use super::kserve::{self, RawTensor, HEADER_LENGTH};
 use super::shaping::Shaper;
+use super::statistics::{InferenceStats, LoadSample, StatisticsResponse};
 use crate::encoding::{encode_cpu, Encoded, Encoding};
 use crate::engine::{Answer, Backend, EngineError, Plan, PlanIo};
 use crate::model::Model;
@@ -51,6 +59,10 @@ pub enum ClientError {
         /// The first non-finite element.
         index: usize,
     },
+    /// The server has no model for a split, or one that does not take the cut's tensor: a
+    /// deployment that no fallback cures.
+    #[error("{0}")]
+    Deployment(String),
     /// The local plans failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -80,6 +92,44 @@ pub enum RemoteError {
     /// The answer does not parse or has the wrong shape.
     #[error("malformed answer: {0}")]
     Malformed(String),
+    /// The server is reachable but cannot serve this split (see [`ClientError::Deployment`]).
+    #[error("{0}")]
+    Deployment(String),
+}
+
+/// What kind of server the client talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerKind {
+    /// `edgecut serve`: every cut goes to the model's own name with `edgecut_*` parameters.
+    Edgecut,
+    /// A KServe v2 server with an exported model repository (Triton, KServe): one model per cut
+    /// and encoding, named by [`repository_model_name`].
+    Repository {
+        /// The `name` of its server metadata (`triton`, ...).
+        server: String,
+    },
+}
+
+impl ServerKind {
+    /// `edgecut`, or the repository server's own name (`triton`, ...).
+    pub fn name(&self) -> &str {
+        match self {
+            ServerKind::Edgecut => "edgecut",
+            ServerKind::Repository { server } => server,
+        }
+    }
+}
+
+/// The model a repository server runs for `choice` of the model called `model` (the naming
+/// convention of `edgecut export --triton-repo`): `<model>` for the full model (server-only)
+/// and `<model>__cut<k>__<fp32|fp16|int8>` for the tail after block `k`. `None` for device-only.
+pub fn repository_model_name(model: &str, choice: Choice) -> Option<String> {
+    match choice.cut {
+        Cut::Device => None,
+        Cut::Server => Some(model.to_string()),
+        Cut::After(k) => Some(format!("{model}__cut{k}__{}", choice.encoding)),
+    }
 }
 
 /// Who answered a request.
@@ -108,8 +158,12 @@ pub struct Outcome {
     pub bytes_sent: usize,
     /// From the first byte written to the last byte of the answer read, when the server answered.
     pub transfer: Option<Duration>,
-    /// Server-reported queue and compute time (µs), when it answered.
+    /// Server-reported queue and compute time of this request (µs), when it answered and
+    /// reports them per response (`edgecut serve` does, Triton does not).
     pub server_us: Option<(u64, u64)>,
+    /// The server's load from a statistics poll right after this answer, when one was due
+    /// ([`ClientConfig::stats_interval`]) and the previous poll of the same model is known.
+    pub load: Option<LoadSample>,
     /// Head compute time on the device.
     pub head: Duration,
     /// True when the circuit breaker was open: the server had failed repeatedly, so the device
@@ -139,6 +193,9 @@ pub struct ClientConfig {
     pub breaker_failures: u32,
     /// The first back-off period; it doubles (up to [`MAX_BACKOFF`]) while probes fail.
     pub breaker_backoff: Duration,
+    /// Least time between two statistics polls of one model (zero: after every answer). A poll
+    /// is one `GET` on the request connection after an answer, outside its measured latency.
+    pub stats_interval: Duration,
 }
 
 /// Longest back-off of the circuit breaker.
@@ -164,7 +221,14 @@ impl ClientConfig {
             device_slowdown: 1.0,
             breaker_failures: 3,
             breaker_backoff: Duration::from_secs(5),
+            stats_interval: Duration::from_millis(200),
         }
+    }
+
+    /// With a least time between two statistics polls of one model (zero: after every answer).
+    pub fn with_stats_interval(mut self, interval: Duration) -> Self {
+        self.stats_interval = interval;
+        self
     }
 
     /// With a circuit breaker opening after `failures` consecutive failures (0: never) for
@@ -217,6 +281,11 @@ pub struct DeviceClient {
     heads: HashMap<(usize, Encoding), Plan>,
     tails: HashMap<usize, Plan>,
     breaker: Breaker,
+    kind: Option<ServerKind>,
+    /// Repository models whose metadata matched their cut.
+    checked: std::collections::HashSet<String>,
+    /// The last statistics poll of each model: when, and its counters.
+    polled: HashMap<String, (Instant, InferenceStats)>,
 }
 
 impl DeviceClient {
@@ -248,6 +317,9 @@ impl DeviceClient {
             heads: HashMap::new(),
             tails: HashMap::new(),
             breaker: Breaker::default(),
+            kind: None,
+            checked: Default::default(),
+            polled: HashMap::new(),
         })
     }
 
@@ -335,10 +407,12 @@ impl DeviceClient {
     }
 
     /// Compiles the local plans a choice needs (head, and the tail for fallbacks), so the first
-    /// request is not slowed by compilation.
+    /// request is not slowed by compilation, and checks the server can take the split when it
+    /// can be reached ([`ClientError::Deployment`] when it cannot).
     pub fn prepare(&mut self, choice: Choice) -> Result<(), ClientError> {
         let blocks = self.model.blocks.len();
         let cut = self.device_blocks(choice)?;
+        self.check_server(choice)?;
         if cut > 0 {
             self.head(cut, choice.encoding)?;
         }
@@ -375,6 +449,7 @@ impl DeviceClient {
             bytes_sent: 0,
             transfer: None,
             server_us: None,
+            load: None,
             head: Duration::ZERO,
             latency: Duration::ZERO,
             breaker_open: false,
@@ -413,6 +488,9 @@ impl DeviceClient {
         let deadline = Instant::now() + self.config.deadline;
         let remote = if self.breaker_allows() {
             let r = self.remote(&x, encoded, choice, deadline, &mut outcome);
+            if let Err(RemoteError::Deployment(m)) = r {
+                return Err(ClientError::Deployment(m));
+            }
             self.breaker_record(r.is_ok());
             r.map_err(|e| e.to_string())
         } else {
@@ -450,36 +528,278 @@ impl DeviceClient {
             }
         }
         outcome.latency = start.elapsed();
+        if outcome.by == AnsweredBy::Server {
+            outcome.load = self.poll_load(choice);
+        }
         Ok(outcome)
     }
 
-    fn request_bytes(&self, e: Encoded, choice: Choice) -> Vec<u8> {
-        let mut params = Map::new();
-        // The cut in the one vocabulary: the server runs the blocks after `edgecut_cut_after`;
-        // a request without it is a full-model request (server-only).
-        if let Cut::After(k) = choice.cut {
-            params.insert("edgecut_cut_after".into(), json!(k));
+    /// The kind of server, asked once (`GET /v2`: `edgecut serve` names itself `edgecut`).
+    pub fn server_kind(&mut self) -> Result<ServerKind, RemoteError> {
+        let deadline = Instant::now() + self.config.deadline;
+        self.detect(deadline)
+    }
+
+    fn detect(&mut self, deadline: Instant) -> Result<ServerKind, RemoteError> {
+        if let Some(k) = &self.kind {
+            return Ok(k.clone());
         }
-        params.insert("edgecut_model_hash".into(), json!(self.model.hash));
-        params.insert("edgecut_encoding".into(), json!(e.encoding.datatype()));
-        if let Some(p) = e.int8 {
-            params.insert("edgecut_scale".into(), json!(p.scale));
-            params.insert("edgecut_zero_point".into(), json!(p.zero_point));
-        }
-        params.insert("binary_data_output".into(), json!(true));
-        let mut header = Map::new();
-        header.insert("parameters".into(), Value::Object(params));
-        let input = RawTensor {
-            name: "input".into(),
-            datatype: e.encoding.datatype().into(),
-            shape: e.shape,
-            bytes: e.bytes,
-            parameters: Map::new(),
+        let (status, body) = self.get("/v2", deadline)?;
+        let meta: Value = match status {
+            200 => serde_json::from_slice(&body)
+                .map_err(|e| RemoteError::Malformed(format!("server metadata: {e}")))?,
+            _ => return Err(status_error(status, &body)),
         };
-        let (body, json_len) = kserve::build(header, "inputs", &[input], true);
+        let name = meta.get("name").and_then(Value::as_str).unwrap_or("");
+        let kind = if name == "edgecut" {
+            ServerKind::Edgecut
+        } else {
+            ServerKind::Repository {
+                server: name.to_string(),
+            }
+        };
+        self.kind = Some(kind.clone());
+        Ok(kind)
+    }
+
+    /// Where requests for `choice` go: `edgecut serve` takes every split on the model's name,
+    /// a repository has one model per split.
+    fn target(&self, kind: &ServerKind, choice: Choice) -> String {
+        match kind {
+            ServerKind::Edgecut => self.model.name().to_string(),
+            ServerKind::Repository { .. } => repository_model_name(self.model.name(), choice)
+                .unwrap_or_else(|| self.model.name().to_string()),
+        }
+    }
+
+    /// The inputs a repository model for `choice` must declare: `(name, datatype, shape after
+    /// the batch dimension)`.
+    fn repository_inputs(&self, choice: Choice) -> Vec<(&'static str, &'static str, Vec<usize>)> {
+        let (shape, encoding) = match choice.cut {
+            Cut::After(k) => (self.model.blocks[k].output_shape.clone(), choice.encoding),
+            // The full model of a repository takes the FP32 input.
+            _ => (self.model.input_shape().to_vec(), Encoding::Fp32),
+        };
+        match encoding {
+            Encoding::Fp32 => vec![("input", "FP32", shape)],
+            Encoding::Fp16 => vec![("input", "FP16", shape)],
+            Encoding::Int8 => vec![
+                ("input", "UINT8", shape),
+                ("scale", "FP32", vec![1]),
+                ("zero_point", "UINT8", vec![1]),
+            ],
+        }
+    }
+
+    /// Checks once that the repository model for `choice` exists and takes the cut's tensor.
+    fn check_repository_model(
+        &mut self,
+        choice: Choice,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<(), RemoteError> {
+        if self.checked.contains(name) {
+            return Ok(());
+        }
+        let what = match choice.cut {
+            Cut::After(k) => format!(
+                "the tail after block {k} ('{}') taking {}",
+                self.model.blocks[k].name, choice.encoding
+            ),
+            _ => "the full model".to_string(),
+        };
+        let (status, body) = self.get(&format!("/v2/models/{name}"), deadline)?;
+        if matches!(status, 400 | 404) {
+            return Err(RemoteError::Deployment(format!(
+                "the server has no model '{name}', where edgecut's naming convention puts {what} of '{}';                  load the repository `edgecut export {} --triton-repo <dir>` writes, or pick a policy without this split",
+                self.model.name(),
+                self.model.name()
+            )));
+        }
+        if status != 200 {
+            return Err(status_error(status, &body));
+        }
+        let meta: Value = serde_json::from_slice(&body)
+            .map_err(|e| RemoteError::Malformed(format!("metadata of '{name}': {e}")))?;
+        let declared = |key: &str| -> Vec<(String, String, Vec<i64>)> {
+            meta.get(key)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|t| {
+                            let text = |k: &str| {
+                                t.get(k).and_then(Value::as_str).unwrap_or("").to_string()
+                            };
+                            let shape = t
+                                .get("shape")
+                                .and_then(Value::as_array)
+                                .map(|d| d.iter().filter_map(Value::as_i64).collect())
+                                .unwrap_or_default();
+                            (text("name"), text("datatype"), shape)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let show = |list: &[(String, String, Vec<i64>)]| {
+            list.iter()
+                .map(|(n, d, s)| format!("{n} {d} {s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let inputs = declared("inputs");
+        let want: Vec<(String, String, Vec<i64>)> = self
+            .repository_inputs(choice)
+            .into_iter()
+            .map(|(n, d, s)| {
+                let dims = std::iter::once(-1).chain(s.iter().map(|&v| v as i64));
+                (n.to_string(), d.to_string(), dims.collect())
+            })
+            .collect();
+        // The batch dimension may be variable (-1) or any size; the rest must match exactly.
+        let same = |(n, d, s): &(String, String, Vec<i64>), (wn, wd, ws): &(String, String, Vec<i64>)| {
+            n == wn && d == wd && s.len() == ws.len() && s.get(1..) == ws.get(1..)
+        };
+        let inputs_match = inputs.len() == want.len()
+            && want.iter().all(|w| inputs.iter().any(|i| same(i, w)));
+        let classes = self.model.classes();
+        let output = ("output".to_string(), "FP32".to_string(), vec![-1, classes as i64]);
+        let outputs = declared("outputs");
+        if !inputs_match || !outputs.iter().any(|o| same(o, &output)) {
+            return Err(RemoteError::Deployment(format!(
+                "model '{name}' on the server takes [{}] and gives [{}], but {what} of '{}' needs [{}] and [{}];                  re-export the repository from this model",
+                show(&inputs),
+                show(&outputs),
+                self.model.name(),
+                show(&want),
+                show(std::slice::from_ref(&output))
+            )));
+        }
+        self.checked.insert(name.to_string());
+        Ok(())
+    }
+
+    /// Before the first request of `choice`: finds the server's kind, checks the repository model
+    /// of the split and takes the first statistics poll. A server that cannot be reached now is
+    /// left to the requests (they fall back); a missing or mismatched model is an error.
+    fn check_server(&mut self, choice: Choice) -> Result<(), ClientError> {
+        if choice.cut == Cut::Device {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.config.deadline;
+        let r = self.detect(deadline).and_then(|kind| {
+            let name = self.target(&kind, choice);
+            if let ServerKind::Repository { .. } = kind {
+                self.check_repository_model(choice, &name, deadline)?;
+            }
+            Ok(name)
+        });
+        match r {
+            Ok(name) => {
+                if !self.polled.contains_key(&name) {
+                    self.poll(&name, deadline);
+                }
+                Ok(())
+            }
+            Err(RemoteError::Deployment(m)) => Err(ClientError::Deployment(m)),
+            Err(_) => {
+                self.conn = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// The load since the last poll of the model `choice` went to, when a poll is due.
+    fn poll_load(&mut self, choice: Choice) -> Option<LoadSample> {
+        let name = self.target(self.kind.as_ref()?, choice);
+        if let Some((at, _)) = self.polled.get(&name) {
+            if at.elapsed() < self.config.stats_interval {
+                return None;
+            }
+        }
+        let deadline = Instant::now() + self.config.deadline;
+        self.poll(&name, deadline)
+    }
+
+    /// Polls the statistics of `name`, keeping them as the next baseline; returns the load
+    /// since the previous poll. A failed poll only drops the connection.
+    fn poll(&mut self, name: &str, deadline: Instant) -> Option<LoadSample> {
+        let stats = match self.get(&format!("/v2/models/{name}/stats"), deadline) {
+            Ok((200, body)) => StatisticsResponse::parse(&body).ok()?.model(name)?,
+            Ok(_) => return None,
+            Err(_) => {
+                self.conn = None;
+                return None;
+            }
+        };
+        let previous = self.polled.insert(name.to_string(), (Instant::now(), stats.clone()));
+        LoadSample::between(&previous?.1, &stats)
+    }
+
+    /// The keep-alive connection, opened when there is none.
+    fn connection(&mut self, deadline: Instant) -> Result<&mut TcpStream, RemoteError> {
+        if self.conn.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr, time_left(deadline)?)?;
+            s.set_nodelay(true)?;
+            self.conn = Some(s);
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    /// One `GET` on the keep-alive connection: status and body. The caller drops the
+    /// connection when it fails.
+    fn get(&mut self, path: &str, deadline: Instant) -> Result<(u16, Vec<u8>), RemoteError> {
+        let mut head = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        if let Some(t) = &self.config.token {
+            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        head.push_str("\r\n");
+        let conn = self.connection(deadline)?;
+        conn.set_write_timeout(Some(time_left(deadline)?))?;
+        conn.write_all(head.as_bytes())?;
+        let (status, _, body) = read_response(conn, deadline)?;
+        Ok((status, body))
+    }
+
+    /// The HTTP request for `e` split as `choice`, to `target` on a server of `kind`.
+    fn request_bytes(&self, kind: &ServerKind, target: &str, e: Encoded, choice: Choice) -> Vec<u8> {
+        let mut header = Map::new();
+        let batch = e.shape.first().copied().unwrap_or(1);
+        let inputs = match kind {
+            ServerKind::Edgecut => {
+                let mut params = Map::new();
+                // The cut in the one vocabulary: the server runs the blocks after
+                // `edgecut_cut_after`; a request without it is a full-model request.
+                if let Cut::After(k) = choice.cut {
+                    params.insert("edgecut_cut_after".into(), json!(k));
+                }
+                params.insert("edgecut_model_hash".into(), json!(self.model.hash));
+                params.insert("edgecut_encoding".into(), json!(e.encoding.datatype()));
+                if let Some(p) = e.int8 {
+                    params.insert("edgecut_scale".into(), json!(p.scale));
+                    params.insert("edgecut_zero_point".into(), json!(p.zero_point));
+                }
+                params.insert("binary_data_output".into(), json!(true));
+                header.insert("parameters".into(), Value::Object(params));
+                vec![RawTensor {
+                    name: "input".into(),
+                    datatype: e.encoding.datatype().into(),
+                    shape: e.shape,
+                    bytes: e.bytes,
+                    parameters: Map::new(),
+                }]
+            }
+            ServerKind::Repository { .. } => {
+                header.insert(
+                    "outputs".into(),
+                    json!([{"name": "output", "parameters": {"binary_data": true}}]),
+                );
+                repository_inputs(e, batch)
+            }
+        };
+        let (body, json_len) = kserve::build(header, "inputs", &inputs, true);
         let mut head = format!(
-            "POST /v2/models/{}/infer HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n{HEADER_LENGTH}: {}\r\n",
-            self.model.name(),
+            "POST /v2/models/{target}/infer HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n{HEADER_LENGTH}: {}\r\n",
             self.host,
             body.len(),
             json_len.unwrap_or(body.len())
@@ -496,25 +816,29 @@ impl DeviceClient {
     fn remote(
         &mut self,
         x: &Tensor,
-        encoded: Encoded,
+        mut encoded: Encoded,
         choice: Choice,
         deadline: Instant,
         outcome: &mut Outcome,
     ) -> Result<u32, RemoteError> {
-        let request = self.request_bytes(encoded, choice);
-        let left = |d: Instant| {
-            d.checked_duration_since(Instant::now())
-                .filter(|l| !l.is_zero())
-                .ok_or(RemoteError::Deadline)
+        let kind = self.detect(deadline)?;
+        let target = self.target(&kind, choice);
+        let output = match kind {
+            ServerKind::Edgecut => "logits",
+            ServerKind::Repository { .. } => {
+                self.check_repository_model(choice, &target, deadline)?;
+                if choice.cut == Cut::Server && encoded.encoding != Encoding::Fp32 {
+                    // A repository's full model takes the FP32 input.
+                    encoded = encode_cpu(x, Encoding::Fp32);
+                }
+                "output"
+            }
         };
-        if self.conn.is_none() {
-            let s = TcpStream::connect_timeout(&self.addr, left(deadline)?)?;
-            s.set_nodelay(true)?;
-            self.conn = Some(s);
-        }
+        let request = self.request_bytes(&kind, &target, encoded, choice);
+        self.connection(deadline)?;
         let conn = self.conn.as_mut().expect("connected above");
         let sent_at = Instant::now();
-        conn.set_write_timeout(Some(left(deadline)?))?;
+        conn.set_write_timeout(Some(time_left(deadline)?))?;
         outcome.bytes_sent = request.len();
         match &mut self.shaper {
             Some(s) => s.write_all(conn, &request, deadline)?,
@@ -523,11 +847,7 @@ impl DeviceClient {
         let (status, headers, body) = read_response(conn, deadline)?;
         outcome.transfer = Some(sent_at.elapsed());
         if status != 200 {
-            let message = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(Value::as_str).map(String::from))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
-            return Err(RemoteError::Status { status, message });
+            return Err(status_error(status, &body));
         }
         let header_len = headers
             .iter()
@@ -544,19 +864,70 @@ impl DeviceClient {
         let logits = msg
             .tensors
             .iter()
-            .find(|t| t.name == "logits")
+            .find(|t| t.name == output)
             .filter(|t| t.datatype == "FP32" && t.shape == [x.batch(), classes])
             .ok_or_else(|| {
-                RemoteError::Malformed(format!("no FP32 'logits' of shape [1, {classes}]"))
+                RemoteError::Malformed(format!(
+                    "no FP32 '{output}' of shape [{}, {classes}]",
+                    x.batch()
+                ))
             })?;
         let values = kserve::f32_values(&logits.bytes);
-        let us = |k: &str| msg.parameter(k).and_then(Value::as_u64).unwrap_or(0);
-        outcome.server_us = Some((us("queue_us"), us("compute_us")));
+        let us = |k: &str| msg.parameter(k).and_then(Value::as_u64);
+        outcome.server_us = us("queue_us").zip(us("compute_us"));
         if values.iter().any(|v| !v.is_finite()) {
             return Err(RemoteError::Malformed("non-finite logits".into()));
         }
         Ok(crate::cpu::exit_stats(&values, classes)[0].argmax)
     }
+}
+
+/// The tensors a repository tail takes for `e` (the naming convention's wire form): the data as
+/// `FP32`, `FP16` or `UINT8`; for INT8 also `scale` `FP32 [batch, 1]` and `zero_point`
+/// `UINT8 [batch, 1]`. edgecut's INT8 codes are signed, so codes and zero point travel shifted
+/// by 128, which dequantizes to the same values.
+fn repository_inputs(e: Encoded, batch: usize) -> Vec<RawTensor> {
+    let tensor = |name: &str, datatype: &str, shape: Vec<usize>, bytes: Vec<u8>| RawTensor {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape,
+        bytes,
+        parameters: Map::new(),
+    };
+    match (e.encoding, e.int8) {
+        (Encoding::Int8, Some(p)) => {
+            let shifted = e.bytes.iter().map(|b| b ^ 0x80).collect();
+            let zero_point = (p.zero_point + 128).clamp(0, 255) as u8;
+            vec![
+                tensor("input", "UINT8", e.shape, shifted),
+                tensor(
+                    "scale",
+                    "FP32",
+                    vec![batch, 1],
+                    p.scale.to_le_bytes().repeat(batch),
+                ),
+                tensor("zero_point", "UINT8", vec![batch, 1], vec![zero_point; batch]),
+            ]
+        }
+        (encoding, _) => vec![tensor("input", encoding.datatype(), e.shape, e.bytes)],
+    }
+}
+
+/// Time left before `deadline`, or [`RemoteError::Deadline`].
+fn time_left(deadline: Instant) -> Result<Duration, RemoteError> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|l| !l.is_zero())
+        .ok_or(RemoteError::Deadline)
+}
+
+/// The error of a non-200 answer, with the server's message.
+fn status_error(status: u16, body: &[u8]) -> RemoteError {
+    let message = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(String::from))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
+    RemoteError::Status { status, message }
 }
 
 /// Largest response head accepted.

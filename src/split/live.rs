@@ -5,14 +5,17 @@
 //! - the uplink rate: bytes written / (transfer time - server queue and compute - RTT estimate);
 //! - the RTT: round trips of `GET /v2/health/live` on a fresh connection, timed at start-up
 //!   ([`ping_rtt`]);
-//! - the server load: the `queue_us` every answer reports;
+//! - the server load: the mean queue time per request between two polls of the server's
+//!   statistics extension ([`LoadSample`], the same for `edgecut serve`, Triton and KServe);
 //! - the profiles: the device head's run time ([`Profile::observe`] on the device's blocks) and
-//!   the server's reported `compute_us` (the blocks after the cut).
+//!   the server's compute time (the blocks after the cut): the answer's `compute_us` where the
+//!   server reports it per request (`edgecut serve`), else the polled mean of the cut's model.
 //!
 //! Exit probabilities come from running the model's exit heads on labelled data at the same
 //! threshold ([`calibrate_exits`]), so the cost model counts requests answered early on the device.
 
 use super::client::{AnsweredBy, Outcome};
+use super::statistics::LoadSample;
 use crate::data::{load_mnist, DataError, Dataset, Split};
 use crate::engine::Backend;
 use crate::model::Model;
@@ -58,6 +61,9 @@ pub struct Feedback {
     table: CostTable,
     /// The estimator fed by every answer.
     pub estimator: Estimator,
+    /// The latest load read from the server's statistics, and how many were read.
+    last_load: Option<LoadSample>,
+    load_samples: usize,
 }
 
 impl Feedback {
@@ -76,6 +82,8 @@ impl Feedback {
             exits,
             table,
             estimator,
+            last_load: None,
+            load_samples: 0,
         })
     }
 
@@ -91,6 +99,8 @@ impl Feedback {
             exits,
             table,
             estimator: Estimator::default(),
+            last_load: None,
+            load_samples: 0,
         })
     }
 
@@ -109,17 +119,34 @@ impl Feedback {
     pub fn observe(&mut self, o: &Outcome) -> Result<bool, SchedError> {
         let n = self.model.blocks.len();
         let cut = o.choice.cut.device_blocks(n);
-        if let (AnsweredBy::Server, Some(transfer), Some((queue_us, compute_us))) =
-            (&o.by, o.transfer, o.server_us)
-        {
-            self.estimator.observe_queue_us(queue_us);
+        if let Some(load) = o.load {
+            // The load signal: the server's mean queue time over the requests it finished
+            // between two statistics polls (every client's, not only this one's).
+            self.estimator
+                .observe_queue_us((load.queue_s * 1e6).round() as u64);
+            self.last_load = Some(load);
+            self.load_samples += 1;
+        }
+        if let (AnsweredBy::Server, Some(transfer)) = (&o.by, o.transfer) {
+            // This request's own server time when the answer reports it (edgecut serve),
+            // else the latest polled means (Triton: one model per cut, so its compute time is
+            // this cut's).
+            let server_s = o
+                .server_us
+                .map(|(q, c)| (q as f64 * 1e-6, c as f64 * 1e-6))
+                .or(self.last_load.map(|l| (l.queue_s, l.compute_s)));
+            let (queue_s, compute_s) = server_s.unwrap_or((0.0, 0.0));
             let rtt = self.estimator.estimates().rtt_s;
-            let upload = transfer.as_secs_f64() - (queue_us + compute_us) as f64 * 1e-6 - rtt;
+            let upload = transfer.as_secs_f64() - queue_s - compute_s - rtt;
             self.estimator
                 .observe_transfer(o.bytes_sent as u64, upload.max(1e-5));
-            if let Some((_, server)) = &mut self.profiles {
-                if cut < n && compute_us > 0 {
-                    server.observe(cut..n, compute_us as f64 * 1e-6, OBSERVE_ALPHA)?;
+            let fresh = o
+                .server_us
+                .map(|(_, c)| c as f64 * 1e-6)
+                .or(o.load.map(|l| l.compute_s));
+            if let (Some((_, server)), Some(compute_s)) = (&mut self.profiles, fresh) {
+                if cut < n && compute_s > 0.0 {
+                    server.observe(cut..n, compute_s, OBSERVE_ALPHA)?;
                 }
             }
         }
@@ -134,15 +161,33 @@ impl Feedback {
         Ok(true)
     }
 
+    /// The load signal read from the server's statistics: how many polls gave a reading
+    /// (`samples`), the queue estimate the scheduler holds (`queue_ms`) and the latest reading
+    /// (mean queue and compute time per request and the requests it covers); `null` before any.
+    pub fn load_json(&self) -> Value {
+        match self.last_load {
+            None => Value::Null,
+            Some(l) => json!({
+                "samples": self.load_samples,
+                "queue_ms": self.estimator.estimates().queue_s * 1e3,
+                "last_queue_ms": l.queue_s * 1e3,
+                "last_compute_ms": l.compute_s * 1e3,
+                "last_requests": l.requests,
+            }),
+        }
+    }
+
     /// What the scheduler ended with: estimates, exit probabilities and per-block times (ms).
     pub fn to_json(&self) -> Value {
         let e = self.estimator.estimates();
         let t = &self.table;
         let ms = |v: &[f64]| v.iter().map(|x| x * 1e3).collect::<Vec<_>>();
+        let load = self.load_json();
         json!({
             "rate_mbps": e.rate_bytes_per_s * 8e-6,
             "rtt_ms": e.rtt_s * 1e3,
             "queue_ms": e.queue_s * 1e3,
+            "server_load": load,
             "exit_first": t.exits.first,
             "exit_after_block": t.exits.after_block,
             "device_block_ms": ms(&t.device_block_s),

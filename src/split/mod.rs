@@ -1,7 +1,8 @@
 //! Split computing over a real network: the KServe v2 message bodies ([`kserve`]), the tail server
-//! ([`server`]), the device client with early exits and fallback ([`client`]), uplink shaping to
-//! bandwidth traces ([`shaping`]), and the request loop driven by a [`crate::sched::policy::Policy`]
-//! ([`runner`], [`live`], [`demo`]). Split tensors are encoded inside the plans
+//! ([`server`]), the device client with early exits and fallback for `edgecut serve`, Triton and
+//! KServe servers ([`client`]), the statistics extension both sides speak ([`statistics`]),
+//! uplink shaping to bandwidth traces ([`shaping`]), and the request loop driven by a
+//! [`crate::sched::policy::Policy`] ([`runner`], [`live`], [`demo`]). Split tensors are encoded inside the plans
 //! ([`crate::engine::PlanIo`]) in the one vocabulary of [`crate::encoding`].
 
 pub mod client;
@@ -11,3 +12,4 @@ pub mod live;
 pub mod runner;
 pub mod server;
 pub mod shaping;
+pub mod statistics;

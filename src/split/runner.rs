@@ -42,6 +42,8 @@ pub struct RunSummary {
     pub server_answers: usize,
     /// Mean transfer (send to answer) time of server answers, ms.
     pub transfer_ms_mean: f64,
+    /// The predicted class of every sample, in order.
+    pub predictions: Vec<u32>,
 }
 
 impl RunSummary {
@@ -108,6 +110,7 @@ impl Tally {
                 breaker_openings: 0,
                 server_answers: 0,
                 transfer_ms_mean: 0.0,
+                predictions: Vec::with_capacity(capacity),
             },
             correct: 0,
             exits: 0,
@@ -119,6 +122,7 @@ impl Tally {
     fn record(&mut self, o: &Outcome, label: u8, block_names: &[String]) {
         let s = &mut self.s;
         s.samples += 1;
+        s.predictions.push(o.class);
         self.correct += usize::from(o.class == label as u32);
         s.bytes_sent += o.bytes_sent;
         s.latencies_ms.push(o.latency.as_secs_f64() * 1e3);

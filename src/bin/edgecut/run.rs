@@ -75,6 +75,13 @@ pub struct RunArgs {
     /// Where the device runs.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// Least time between two polls of the server's statistics (the load signal), ms; 0 polls
+    /// after every answer.
+    #[arg(long, default_value_t = 200)]
+    pub stats_interval_ms: u64,
+    /// With --json: add every sample's predicted class (`predictions`).
+    #[arg(long)]
+    pub predictions: bool,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -112,6 +119,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         .with_token(token)
         .with_trace(trace.clone())
         .with_device_slowdown(a.device_slowdown)
+        .with_stats_interval(Duration::from_millis(a.stats_interval_ms))
         .with_breaker(
             a.breaker_failures,
             Duration::from_millis(a.breaker_backoff_ms),
@@ -132,6 +140,12 @@ pub fn run(a: RunArgs) -> Result<()> {
         if policy.adaptive() {
             j["choices"] = serde_json::to_value(&s.cuts)?;
             j["scheduler"] = feedback.to_json();
+        }
+        j["server_load"] = feedback.load_json();
+        // Asked before the run (cached): no request when the server was reachable then.
+        j["server_kind"] = client.server_kind().ok().map(|k| k.name().to_string()).into();
+        if a.predictions {
+            j["predictions"] = serde_json::to_value(&s.predictions)?;
         }
         j["device_slowdown"] = a.device_slowdown.into();
         j["model"] = model.name().into();

@@ -5,6 +5,7 @@ use super::request::{self, InferRequest};
 use super::{ServerConfig, Shared};
 use crate::model::Model;
 use crate::split::kserve::{self, RawTensor, HEADER_LENGTH};
+use crate::split::statistics::{EdgecutExtras, ModelStatistics, StatisticsResponse};
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -134,6 +135,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/v2", get(server_metadata))
         .route("/v2/models/{name}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/stats", get(all_stats))
         .route("/v2/models/{name}/stats", get(model_stats))
         .route("/v2/models/{name}/infer", post(infer))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -295,32 +297,37 @@ async fn model_ready(
     Ok(axum::Json(json!({"name": name, "ready": true})))
 }
 
+/// One model's entry of the statistics extension.
+fn statistics_of(s: &Shared, i: usize) -> ModelStatistics {
+    let st = s.stats[i].lock().unwrap_or_else(|p| p.into_inner());
+    ModelStatistics {
+        name: s.models[i].name().to_string(),
+        version: "1".into(),
+        last_inference: st.last_inference_ms,
+        inference_count: st.inference_count,
+        execution_count: st.execution_count,
+        inference_stats: st.inference.clone(),
+        batch_stats: st.batches.values().cloned().collect(),
+        edgecut: Some(EdgecutExtras {
+            queue_depth: s.queues[i].len() as u64,
+        }),
+    }
+}
+
 async fn model_stats(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<StatisticsResponse>, ApiError> {
     let i = find(&s, &name)?;
-    let st = s.stats[i].lock().unwrap_or_else(|p| p.into_inner());
-    let mean = |f: fn(&(u64, u64)) -> u64| {
-        if st.recent.is_empty() {
-            0.0
-        } else {
-            st.recent.iter().map(f).sum::<u64>() as f64 / st.recent.len() as f64
-        }
-    };
-    let queued = s.queues[i].len();
-    Ok(axum::Json(json!({
-        "name": name,
-        "requests": st.requests,
-        "errors": st.errors,
-        "batches": st.batches,
-        "samples": st.samples,
-        "recent": st.recent.len(),
-        "queue_us_mean": mean(|r| r.0),
-        "compute_us_mean": mean(|r| r.1),
-        "queue_depth": queued,
-        "uptime_s": s.started.elapsed().as_secs_f64(),
-    })))
+    Ok(axum::Json(StatisticsResponse {
+        model_stats: vec![statistics_of(&s, i)],
+    }))
+}
+
+async fn all_stats(State(s): State<Arc<Shared>>) -> axum::Json<StatisticsResponse> {
+    axum::Json(StatisticsResponse {
+        model_stats: (0..s.models.len()).map(|i| statistics_of(&s, i)).collect(),
+    })
 }
 
 async fn infer(
@@ -333,12 +340,14 @@ async fn infer(
         Ok(m) => m,
         Err(e) => return e.into_response(),
     };
+    let arrived = std::time::Instant::now();
     let result = infer_inner(&s, model, &headers, body).await;
     {
+        let took = u64::try_from(arrived.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let mut st = s.stats[model].lock().unwrap_or_else(|p| p.into_inner());
-        st.requests += 1;
-        if result.is_err() {
-            st.errors += 1;
+        match &result {
+            Ok(_) => st.inference.success.add(took),
+            Err(_) => st.inference.fail.add(took),
         }
     }
     match result {

@@ -3,7 +3,8 @@
 //! fed by a bounded queue, and dynamic batching of requests for the same cut.
 //!
 //! Routes: `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2`, `GET /v2/models/{name}`,
-//! `GET /v2/models/{name}/ready`, `POST /v2/models/{name}/infer`, `GET /v2/models/{name}/stats`.
+//! `GET /v2/models/{name}/ready`, `POST /v2/models/{name}/infer`, `GET /v2/models/{name}/stats`
+//! and `GET /v2/models/stats` (the statistics extension, [`crate::split::statistics`]).
 //! Every error is a 4xx/5xx with a `{"error": "..."}` body.
 //!
 //! An infer request is either a full-model request (one input, the image tensor as `FP32` or
@@ -26,11 +27,12 @@ use crate::encoding::Encoding;
 use crate::engine::Backend;
 use crate::model::Model;
 use batcher::{Queue, QueueState};
-use std::collections::{HashMap, VecDeque};
+use crate::split::statistics::{BatchStats, InferenceStats};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thiserror::Error;
 
 /// Errors starting the server.
@@ -208,7 +210,6 @@ impl Server {
             backend,
             config: config.clone(),
             queues: queues.clone(),
-            started: Instant::now(),
             next_id: AtomicU64::new(0),
         });
         // Compile the plans of the likely cuts now rather than on the first requests.
@@ -309,17 +310,21 @@ struct Shared {
     config: ServerConfig,
     /// One queue per model.
     queues: Vec<Arc<Queue>>,
-    started: Instant,
     next_id: AtomicU64,
 }
 
+/// A model's cumulative counters in the statistics extension's terms
+/// ([`crate::split::statistics`]).
 #[derive(Default)]
 struct ModelStats {
-    requests: u64,
-    errors: u64,
-    batches: u64,
-    samples: u64,
-    recent: VecDeque<(u64, u64)>,
+    /// Samples computed.
+    inference_count: u64,
+    /// Batches computed.
+    execution_count: u64,
+    /// Milliseconds since the Unix epoch of the last batch (0: none yet).
+    last_inference_ms: u64,
+    /// Per-request counters.
+    inference: InferenceStats,
+    /// Per-batch counters by batch size.
+    batches: BTreeMap<u64, BatchStats>,
 }
-
-const RECENT: usize = 256;

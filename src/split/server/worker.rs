@@ -3,7 +3,8 @@
 
 use super::batcher::{Job, JobDone};
 use super::http::err;
-use super::{Shared, RECENT};
+use super::Shared;
+use crate::split::statistics::BatchStats;
 use crate::encoding::{Encoded, Encoding};
 use crate::engine::{EngineError, Plan, PlanIo};
 use axum::http::StatusCode;
@@ -50,21 +51,38 @@ pub(super) fn worker(s: Arc<Shared>, model: usize) {
                      serving, retry the request and report this if it repeats"
                 ))
             });
-        let compute_us = started.elapsed().as_micros() as u64;
+        let compute = started.elapsed();
+        let compute_us = compute.as_micros() as u64;
+        let compute_ns = u64::try_from(compute.as_nanos()).unwrap_or(u64::MAX);
         let n = batch.len();
         match result {
             Ok(logits) => {
                 let classes = s.models[model].classes();
                 let mut at = 0;
                 let mut st = s.stats[model].lock().unwrap_or_else(|p| p.into_inner());
-                st.batches += 1;
+                let samples: usize = batch.iter().map(|j| j.samples).sum();
+                st.execution_count += 1;
+                st.inference_count += samples as u64;
+                st.last_inference_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let size = st.batches.entry(samples as u64).or_insert_with(|| BatchStats {
+                    batch_size: samples as u64,
+                    ..BatchStats::default()
+                });
+                // Decoding and encoding run inside the plan: all of it is compute_infer.
+                size.compute_input.add(0);
+                size.compute_infer.add(compute_ns);
+                size.compute_output.add(0);
                 for job in batch {
-                    let queue_us = started.duration_since(job.enqueued).as_micros() as u64;
-                    st.samples += job.samples as u64;
-                    st.recent.push_back((queue_us, compute_us));
-                    if st.recent.len() > RECENT {
-                        st.recent.pop_front();
-                    }
+                    let queued = started.duration_since(job.enqueued);
+                    let queue_us = queued.as_micros() as u64;
+                    let i = &mut st.inference;
+                    i.queue
+                        .add(u64::try_from(queued.as_nanos()).unwrap_or(u64::MAX));
+                    i.compute_input.add(0);
+                    i.compute_infer.add(compute_ns);
+                    i.compute_output.add(0);
                     let part = logits[at..at + job.samples * classes].to_vec();
                     at += job.samples * classes;
                     let _ = job.reply.send(Ok(JobDone {
