@@ -7,15 +7,19 @@
 # 2. tests/python/export_reference.py: onnxruntime runs the head.onnx and tail.onnx that
 #    `edgecut export` writes for every shipped model at every cut and encoding, against
 #    `edgecut infer` (with and without --cut);
-# 3. tests/python/test_tritonclient.py against a real `edgecut serve` on a free loopback port.
+# 3. tests/python/test_tritonclient.py against a real `edgecut serve` on a free loopback port;
+# 4. tests/python/triton.sh: a real Triton (from the nvidia-pytriton wheel) serving the tails
+#    `edgecut export --triton-repo` writes, with `edgecut run` through it.
 # Usage: bash tests/python/run.sh   (from anywhere; builds the binary if needed)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 target="${CARGO_TARGET_DIR:-target}"
 venv="$target/py-venv"
 # Loose pins: the tests use only long-stable APIs of these packages.
-packages=("tritonclient[http]" "numpy>=1.24" "onnx>=1.16,<2" "onnxruntime>=1.18,<2" "pillow>=10")
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tritonclient.http, numpy, onnx, onnxruntime, PIL" 2>/dev/null; then
+# nvidia-pytriton is pinned: it bundles tritonserver 2.51, whose layout triton.sh relies on.
+packages=("tritonclient[http]" "numpy>=1.24" "onnx>=1.16,<2" "onnxruntime>=1.18,<2" "pillow>=10" "nvidia-pytriton==0.7.0")
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tritonclient.http, numpy, onnx, onnxruntime, PIL" 2>/dev/null \
+    || ! "$venv/bin/pip" show -q nvidia-pytriton 2>/dev/null; then
     if ! python3 -m venv "$venv" 2>/dev/null; then
         echo "python: installing python3-venv"
         SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -51,3 +55,5 @@ for _ in $(seq 1 300); do
 done
 grep -q "edgecut serving" "$log" || { cat "$log"; echo "python: edgecut serve did not start"; exit 1; }
 EDGECUT_URL="127.0.0.1:$port" EDGECUT_BIN="$bin" "$venv/bin/python" tests/python/test_tritonclient.py
+kill "$server" 2>/dev/null || true
+bash tests/python/triton.sh "$venv" "$bin"

@@ -7,7 +7,8 @@ Run by .ci/run, or by hand:
 
 Checks readiness, model metadata, a binary full-model inference (predictions and accuracy equal
 to `edgecut eval`'s on the same digits), a JSON-only UINT8 request, and tail inferences with the
-edgecut_* parameters whose logits match a NumPy computation of the tail from the model's weights.
+edgecut_* parameters whose logits match a NumPy computation of the tail from the model's weights,
+and the statistics extension read through the client's own `get_inference_statistics`.
 """
 
 import gzip
@@ -143,6 +144,19 @@ class TritonClientTest(unittest.TestCase):
         with self.assertRaises(Exception) as err:
             self.client.infer(MODEL, [inp], parameters={"edgecut_cut_after": 3, "edgecut_model_hash": "0" * 64})
         self.assertIn("hash", str(err.exception))
+
+    def test_statistics_extension_counts_inferences_cumulatively(self):
+        def counts():
+            s = self.client.get_inference_statistics(MODEL)["model_stats"][0]
+            return s["inference_count"], s["inference_stats"]["success"]["count"]
+
+        inference, success = counts()
+        inp = httpclient.InferInput("input", [2, 1, 28, 28], "FP32")
+        inp.set_data_from_numpy(np.zeros((2, 1, 28, 28), np.float32))
+        self.client.infer(MODEL, [inp])
+        self.assertEqual(counts(), (inference + 2, success + 1))
+        every = self.client.get_inference_statistics()["model_stats"]
+        self.assertIn(MODEL, [m["name"] for m in every])
 
 
 if __name__ == "__main__":
