@@ -1,6 +1,8 @@
 //! Split runtime end to end on loopback (the plans' encode/decode steps are checked against
 //! their CPU reference in tests/plans.rs): split inference through the server against local evaluation at every cut, faults (server killed,
-//! stalled, malformed) and bad requests answered with 4xx while the server keeps serving.
+//! stalled, malformed) and bad requests answered with 4xx while the server keeps serving; the
+//! statistics extension as the client's load signal, and repository (Triton) servers whose tail
+//! model is missing or declared for another shape.
 
 mod common;
 
@@ -9,9 +11,12 @@ use edgecut::data::{load_mnist, Dataset, Split};
 use edgecut::encoding::Encoding;
 use edgecut::engine::{Backend, Plan};
 use edgecut::model::Model;
+use edgecut::sched::cost::CostTable;
 use edgecut::sched::policy;
 use edgecut::sched::{Choice, Cut};
-use edgecut::split::client::{AnsweredBy, ClientConfig, DeviceClient};
+use edgecut::split::client::{
+    repository_model_name, AnsweredBy, ClientConfig, ClientError, DeviceClient, ServerKind,
+};
 use edgecut::split::live::Feedback;
 use edgecut::split::runner::run;
 use edgecut::split::server::{Server, ServerConfig};
@@ -419,7 +424,129 @@ fn concurrent_requests_for_one_cut_share_a_gpu_dispatch() {
         .as_array()
         .expect("batch_stats")
         .iter()
-        .map(|b| b["batch_size"].as_u64().expect("size") * b["compute_infer"]["count"].as_u64().expect("count"))
+        .map(|b| {
+            b["batch_size"].as_u64().expect("size")
+                * b["compute_infer"]["count"].as_u64().expect("count")
+        })
         .sum();
     assert_eq!(batched, 8, "{stats}");
+}
+
+#[test]
+fn the_client_reads_the_load_of_edgecut_serve_from_its_statistics_extension() {
+    let model = fixture();
+    let data = test_set();
+    let server = Server::start(
+        vec![model.clone()],
+        Backend::Cpu,
+        ServerConfig::new(loopback()),
+    )
+    .expect("server starts");
+    let config = ClientConfig::new(server.url()).with_stats_interval(Duration::ZERO);
+    let mut client = DeviceClient::new(model.clone(), Backend::Cpu, config).expect("client");
+    let choice = Choice::after(1, Encoding::Fp16);
+    // Finds the kind and takes the first poll, so the first answer already gives a reading.
+    client.prepare(choice).expect("plans");
+    assert_eq!(
+        client.server_kind().expect("reachable"),
+        ServerKind::Edgecut
+    );
+    for i in 0..3 {
+        let x = data.batch(i..i + 1, model.input_shape()).expect("batch");
+        let o = client.classify(&x, choice, 1.0).expect("answered");
+        assert_eq!(o.by, AnsweredBy::Server);
+        let load = o.load.expect("a statistics poll after every answer");
+        assert_eq!(load.requests, 1, "one request between two polls: {load:?}");
+        assert!(load.queue_s >= 0.0 && load.compute_s > 0.0, "{load:?}");
+    }
+}
+
+/// A KServe v2 server that is not edgecut: answers `GET /v2` as Triton does and each model
+/// metadata path from `models` (others 404), on keep-alive connections; records the paths.
+fn repository_server(models: &'static [(&'static str, &'static str)]) -> SocketAddr {
+    let listener = TcpListener::bind(loopback()).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = conn.read(&mut chunk) {
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                        let (status, body) = match path.as_str() {
+                            "/v2" => ("200 OK", r#"{"name":"triton","version":"2.51.0"}"#),
+                            p => models
+                                .iter()
+                                .find(|(name, _)| p == format!("/v2/models/{name}"))
+                                .map_or(("404 Not Found", r#"{"error":"unknown model"}"#), |m| {
+                                    ("200 OK", m.1)
+                                }),
+                        };
+                        let reply = format!(
+                            "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if conn.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_repository_without_the_tail_or_with_another_shape_is_an_error_naming_the_model() {
+    let model = fixture();
+    // The tail after block 1 (conv2, output [16, 5, 5]) declared for the wrong shape.
+    const WRONG: &str = r#"{"name":"mnist-fixture__cut1__fp32","inputs":[{"name":"input","datatype":"FP32","shape":[-1,400]}],"outputs":[{"name":"output","datatype":"FP32","shape":[-1,10]}]}"#;
+    const RIGHT: &str = r#"{"name":"mnist-fixture__cut1__fp16","inputs":[{"name":"input","datatype":"FP16","shape":[-1,16,5,5]}],"outputs":[{"name":"output","datatype":"FP32","shape":[-1,10]}]}"#;
+    let addr = repository_server(&[
+        ("mnist-fixture__cut1__fp32", WRONG),
+        ("mnist-fixture__cut1__fp16", RIGHT),
+    ]);
+    let config = ClientConfig::new(format!("http://{addr}"));
+    let mut client = DeviceClient::new(model.clone(), Backend::Cpu, config).expect("client");
+    let kind = client.server_kind().expect("reachable");
+    assert_eq!(kind.name(), "triton");
+    client
+        .prepare(Choice::after(1, Encoding::Fp16))
+        .expect("the fp16 tail matches the cut");
+    let missing = client
+        .prepare(Choice::after(1, Encoding::Int8))
+        .expect_err("no int8 tail");
+    let text = missing.to_string();
+    assert!(
+        matches!(missing, ClientError::Deployment(_))
+            && text.contains("no model 'mnist-fixture__cut1__int8'")
+            && text.contains("--triton-repo"),
+        "{text}"
+    );
+    let wrong = client
+        .prepare(Choice::after(1, Encoding::Fp32))
+        .expect_err("declared for another shape")
+        .to_string();
+    assert!(
+        wrong.contains("'mnist-fixture__cut1__fp32'")
+            && wrong.contains("input FP32 [-1, 400]")
+            && wrong.contains("input FP32 [-1, 16, 5, 5]"),
+        "{wrong}"
+    );
+    assert_eq!(
+        repository_model_name("mnist-fixture", Choice::after(3, Encoding::Int8)).as_deref(),
+        Some("mnist-fixture__cut3__int8")
+    );
+    assert_eq!(
+        repository_model_name("mnist-fixture", CostTable::server_choice_of(&model)).as_deref(),
+        Some("mnist-fixture")
+    );
 }

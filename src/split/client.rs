@@ -657,13 +657,18 @@ impl DeviceClient {
             })
             .collect();
         // The batch dimension may be variable (-1) or any size; the rest must match exactly.
-        let same = |(n, d, s): &(String, String, Vec<i64>), (wn, wd, ws): &(String, String, Vec<i64>)| {
+        let same = |(n, d, s): &(String, String, Vec<i64>),
+                    (wn, wd, ws): &(String, String, Vec<i64>)| {
             n == wn && d == wd && s.len() == ws.len() && s.get(1..) == ws.get(1..)
         };
-        let inputs_match = inputs.len() == want.len()
-            && want.iter().all(|w| inputs.iter().any(|i| same(i, w)));
+        let inputs_match =
+            inputs.len() == want.len() && want.iter().all(|w| inputs.iter().any(|i| same(i, w)));
         let classes = self.model.classes();
-        let output = ("output".to_string(), "FP32".to_string(), vec![-1, classes as i64]);
+        let output = (
+            "output".to_string(),
+            "FP32".to_string(),
+            vec![-1, classes as i64],
+        );
         let outputs = declared("outputs");
         if !inputs_match || !outputs.iter().any(|o| same(o, &output)) {
             return Err(RemoteError::Deployment(format!(
@@ -732,7 +737,9 @@ impl DeviceClient {
                 return None;
             }
         };
-        let previous = self.polled.insert(name.to_string(), (Instant::now(), stats.clone()));
+        let previous = self
+            .polled
+            .insert(name.to_string(), (Instant::now(), stats.clone()));
         LoadSample::between(&previous?.1, &stats)
     }
 
@@ -762,7 +769,13 @@ impl DeviceClient {
     }
 
     /// The HTTP request for `e` split as `choice`, to `target` on a server of `kind`.
-    fn request_bytes(&self, kind: &ServerKind, target: &str, e: Encoded, choice: Choice) -> Vec<u8> {
+    fn request_bytes(
+        &self,
+        kind: &ServerKind,
+        target: &str,
+        e: Encoded,
+        choice: Choice,
+    ) -> Vec<u8> {
         let mut header = Map::new();
         let batch = e.shape.first().copied().unwrap_or(1);
         let inputs = match kind {
@@ -906,7 +919,12 @@ fn repository_inputs(e: Encoded, batch: usize) -> Vec<RawTensor> {
                     vec![batch, 1],
                     p.scale.to_le_bytes().repeat(batch),
                 ),
-                tensor("zero_point", "UINT8", vec![batch, 1], vec![zero_point; batch]),
+                tensor(
+                    "zero_point",
+                    "UINT8",
+                    vec![batch, 1],
+                    vec![zero_point; batch],
+                ),
             ]
         }
         (encoding, _) => vec![tensor("input", encoding.datatype(), e.shape, e.bytes)],

@@ -122,8 +122,8 @@ pub struct StatisticsResponse {
 impl StatisticsResponse {
     /// Parses a body, or says what is wrong with it.
     pub fn parse(body: &[u8]) -> Result<Self, String> {
-        let v: Value = serde_json::from_slice(body)
-            .map_err(|e| format!("statistics are not JSON: {e}"))?;
+        let v: Value =
+            serde_json::from_slice(body).map_err(|e| format!("statistics are not JSON: {e}"))?;
         serde_json::from_value(v)
             .map_err(|e| format!("statistics are not in the statistics-extension format: {e}"))
     }

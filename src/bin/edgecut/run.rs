@@ -143,7 +143,11 @@ pub fn run(a: RunArgs) -> Result<()> {
         }
         j["server_load"] = feedback.load_json();
         // Asked before the run (cached): no request when the server was reachable then.
-        j["server_kind"] = client.server_kind().ok().map(|k| k.name().to_string()).into();
+        j["server_kind"] = client
+            .server_kind()
+            .ok()
+            .map(|k| k.name().to_string())
+            .into();
         if a.predictions {
             j["predictions"] = serde_json::to_value(&s.predictions)?;
         }

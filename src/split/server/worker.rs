@@ -4,9 +4,9 @@
 use super::batcher::{Job, JobDone};
 use super::http::err;
 use super::Shared;
-use crate::split::statistics::BatchStats;
 use crate::encoding::{Encoded, Encoding};
 use crate::engine::{EngineError, Plan, PlanIo};
+use crate::split::statistics::BatchStats;
 use axum::http::StatusCode;
 use std::any::Any;
 use std::collections::HashMap;
@@ -66,10 +66,13 @@ pub(super) fn worker(s: Arc<Shared>, model: usize) {
                 st.last_inference_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
-                let size = st.batches.entry(samples as u64).or_insert_with(|| BatchStats {
-                    batch_size: samples as u64,
-                    ..BatchStats::default()
-                });
+                let size = st
+                    .batches
+                    .entry(samples as u64)
+                    .or_insert_with(|| BatchStats {
+                        batch_size: samples as u64,
+                        ..BatchStats::default()
+                    });
                 // Decoding and encoding run inside the plan: all of it is compute_infer.
                 size.compute_input.add(0);
                 size.compute_infer.add(compute_ns);
