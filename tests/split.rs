@@ -14,10 +14,9 @@ use edgecut::model::Model;
 use edgecut::sched::cost::CostTable;
 use edgecut::sched::policy;
 use edgecut::sched::{Choice, Cut};
-use edgecut::split::client::{
-    repository_model_name, AnsweredBy, ClientConfig, ClientError, DeviceClient, ServerKind,
-};
+use edgecut::split::client::{AnsweredBy, ClientConfig, ClientError, DeviceClient, ServerKind};
 use edgecut::split::live::Feedback;
+use edgecut::split::repository::repository_model_name;
 use edgecut::split::runner::run;
 use edgecut::split::server::{Server, ServerConfig};
 use std::io::{Read, Write};

@@ -6,9 +6,9 @@
 //! The server is `edgecut serve` or any KServe v2 server holding an exported model repository
 //! (Triton, KServe): the client asks `GET /v2` which it is ([`ServerKind`]). `edgecut serve`
 //! takes tail requests for every cut on the model's own name; a repository has one model per cut
-//! and encoding, named by [`repository_model_name`], whose metadata the client checks against the
-//! cut before the first request. Both are sent binary tensors, and both report their load through
-//! the statistics extension, polled after answers ([`crate::split::statistics`]).
+//! and encoding, named by [`repository_model_name`], whose metadata the client checks against
+//! the cut before the first request. Both are sent binary tensors, and both report their load
+//! through the statistics extension, polled after answers ([`crate::split::statistics`]).
 //!
 //! Every call of [`DeviceClient::classify`] answers exactly once: when the server is down,
 //! refuses, misses the deadline or answers malformed data, the device runs the tail itself
@@ -16,6 +16,7 @@
 //! for the next request's.
 
 use super::kserve::{self, RawTensor, HEADER_LENGTH};
+use super::repository::{self, repository_model_name};
 use super::shaping::Shaper;
 use super::statistics::{InferenceStats, LoadSample, StatisticsResponse};
 use crate::encoding::{encode_cpu, Encoded, Encoding};
@@ -118,17 +119,6 @@ impl ServerKind {
             ServerKind::Edgecut => "edgecut",
             ServerKind::Repository { server } => server,
         }
-    }
-}
-
-/// The model a repository server runs for `choice` of the model called `model` (the naming
-/// convention of `edgecut export --triton-repo`): `<model>` for the full model (server-only)
-/// and `<model>__cut<k>__<fp32|fp16|int8>` for the tail after block `k`. `None` for device-only.
-pub fn repository_model_name(model: &str, choice: Choice) -> Option<String> {
-    match choice.cut {
-        Cut::Device => None,
-        Cut::Server => Some(model.to_string()),
-        Cut::After(k) => Some(format!("{model}__cut{k}__{}", choice.encoding)),
     }
 }
 
@@ -572,25 +562,6 @@ impl DeviceClient {
         }
     }
 
-    /// The inputs a repository model for `choice` must declare: `(name, datatype, shape after
-    /// the batch dimension)`.
-    fn repository_inputs(&self, choice: Choice) -> Vec<(&'static str, &'static str, Vec<usize>)> {
-        let (shape, encoding) = match choice.cut {
-            Cut::After(k) => (self.model.blocks[k].output_shape.clone(), choice.encoding),
-            // The full model of a repository takes the FP32 input.
-            _ => (self.model.input_shape().to_vec(), Encoding::Fp32),
-        };
-        match encoding {
-            Encoding::Fp32 => vec![("input", "FP32", shape)],
-            Encoding::Fp16 => vec![("input", "FP16", shape)],
-            Encoding::Int8 => vec![
-                ("input", "UINT8", shape),
-                ("scale", "FP32", vec![1]),
-                ("zero_point", "UINT8", vec![1]),
-            ],
-        }
-    }
-
     /// Checks once that the repository model for `choice` exists and takes the cut's tensor.
     fn check_repository_model(
         &mut self,
@@ -601,19 +572,12 @@ impl DeviceClient {
         if self.checked.contains(name) {
             return Ok(());
         }
-        let what = match choice.cut {
-            Cut::After(k) => format!(
-                "the tail after block {k} ('{}') taking {}",
-                self.model.blocks[k].name, choice.encoding
-            ),
-            _ => "the full model".to_string(),
-        };
         let (status, body) = self.get(&format!("/v2/models/{name}"), deadline)?;
         if matches!(status, 400 | 404) {
-            return Err(RemoteError::Deployment(format!(
-                "the server has no model '{name}', where edgecut's naming convention puts {what} of '{}';                  load the repository `edgecut export {} --triton-repo <dir>` writes, or pick a policy without this split",
-                self.model.name(),
-                self.model.name()
+            return Err(RemoteError::Deployment(repository::missing(
+                &self.model,
+                choice,
+                name,
             )));
         }
         if status != 200 {
@@ -621,65 +585,8 @@ impl DeviceClient {
         }
         let meta: Value = serde_json::from_slice(&body)
             .map_err(|e| RemoteError::Malformed(format!("metadata of '{name}': {e}")))?;
-        let declared = |key: &str| -> Vec<(String, String, Vec<i64>)> {
-            meta.get(key)
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .map(|t| {
-                            let text = |k: &str| {
-                                t.get(k).and_then(Value::as_str).unwrap_or("").to_string()
-                            };
-                            let shape = t
-                                .get("shape")
-                                .and_then(Value::as_array)
-                                .map(|d| d.iter().filter_map(Value::as_i64).collect())
-                                .unwrap_or_default();
-                            (text("name"), text("datatype"), shape)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let show = |list: &[(String, String, Vec<i64>)]| {
-            list.iter()
-                .map(|(n, d, s)| format!("{n} {d} {s:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let inputs = declared("inputs");
-        let want: Vec<(String, String, Vec<i64>)> = self
-            .repository_inputs(choice)
-            .into_iter()
-            .map(|(n, d, s)| {
-                let dims = std::iter::once(-1).chain(s.iter().map(|&v| v as i64));
-                (n.to_string(), d.to_string(), dims.collect())
-            })
-            .collect();
-        // The batch dimension may be variable (-1) or any size; the rest must match exactly.
-        let same = |(n, d, s): &(String, String, Vec<i64>),
-                    (wn, wd, ws): &(String, String, Vec<i64>)| {
-            n == wn && d == wd && s.len() == ws.len() && s.get(1..) == ws.get(1..)
-        };
-        let inputs_match =
-            inputs.len() == want.len() && want.iter().all(|w| inputs.iter().any(|i| same(i, w)));
-        let classes = self.model.classes();
-        let output = (
-            "output".to_string(),
-            "FP32".to_string(),
-            vec![-1, classes as i64],
-        );
-        let outputs = declared("outputs");
-        if !inputs_match || !outputs.iter().any(|o| same(o, &output)) {
-            return Err(RemoteError::Deployment(format!(
-                "model '{name}' on the server takes [{}] and gives [{}], but {what} of '{}' needs [{}] and [{}];                  re-export the repository from this model",
-                show(&inputs),
-                show(&outputs),
-                self.model.name(),
-                show(&want),
-                show(std::slice::from_ref(&output))
-            )));
-        }
+        repository::check_metadata(&self.model, choice, name, &meta)
+            .map_err(RemoteError::Deployment)?;
         self.checked.insert(name.to_string());
         Ok(())
     }
@@ -807,7 +714,7 @@ impl DeviceClient {
                     "outputs".into(),
                     json!([{"name": "output", "parameters": {"binary_data": true}}]),
                 );
-                repository_inputs(e, batch)
+                repository::wire_inputs(e, batch)
             }
         };
         let (body, json_len) = kserve::build(header, "inputs", &inputs, true);
@@ -892,42 +799,6 @@ impl DeviceClient {
             return Err(RemoteError::Malformed("non-finite logits".into()));
         }
         Ok(crate::cpu::exit_stats(&values, classes)[0].argmax)
-    }
-}
-
-/// The tensors a repository tail takes for `e` (the naming convention's wire form): the data as
-/// `FP32`, `FP16` or `UINT8`; for INT8 also `scale` `FP32 [batch, 1]` and `zero_point`
-/// `UINT8 [batch, 1]`. edgecut's INT8 codes are signed, so codes and zero point travel shifted
-/// by 128, which dequantizes to the same values.
-fn repository_inputs(e: Encoded, batch: usize) -> Vec<RawTensor> {
-    let tensor = |name: &str, datatype: &str, shape: Vec<usize>, bytes: Vec<u8>| RawTensor {
-        name: name.into(),
-        datatype: datatype.into(),
-        shape,
-        bytes,
-        parameters: Map::new(),
-    };
-    match (e.encoding, e.int8) {
-        (Encoding::Int8, Some(p)) => {
-            let shifted = e.bytes.iter().map(|b| b ^ 0x80).collect();
-            let zero_point = (p.zero_point + 128).clamp(0, 255) as u8;
-            vec![
-                tensor("input", "UINT8", e.shape, shifted),
-                tensor(
-                    "scale",
-                    "FP32",
-                    vec![batch, 1],
-                    p.scale.to_le_bytes().repeat(batch),
-                ),
-                tensor(
-                    "zero_point",
-                    "UINT8",
-                    vec![batch, 1],
-                    vec![zero_point; batch],
-                ),
-            ]
-        }
-        (encoding, _) => vec![tensor("input", encoding.datatype(), e.shape, e.bytes)],
     }
 }
 
