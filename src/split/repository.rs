@@ -69,8 +69,9 @@ pub fn missing(model: &Model, choice: Choice, name: &str) -> String {
 }
 
 /// Checks the metadata (`GET /v2/models/{name}`) of the repository model for `choice`: the
-/// inputs of [`expected_inputs`] and an `output` FP32 `[-1, classes]`. The batch dimension may be
-/// variable or fixed; every other dimension must match.
+/// inputs of the naming convention (the cut's tensor in the encoding's datatype) and an `output`
+/// FP32 `[-1, classes]`. The batch dimension may be variable or fixed; every other dimension must
+/// match.
 pub fn check_metadata(
     model: &Model,
     choice: Choice,
