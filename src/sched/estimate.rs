@@ -1,6 +1,7 @@
 //! Estimators of the uplink data rate, the round-trip time and the server's queueing delay, from
 //! what the device observes: each transfer's bytes and active seconds, response timing, and the
-//! `queue_us` the server reports.
+//! server's mean queue time per request (which the live client reads from the server's statistics
+//! extension).
 //!
 //! Idle gaps do not bias the rate: a sample is the rate while bytes were actually in flight
 //! (bytes / active seconds), so time without traffic adds no sample. Outliers: the harmonic mean
@@ -213,7 +214,7 @@ impl Estimator {
         self.rtt.observe(seconds);
     }
 
-    /// The server's reported queue time in microseconds (its load signal).
+    /// The server's queue time per request in microseconds (its load signal).
     pub fn observe_queue_us(&mut self, queue_us: u64) {
         self.queue.observe(queue_us as f64 * 1e-6);
     }
