@@ -1,48 +1,41 @@
-//! The model-repository side of the protocol: how a Triton or KServe server that holds the
-//! repository `edgecut export --triton-repo` writes names its models, what each one must declare,
-//! and the tensors a tail request carries (deploy/README.md, "Triton and KServe").
+//! The client's side of a model repository: which model a Triton or KServe server holding the
+//! repository `edgecut export --triton-repo` writes ([`crate::export`]) runs for a split, the
+//! check of its metadata against the cut, and the tensors a tail request carries
+//! (deploy/README.md, "Triton and KServe").
 
 use super::kserve::RawTensor;
 use crate::encoding::{Encoded, Encoding};
+use crate::export::{input_specs, tail_model_name};
 use crate::model::Model;
 use crate::sched::{Choice, Cut};
 use serde_json::{Map, Value};
 
 /// The model a repository server runs for `choice` of the model called `model` (the naming
-/// convention): `<model>` for the full model (server-only) and `<model>__cut<k>__<fp32|fp16|int8>`
-/// for the tail after block `k`. `None` for device-only.
+/// convention of [`crate::export`]): `<model>` for the full model (server-only) and
+/// [`tail_model_name`] (`<model>__cut<k>__<fp32|fp16|int8>`) for the tail after block `k`.
+/// `None` for device-only.
 pub fn repository_model_name(model: &str, choice: Choice) -> Option<String> {
     match choice.cut {
         Cut::Device => None,
         Cut::Server => Some(model.to_string()),
-        Cut::After(k) => Some(format!("{model}__cut{k}__{}", choice.encoding)),
+        Cut::After(k) => Some(tail_model_name(model, k, choice.encoding)),
     }
 }
 
 /// A tensor as model metadata declares it: name, datatype, shape with the batch first (`-1`).
 type Declared = (String, String, Vec<i64>);
 
-/// The inputs the repository model for `choice` declares: the cut's tensor as FP32, FP16 or UINT8
-/// (INT8 adds `scale` FP32 and `zero_point` UINT8, one per sample). The full model takes the
-/// model's input as FP32, whatever the policy's server-only encoding.
+/// The inputs the exporter gives the repository model for `choice` ([`input_specs`]). The full
+/// model takes the model's input as FP32, whatever the policy's server-only encoding.
 fn expected_inputs(model: &Model, choice: Choice) -> Vec<Declared> {
     let (shape, encoding) = match choice.cut {
         Cut::After(k) => (model.blocks[k].output_shape.clone(), choice.encoding),
         _ => (model.input_shape().to_vec(), Encoding::Fp32),
     };
-    let declared = |name: &str, datatype: &str, dims: &[usize]| {
-        let shape = std::iter::once(-1).chain(dims.iter().map(|&d| d as i64));
-        (name.to_string(), datatype.to_string(), shape.collect())
-    };
-    match encoding {
-        Encoding::Fp32 => vec![declared("input", "FP32", &shape)],
-        Encoding::Fp16 => vec![declared("input", "FP16", &shape)],
-        Encoding::Int8 => vec![
-            declared("input", "UINT8", &shape),
-            declared("scale", "FP32", &[1]),
-            declared("zero_point", "UINT8", &[1]),
-        ],
-    }
+    input_specs(&shape, encoding)
+        .into_iter()
+        .map(|t| (t.name, t.datatype.to_string(), t.dims))
+        .collect()
 }
 
 /// What `choice` is, for messages.

@@ -32,13 +32,8 @@ cleanup() {
 trap cleanup EXIT
 started=$SECONDS
 
-# The exported repository (the naming convention of deploy/README.md), then its Python-backend twin.
-if "$bin" export --help >/dev/null 2>&1; then
-    "$bin" export "$model" --triton-repo "$work/export"
-else
-    # Until `edgecut export` exists: the same layout written by a small generator.
-    "$py" tests/python/make_triton_repo.py "$model" --edgecut "$bin" --out "$work/export"
-fi
+# The exported repository (deploy/README.md), then its Python-backend twin.
+"$bin" export "$model" --triton-repo "$work/export"
 "$py" tests/python/triton_python_models.py "$work/export" "$work/repo"
 # The stub must sit in the Python backend's folder; a copy keeps the venv untouched.
 cp -r "$server_dir/backends" "$work/backends"
