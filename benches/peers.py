@@ -12,7 +12,10 @@ round runs every engine for `reps` runs after a warm-up, so the engines interlea
 machine's state. edgecut reports its own run times (`edgecut infer --repeat`: model compiled
 once, input uploaded per run, output read back per run); onnxruntime is timed around
 `session.run`. Threads: onnxruntime with 1 and with all cores, edgecut's CPU backend with the
-same counts (`--threads`). Writes report.md and report.json to --out.
+same counts (`--threads`). GPU adapters (lavapipe is slow) run at batch 1 and on the MNIST
+models only, with at most `--gpu-reps` runs per round. The load average before and after each
+row is recorded: on a shared machine it says how much the other processes took. tract is not
+run (it is not on PyPI). Writes report.md and report.json to --out.
 """
 import argparse
 import json
@@ -81,6 +84,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="batch 1 only, fewer runs")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default="", help="comma-separated subset of model names")
+    ap.add_argument("--gpu-reps", type=int, default=3, help="runs per round on a GPU adapter")
     args = ap.parse_args()
     exe = Path(args.edgecut)
     if not exe.exists():
@@ -121,10 +125,13 @@ def main():
                 engines[f"onnxruntime {t}T"] = lambda t=t: ort_times(onnx_path, x, t, reps)[0]
                 engines[f"edgecut cpu {t}T"] = lambda t=t: edgecut_times(
                     exe, onnx_path, x_path, "cpu", t, reps, work / "y.npy")[0]
-            if gpus:
+            # Lavapipe at batch 8 of a 224x224 model takes seconds per run: batch 1 and MNIST only.
+            if gpus and (batch == 1 or not name.startswith(("efficientnet", "mobilenet"))):
                 engines["edgecut gpu"] = lambda: edgecut_times(
-                    exe, onnx_path, x_path, "gpu", None, reps, work / "y.npy")[0]
+                    exe, onnx_path, x_path, "gpu", None, min(reps, args.gpu_reps),
+                    work / "y.npy")[0]
             times = {k: [] for k in engines}
+            load_before = os.getloadavg()[0]
             for _ in range(args.rounds):
                 for k, f in engines.items():
                     print(f"{name} batch {batch}: {k}", file=sys.stderr)
@@ -136,7 +143,9 @@ def main():
             diff = float(np.max(np.abs(y - y_ref)) / max(1e-12, float(np.max(np.abs(y_ref)))))
             med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
             rows.append({"model": name, "batch": batch, "median_ms": med,
-                         "max_rel_diff_vs_onnxruntime": diff, "runs_per_engine": len(times[k])})
+                         "max_rel_diff_vs_onnxruntime": diff,
+                         "runs_per_engine": {k: len(v) for k, v in times.items()},
+                         "load_average_1min": [load_before, os.getloadavg()[0]]})
     report = {
         "cpu": cpu_model(), "cores": cores, "onnxruntime": ort.__version__,
         "gpu_adapters": [a["name"] for a in gpus], "rows": rows,
@@ -144,19 +153,25 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    engines = list(rows[0]["median_ms"]) if rows else []
+    engines = []
+    for r in rows:
+        engines += [e for e in r["median_ms"] if e not in engines]
     lines = [f"CPU: {report['cpu']} ({cores} cores); onnxruntime {ort.__version__}; GPU adapters: "
-             f"{', '.join(report['gpu_adapters']) or 'none'}", "",
+             f"{', '.join(report['gpu_adapters']) or 'none'}; `python benches/peers.py {' '.join(sys.argv[1:])}`", "",
              "| model | batch | " + " | ".join(f"{e} ms" for e in engines)
-             + " | edgecut cpu / onnxruntime (same threads) | max rel. diff |",
-             "|---|---:|" + "---:|" * len(engines) + "---|---:|"]
+             + " | edgecut cpu / onnxruntime (same threads) | edgecut gpu / onnxruntime "
+             f"{cores}T | max rel. diff | load avg |",
+             "|---|---:|" + "---:|" * len(engines) + "---|---:|---:|---|"]
     for r in rows:
         med = r["median_ms"]
         ratios = ", ".join(f"{t}T {med[f'edgecut cpu {t}T'] / med[f'onnxruntime {t}T']:.2f}x"
                            for t in sorted({1, cores}))
+        gpu = (f"{med['edgecut gpu'] / med[f'onnxruntime {cores}T']:.1f}x"
+               if "edgecut gpu" in med else "–")
+        load = " → ".join(f"{v:.1f}" for v in r["load_average_1min"])
         lines.append(f"| {r['model']} | {r['batch']} | "
-                     + " | ".join(f"{med[e]:.2f}" for e in engines)
-                     + f" | {ratios} | {r['max_rel_diff_vs_onnxruntime']:.1e} |")
+                     + " | ".join(f"{med[e]:.2f}" if e in med else "–" for e in engines)
+                     + f" | {ratios} | {gpu} | {r['max_rel_diff_vs_onnxruntime']:.1e} | {load} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -8,7 +8,10 @@ mod common;
 use common::{assert_close, random, Tolerance};
 use edgecut::cpu::{fast, reference};
 use edgecut::engine::{run_steps_reference, Backend, Plan};
-use edgecut::model::{Activation, Conv2d, Dense, FanIn, Model, Pool, PoolKind};
+use edgecut::model::{
+    Activation, Binary, BinaryOp, BinaryOperand, Conv2d, Dense, FanIn, Model, Operand, Pool,
+    PoolKind,
+};
 use edgecut::tensor::Tensor;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -161,6 +164,9 @@ fn fast_convolutions_match_the_reference_on_edge_shapes() {
         (1, (5, 11, 12), 7, (3, 3), wide, 1),      // per-axis stride and dilation
         (1, (6, 11, 12), 6, (3, 3), wide, 6),      // depthwise, per-axis stride and dilation
         (1, (3, 8, 9), 4, (1, 3), plain(1, 1), 1), // non-square kernel
+        (1, (7, 5, 5), 7, (3, 3), plain(3, 1), 7), // depthwise stride 3: nine phase planes
+        (2, (5, 13, 12), 5, (3, 3), Geometry { dilation: (2, 2), ..plain(2, 2) }, 5),
+        (1, (3, 1, 9), 3, (1, 3), plain(1, 1), 3), // depthwise on one-row planes
     ];
     for (i, &(b, input, cout, kernel, geometry, g)) in cases.iter().enumerate() {
         for act in ACTIVATIONS {
@@ -178,6 +184,12 @@ fn fast_convolutions_match_the_reference_at_efficientnet_sizes() {
         (1, (96, 56, 56), 96, (3, 3), plain(2, 1), 96),
         (1, (144, 28, 28), 144, (5, 5), plain(1, 2), 144),
         (1, (3, 64, 64), 32, (3, 3), plain(2, 1), 1),
+        // Pointwise on 7x7 planes: blocks of output channels carry the parallelism.
+        (1, (192, 7, 7), 1152, (1, 1), plain(1, 0), 1),
+        (8, (1152, 7, 7), 197, (1, 1), plain(1, 0), 1),
+        // Pointwise on a large plane: blocks of positions with a tail, batch 8.
+        (8, (16, 37, 41), 96, (1, 1), plain(1, 0), 1),
+        (1, (96, 112, 112), 24, (1, 1), plain(1, 0), 1),
     ];
     for (i, &(b, input, cout, kernel, geometry, g)) in cases.iter().enumerate() {
         let act = Activation::Silu;
@@ -327,6 +339,68 @@ fn fast_squeeze_excite_pieces_match_the_reference() {
             &fast::mul(&gate, &x, hw),
             &reference::mul(&gate, &x, hw),
             Tolerance::Exact,
+        );
+    }
+}
+
+/// The residual add, the squeeze-excite gate (either operand first), constants and general
+/// broadcasts, each with every op, batch 1 and 3, and tails off the SIMD width.
+#[test]
+fn fast_binary_ops_match_the_reference_on_every_broadcast() {
+    // (per-sample x shape, operand shape, constant operand)
+    let cases: [(&[usize], &[usize], bool); 10] = [
+        (&[5, 7, 9], &[5, 7, 9], false), // residual add
+        (&[5, 1, 1], &[5, 7, 9], false), // gate first, planes second (EfficientNet's export)
+        (&[6, 11, 3], &[6, 1, 1], false), // planes first
+        (&[5, 7, 9], &[1], true),        // constant scalar
+        (&[3, 4, 5], &[4, 1], true),     // constant broadcast along a middle axis
+        (&[4, 1, 6], &[1, 5, 1], false), // both operands stretched
+        (&[7], &[3, 1], false),          // operand of higher rank
+        (&[2, 3, 4, 5], &[3, 1, 1], true),
+        (&[3, 1, 1], &[3, 1, 1], false), // 1x1 planes
+        (&[33], &[33], false),
+    ];
+    let ops = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div];
+    for (i, &(x_shape, o_shape, constant)) in cases.iter().enumerate() {
+        for n in [1, 3] {
+            for (j, &op) in ops.iter().enumerate() {
+                for reverse in [false, true] {
+                    let act = ACTIVATIONS[(i + j) % ACTIVATIONS.len()];
+                    let seed = (i * 100 + j * 10 + n) as u64;
+                    let o_elems: usize = o_shape.iter().product();
+                    // Divisors kept away from zero.
+                    let mut operand = random(if constant { o_elems } else { n * o_elems }, seed);
+                    operand.iter_mut().for_each(|v| *v = v.abs() + 0.5);
+                    let mut x = random(n * x_shape.iter().product::<usize>(), seed + 1);
+                    x.iter_mut().for_each(|v| *v = v.abs() + 0.5);
+                    let b = Binary {
+                        op,
+                        operand: if constant {
+                            BinaryOperand::Const(operand.clone())
+                        } else {
+                            BinaryOperand::Tensor(Operand::BlockInput)
+                        },
+                        operand_shape: o_shape.to_vec(),
+                        reverse,
+                        activation: act,
+                    };
+                    assert_close(
+                        &format!("{op:?} {x_shape:?} with {o_shape:?} n={n} reverse={reverse} {act:?}"),
+                        &fast::binary(&b, &x, x_shape, &operand, n),
+                        &reference::binary(&b, &x, x_shape, &operand, n),
+                        tolerance_for(act, 1),
+                    );
+                }
+            }
+        }
+    }
+    let x = random(3 * 40_000 + 5, 3);
+    for act in ACTIVATIONS {
+        assert_close(
+            &format!("activation {act:?}"),
+            &fast::activation(act, &x),
+            &reference::activation(act, &x),
+            tolerance_for(act, 1),
         );
     }
 }

@@ -10,7 +10,7 @@ pub mod threads;
 pub use reference::{exit_stats, ExitStat};
 pub use threads::{set_threads, threads, CpuError};
 
-use crate::model::{Conv2d, Dense, FanIn, Pool};
+use crate::model::{Activation, Binary, Conv2d, Dense, FanIn, Pool};
 
 /// One implementation of each op whose kernel differs between the reference and the fast
 /// path; every other op runs its reference on both.
@@ -26,6 +26,10 @@ pub struct Kernels {
     pub pool: fn(&Pool, &[f32], usize, usize, usize) -> Vec<f32>,
     /// `global_avgpool(x, nc, hw)`.
     pub global_avgpool: fn(&[f32], usize, usize) -> Vec<f32>,
+    /// `binary(b, x, x_shape, operand, n)`.
+    pub binary: fn(&Binary, &[f32], &[usize], &[f32], usize) -> Vec<f32>,
+    /// `activation(act, x)`.
+    pub activation: fn(Activation, &[f32]) -> Vec<f32>,
 }
 
 impl Kernels {
@@ -36,6 +40,8 @@ impl Kernels {
         fanin: reference::fanin,
         pool: reference::pool,
         global_avgpool: reference::global_avgpool,
+        binary: reference::binary,
+        activation: reference::activation,
     };
 
     /// The CPU backend's kernels.
@@ -45,5 +51,7 @@ impl Kernels {
         fanin: fast::fanin,
         pool: fast::pool,
         global_avgpool: fast::global_avgpool,
+        binary: fast::binary,
+        activation: fast::activation,
     };
 }

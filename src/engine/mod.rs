@@ -24,7 +24,7 @@ pub mod evaluate;
 mod gpu;
 mod plan;
 
-pub use cpu::{run_steps_cpu, run_steps_reference};
+pub use cpu::{run_steps_cpu, run_steps_reference, OpTime, OpTimes};
 pub use evaluate::{evaluate, Evaluation, SampleResult};
 
 /// Errors compiling or running a plan.
@@ -238,7 +238,7 @@ pub struct Plan {
 }
 
 enum Exec {
-    Cpu,
+    Cpu(cpu::CpuPrepared),
     Gpu(Box<gpu::GpuPlan>),
 }
 
@@ -286,7 +286,7 @@ impl Plan {
             .map(|(i, _)| i)
             .collect();
         let exec = match backend {
-            Backend::Cpu => Exec::Cpu,
+            Backend::Cpu => Exec::Cpu(cpu::CpuPrepared::new(model, range.clone(), &exits, batch)),
             Backend::Gpu(ctx) => Exec::Gpu(Box::new(gpu::GpuPlan::compile(
                 ctx.clone(),
                 model,
@@ -330,7 +330,7 @@ impl Plan {
     /// more while residual inputs, saved tensors or exit inputs must stay live.
     pub fn activation_buffers(&self) -> usize {
         match &self.exec {
-            Exec::Cpu => 0,
+            Exec::Cpu(_) => 0,
             Exec::Gpu(g) => g.activation_buffers(),
         }
     }
@@ -339,7 +339,7 @@ impl Plan {
     /// kernel each step uses; empty on the CPU backend.
     pub fn kernel_labels(&self) -> Vec<String> {
         match &self.exec {
-            Exec::Cpu => Vec::new(),
+            Exec::Cpu(_) => Vec::new(),
             Exec::Gpu(g) => g.kernel_labels(),
         }
     }
@@ -359,8 +359,33 @@ impl Plan {
             })?;
         self.check_batch(input.batch())?;
         match &self.exec {
-            Exec::Cpu => Ok(self.cpu().run(input.data().to_vec(), input.batch())),
+            Exec::Cpu(p) => Ok(self.cpu(p).run(input.data().to_vec(), input.batch())),
             Exec::Gpu(g) => g.run(input),
+        }
+    }
+
+    /// [`Self::run`] on the CPU backend, adding each step's time to `times` under its op kind
+    /// (the per-op profile); on a GPU backend a plain run that leaves `times` as it was, since
+    /// one submission covers every step there.
+    pub fn run_profiled(
+        &self,
+        input: &Tensor,
+        times: &mut OpTimes,
+    ) -> Result<PlanOutput, EngineError> {
+        match &self.exec {
+            Exec::Cpu(p) => {
+                input
+                    .check_sample_shape(self.input_shape())
+                    .map_err(|source| EngineError::Shape {
+                        range: self.range.clone(),
+                        source,
+                    })?;
+                self.check_batch(input.batch())?;
+                Ok(self
+                    .cpu(p)
+                    .run_profiled(input.data().to_vec(), input.batch(), times))
+            }
+            Exec::Gpu(_) => self.run(input),
         }
     }
 
@@ -406,7 +431,7 @@ impl Plan {
         }
         self.check_batch(n)?;
         match &self.exec {
-            Exec::Cpu => self.cpu().run_encoded(parts),
+            Exec::Cpu(p) => self.cpu(p).run_encoded(parts),
             Exec::Gpu(g) => g.run_encoded(parts, n),
         }
     }
@@ -421,9 +446,10 @@ impl Plan {
         Ok(())
     }
 
-    fn cpu(&self) -> cpu::CpuPlan<'_> {
+    fn cpu<'p>(&'p self, prepared: &'p cpu::CpuPrepared) -> cpu::CpuPlan<'p> {
         cpu::CpuPlan {
             model: &self.model,
+            prepared,
             range: self.range.clone(),
             exits: &self.exits,
             output: self.io.output,

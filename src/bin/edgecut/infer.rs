@@ -24,6 +24,10 @@ pub struct InferArgs {
     /// readback in every run) after one warm-up, and report them.
     #[arg(long, default_value_t = 0)]
     repeat: usize,
+    /// With `--repeat` on the CPU backend: also report where the time goes, seconds per run
+    /// for each kind of op (`conv2d 1x1`, `depthwise 3x3 s2`, `mul broadcast`, ...).
+    #[arg(long, requires = "repeat")]
+    op_times: bool,
     /// Print one JSON object (with `--repeat`: every run's seconds).
     #[arg(long)]
     json: bool,
@@ -60,15 +64,30 @@ pub fn infer(a: InferArgs) -> Result<()> {
         .with_context(|| format!("running {}", a.model.display()))?;
     edgecut::npy::write(&a.out, &out)?;
     let mut runs = Vec::with_capacity(a.repeat);
+    let mut op_times = edgecut::engine::OpTimes::default();
+    if a.op_times && backend.name() != "cpu" {
+        return Err(anyhow!(
+            "--op-times profiles the CPU backend only; add --backend cpu"
+        ));
+    }
     if a.repeat > 0 {
         let plan =
             edgecut::engine::Plan::compile(&model, 0..model.blocks.len(), &backend, input.batch())?;
         plan.run(&input)?;
         for _ in 0..a.repeat {
             let t = std::time::Instant::now();
-            plan.run(&input)?;
+            if a.op_times {
+                plan.run_profiled(&input, &mut op_times)?;
+            } else {
+                plan.run(&input)?;
+            }
             runs.push(t.elapsed().as_secs_f64());
         }
+    }
+    // Per run, not summed over the runs.
+    for t in op_times.0.values_mut() {
+        t.calls /= a.repeat.max(1);
+        t.seconds /= a.repeat.max(1) as f64;
     }
     if a.json {
         let report = serde_json::json!({
@@ -79,6 +98,7 @@ pub fn infer(a: InferArgs) -> Result<()> {
             "output_shape": out.shape(),
             "run_seconds": runs,
             "median_ms": (!runs.is_empty()).then(|| edgecut::stats::median(&runs) * 1e3),
+            "op_seconds": a.op_times.then_some(&op_times.0),
         });
         println!("{report}");
         return Ok(());
@@ -89,6 +109,20 @@ pub fn infer(a: InferArgs) -> Result<()> {
             runs.len(),
             edgecut::stats::median(&runs) * 1e3
         );
+    }
+    if a.op_times {
+        let mut kinds: Vec<_> = op_times.0.iter().collect();
+        kinds.sort_by(|a, b| b.1.seconds.total_cmp(&a.1.seconds));
+        let total = op_times.total_seconds().max(f64::MIN_POSITIVE);
+        eprintln!("{:<24} {:>6} {:>10} {:>6}", "op kind", "calls", "ms/run", "share");
+        for (kind, t) in kinds {
+            eprintln!(
+                "{kind:<24} {:>6} {:>10.3} {:>5.1}%",
+                t.calls,
+                t.seconds * 1e3,
+                100.0 * t.seconds / total
+            );
+        }
     }
     eprintln!(
         "wrote {:?} to {} ({} backend)",

@@ -3,7 +3,7 @@
 //! unfolding (`K = cin_g·kh·kw`) otherwise; depthwise convolutions go to [`super::depthwise`].
 //! Bias and activation are applied in one pass over each output plane right after its GEMM.
 
-use super::gemm::{matmul, MatRef};
+use super::gemm::{matmul, matmul_single, MatRef};
 use super::scratch::with_scratch;
 use super::{dense, depthwise, simd, PAR_MIN_ELEMS};
 use crate::model::Conv2d;
@@ -30,6 +30,9 @@ pub fn conv2d(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32
             n,
         );
     }
+    if pointwise && conv.groups == 1 {
+        return pointwise_conv(conv, x, n, h * w);
+    }
     let (cin, cout, groups) = (conv.in_channels, conv.out_channels, conv.groups);
     let (cin_g, cout_g) = (cin / groups, cout / groups);
     let k = cin_g * conv.kernel_h * conv.kernel_w;
@@ -55,6 +58,95 @@ pub fn conv2d(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32
     });
     epilogue(conv, &mut y, ohw);
     y
+}
+
+/// Output values (channels × positions) one pointwise task computes: its block of the output
+/// and the input columns it reads stay in the L2 cache for the bias and activation pass.
+const POINTWISE_TILE_VALUES: usize = 64 * 1024;
+
+/// Positions per pointwise task are a multiple of this (the GEMM kernel's column width).
+const POINTWISE_COLUMN_STEP: usize = 16;
+
+/// A 1x1 stride-1 unpadded ungrouped convolution: per sample `Y[cout, hw] = W[cout, cin] ·
+/// X[cin, hw]`, cut into tasks of (sample, block of positions, block of output channels) that
+/// run in parallel, each one single-threaded GEMM followed by bias and activation on its own
+/// block while it is still in cache. Blocks of channels are cut only when samples and
+/// positions give too few tasks to keep every thread busy (the 7x7 planes at batch 1).
+fn pointwise_conv(conv: &Conv2d, x: &[f32], n: usize, hw: usize) -> Vec<f32> {
+    let (cin, cout) = (conv.in_channels, conv.out_channels);
+    let mut y = vec![0.0f32; n * cout * hw];
+    if hw == 0 || cout == 0 {
+        return y;
+    }
+    let cols = (POINTWISE_TILE_VALUES / cout.max(1))
+        .next_multiple_of(POINTWISE_COLUMN_STEP)
+        .min(hw);
+    let col_blocks = hw.div_ceil(cols);
+    // At least two tasks per thread when the work is large enough to be worth splitting.
+    let threads = rayon::current_num_threads();
+    let wanted = if n * cout * hw * cin >= PAR_MIN_ELEMS * 16 {
+        2 * threads
+    } else {
+        1
+    };
+    let row_blocks = wanted.div_ceil(n * col_blocks).clamp(1, cout.div_ceil(8));
+    let rows = cout.div_ceil(row_blocks).next_multiple_of(8).min(cout);
+    let row_blocks = cout.div_ceil(rows);
+    let out = SharedOut(y.as_mut_ptr());
+    (0..n * col_blocks * row_blocks)
+        .into_par_iter()
+        .for_each(|task| {
+            let (b, rest) = (task / (col_blocks * row_blocks), task % (col_blocks * row_blocks));
+            let (cb, rb) = (rest / row_blocks, rest % row_blocks);
+            let (c0, c1) = (cb * cols, ((cb + 1) * cols).min(hw));
+            let (r0, r1) = (rb * rows, ((rb + 1) * rows).min(cout));
+            let xb = &x[b * cin * hw..(b + 1) * cin * hw];
+            let weight = MatRef::row_major(&conv.weight[r0 * cin..r1 * cin], cin);
+            let rhs = MatRef::row_major(&xb[c0..], hw);
+            // SAFETY: this task's cells, rows r0..r1 by columns c0..c1 of sample b, lie inside
+            // `y` (which outlives the loop) and are written by this task only: tasks cover
+            // disjoint (sample, row block, column block) rectangles.
+            unsafe {
+                matmul_single(
+                    r1 - r0,
+                    c1 - c0,
+                    cin,
+                    weight,
+                    rhs,
+                    out.at((b * cout + r0) * hw + c0),
+                    hw,
+                );
+            }
+            for r in r0..r1 {
+                // SAFETY: as above; one row segment of this task's rectangle.
+                let row = unsafe { out.slice((b * cout + r) * hw + c0, c1 - c0) };
+                simd::dispatch(|| simd::bias_activate(conv.activation, conv.bias[r], row));
+            }
+        });
+    y
+}
+
+/// The output pointer shared by the pointwise tasks, each writing its own cells.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: the tasks that share it write disjoint cells (see `pointwise_conv`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `start` lies inside the allocation.
+    unsafe fn at(self, start: usize) -> *mut f32 {
+        self.0.add(start)
+    }
+
+    /// # Safety
+    /// `start..start + len` lies inside the allocation, which outlives the slice, and no other
+    /// reference to those cells is live while the slice is.
+    unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
+    }
 }
 
 /// `act(y + bias[channel])` over every output plane, planes in parallel.

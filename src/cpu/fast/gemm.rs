@@ -77,30 +77,74 @@ pub(crate) fn matmul(
         gemm::Parallelism::None
     };
     // SAFETY: the three views were checked above to lie inside their slices; `c` is borrowed
-    // mutably and cannot alias `a` or `b`; strides fit in isize because the slices exist.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            c_row_stride as isize,
-            false,
-            a.data.as_ptr(),
-            a.col_stride as isize,
-            a.row_stride as isize,
-            b.data.as_ptr(),
-            b.col_stride as isize,
-            b.row_stride as isize,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+    // mutably and cannot alias `a` or `b`.
+    unsafe { product(m, n, k, a, b, c.as_mut_ptr(), c_row_stride, parallelism) }
+}
+
+/// [`matmul`] on the calling thread only, into a raw output block: for kernels that run many
+/// small products in parallel themselves.
+///
+/// # Safety
+/// `c` points to an `m × n` block, rows `c_row_stride` apart, valid for writes and neither
+/// read nor written by anything else during the call.
+#[allow(clippy::too_many_arguments)] // the GEMM's shape, two operands and the output block
+pub(crate) unsafe fn matmul_single(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    c: *mut f32,
+    c_row_stride: usize,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        for r in 0..m {
+            std::ptr::write_bytes(c.add(r * c_row_stride), 0, n);
+        }
+        return;
     }
+    a.check(m, k, "gemm left operand");
+    b.check(k, n, "gemm right operand");
+    product(m, n, k, a, b, c, c_row_stride, gemm::Parallelism::None)
+}
+
+/// The `gemm` crate's call: `c = a · b`, `c` not read.
+///
+/// # Safety
+/// `a` and `b` were checked to hold their `m × k` and `k × n` views; `c` as in
+/// [`matmul_single`]. Strides fit in isize because the slices exist.
+#[allow(clippy::too_many_arguments)] // the GEMM's shape, operands, output and threading
+unsafe fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    c: *mut f32,
+    c_row_stride: usize,
+    parallelism: gemm::Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        c,
+        1,
+        c_row_stride as isize,
+        false,
+        a.data.as_ptr(),
+        a.col_stride as isize,
+        a.row_stride as isize,
+        b.data.as_ptr(),
+        b.col_stride as isize,
+        b.row_stride as isize,
+        0.0f32,
+        1.0f32,
+        false,
+        false,
+        false,
+        parallelism,
+    );
 }
 
 #[cfg(test)]

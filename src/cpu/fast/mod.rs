@@ -10,12 +10,14 @@
 mod conv;
 mod dense;
 mod depthwise;
+mod elementwise;
 mod gemm;
 mod pool;
 mod scratch;
 mod simd;
 
 pub use conv::conv2d;
+pub use elementwise::{activation, binary};
 pub use dense::{dense, fanin, fanin_runs_dense, FANIN_DENSE_MIN_BATCH, FANIN_DENSE_SPEEDUP};
 pub use pool::{global_avgpool, mul, pool};
 
