@@ -12,6 +12,9 @@ pub use threads::{set_threads, threads, CpuError};
 
 use crate::model::{Activation, Binary, Conv2d, Dense, FanIn, Pool};
 
+/// `binary(b, x, x_shape, operand, n)`: a broadcasting binary op on `n` samples.
+pub type BinaryKernel = fn(&Binary, &[f32], &[usize], &[f32], usize) -> Vec<f32>;
+
 /// One implementation of each op whose kernel differs between the reference and the fast
 /// path; every other op runs its reference on both.
 #[derive(Debug, Clone, Copy)]
@@ -27,7 +30,7 @@ pub struct Kernels {
     /// `global_avgpool(x, nc, hw)`.
     pub global_avgpool: fn(&[f32], usize, usize) -> Vec<f32>,
     /// `binary(b, x, x_shape, operand, n)`.
-    pub binary: fn(&Binary, &[f32], &[usize], &[f32], usize) -> Vec<f32>,
+    pub binary: BinaryKernel,
     /// `activation(act, x)`.
     pub activation: fn(Activation, &[f32]) -> Vec<f32>,
 }

@@ -4,9 +4,9 @@
 //! [`crate::encoding`].
 
 use super::{EngineError, ExitOutput, PlanOutput};
+use crate::cpu::fast;
 use crate::cpu::{self, ExitStat, Kernels};
 use crate::encoding::{decode_cpu, encode_cpu, Encoded, Encoding};
-use crate::cpu::fast;
 use crate::model::{BinaryOperand, Dense, Model, Op, Operand, Step};
 use crate::tensor::Tensor;
 use std::collections::{BTreeMap, HashMap};
@@ -176,7 +176,10 @@ impl CpuPrepared {
         };
         Self {
             blocks: range.map(|b| prepare(&model.blocks[b].steps)).collect(),
-            exits: exits.iter().map(|&e| prepare(&model.exits[e].steps)).collect(),
+            exits: exits
+                .iter()
+                .map(|&e| prepare(&model.exits[e].steps))
+                .collect(),
         }
     }
 }

@@ -114,7 +114,10 @@ pub fn infer(a: InferArgs) -> Result<()> {
         let mut kinds: Vec<_> = op_times.0.iter().collect();
         kinds.sort_by(|a, b| b.1.seconds.total_cmp(&a.1.seconds));
         let total = op_times.total_seconds().max(f64::MIN_POSITIVE);
-        eprintln!("{:<24} {:>6} {:>10} {:>6}", "op kind", "calls", "ms/run", "share");
+        eprintln!(
+            "{:<24} {:>6} {:>10} {:>6}",
+            "op kind", "calls", "ms/run", "share"
+        );
         for (kind, t) in kinds {
             eprintln!(
                 "{kind:<24} {:>6} {:>10.3} {:>5.1}%",

@@ -96,7 +96,10 @@ fn pointwise_conv(conv: &Conv2d, x: &[f32], n: usize, hw: usize) -> Vec<f32> {
     (0..n * col_blocks * row_blocks)
         .into_par_iter()
         .for_each(|task| {
-            let (b, rest) = (task / (col_blocks * row_blocks), task % (col_blocks * row_blocks));
+            let (b, rest) = (
+                task / (col_blocks * row_blocks),
+                task % (col_blocks * row_blocks),
+            );
             let (cb, rb) = (rest / row_blocks, rest % row_blocks);
             let (c0, c1) = (cb * cols, ((cb + 1) * cols).min(hw));
             let (r0, r1) = (rb * rows, ((rb + 1) * rows).min(cout));

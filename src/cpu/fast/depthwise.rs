@@ -69,8 +69,7 @@ impl Phases {
         let (hp, wp) = ((h + pt + pb).div_ceil(sh), (w + pl + pr).div_ceil(sw));
         let positions = (oh * wp).div_ceil(TILE) * TILE;
         let (dh, dw) = conv.dilation;
-        let max_offset =
-            (conv.kernel_h - 1) * dh / sh * wp + (conv.kernel_w - 1) * dw / sw;
+        let max_offset = (conv.kernel_h - 1) * dh / sh * wp + (conv.kernel_w - 1) * dw / sw;
         Self {
             h,
             w,
@@ -117,8 +116,7 @@ impl Phases {
                         let (even, odd) = planes.split_at_mut((py * 2 + 1) * len);
                         let even = &mut even[py * 2 * len + r * wp..][..wp];
                         let odd = &mut odd[r * wp..][..wp];
-                        for ((e, o), pair) in even.iter_mut().zip(odd).zip(padded.chunks_exact(2))
-                        {
+                        for ((e, o), pair) in even.iter_mut().zip(odd).zip(padded.chunks_exact(2)) {
                             *e = pair[0];
                             *o = pair[1];
                         }

@@ -8,7 +8,9 @@
 //! the gate product one row per channel plane.
 
 use super::{simd, PAR_MIN_ELEMS};
-use crate::model::{broadcast_shape, broadcast_strides, Activation, Binary, BinaryOp, BinaryOperand};
+use crate::model::{
+    broadcast_shape, broadcast_strides, Activation, Binary, BinaryOp, BinaryOperand,
+};
 use rayon::prelude::*;
 
 /// `act(x ∘ operand)` (`act(operand ∘ x)` when reversed) for `n` samples of `x_shape`, with the

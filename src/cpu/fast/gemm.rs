@@ -1,5 +1,5 @@
 //! The one matrix product every dense-like kernel (dense, fan-in as dense, 1x1 and im2col
-//! convolutions) goes through: the `gemm` crate (runtime AVX2/FMA/AVX-512 dispatch, packed
+//! convolutions) goes through: the `gemm` crate (runtime FMA/AVX-512 dispatch, packed
 //! micro-kernels), parallel on the CPU backend's pool.
 
 /// A read-only strided view of a `rows × cols` matrix: element `(r, c)` is

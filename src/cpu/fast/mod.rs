@@ -17,8 +17,8 @@ mod scratch;
 mod simd;
 
 pub use conv::conv2d;
-pub use elementwise::{activation, binary};
 pub use dense::{dense, fanin, fanin_runs_dense, FANIN_DENSE_MIN_BATCH, FANIN_DENSE_SPEEDUP};
+pub use elementwise::{activation, binary};
 pub use pool::{global_avgpool, mul, pool};
 
 /// Fewest output values a parallel task gets: below this, splitting work across threads
