@@ -136,6 +136,10 @@ fn fast_convolutions_match_the_reference_on_edge_shapes() {
         dilation: (2, 2),
         ..plain(1, 2)
     };
+    let dilated_s2 = Geometry {
+        dilation: (2, 2),
+        ..plain(2, 2)
+    };
     let wide = Geometry {
         stride: (1, 2),
         dilation: (2, 1),
@@ -165,7 +169,7 @@ fn fast_convolutions_match_the_reference_on_edge_shapes() {
         (1, (6, 11, 12), 6, (3, 3), wide, 6),      // depthwise, per-axis stride and dilation
         (1, (3, 8, 9), 4, (1, 3), plain(1, 1), 1), // non-square kernel
         (1, (7, 5, 5), 7, (3, 3), plain(3, 1), 7), // depthwise stride 3: nine phase planes
-        (2, (5, 13, 12), 5, (3, 3), Geometry { dilation: (2, 2), ..plain(2, 2) }, 5),
+        (2, (5, 13, 12), 5, (3, 3), dilated_s2, 5), // depthwise, dilation with stride 2
         (1, (3, 1, 9), 3, (1, 3), plain(1, 1), 3), // depthwise on one-row planes
     ];
     for (i, &(b, input, cout, kernel, geometry, g)) in cases.iter().enumerate() {
@@ -349,13 +353,13 @@ fn fast_squeeze_excite_pieces_match_the_reference() {
 fn fast_binary_ops_match_the_reference_on_every_broadcast() {
     // (per-sample x shape, operand shape, constant operand)
     let cases: [(&[usize], &[usize], bool); 10] = [
-        (&[5, 7, 9], &[5, 7, 9], false), // residual add
-        (&[5, 1, 1], &[5, 7, 9], false), // gate first, planes second (EfficientNet's export)
+        (&[5, 7, 9], &[5, 7, 9], false),  // residual add
+        (&[5, 1, 1], &[5, 7, 9], false),  // gate first, planes second (EfficientNet's export)
         (&[6, 11, 3], &[6, 1, 1], false), // planes first
-        (&[5, 7, 9], &[1], true),        // constant scalar
-        (&[3, 4, 5], &[4, 1], true),     // constant broadcast along a middle axis
-        (&[4, 1, 6], &[1, 5, 1], false), // both operands stretched
-        (&[7], &[3, 1], false),          // operand of higher rank
+        (&[5, 7, 9], &[1], true),         // constant scalar
+        (&[3, 4, 5], &[4, 1], true),      // constant broadcast along a middle axis
+        (&[4, 1, 6], &[1, 5, 1], false),  // both operands stretched
+        (&[7], &[3, 1], false),           // operand of higher rank
         (&[2, 3, 4, 5], &[3, 1, 1], true),
         (&[3, 1, 1], &[3, 1, 1], false), // 1x1 planes
         (&[33], &[33], false),
@@ -385,7 +389,9 @@ fn fast_binary_ops_match_the_reference_on_every_broadcast() {
                         activation: act,
                     };
                     assert_close(
-                        &format!("{op:?} {x_shape:?} with {o_shape:?} n={n} reverse={reverse} {act:?}"),
+                        &format!(
+                            "{op:?} {x_shape:?} with {o_shape:?} n={n} reverse={reverse} {act:?}"
+                        ),
                         &fast::binary(&b, &x, x_shape, &operand, n),
                         &reference::binary(&b, &x, x_shape, &operand, n),
                         tolerance_for(act, 1),
