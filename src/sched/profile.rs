@@ -8,7 +8,12 @@
 //! block names and refused for another model. A block's exit heads run in its plan, so their time
 //! is part of the block's.
 //!
+//! Profiles of hardware that is not at hand come from published figures ([`published`]); every
+//! profile names where its times come from ([`Profile::source`]).
+//!
 //! [`PlanOutput::device_seconds`]: crate::engine::PlanOutput::device_seconds
+
+pub mod published;
 
 use super::SchedError;
 use crate::engine::{Backend, EngineError, Plan};
@@ -204,6 +209,10 @@ pub struct Profile {
     /// Runs observed online since measuring ([`Profile::observe`]).
     #[serde(default)]
     pub observed_runs: u64,
+    /// Where the times come from, when not measured here as they stand (published figures, a
+    /// derivation, the CPU model of a measurement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl Profile {
@@ -246,6 +255,10 @@ impl Profile {
             clock,
             blocks,
             observed_runs: 0,
+            source: match backend {
+                Backend::Cpu => cpu_model().map(|m| format!("measured on {m}")),
+                Backend::Gpu(_) => None,
+            },
         })
     }
 
@@ -314,6 +327,14 @@ impl Profile {
     /// Reads a profile and checks it against `model`.
     pub fn load(path: impl AsRef<Path>, model: &Model) -> Result<Self, SchedError> {
         let path = path.as_ref();
+        let p = Self::read(path)?;
+        p.check(model, &path.display().to_string())?;
+        Ok(p)
+    }
+
+    /// Reads a profile without checking it against a model (e.g. to take its batch curve).
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, SchedError> {
+        let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| SchedError::Io {
             path: path.display().to_string(),
             source,
@@ -328,7 +349,6 @@ impl Profile {
                 reason: format!("format {} (this build reads {PROFILE_FORMAT})", p.format),
             });
         }
-        p.check(model, &path.display().to_string())?;
         Ok(p)
     }
 
@@ -407,6 +427,20 @@ impl Profile {
         self.observed_runs += 1;
         Ok(ratio)
     }
+}
+
+/// The CPU's model name (`model name` of `/proc/cpuinfo`), where the system tells it.
+pub fn cpu_model() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let name = text
+        .lines()
+        .find(|l| l.starts_with("model name"))?
+        .split_once(':')?
+        .1
+        .trim()
+        .to_string();
+    let cores = text.lines().filter(|l| l.starts_with("processor")).count();
+    Some(format!("{name}, {cores} logical cores"))
 }
 
 fn wall_clock() -> Clock {

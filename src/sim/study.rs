@@ -2,7 +2,10 @@
 //! `edgecut study`: a data-rate x server-load sweep of the cost model for FP32, FP16 and INT8
 //! split tensors, replays of the real traces through the simulator, and the rate estimators'
 //! prediction error on those traces. [`run`] returns the typed [`Study`] (its JSON is
-//! `study.json`) and writes Markdown tables and SVG plots to a folder.
+//! `study.json`) and writes Markdown tables and SVG plots to a folder. [`pairs`] runs the study
+//! on realistic device/server pairs from published profiles.
+
+pub mod pairs;
 
 use super::trace::{Trace, TraceError};
 use super::{simulate, Arrivals, ExitSource, ServerLoad, SimConfig};
@@ -46,6 +49,9 @@ pub enum StudyError {
     /// A setting out of range.
     #[error("{0}")]
     Invalid(String),
+    /// A model of a pair.
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
 }
 
 /// What the study sweeps and replays.
