@@ -109,11 +109,12 @@ fn study_pairs(a: StudyArgs, traces: Option<&Path>) -> Result<()> {
     let defaults = PairsConfig::default();
     let cfg = PairsConfig {
         rtt_ms: a.rtt_ms,
-        queue_ms: a.queue_ms.unwrap_or(defaults.queue_ms),
+        queue_ms: a.queue_ms.unwrap_or_else(|| defaults.queue_ms.clone()),
         max_batch: a.max_batch,
         exit_rate: a.exit_rate,
         requests: a.requests.unwrap_or(defaults.requests),
         trace_rate: a.trace_rate,
+        ..defaults
     };
     if traces.is_none() && cfg.requests > 0 {
         eprintln!("note: no real traces found (give --traces <dir>): sweeps only, no replays");

@@ -309,7 +309,10 @@ pub fn select<'a>(
     sel: &Selection,
 ) -> Result<Vec<&'a PublishedRow>, PublishedError> {
     let name = canonical(model);
-    let of_model: Vec<&PublishedRow> = rows.iter().filter(|r| canonical(&r.model) == name).collect();
+    let of_model: Vec<&PublishedRow> = rows
+        .iter()
+        .filter(|r| canonical(&r.model) == name)
+        .collect();
     if of_model.is_empty() {
         let mut known: Vec<String> = rows.iter().map(|r| r.model.clone()).collect();
         unique(&mut known);
@@ -460,10 +463,11 @@ pub fn block_seconds(
     }
     let map = stage_map(model).ok_or_else(|| PublishedError::NoStageMap(model.to_string()))?;
     let block = |name: &str| {
-        names
-            .iter()
-            .position(|n| n == name)
-            .ok_or_else(|| coverage(format!("stage map names block '{name}', which the model lacks")))
+        names.iter().position(|n| n == name).ok_or_else(|| {
+            coverage(format!(
+                "stage map names block '{name}', which the model lacks"
+            ))
+        })
     };
     let mut t = vec![0.0; names.len()];
     let mut covered = vec![None::<&str>; names.len()];
@@ -486,7 +490,10 @@ pub fn block_seconds(
             }
             *c = Some(stage);
         }
-        for (i, s) in spread_by_macs(r.ms * 1e-3, &macs[a..=b]).into_iter().enumerate() {
+        for (i, s) in spread_by_macs(r.ms * 1e-3, &macs[a..=b])
+            .into_iter()
+            .enumerate()
+        {
             t[a + i] = s;
         }
         stage_sum += r.ms;
@@ -650,7 +657,12 @@ pub fn mac_scaled(p: &Profile, from: &Model, to: &Model) -> Result<Profile, Publ
     let k = mt as f64 / mf as f64;
     let macs: Vec<usize> = to.blocks.iter().map(|b| b.stats.macs).collect();
     let columns: Vec<Vec<f64>> = (0..p.batches.len())
-        .map(|j| spread_by_macs(k * p.blocks.iter().map(|b| b.seconds[j]).sum::<f64>(), &macs))
+        .map(|j| {
+            spread_by_macs(
+                k * p.blocks.iter().map(|b| b.seconds[j]).sum::<f64>(),
+                &macs,
+            )
+        })
         .collect();
     let mut out = p.clone();
     out.model = to.name().to_string();
@@ -680,6 +692,12 @@ mod tests {
     use super::*;
 
     const HEADER: &str = "model,hardware,kind,framework,precision,batch,stage,ms,source";
+    /// Sums and ratios of a few float products: exact but for rounding.
+    const ROUNDING: f64 = 1e-12;
+
+    fn close(a: &[f64], b: &[f64]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < ROUNDING)
+    }
 
     fn rows(text: &str) -> Vec<PublishedRow> {
         parse_csv(&format!("{HEADER}\n{text}"), "test.csv").expect("parses")
@@ -698,7 +716,13 @@ mod tests {
             .iter()
             .filter(|s| !matches!(s.0, "stage7" | "head"))
             .enumerate()
-            .map(|(i, s)| format!("efficientnet-b0,T4,server-gpu,pt,fp32,1,{},{},x\n", s.0, i + 1))
+            .map(|(i, s)| {
+                format!(
+                    "efficientnet-b0,T4,server-gpu,pt,fp32,1,{},{},x\n",
+                    s.0,
+                    i + 1
+                )
+            })
             .collect();
         let r = rows(&csv);
         let picked: Vec<&PublishedRow> = r.iter().collect();
@@ -715,10 +739,14 @@ mod tests {
             let a = names.iter().position(|n| n == s.1).expect("block");
             let b = names.iter().position(|n| n == s.2).expect("block");
             let sum: f64 = t[a..=b].iter().sum();
-            assert!((sum - (i + 1) as f64 * 1e-3).abs() < 1e-12, "stage {}", s.0);
+            assert!(
+                (sum - (i + 1) as f64 * 1e-3).abs() < ROUNDING,
+                "stage {}",
+                s.0
+            );
             for j in a..b {
                 let ratio = t[j + 1] / t[j];
-                assert!((ratio - macs[j + 1] as f64 / macs[j] as f64).abs() < 1e-9);
+                assert!(close(&[ratio], &[macs[j + 1] as f64 / macs[j] as f64]));
             }
         }
     }
@@ -743,9 +771,9 @@ mod tests {
         names.push("head".into());
         let macs = vec![1; names.len()];
         let (t, _) = block_seconds("mobilenet-v2", &names, &macs, &picked).expect("maps");
-        assert!((t.iter().sum::<f64>() - 18e-3).abs() < 1e-12);
+        assert!(close(&[t.iter().sum::<f64>()], &[18e-3]));
         // stem (one block) had 1 of 9 ms: 2 of 18 after scaling.
-        assert!((t[0] - 2e-3).abs() < 1e-12);
+        assert!(close(&[t[0]], &[2e-3]));
     }
 
     #[test]
@@ -753,8 +781,9 @@ mod tests {
         let r = rows("efficientnet-lite0,Pixel 4,device-gpu,tfl,fp32,1,whole,9.0,x\n");
         let picked: Vec<&PublishedRow> = r.iter().collect();
         let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-        let (t, _) = block_seconds("efficientnet-lite0", &names, &[1, 0, 2], &picked).expect("maps");
-        assert_eq!(t, vec![3e-3, 0.0, 6e-3]);
+        let (t, _) =
+            block_seconds("efficientnet-lite0", &names, &[1, 0, 2], &picked).expect("maps");
+        assert!(close(&t, &[3e-3, 0.0, 6e-3]), "{t:?}");
     }
 
     #[test]
@@ -781,13 +810,17 @@ mod tests {
     fn missing_columns_are_named() {
         let e = parse_csv("model,hardware,stage,ms\nx,y,whole,1\n", "p.csv").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("kind") && msg.contains("batch") && msg.contains("source"), "{msg}");
+        assert!(
+            msg.contains("kind") && msg.contains("batch") && msg.contains("source"),
+            "{msg}"
+        );
         assert!(matches!(e, PublishedError::MissingColumns { .. }));
     }
 
     #[test]
     fn bad_numbers_name_the_line() {
-        let e = parse_csv(&format!("{HEADER}\nm,h,k,f,fp32,1,whole,fast,s\n"), "p.csv").unwrap_err();
+        let e =
+            parse_csv(&format!("{HEADER}\nm,h,k,f,fp32,1,whole,fast,s\n"), "p.csv").unwrap_err();
         assert!(e.to_string().contains("line 2"), "{e}");
         let e = parse_csv(&format!("{HEADER}\nm,h,k,f,fp32,1,whole\n"), "p.csv").unwrap_err();
         assert!(e.to_string().contains("7 fields"), "{e}");
@@ -805,12 +838,20 @@ mod tests {
         };
         let e = select(&r, "efficientnet-b0", &sel("H100")).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("NVIDIA T4") && msg.contains("NVIDIA A10G"), "{msg}");
+        assert!(
+            msg.contains("NVIDIA T4") && msg.contains("NVIDIA A10G"),
+            "{msg}"
+        );
         let e = select(&r, "efficientnet-b0", &sel("nvidia")).unwrap_err();
         assert!(matches!(e, PublishedError::Ambiguous { .. }), "{e}");
         let e = select(&r, "resnet50", &sel("t4")).unwrap_err();
         assert!(e.to_string().contains("efficientnet-b0"), "{e}");
-        assert_eq!(select(&r, "efficientnet_b0", &sel("t4")).expect("one").len(), 1);
+        assert_eq!(
+            select(&r, "efficientnet_b0", &sel("t4"))
+                .expect("one")
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -55,10 +55,30 @@ pub struct PairSpec {
 pub fn default_pairs() -> Vec<PairSpec> {
     [
         ("A03s GPU -> T4", "mobilenet-v2", "a03s-gpu.json", "t4.json"),
-        ("Pixel 4 GPU -> A10G", "mobilenet-v2", "pixel4-gpu.json", "a10g.json"),
-        ("2-vCPU Xeon -> T4", "efficientnet-b0", "xeon-2vcpu.json", "t4.json"),
-        ("Graviton 1 vCPU -> T4", "efficientnet-b0", "graviton-1vcpu.json", "t4.json"),
-        ("edgecut CPU -> T4", "efficientnet-b0", "cpu.json", "t4.json"),
+        (
+            "Pixel 4 GPU -> A10G",
+            "mobilenet-v2",
+            "pixel4-gpu.json",
+            "a10g.json",
+        ),
+        (
+            "2-vCPU Xeon -> T4",
+            "efficientnet-b0",
+            "xeon-2vcpu.json",
+            "t4.json",
+        ),
+        (
+            "Graviton 1 vCPU -> T4",
+            "efficientnet-b0",
+            "graviton-1vcpu.json",
+            "t4.json",
+        ),
+        (
+            "edgecut CPU -> T4",
+            "efficientnet-b0",
+            "cpu.json",
+            "t4.json",
+        ),
     ]
     .into_iter()
     .map(|(n, m, d, s)| PairSpec {
@@ -113,6 +133,8 @@ pub struct PairsConfig {
     pub requests: usize,
     /// Periodic request rate of the replays, requests per second.
     pub trace_rate: f64,
+    /// Round-trip times (ms) of the RTT-sensitivity table.
+    pub rtt_sensitivity_ms: Vec<f64>,
 }
 
 impl Default for PairsConfig {
@@ -124,6 +146,7 @@ impl Default for PairsConfig {
             exit_rate: 0.3,
             requests: 200,
             trace_rate: 1.0,
+            rtt_sensitivity_ms: vec![0.0, 5.0, 20.0, 50.0],
         }
     }
 }
@@ -176,6 +199,9 @@ pub struct VariantResult {
     pub band_at_batch_1: Vec<String>,
     /// Split wins per split label, over both load models.
     pub winning_splits: BTreeMap<String, usize>,
+    /// The batch-load share at other round-trip times (ms → share), the RTT being the term
+    /// that separates every remote option from device-only.
+    pub batch_split_wins_by_rtt_ms: BTreeMap<String, f64>,
 }
 
 /// One pair's policies on one group of real traces.
@@ -247,7 +273,9 @@ fn levels(pair: &Pair, cfg: &PairsConfig) -> Result<Vec<Level>, StudyError> {
     let one = pair.server.block_seconds();
     for &q in &cfg.queue_ms {
         if !(q.is_finite() && q >= 0.0) {
-            return Err(StudyError::Invalid(format!("queue delay {q} ms must be >= 0")));
+            return Err(StudyError::Invalid(format!(
+                "queue delay {q} ms must be >= 0"
+            )));
         }
         out.push(Level {
             label: format!("queue {q} ms"),
@@ -276,7 +304,9 @@ fn what_if_exit(model: &Model, rate: f64) -> ExitProbabilities {
 /// Least expected latency of (ends, best split, its option index) in `t` for split tensors `enc`.
 fn ends_and_split(t: &CostTable, enc: Encoding, est: &Estimates) -> (f64, f64, usize) {
     let n = t.options.len();
-    let ends = t.options[0].expected(est).min(t.options[n - 1].expected(est));
+    let ends = t.options[0]
+        .expected(est)
+        .min(t.options[n - 1].expected(est));
     let (mut split, mut at) = (f64::INFINITY, 0);
     for (i, o) in t.options.iter().enumerate() {
         if matches!(o.choice.cut, Cut::After(_)) && o.choice.encoding == enc {
@@ -314,7 +344,10 @@ fn slug(name: &str) -> String {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-")
+    s.split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 fn pct(x: f64) -> String {
@@ -326,6 +359,50 @@ fn describe(p: &Profile) -> String {
         Some(s) => format!("{} ({s})", p.adapter),
         None => p.adapter.clone(),
     }
+}
+
+/// Where splits win over every load level and rate, at one RTT.
+#[derive(Default)]
+struct Wins {
+    batch_wins: usize,
+    batch_total: usize,
+    queue_wins: usize,
+    queue_total: usize,
+    gain_sum: f64,
+    band: Vec<usize>,
+    winning: BTreeMap<String, usize>,
+}
+
+impl Wins {
+    fn batch_share(&self) -> f64 {
+        self.batch_wins as f64 / self.batch_total.max(1) as f64
+    }
+}
+
+fn count_wins(levels: &[Level], tables: &[CostTable], enc: Encoding, rtt_ms: f64) -> Wins {
+    let mut w = Wins::default();
+    for (li, (l, t)) in levels.iter().zip(tables).enumerate() {
+        for r in RATES {
+            let est = Estimates::from_mb_ms(r as f64, rtt_ms, l.queue_ms);
+            let (ends, split, at) = ends_and_split(t, enc, &est);
+            let wins = split < ends;
+            if l.batch {
+                w.batch_total += 1;
+                w.batch_wins += usize::from(wins);
+            } else {
+                w.queue_total += 1;
+                w.queue_wins += usize::from(wins);
+            }
+            if wins {
+                w.gain_sum += (ends - split) / ends;
+                *w.winning.entry(t.label(t.options[at].choice)).or_default() += 1;
+                if li == 0 {
+                    w.band.push(r);
+                }
+            }
+        }
+    }
+    w
 }
 
 /// Sweeps one pair: every variant's shares, heatmaps and latency plots.
@@ -348,79 +425,72 @@ fn sweep_pair(
             .iter()
             .map(|l| CostTable::from_times(model, device.clone(), l.server.clone(), &exits))
             .collect::<Result<_, _>>()?;
-        let (mut bw, mut bn, mut qw, mut qn, mut gain) = (0usize, 0usize, 0usize, 0usize, 0.0);
-        let mut band = Vec::new();
-        let mut winning: BTreeMap<String, usize> = BTreeMap::new();
-        for (li, (l, t)) in levels.iter().zip(&tables).enumerate() {
-            for r in RATES {
-                let est = Estimates::from_mb_ms(r as f64, cfg.rtt_ms, l.queue_ms);
-                let (ends, split, at) = ends_and_split(t, v.encoding, &est);
-                let wins = split < ends;
-                if l.batch {
-                    bn += 1;
-                    bw += usize::from(wins);
-                } else {
-                    qn += 1;
-                    qw += usize::from(wins);
-                }
-                if wins {
-                    gain += (ends - split) / ends;
-                    *winning.entry(t.label(t.options[at].choice)).or_default() += 1;
-                    if li == 0 {
-                        band.push(r);
-                    }
-                }
-            }
+        let c = count_wins(&levels, &tables, v.encoding, cfg.rtt_ms);
+        let mut rtt_shares = BTreeMap::new();
+        for &rtt in &cfg.rtt_sensitivity_ms {
+            let k = count_wins(&levels, &tables, v.encoding, rtt);
+            rtt_shares.insert(format!("{rtt}"), k.batch_share());
         }
         // Heatmap: gain of the dynamic choice over the better end, rows = load levels shown.
         let shown: Vec<usize> = levels
             .iter()
             .enumerate()
             .filter(|(_, l)| {
-                !l.batch
-                    || HEAT_BATCHES
-                        .iter()
-                        .any(|b| l.label == format!("batch {b}"))
+                !l.batch || HEAT_BATCHES.iter().any(|b| l.label == format!("batch {b}"))
             })
             .map(|(i, _)| i)
             .collect();
-        let values: Vec<Vec<f64>> = shown
-            .iter()
-            .map(|&i| {
-                HEAT_RATES
+        // At the study's RTT, and without one (where the paper's trade-off shows most).
+        for (rtt, suffix) in [(cfg.rtt_ms, ""), (0.0, "-rtt0")] {
+            if suffix == "-rtt0" && cfg.rtt_ms == 0.0 {
+                continue;
+            }
+            let values: Vec<Vec<f64>> = shown
+                .iter()
+                .map(|&i| {
+                    HEAT_RATES
+                        .iter()
+                        .map(|&r| {
+                            let est = Estimates::from_mb_ms(r as f64, rtt, levels[i].queue_ms);
+                            let (ends, split, _) = ends_and_split(&tables[i], v.encoding, &est);
+                            ((ends - split) / ends).max(0.0)
+                        })
+                        .collect()
+                })
+                .collect();
+            heatmap(
+                &dir.join(format!("gain-{}{suffix}.svg", v.name.replace('+', "-"))),
+                &format!(
+                    "{}: gain of the best split over the better end ({}, RTT {rtt} ms)",
+                    pair.name, v.name
+                ),
+                "data rate (MB/s)",
+                "server load",
+                &HEAT_RATES.map(|r| r.to_string()),
+                &shown
                     .iter()
-                    .map(|&r| {
-                        let est = Estimates::from_mb_ms(r as f64, cfg.rtt_ms, levels[i].queue_ms);
-                        let (ends, split, _) = ends_and_split(&tables[i], v.encoding, &est);
-                        ((ends - split) / ends).max(0.0)
-                    })
-                    .collect()
-            })
-            .collect();
-        heatmap(
-            &dir.join(format!("gain-{}.svg", v.name.replace('+', "-"))),
-            &format!(
-                "{}: gain of the best split over the better end ({})",
-                pair.name, v.name
-            ),
-            "data rate (MB/s)",
-            "server load",
-            &HEAT_RATES.map(|r| r.to_string()),
-            &shown.iter().map(|&i| levels[i].label.clone()).collect::<Vec<_>>(),
-            &values,
-            &|x| format!("{:.0}%", 100.0 * x),
-        )?;
-        let wins = bw + qw;
+                    .map(|&i| levels[i].label.clone())
+                    .collect::<Vec<_>>(),
+                &values,
+                &|x| format!("{:.0}%", 100.0 * x),
+            )?;
+        }
+        let wins = c.batch_wins + c.queue_wins;
         out.insert(
             v.name.to_string(),
             VariantResult {
-                batch_scenarios: bn,
-                batch_split_wins: bw as f64 / bn.max(1) as f64,
-                queue_scenarios: qn,
-                queue_split_wins: qw as f64 / qn.max(1) as f64,
-                mean_gain_when_split_wins: if wins > 0 { gain / wins as f64 } else { 0.0 },
-                band_at_batch_1: ranges(&band),
-                winning_splits: winning,
+                batch_scenarios: c.batch_total,
+                batch_split_wins: c.batch_share(),
+                queue_scenarios: c.queue_total,
+                queue_split_wins: c.queue_wins as f64 / c.queue_total.max(1) as f64,
+                mean_gain_when_split_wins: if wins > 0 {
+                    c.gain_sum / wins as f64
+                } else {
+                    0.0
+                },
+                band_at_batch_1: ranges(&c.band),
+                winning_splits: c.winning,
+                batch_split_wins_by_rtt_ms: rtt_shares,
             },
         );
     }
@@ -447,12 +517,19 @@ fn sweep_pair(
         let series = vec![
             line("device-only", &|e| t.options[n - 1].expected(e)),
             line("server-only (uint8 input)", &|e| t.options[0].expected(e)),
-            line("best split, fp32", &|e| ends_and_split(&t, Encoding::Fp32, e).1),
-            line("best split, int8", &|e| ends_and_split(&t, Encoding::Int8, e).1),
+            line("best split, fp32", &|e| {
+                ends_and_split(&t, Encoding::Fp32, e).1
+            }),
+            line("best split, int8", &|e| {
+                ends_and_split(&t, Encoding::Int8, e).1
+            }),
         ];
         line_chart(
             &dir.join(format!("latency-batch{b}.svg")),
-            &format!("{}: expected latency vs data rate, server batch {b}", pair.name),
+            &format!(
+                "{}: expected latency vs data rate, server batch {b}",
+                pair.name
+            ),
             "data rate (MB/s, log)",
             "latency (ms)",
             &series,
@@ -581,12 +658,18 @@ fn report(
     replayed: bool,
 ) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "# Dynamic split computing on realistic device/server pairs\n");
+    let _ = writeln!(
+        md,
+        "# Dynamic split computing on realistic device/server pairs\n"
+    );
     let _ = writeln!(md, "Generated by `edgecut study --pairs` (see the main README); every profile names its source (`models/<model>/profiles/README.md`). RTT {} ms. Server-only sends the input as 8-bit pixels; splits send the tensor at a cut candidate (the model's natural bottlenecks).\n", cfg.rtt_ms);
     let _ = writeln!(md, "Load models: **batch** (the paper's): the request is served in a batch of b = 1..={} concurrent requests, so the server's block times are its profile's batch-b times; **queue** (ours): batch 1 behind a queueing delay Q in {:?} ms. Each scenario is one load level at one data rate, 1..=127 MB/s in 1 MB/s steps.\n", cfg.max_batch, cfg.queue_ms);
     let _ = writeln!(md, "Variants: `fp32` (the paper's setting), `fp16` and `int8` split tensors, and `int8+exit`: a what-if early exit after the middle cut candidate that answers {:.0}% of requests on the device (its head's compute neglected; the models here have no trained exits).\n", cfg.exit_rate * 100.0);
     let _ = writeln!(md, "## Pairs\n");
-    let _ = writeln!(md, "| pair | model | device-only ms | server ms (batch 1) | device profile | server profile |");
+    let _ = writeln!(
+        md,
+        "| pair | model | device-only ms | server ms (batch 1) | device profile | server profile |"
+    );
     let _ = writeln!(md, "|---|---|---|---|---|---|");
     for p in pairs {
         if let Some(r) = results.get(&p.name) {
@@ -597,7 +680,10 @@ fn report(
             );
         }
     }
-    let _ = writeln!(md, "\n## Share of scenarios where a split beats device-only and server-only\n");
+    let _ = writeln!(
+        md,
+        "\n## Share of scenarios where a split beats device-only and server-only\n"
+    );
     let _ = writeln!(md, "Batch load (the paper's) / queue load (ours); in brackets the data rates (MB/s) where a split wins at batch 1 with no queue.\n");
     let _ = write!(md, "| pair |");
     for v in VARIANTS {
@@ -625,10 +711,40 @@ fn report(
                 );
             }
         }
-        let g = r.variants.get("fp32").map_or(0.0, |x| x.mean_gain_when_split_wins);
+        let g = r
+            .variants
+            .get("fp32")
+            .map_or(0.0, |x| x.mean_gain_when_split_wins);
         let _ = writeln!(md, " {} |", pct(g));
     }
-    let _ = writeln!(md, "\nPlots per pair in `<pair>/`: `gain-<variant>.svg` (gain of the best split over the better end, rate x load), `latency-batch1.svg` and `latency-batch16.svg` (expected latency vs data rate).\n");
+    let _ = writeln!(md, "\nThe same share (batch load) at other round-trip times: the RTT is paid by every remote option, server-only included, so it decides how often a split beats device-only.\n");
+    let _ = write!(md, "| pair | variant |");
+    for r in &cfg.rtt_sensitivity_ms {
+        let _ = write!(md, " RTT {r} ms |");
+    }
+    let _ = writeln!(md);
+    let _ = writeln!(
+        md,
+        "|---|---|{}",
+        "---|".repeat(cfg.rtt_sensitivity_ms.len())
+    );
+    for p in pairs {
+        let Some(r) = results.get(&p.name) else {
+            continue;
+        };
+        for v in ["fp32", "int8"] {
+            let Some(x) = r.variants.get(v) else {
+                continue;
+            };
+            let _ = write!(md, "| {} | {v} |", p.name);
+            for rtt in &cfg.rtt_sensitivity_ms {
+                let share = x.batch_split_wins_by_rtt_ms.get(&format!("{rtt}"));
+                let _ = write!(md, " {} |", share.map_or("-".into(), |s| pct(*s)));
+            }
+            let _ = writeln!(md);
+        }
+    }
+    let _ = writeln!(md, "\nPlots per pair in `<pair>/`: `gain-<variant>.svg` (gain of the best split over the better end, rate x load; `gain-<variant>-rtt0.svg` without the round trip), `latency-batch1.svg` and `latency-batch16.svg` (expected latency vs data rate).\n");
     if !replayed {
         return md;
     }
@@ -642,9 +758,9 @@ fn report(
         };
         for (g, s) in &r.traces {
             let row = |n: &str| {
-                s.policies
-                    .get(n)
-                    .map_or("-".to_string(), |x| format!("{:.1} / {:.1}", x.mean_ms, x.p95_ms))
+                s.policies.get(n).map_or("-".to_string(), |x| {
+                    format!("{:.1} / {:.1}", x.mean_ms, x.p95_ms)
+                })
             };
             let met = |x: f64, t: f64| if x <= t { "met" } else { "not met" };
             let _ = writeln!(
@@ -728,7 +844,11 @@ mod tests {
             assert!((0.0..=1.0).contains(&v.queue_split_wins));
         }
         assert!(study.markdown.contains("slow device -> fast server"));
-        for f in ["README.md", "pairs.json", "slow-device-fast-server/gain-fp32.svg"] {
+        for f in [
+            "README.md",
+            "pairs.json",
+            "slow-device-fast-server/gain-fp32.svg",
+        ] {
             assert!(out.join(f).is_file(), "{f}");
         }
         let _ = std::fs::remove_dir_all(&out);
@@ -740,6 +860,23 @@ mod tests {
         let e = run_pairs(std::slice::from_ref(&pair), None, &cfg, &out).unwrap_err();
         assert!(e.to_string().contains("--batch-curve"), "{e}");
         let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn the_committed_pairs_load_with_batch_profiles_and_name_their_sources() {
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        for spec in default_pairs() {
+            let p = Pair::load(&models, &spec).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+            assert!(p.device.source.is_some(), "{}: device source", spec.name);
+            assert!(p.server.source.is_some(), "{}: server source", spec.name);
+            let cfg = PairsConfig::default();
+            assert!(
+                (1..=cfg.max_batch).all(|b| p.server.block_seconds_at(b).is_some()),
+                "{}: server batches {:?}",
+                spec.name,
+                p.server.batches
+            );
+        }
     }
 
     #[test]
