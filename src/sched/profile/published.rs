@@ -39,8 +39,8 @@ pub const WHOLE: &str = "whole";
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum PublishedError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    /// The file could not be read (the cause follows in the error chain).
+    #[error("cannot read {path}")]
     Io {
         /// The file.
         path: PathBuf,
