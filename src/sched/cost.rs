@@ -201,14 +201,49 @@ impl OptionCost {
         self.choice.cut != Cut::Device
     }
 
-    /// Expected latency (seconds) under `est`.
+    /// Expected latency (seconds) under `est`: the completion time of a request that joins the
+    /// device, uplink and server queues `est` describes. With every wait zero this is the formula
+    /// of DESIGN §6; under load:
+    ///
+    /// - the head starts after the device's own backlog (`device_wait_s`; server-only runs no
+    ///   head and skips it);
+    /// - the split tensor is sent when both the head and the bytes queued ahead on the uplink
+    ///   are done (`max(head end, uplink_wait_s)`), at the estimated rate;
+    /// - the server starts after the background queue and after the device's own earlier
+    ///   requests (`max(arrival + queue_s, server_wait_s)`).
+    ///
+    /// Minimising it per request is earliest-finish-time list scheduling over the three
+    /// resources: a long device queue sends work to the server, a long server queue keeps it on
+    /// the device, so under overload the choices spread over whatever drains fastest.
     #[inline]
     pub fn expected(&self, est: &Estimates) -> f64 {
-        self.expected_with(self.bytes as f64 / est.rate_bytes_per_s + est.rtt_s + est.queue_s)
+        if !self.remote() {
+            return self.expected_given(est.device_wait_s, est.device_wait_s + self.device_s);
+        }
+        let head_end = if self.device_s > 0.0 {
+            est.device_wait_s + self.device_s
+        } else {
+            0.0
+        };
+        let sent = head_end.max(est.uplink_wait_s) + self.bytes as f64 / est.rate_bytes_per_s;
+        let arrive = sent + est.rtt_s / 2.0;
+        let start = (arrive + est.queue_s).max(est.server_wait_s);
+        self.expected_given(
+            est.device_wait_s,
+            start + self.server_s + est.rtt_s / 2.0,
+        )
+    }
+
+    /// Expected latency given the device's backlog and `done_s`, when the request would be
+    /// answered (seconds from the decision) if no exit answers; exits answer after the backlog
+    /// and their own head.
+    #[inline]
+    pub fn expected_given(&self, device_wait_s: f64, done_s: f64) -> f64 {
+        self.p_exit * device_wait_s + self.exit_s + (1.0 - self.p_exit) * done_s
     }
 
     /// Expected latency given the seconds the remote part adds before the server computes
-    /// (transfer + RTT + queue), e.g. measured exactly by an oracle.
+    /// (transfer + RTT + queue) when nothing is queued ahead.
     #[inline]
     pub fn expected_with(&self, network_and_queue_s: f64) -> f64 {
         let remote = if self.remote() {
@@ -218,6 +253,111 @@ impl OptionCost {
         };
         self.exit_s + (1.0 - self.p_exit) * (self.device_s + remote)
     }
+
+    /// Seconds of each resource one request of this option occupies on average: the device
+    /// (head and exits), the uplink at `rate_bytes_per_s`, and the server divided over `workers`.
+    pub fn demand(&self, rate_bytes_per_s: f64, workers: usize) -> [f64; 3] {
+        let go = 1.0 - self.p_exit;
+        let (uplink, server) = if self.remote() {
+            (
+                go * self.bytes as f64 / rate_bytes_per_s,
+                go * self.server_s / workers.max(1) as f64,
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        [self.exit_s + go * self.device_s, uplink, server]
+    }
+}
+
+/// How many requests per second the options can sustain: each option alone (a static policy)
+/// and the best mix of them (what a policy that spreads requests over the options can reach at
+/// most), with the device, the uplink and the server as three resources in a pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capacity {
+    /// Requests per second of each option of the table (same order).
+    pub options: Vec<f64>,
+    /// Requests per second of the best mix (a linear programme over the options' demands).
+    pub mix: f64,
+    /// Index of the option with the highest capacity alone.
+    pub best_option: usize,
+}
+
+impl Capacity {
+    /// The highest capacity of any policy: the best mix, at least the best option alone.
+    pub fn best(&self) -> f64 {
+        self.mix.max(self.options[self.best_option])
+    }
+
+    /// Whether `offered` requests per second exceed every policy's capacity (queues then grow
+    /// without bound, whatever the policy does).
+    pub fn overloaded(&self, offered: f64) -> bool {
+        offered > self.best()
+    }
+}
+
+/// Largest `sum x` over `x >= 0` with `sum_o x_o demand_o[r] <= 1` for each resource `r`: at a
+/// vertex at most three options are used, each resource tight or not, so every subset of up to
+/// three options with as many tight resources is solved and the feasible best kept.
+fn best_mix(demands: &[[f64; 3]]) -> f64 {
+    const EPS: f64 = 1e-12;
+    let feasible = |pairs: &[(usize, f64)]| {
+        (0..3).all(|r| pairs.iter().map(|&(o, x)| x * demands[o][r]).sum::<f64>() <= 1.0 + 1e-9)
+            && pairs.iter().all(|&(_, x)| x >= -EPS)
+    };
+    let mut best: f64 = 0.0;
+    let n = demands.len();
+    for a in 0..n {
+        let peak = demands[a].iter().cloned().fold(0.0, f64::max);
+        if peak > EPS {
+            best = best.max(1.0 / peak);
+        }
+        for b in a + 1..n {
+            for (r, q) in [(0, 1), (0, 2), (1, 2)] {
+                let (m00, m01, m10, m11) = (demands[a][r], demands[b][r], demands[a][q], demands[b][q]);
+                let det = m00 * m11 - m01 * m10;
+                if det.abs() < EPS {
+                    continue;
+                }
+                let xa = (m11 - m01) / det;
+                let xb = (m00 - m10) / det;
+                if feasible(&[(a, xa), (b, xb)]) {
+                    best = best.max(xa + xb);
+                }
+            }
+            for c in b + 1..n {
+                let m = [0, 1, 2].map(|r| [demands[a][r], demands[b][r], demands[c][r]]);
+                if let Some(x) = solve3(m) {
+                    if feasible(&[(a, x[0]), (b, x[1]), (c, x[2])]) {
+                        best = best.max(x.iter().sum());
+                    }
+                }
+            }
+        }
+    }
+    best
+}
+
+/// Solves `m x = 1` (3x3) by Cramer's rule; `None` when singular.
+fn solve3(m: [[f64; 3]; 3]) -> Option<[f64; 3]> {
+    let det = |m: [[f64; 3]; 3]| {
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    };
+    let d = det(m);
+    if d.abs() < 1e-12 {
+        return None;
+    }
+    let mut x = [0.0; 3];
+    for (c, xc) in x.iter_mut().enumerate() {
+        let mut mc = m;
+        for row in &mut mc {
+            row[c] = 1.0;
+        }
+        *xc = det(mc) / d;
+    }
+    Some(x)
 }
 
 /// All options of a model: device-only, server-only and every cut candidate in every split
@@ -351,6 +491,35 @@ impl CostTable {
             } else {
                 Encoding::Fp32
             },
+        }
+    }
+
+    /// The capacity of every option and of the best mix at `rate_bytes_per_s` with `workers`
+    /// server workers ([`Capacity`]).
+    pub fn capacity(&self, rate_bytes_per_s: f64, workers: usize) -> Capacity {
+        let demands: Vec<[f64; 3]> = self
+            .options
+            .iter()
+            .map(|o| o.demand(rate_bytes_per_s, workers))
+            .collect();
+        let options: Vec<f64> = demands
+            .iter()
+            .map(|d| {
+                let peak = d.iter().cloned().fold(0.0, f64::max);
+                if peak > 0.0 {
+                    1.0 / peak
+                } else {
+                    f64::INFINITY
+                }
+            })
+            .collect();
+        let best_option = (0..options.len())
+            .max_by(|&a, &b| options[a].total_cmp(&options[b]))
+            .unwrap_or(0);
+        Capacity {
+            mix: best_mix(&demands),
+            options,
+            best_option,
         }
     }
 

@@ -130,6 +130,13 @@ impl RateEstimator {
         }
     }
 
+    /// Drops every sample: the next one starts the estimate afresh (the stale-rate rule: samples
+    /// from before a long gap describe a link that may have changed completely).
+    pub fn forget(&mut self) {
+        self.ewma = None;
+        self.recent.clear();
+    }
+
     /// The estimate, bytes per second, if any sample was seen.
     pub fn estimate(&self) -> Option<f64> {
         match self.method {
@@ -184,6 +191,8 @@ pub struct Estimator {
     pub queue: Ewma,
     /// Used before any sample: rate, RTT and queue priors.
     pub prior: Estimates,
+    /// When the last transfer was measured ([`Estimator::mark_rate_sample`]).
+    last_rate_sample_s: Option<f64>,
 }
 
 impl Default for Estimator {
@@ -201,6 +210,7 @@ impl Estimator {
             rtt: Ewma::new(0.3),
             queue: Ewma::new(0.3),
             prior,
+            last_rate_sample_s: None,
         }
     }
 
@@ -225,7 +235,27 @@ impl Estimator {
             rate_bytes_per_s: self.rate.estimate().unwrap_or(self.prior.rate_bytes_per_s),
             rtt_s: self.rtt.value.unwrap_or(self.prior.rtt_s),
             queue_s: self.queue.value.unwrap_or(self.prior.queue_s),
+            device_wait_s: 0.0,
+            uplink_wait_s: 0.0,
+            server_wait_s: 0.0,
         }
+    }
+
+    /// Records when (seconds, on the caller's clock) the last transfer was measured, for
+    /// [`Estimator::rate_is_stale`].
+    pub fn mark_rate_sample(&mut self, at_s: f64) {
+        self.last_rate_sample_s = Some(at_s);
+    }
+
+    /// The stale-rate rule: the rate estimate is stale at `now_s` when no transfer was measured
+    /// in the last `stale_after_s` seconds (or ever). A link can change completely in that time
+    /// (the step trace alternates every 20 s), so a policy should measure it again before
+    /// trusting the estimate: the simulator then sends a small probe and decides when it lands
+    /// ([`crate::sim::SimConfig::probe_bytes`]) after dropping the old samples
+    /// ([`RateEstimator::forget`]), so the probe alone sets the estimate.
+    pub fn rate_is_stale(&self, now_s: f64, stale_after_s: f64) -> bool {
+        self.last_rate_sample_s
+            .is_none_or(|t| now_s - t > stale_after_s)
     }
 }
 

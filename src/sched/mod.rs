@@ -4,7 +4,8 @@
 //!
 //! - [`profile`]: per-block time profiles (measured with one-block plans, scaled, updated online).
 //! - [`cost`]: the cost model `T(k) = D(0..k) + (1 - P_exit(k)) (bytes(k, enc) / R + RTT + Q + S(k..n))`
-//!   precomputed per option into a [`cost::CostTable`].
+//!   precomputed per option into a [`cost::CostTable`]; under load, the completion time given the
+//!   device, uplink and server queues the request joins ([`cost::OptionCost::expected`]).
 //! - [`estimate`]: data-rate, RTT and server-load estimators from observed transfers and reports.
 //! - [`policy`]: the [`policy::Policy`] trait and `DeviceOnly`, `ServerOnly`, `Static`, `Dynamic`, `Oracle`.
 //!
@@ -193,24 +194,50 @@ impl Choice {
     }
 }
 
-/// Live estimates of the network and the server, as a policy sees them (seconds and bytes/s).
+/// Live estimates of the network and the server, and the device's own backlog, as a policy sees
+/// them (seconds and bytes/s).
+///
+/// The three waits describe the queues a request would join, measured from the decision: the
+/// device's head computations ahead of it (known exactly: the device keeps its own queue), the
+/// bytes already queued on the uplink at the estimated rate, and the server work of the device's
+/// own requests still unanswered. They are zero for a request that finds everything idle (the
+/// cost model of DESIGN §6 then applies unchanged).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Estimates {
     /// Uplink data rate, bytes per second (> 0).
     pub rate_bytes_per_s: f64,
     /// Round-trip time, seconds.
     pub rtt_s: f64,
-    /// Server queueing delay, seconds.
+    /// Server queueing delay caused by others (the background load), seconds.
     pub queue_s: f64,
+    /// Seconds until the device has finished the head computations queued ahead of this request.
+    pub device_wait_s: f64,
+    /// Seconds until the uplink has sent the bytes queued ahead of this request.
+    pub uplink_wait_s: f64,
+    /// Seconds until the server has finished the device's own earlier requests (per worker).
+    pub server_wait_s: f64,
 }
 
 impl Estimates {
-    /// Estimates from a rate in MB/s (10^6 bytes) and RTT and queue in milliseconds.
+    /// Estimates from a rate in MB/s (10^6 bytes) and RTT and queue in milliseconds; no backlog.
     pub fn from_mb_ms(rate_mb_per_s: f64, rtt_ms: f64, queue_ms: f64) -> Self {
         Self {
             rate_bytes_per_s: rate_mb_per_s * 1e6,
             rtt_s: rtt_ms * 1e-3,
             queue_s: queue_ms * 1e-3,
+            device_wait_s: 0.0,
+            uplink_wait_s: 0.0,
+            server_wait_s: 0.0,
+        }
+    }
+
+    /// The same estimates with the backlog of the device, the uplink and the server (seconds).
+    pub fn with_backlog(self, device_wait_s: f64, uplink_wait_s: f64, server_wait_s: f64) -> Self {
+        Self {
+            device_wait_s: device_wait_s.max(0.0),
+            uplink_wait_s: uplink_wait_s.max(0.0),
+            server_wait_s: server_wait_s.max(0.0),
+            ..self
         }
     }
 }

@@ -5,10 +5,11 @@ use super::{Choice, Cut, Encoding, Estimates, SchedError, POLICY_FORMS};
 
 /// What a policy sees when deciding.
 pub struct Context<'a> {
-    /// Live estimates (rate, RTT, queue).
+    /// Live estimates (rate, RTT, queue) and the backlog of the device, uplink and server.
     pub estimates: Estimates,
-    /// The true remote seconds (transfer + RTT + queue before the server computes) of an option,
-    /// known only in simulation; only [`Oracle`] uses it.
+    /// When an option's request would truly be answered if no exit answers (seconds from the
+    /// decision, through every queue it joins, at the true future rate and load, with no later
+    /// request), known only in simulation; only [`Oracle`] uses it.
     pub truth: Option<&'a dyn Fn(&OptionCost) -> f64>,
 }
 
@@ -122,7 +123,9 @@ impl Policy for Fixed {
 }
 
 /// Minimises the expected latency of the cost model under the live estimates, over the options
-/// whose encoding is allowed and whose accuracy (when known) meets the floor.
+/// whose encoding is allowed and whose accuracy (when known) meets the floor. With a backlog in
+/// the estimates ([`Estimates::with_backlog`]), that is the option that finishes first given the
+/// device, uplink and server queues it joins ([`OptionCost::expected`]).
 #[derive(Debug, Clone)]
 pub struct Dynamic {
     name: String,
@@ -264,10 +267,10 @@ impl Policy for Oracle {
         let t = &self.inner.table;
         let mut best = self.inner.allowed[0];
         let mut best_t = f64::INFINITY;
+        let device_wait = ctx.estimates.device_wait_s;
         for &i in &self.inner.allowed {
             let o = &t.options[i];
-            let remote = if o.remote() { truth(o) } else { 0.0 };
-            let e = o.expected_with(remote);
+            let e = o.expected_given(device_wait, truth(o));
             if e < best_t {
                 best_t = e;
                 best = i;

@@ -3,10 +3,10 @@
 //! policy, the latency-over-time plot and the JSON report.
 
 use super::trace::Trace;
-use super::{simulate, ExitSource, SimConfig, SimResult};
+use super::{simulate, Arrivals, ExitSource, SimConfig, SimResult};
 use crate::model::Model;
 use crate::report::plot::{line_chart, PlotError, Series};
-use crate::sched::cost::{CostTable, ExitProbabilities, SampleExits};
+use crate::sched::cost::{Capacity, CostTable, ExitProbabilities, SampleExits};
 use crate::sched::policy;
 use crate::sched::SchedError;
 use serde_json::{json, Map, Value};
@@ -91,11 +91,67 @@ pub fn policies_json(results: &[SimResult], table: &CostTable) -> Value {
     json!(m)
 }
 
-/// The text table of `edgecut simulate`: one line per policy (mean, p95, MB sent, accuracy, cuts).
+/// The offered load against what the policies can sustain, at the trace's mean rate.
+#[derive(Debug, Clone)]
+pub struct Overload {
+    /// Requests per second offered.
+    pub offered: f64,
+    /// Capacity of each option and of the best mix.
+    pub capacity: Capacity,
+    /// Label of the option with the highest capacity alone.
+    pub best_option: String,
+}
+
+impl Overload {
+    /// Whether the offered load exceeds every policy's capacity.
+    pub fn overloaded(&self) -> bool {
+        self.capacity.overloaded(self.offered)
+    }
+
+    /// The warning `edgecut simulate` prints when overloaded.
+    pub fn warning(&self) -> Option<String> {
+        self.overloaded().then(|| {
+            format!(
+                "warning: {:.3} requests/s offered exceed every policy's capacity at the trace's mean rate (best option alone: {} at {:.3}/s; best mix of options: {:.3}/s); queues grow with the run's length, so mean latencies depend on --requests",
+                self.offered,
+                self.best_option,
+                self.capacity.options[self.capacity.best_option],
+                self.capacity.mix
+            )
+        })
+    }
+
+    /// The `overload` object of `edgecut simulate --json`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "offered_per_s": self.offered,
+            "best_option": self.best_option,
+            "best_option_per_s": self.capacity.options[self.capacity.best_option],
+            "best_mix_per_s": self.capacity.mix,
+            "overloaded": self.overloaded(),
+        })
+    }
+}
+
+/// The offered load of `cfg` against the capacity of `table`'s options at `trace`'s mean rate.
+pub fn overload(table: &CostTable, trace: &Trace, cfg: &SimConfig) -> Overload {
+    let offered = match cfg.arrivals {
+        Arrivals::Periodic { rate } | Arrivals::Poisson { rate, .. } => rate,
+    };
+    let capacity = table.capacity(trace.mean_rate(), cfg.workers);
+    Overload {
+        offered,
+        best_option: table.label(table.options[capacity.best_option].choice),
+        capacity,
+    }
+}
+
+/// The text table of `edgecut simulate`: one line per policy (mean, p95, MB sent, accuracy,
+/// utilisation of device, uplink and server, cuts).
 pub fn table_text(results: &[SimResult], table: &CostTable) -> String {
     let mut out = format!(
-        "{:<24} {:>10} {:>10} {:>12} {:>9}  cuts\n",
-        "policy", "mean ms", "p95 ms", "MB sent", "accuracy"
+        "{:<24} {:>10} {:>10} {:>12} {:>9} {:>6} {:>6} {:>6}  cuts\n",
+        "policy", "mean ms", "p95 ms", "MB sent", "accuracy", "device", "uplink", "server"
     );
     for r in results {
         let cuts: Vec<String> = r
@@ -104,12 +160,16 @@ pub fn table_text(results: &[SimResult], table: &CostTable) -> String {
             .map(|(k, v)| format!("{k} {:.0}%", v * 100.0))
             .collect();
         let accuracy = r.accuracy.map_or_else(|| "-".into(), |x| format!("{x:.4}"));
+        let u = r.utilisation;
         out.push_str(&format!(
-            "{:<24} {:>10.2} {:>10.2} {:>12.3} {accuracy:>9}  {}\n",
+            "{:<24} {:>10.2} {:>10.2} {:>12.3} {accuracy:>9} {:>5.0}% {:>5.0}% {:>5.0}%  {}\n",
             r.policy,
             r.mean() * 1e3,
             r.percentile(95.0) * 1e3,
             r.bytes as f64 / 1e6,
+            u.device * 100.0,
+            u.uplink * 100.0,
+            u.server * 100.0,
             cuts.join(", ")
         ));
     }

@@ -4,10 +4,12 @@
 //! server with `K` workers behind a background queueing delay, and early exits on the device
 //! (per-sample confidences measured on real data, or calibrated probabilities).
 //!
-//! Policies see only what a real device would: estimates built from transfers and server reports
-//! that have completed before the decision. Adaptive policies send a small probe when they have
-//! not measured the uplink for a while (its bytes count and it occupies the link). [`Oracle`]
-//! decisions get the true remote time of each option from the same simulated link and server.
+//! Requests are decided when they arrive. Policies see only what a real device would: estimates
+//! built from transfers and server reports that have completed before the decision, and the
+//! device's own backlog (heads queued, bytes queued on the uplink, its requests the server has
+//! not answered). Adaptive policies whose rate estimate is stale probe the uplink first and
+//! decide when the probe lands (its bytes count and it occupies the link). [`Oracle`] decisions
+//! get the true completion time of each option from the same simulated queues, link and server.
 //!
 //! [`Oracle`]: crate::sched::policy::Oracle
 
@@ -19,7 +21,7 @@ use crate::sched::cost::{CostTable, OptionCost, SampleExits};
 use crate::sched::estimate::{Estimator, RateMethod};
 use crate::sched::policy::{Context, Policy};
 use crate::sched::profile::Profile;
-use crate::sched::{Cut, Estimates};
+use crate::sched::Estimates;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp};
 use std::cmp::Reverse;
@@ -220,10 +222,14 @@ pub struct SimConfig {
     pub load: ServerLoad,
     /// Rate estimator of adaptive policies.
     pub rate_method: RateMethod,
-    /// An adaptive policy probes the uplink when its last measurement is older than this (seconds).
+    /// The stale-rate rule: an adaptive policy whose last rate measurement is older than this
+    /// (seconds) probes the uplink before deciding, when the uplink is idle
+    /// ([`crate::sched::estimate::Estimator::rate_is_stale`]).
     pub probe_interval_s: f64,
-    /// Probe size, bytes.
+    /// Probe size, bytes (0: never probe; decide on the stale estimate).
     pub probe_bytes: u64,
+    /// Longest a decision waits for its probe, seconds (an outage must not hold requests).
+    pub probe_wait_s: f64,
     /// Time offset into the trace where the stream starts (seconds).
     pub start_s: f64,
 }
@@ -277,7 +283,8 @@ impl Default for SimConfig {
             load: ServerLoad::Constant(0.0),
             rate_method: RateMethod::DEFAULT,
             probe_interval_s: 1.0,
-            probe_bytes: 16_000,
+            probe_bytes: 4_000,
+            probe_wait_s: 0.25,
             start_s: 0.0,
         }
     }
@@ -302,6 +309,20 @@ pub struct SimResult {
     pub accuracy: Option<f64>,
     /// Fraction answered by a device exit.
     pub exit_rate: f64,
+    /// How busy the device, the uplink and the server were.
+    pub utilisation: Utilisation,
+}
+
+/// Busy time of each resource over the run (from the first arrival to the last answer), as a
+/// fraction: near 1 is the bottleneck.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Utilisation {
+    /// Device compute (heads and exits).
+    pub device: f64,
+    /// Uplink (transfers and probes, outages included).
+    pub uplink: f64,
+    /// Server compute, averaged over the workers.
+    pub server: f64,
 }
 
 impl SimResult {
@@ -316,7 +337,8 @@ impl SimResult {
     }
 
     /// The JSON of `edgecut simulate --json` for this policy (`mean_ms`, `p50_ms`, `p95_ms`,
-    /// `bytes`, `probe_bytes`, `accuracy`, `exit_rate`, `cuts`).
+    /// `bytes`, `probe_bytes`, `accuracy`, `exit_rate`, `cuts`, `utilisation` with `device`,
+    /// `uplink`, `server`).
     pub fn to_json(&self, table: &CostTable) -> serde_json::Value {
         serde_json::json!({
             "mean_ms": self.mean() * 1e3,
@@ -327,6 +349,11 @@ impl SimResult {
             "accuracy": self.accuracy,
             "exit_rate": self.exit_rate,
             "cuts": self.cuts(table),
+            "utilisation": {
+                "device": self.utilisation.device,
+                "uplink": self.utilisation.uplink,
+                "server": self.utilisation.server,
+            },
         })
     }
 
@@ -400,14 +427,9 @@ fn ns(s: f64) -> u64 {
     (s.max(0.0) * 1e9).round() as u64
 }
 
-/// Feeds the estimator every observation visible at `now_ns`, in order; returns the time
-/// (seconds) of the last transfer among them, if any.
-fn observe_until(
-    pending: &mut BinaryHeap<Reverse<Pending>>,
-    now_ns: u64,
-    est: &mut Estimator,
-) -> Option<f64> {
-    let mut last_transfer = None;
+/// Feeds the estimator every observation visible at `now_ns`, in order, and marks when the
+/// last transfer among them landed ([`Estimator::mark_rate_sample`]).
+fn observe_until(pending: &mut BinaryHeap<Reverse<Pending>>, now_ns: u64, est: &mut Estimator) {
     while pending.peek().is_some_and(|Reverse(p)| p.at_ns <= now_ns) {
         let Some(Reverse(p)) = pending.pop() else {
             break;
@@ -415,16 +437,165 @@ fn observe_until(
         match p.kind {
             TRANSFER => {
                 est.observe_transfer(p.bytes, p.value_ns as f64 * 1e-9);
-                last_transfer = Some(p.at_ns as f64 * 1e-9);
+                est.mark_rate_sample(p.at_ns as f64 * 1e-9);
             }
             RTT => est.observe_rtt(p.value_ns as f64 * 1e-9),
             _ => est.observe_queue_us(p.value_ns / 1000),
         }
     }
-    last_transfer
+}
+
+/// A remote request between its head and its answer.
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    /// Request index.
+    r: usize,
+    bytes: u64,
+    server_s: f64,
+}
+
+/// What happens next in the simulation.
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    /// Request `r` is decided (at its arrival, or when its probe landed).
+    Decide { r: usize, probed: bool },
+    /// A job's split tensor (or input) is ready to send.
+    Uplink(Job),
+    /// A job reaches the server (`arrived`: when its last byte got there).
+    Server { job: Job, arrived: f64 },
+}
+
+/// The simulated queues: the device (FIFO of heads), the uplink (FIFO by readiness, at the
+/// trace's rate) and the server's workers (FIFO by readiness after the background delay).
+struct Queues {
+    device_free: f64,
+    uplink_free: f64,
+    /// Transfers started: `(start, end, bytes)`, pruned once done.
+    sending: Vec<(f64, f64, u64)>,
+    /// Jobs whose head is running or done but whose transfer has not started: `(ready, job)`.
+    to_send: Vec<(f64, Job)>,
+    /// Jobs on their way to a worker or waiting for one: `(ready at the server, job)`.
+    to_serve: Vec<(f64, Job)>,
+    workers: Vec<f64>,
+    /// Requests the server has taken: `(answered at, server seconds)`, pruned once answered.
+    serving: Vec<(f64, f64)>,
+}
+
+impl Queues {
+    /// The device's view of its backlog at `now`: head seconds queued, uplink bytes queued at
+    /// `rate`, and its own server work not yet answered (per worker).
+    fn backlog(&self, now: f64, rate: f64, trace: &Trace) -> (f64, f64, f64) {
+        let in_flight: f64 = self
+            .sending
+            .iter()
+            .filter(|&&(_, e, _)| e > now)
+            .map(|&(s, _, b)| (b as f64 - trace.bytes_between(s, now)).max(0.0))
+            .sum();
+        let queued: f64 = self.to_send.iter().map(|(_, j)| j.bytes as f64).sum();
+        // Every request sent or to be sent and not yet answered will occupy the server.
+        let unanswered: f64 = self
+            .to_send
+            .iter()
+            .chain(&self.to_serve)
+            .map(|(_, j)| j.server_s)
+            .chain(
+                self.serving
+                    .iter()
+                    .filter(|&&(done, _)| done > now)
+                    .map(|&(_, s)| s),
+            )
+            .sum();
+        (
+            (self.device_free - now).max(0.0),
+            (in_flight + queued) / rate,
+            unanswered / self.workers.len() as f64,
+        )
+    }
+
+    /// When a request decided at `now` for `o` would be answered if no exit answers and no
+    /// later request came: its head after the device's queue, its transfer after every transfer
+    /// ready before it, its server work after every job that reaches the server before it, at
+    /// the true rate and load (the oracle's knowledge).
+    fn finish(&self, o: &OptionCost, now: f64, trace: &Trace, cfg: &SimConfig) -> f64 {
+        let head_end = if o.device_s > 0.0 {
+            self.device_free.max(now) + o.device_s
+        } else {
+            now
+        };
+        if !o.remote() {
+            return head_end;
+        }
+        let half = cfg.rtt_s / 2.0;
+        let mut ahead: Vec<(f64, u64, f64)> = self
+            .to_send
+            .iter()
+            .filter(|(ready, _)| *ready <= head_end)
+            .map(|&(ready, j)| (ready, j.bytes, j.server_s))
+            .collect();
+        ahead.sort_by(|a, b| a.0.total_cmp(&b.0));
+        ahead.push((head_end, o.bytes, o.server_s));
+        let mut serve: Vec<(f64, f64, bool)> = self
+            .to_serve
+            .iter()
+            .map(|&(ready, j)| (ready, j.server_s, false))
+            .collect();
+        let mut link = self.uplink_free;
+        let last = ahead.len() - 1;
+        for (i, &(ready, bytes, server_s)) in ahead.iter().enumerate() {
+            link = trace.transfer_end(link.max(ready), bytes as f64);
+            let arrived = link + half;
+            serve.push((arrived + cfg.load.delay_at(arrived), server_s, i == last));
+        }
+        serve.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut workers = self.workers.clone();
+        for (ready, server_s, ours) in serve {
+            let w = earliest(&workers);
+            let end = ready.max(workers[w]) + server_s;
+            if ours {
+                return end + half - now;
+            }
+            workers[w] = end;
+        }
+        f64::INFINITY
+    }
+}
+
+/// Events in time order (ties in the order they were added).
+#[derive(Default)]
+struct Agenda {
+    heap: BinaryHeap<Reverse<(u64, usize)>>,
+    events: Vec<(f64, Event)>,
+}
+
+impl Agenda {
+    fn push(&mut self, at: f64, e: Event) {
+        self.heap.push(Reverse((ns(at), self.events.len())));
+        self.events.push((at, e));
+    }
+
+    fn pop(&mut self) -> Option<(f64, Event)> {
+        self.heap.pop().map(|Reverse((_, i))| self.events[i])
+    }
+}
+
+/// Index of the worker free first.
+fn earliest(workers: &[f64]) -> usize {
+    (0..workers.len())
+        .min_by(|&a, &b| workers[a].total_cmp(&workers[b]))
+        .unwrap_or(0)
 }
 
 /// Simulates `cfg.requests` requests under `policy` over `trace`.
+///
+/// Each request is decided when it arrives, seeing the queues it would join: the device's own
+/// head computations ahead of it (server-only requests run no head and skip that queue), the
+/// bytes queued on the uplink, and its own requests the server has not answered
+/// ([`Estimates::with_backlog`]). An adaptive policy whose rate estimate is stale (no transfer
+/// measured for [`SimConfig::probe_interval_s`]) and whose uplink is idle first sends a probe of
+/// [`SimConfig::probe_bytes`] and decides when it lands (at most [`SimConfig::probe_wait_s`]
+/// later); the wait counts in that request's latency. The server's queue time is reported as
+/// the background delay alone: the wait behind the device's own earlier requests is what the
+/// device already counts in `server_wait_s`.
 pub fn simulate(
     table: &CostTable,
     trace: &Trace,
@@ -448,29 +619,31 @@ pub fn simulate(
     let adaptive = policy.adaptive();
     let mut est = Estimator::new(
         cfg.rate_method,
-        Estimates {
-            rate_bytes_per_s: trace.mean_rate(),
-            rtt_s: cfg.rtt_s,
-            queue_s: 0.0,
-        },
+        Estimates::from_mb_ms(trace.mean_rate() * 1e-6, cfg.rtt_s * 1e3, 0.0),
     );
     let mut pending: BinaryHeap<Reverse<Pending>> = BinaryHeap::new();
-    let mut last_rate_obs = f64::NEG_INFINITY;
-    let mut workers = vec![cfg.start_s; cfg.workers.max(1)];
-    let (mut device_free, mut uplink_free) = (cfg.start_s, cfg.start_s);
-    let mut t_arr = cfg.start_s;
+    let mut q = Queues {
+        device_free: cfg.start_s,
+        uplink_free: cfg.start_s,
+        sending: Vec::new(),
+        to_send: Vec::new(),
+        to_serve: Vec::new(),
+        workers: vec![cfg.start_s; cfg.workers.max(1)],
+        serving: Vec::new(),
+    };
     let mut out = SimResult {
         policy: policy.name().to_string(),
-        latencies: Vec::with_capacity(cfg.requests),
+        latencies: vec![0.0; cfg.requests],
         arrivals: Vec::with_capacity(cfg.requests),
-        options: Vec::with_capacity(cfg.requests),
+        options: vec![0; cfg.requests],
         bytes: 0,
         probe_bytes: 0,
         accuracy: None,
         exit_rate: 0.0,
+        utilisation: Utilisation::default(),
     };
-    let (mut correct, mut known, mut exited) = (0usize, true, 0usize);
-    let half = cfg.rtt_s / 2.0;
+    let mut agenda = Agenda::default();
+    let mut t_arr = cfg.start_s;
     for r in 0..cfg.requests {
         if r > 0 {
             t_arr += match cfg.arrivals {
@@ -480,97 +653,148 @@ pub fn simulate(
                     .unwrap_or(1.0),
             };
         }
-        let start = t_arr.max(device_free);
-        // Observations completed before this decision.
-        if let Some(t) = observe_until(&mut pending, ns(start), &mut est) {
-            last_rate_obs = t;
-        }
-        if adaptive && start - last_rate_obs > cfg.probe_interval_s {
-            let s = start.max(uplink_free);
-            let e = trace.transfer_end(s, cfg.probe_bytes as f64);
-            uplink_free = e;
-            out.bytes += cfg.probe_bytes;
-            out.probe_bytes += cfg.probe_bytes;
-            last_rate_obs = start; // in flight: do not probe again before it lands
-            pending.push(Reverse(Pending {
-                at_ns: ns(e),
-                kind: TRANSFER,
-                bytes: cfg.probe_bytes,
-                value_ns: ns(e - s),
-            }));
-        }
-        let truth = |o: &OptionCost| -> f64 {
-            let ready = start + o.device_s;
-            let s = ready.max(uplink_free);
-            let e = trace.transfer_end(s, o.bytes as f64);
-            let arr = e + half;
-            let srv = (arr + cfg.load.delay_at(arr))
-                .max(workers.iter().copied().fold(f64::INFINITY, f64::min));
-            srv - ready + half
-        };
-        let ctx = Context {
-            estimates: est.estimates(),
-            truth: Some(&truth),
-        };
-        let d = policy.decide(&ctx);
-        let o = &table.options[d.index];
-        // This sample's exit, and whether its answer is right (when known).
-        let (first, right) = exits.sample(r, o.exits_enabled, &mut exit_rng);
-        match right {
-            Some(right) => correct += usize::from(right),
-            None => known = false,
-        }
-        let done = if let Some(j) = first {
-            exited += 1;
-            let dev_end = start + prefix[table.exits.after_block[j] + 1];
-            device_free = dev_end;
-            dev_end
-        } else {
-            let dev_end = start + o.device_s;
-            device_free = dev_end;
-            if o.choice.cut == Cut::Device {
-                dev_end
-            } else {
-                let s = dev_end.max(uplink_free);
-                let e = trace.transfer_end(s, o.bytes as f64);
-                uplink_free = e;
-                out.bytes += o.bytes;
-                let arr = e + half;
-                let ready = arr + cfg.load.delay_at(arr);
-                let w = (0..workers.len())
-                    .min_by(|&a, &b| workers[a].total_cmp(&workers[b]))
-                    .unwrap_or(0);
-                let srv = ready.max(workers[w]);
-                let srv_end = srv + o.server_s;
-                workers[w] = srv_end;
-                let done = srv_end + half;
+        out.arrivals.push(t_arr);
+        agenda.push(t_arr, Event::Decide { r, probed: false });
+    }
+    let (mut correct, mut known, mut exited) = (0usize, true, 0usize);
+    let (mut device_busy, mut uplink_busy, mut server_busy) = (0.0, 0.0, 0.0);
+    let mut last_done = cfg.start_s;
+    let half = cfg.rtt_s / 2.0;
+    while let Some((now, event)) = agenda.pop() {
+        match event {
+            Event::Decide { r, probed } => {
+                observe_until(&mut pending, ns(now), &mut est);
+                let link_idle = q.uplink_free <= now && q.to_send.iter().all(|(t, _)| *t > now);
+                if adaptive
+                    && !probed
+                    && cfg.probe_bytes > 0
+                    && link_idle
+                    && est.rate_is_stale(now, cfg.probe_interval_s)
+                {
+                    let e = trace.transfer_end(now, cfg.probe_bytes as f64);
+                    est.rate.forget();
+                    q.uplink_free = e;
+                    q.sending.push((now, e, cfg.probe_bytes));
+                    uplink_busy += e - now;
+                    out.bytes += cfg.probe_bytes;
+                    out.probe_bytes += cfg.probe_bytes;
+                    pending.push(Reverse(Pending {
+                        at_ns: ns(e),
+                        kind: TRANSFER,
+                        bytes: cfg.probe_bytes,
+                        value_ns: ns(e - now),
+                    }));
+                    let decide_at = e.min(now + cfg.probe_wait_s);
+                    agenda.push(decide_at, Event::Decide { r, probed: true });
+                    continue;
+                }
+                let e0 = est.estimates();
+                let (dw, uw, sw) = q.backlog(now, e0.rate_bytes_per_s, trace);
+                let truth = |o: &OptionCost| q.finish(o, now, trace, cfg);
+                let ctx = Context {
+                    estimates: e0.with_backlog(dw, uw, sw),
+                    truth: Some(&truth),
+                };
+                let d = policy.decide(&ctx);
+                let o = &table.options[d.index];
+                out.options[r] = d.index;
+                let (first, right) = exits.sample(r, o.exits_enabled, &mut exit_rng);
+                match right {
+                    Some(right) => correct += usize::from(right),
+                    None => known = false,
+                }
+                let arrival = out.arrivals[r];
+                let head_start = q.device_free.max(now);
+                if let Some(j) = first {
+                    exited += 1;
+                    let head = prefix[table.exits.after_block[j] + 1];
+                    q.device_free = head_start + head;
+                    device_busy += head;
+                    out.latencies[r] = q.device_free - arrival;
+                    last_done = last_done.max(q.device_free);
+                } else if !o.remote() {
+                    q.device_free = head_start + o.device_s;
+                    device_busy += o.device_s;
+                    out.latencies[r] = q.device_free - arrival;
+                    last_done = last_done.max(q.device_free);
+                } else {
+                    let ready = if o.device_s > 0.0 {
+                        q.device_free = head_start + o.device_s;
+                        device_busy += o.device_s;
+                        q.device_free
+                    } else {
+                        now
+                    };
+                    let job = Job {
+                        r,
+                        bytes: o.bytes,
+                        server_s: o.server_s,
+                    };
+                    q.to_send.push((ready, job));
+                    agenda.push(ready, Event::Uplink(job));
+                }
+            }
+            Event::Uplink(job) => {
+                if let Some(i) = q.to_send.iter().position(|(_, j)| j.r == job.r) {
+                    q.to_send.swap_remove(i);
+                }
+                let s = now.max(q.uplink_free);
+                let e = trace.transfer_end(s, job.bytes as f64);
+                q.uplink_free = e;
+                q.sending.retain(|&(_, end, _)| end > now);
+                q.sending.push((s, e, job.bytes));
+                uplink_busy += e - s;
+                out.bytes += job.bytes;
                 pending.push(Reverse(Pending {
                     at_ns: ns(e),
                     kind: TRANSFER,
-                    bytes: o.bytes,
+                    bytes: job.bytes,
                     value_ns: ns(e - s),
                 }));
+                let arrived = e + half;
+                let ready = arrived + cfg.load.delay_at(arrived);
+                q.to_serve.push((ready, job));
+                agenda.push(ready, Event::Server { job, arrived });
+            }
+            Event::Server { job, arrived } => {
+                if let Some(i) = q.to_serve.iter().position(|(_, j)| j.r == job.r) {
+                    q.to_serve.swap_remove(i);
+                }
+                let w = earliest(&q.workers);
+                let start = now.max(q.workers[w]);
+                let end = start + job.server_s;
+                q.workers[w] = end;
+                server_busy += job.server_s;
+                let done = end + half;
+                last_done = last_done.max(done);
+                out.latencies[job.r] = done - out.arrivals[job.r];
+                q.serving.retain(|&(d, _)| d > now);
+                q.serving.push((done, job.server_s));
                 pending.push(Reverse(Pending {
                     at_ns: ns(done),
                     kind: RTT,
                     bytes: 0,
                     value_ns: ns(2.0 * half),
                 }));
+                // The background delay: the server's queue time less the wait behind this
+                // device's own requests (which the device counts itself).
                 pending.push(Reverse(Pending {
                     at_ns: ns(done),
                     kind: QUEUE,
                     bytes: 0,
-                    value_ns: ns(srv - arr),
+                    value_ns: ns(now - arrived),
                 }));
-                done
             }
-        };
-        out.latencies.push(done - t_arr);
-        out.arrivals.push(t_arr);
-        out.options.push(d.index);
+        }
     }
     let n = cfg.requests.max(1) as f64;
     out.exit_rate = exited as f64 / n;
     out.accuracy = (known && cfg.requests > 0).then(|| correct as f64 / n);
+    let span = (last_done - cfg.start_s).max(f64::MIN_POSITIVE);
+    out.utilisation = Utilisation {
+        device: device_busy / span,
+        uplink: uplink_busy / span,
+        server: server_busy / (span * q.workers.len() as f64),
+    };
     out
 }

@@ -123,11 +123,15 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
         )?;
     }
     let mbit = trace.mean_rate() * 8e-6;
+    let overload = experiment::overload(&table, &trace, &cfg);
+    if let Some(w) = overload.warning() {
+        eprintln!("{w}");
+    }
     if a.json {
         let policies = experiment::policies_json(&results, &table);
         println!(
             "{}",
-            json!({"model": model.name(), "trace": trace.name, "trace_mean_mbit_s": mbit, "requests": a.requests, "rate": a.rate, "rtt_ms": a.rtt_ms, "server_load": a.server_load, "device_profile": device.adapter, "server_profile": server.adapter, "policies": policies})
+            json!({"model": model.name(), "trace": trace.name, "trace_mean_mbit_s": mbit, "requests": a.requests, "rate": a.rate, "rtt_ms": a.rtt_ms, "server_load": a.server_load, "device_profile": device.adapter, "server_profile": server.adapter, "overload": overload.to_json(), "policies": policies})
         );
         return Ok(());
     }
@@ -141,5 +145,6 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
         a.server_load
     );
     print!("{}", experiment::table_text(&results, &table));
+    println!("device, uplink, server: the share of the run each was busy (utilisation).");
     Ok(())
 }
