@@ -228,10 +228,7 @@ impl OptionCost {
         let sent = head_end.max(est.uplink_wait_s) + self.bytes as f64 / est.rate_bytes_per_s;
         let arrive = sent + est.rtt_s / 2.0;
         let start = (arrive + est.queue_s).max(est.server_wait_s);
-        self.expected_given(
-            est.device_wait_s,
-            start + self.server_s + est.rtt_s / 2.0,
-        )
+        self.expected_given(est.device_wait_s, start + self.server_s + est.rtt_s / 2.0)
     }
 
     /// Expected latency given the device's backlog and `done_s`, when the request would be
@@ -279,6 +276,8 @@ pub struct Capacity {
     pub options: Vec<f64>,
     /// Requests per second of the best mix (a linear programme over the options' demands).
     pub mix: f64,
+    /// The options of the best mix with their requests per second (at most three).
+    pub mix_options: Vec<(usize, f64)>,
     /// Index of the option with the highest capacity alone.
     pub best_option: usize,
 }
@@ -296,25 +295,36 @@ impl Capacity {
     }
 }
 
+/// The best mix of options `o` with per-request resource demands `demands[o]` (seconds of device,
+/// uplink, server): its requests per second and the options it uses with their shares.
+///
 /// Largest `sum x` over `x >= 0` with `sum_o x_o demand_o[r] <= 1` for each resource `r`: at a
 /// vertex at most three options are used, each resource tight or not, so every subset of up to
 /// three options with as many tight resources is solved and the feasible best kept.
-fn best_mix(demands: &[[f64; 3]]) -> f64 {
+pub fn best_mix(demands: &[[f64; 3]]) -> (f64, Vec<(usize, f64)>) {
     const EPS: f64 = 1e-12;
     let feasible = |pairs: &[(usize, f64)]| {
         (0..3).all(|r| pairs.iter().map(|&(o, x)| x * demands[o][r]).sum::<f64>() <= 1.0 + 1e-9)
             && pairs.iter().all(|&(_, x)| x >= -EPS)
     };
     let mut best: f64 = 0.0;
+    let mut support: Vec<(usize, f64)> = Vec::new();
+    let mut keep = |value: f64, used: &[(usize, f64)]| {
+        if value > best * (1.0 + 1e-12) {
+            best = value;
+            support = used.iter().copied().filter(|&(_, x)| x > EPS).collect();
+        }
+    };
     let n = demands.len();
     for a in 0..n {
         let peak = demands[a].iter().cloned().fold(0.0, f64::max);
         if peak > EPS {
-            best = best.max(1.0 / peak);
+            keep(1.0 / peak, &[(a, 1.0 / peak)]);
         }
         for b in a + 1..n {
             for (r, q) in [(0, 1), (0, 2), (1, 2)] {
-                let (m00, m01, m10, m11) = (demands[a][r], demands[b][r], demands[a][q], demands[b][q]);
+                let (m00, m01, m10, m11) =
+                    (demands[a][r], demands[b][r], demands[a][q], demands[b][q]);
                 let det = m00 * m11 - m01 * m10;
                 if det.abs() < EPS {
                     continue;
@@ -322,20 +332,21 @@ fn best_mix(demands: &[[f64; 3]]) -> f64 {
                 let xa = (m11 - m01) / det;
                 let xb = (m00 - m10) / det;
                 if feasible(&[(a, xa), (b, xb)]) {
-                    best = best.max(xa + xb);
+                    keep(xa + xb, &[(a, xa), (b, xb)]);
                 }
             }
             for c in b + 1..n {
                 let m = [0, 1, 2].map(|r| [demands[a][r], demands[b][r], demands[c][r]]);
                 if let Some(x) = solve3(m) {
-                    if feasible(&[(a, x[0]), (b, x[1]), (c, x[2])]) {
-                        best = best.max(x.iter().sum());
+                    let used = [(a, x[0]), (b, x[1]), (c, x[2])];
+                    if feasible(&used) {
+                        keep(x.iter().sum(), &used);
                     }
                 }
             }
         }
     }
-    best
+    (best, support)
 }
 
 /// Solves `m x = 1` (3x3) by Cramer's rule; `None` when singular.
@@ -516,8 +527,10 @@ impl CostTable {
         let best_option = (0..options.len())
             .max_by(|&a, &b| options[a].total_cmp(&options[b]))
             .unwrap_or(0);
+        let (mix, mix_options) = best_mix(&demands);
         Capacity {
-            mix: best_mix(&demands),
+            mix,
+            mix_options,
             options,
             best_option,
         }

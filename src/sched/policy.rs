@@ -1,7 +1,8 @@
 //! Policies: per request, pick an option (cut + encoding) of a [`CostTable`].
 
-use super::cost::{CostTable, OptionCost};
+use super::cost::{best_mix, CostTable, OptionCost};
 use super::{Choice, Cut, Encoding, Estimates, SchedError, POLICY_FORMS};
+use std::cell::RefCell;
 
 /// What a policy sees when deciding.
 pub struct Context<'a> {
@@ -132,6 +133,31 @@ pub struct Dynamic {
     table: CostTable,
     /// Indices of the options considered.
     allowed: Vec<usize>,
+    /// The options of the best mix ([`CostTable::capacity`]) at a data rate, by rate bucket.
+    drain: RefCell<Option<(i64, Vec<usize>)>>,
+}
+
+/// Congestion: the best option's expected latency with the queues it joins is more than this
+/// many times the best latency on idle queues. Then the request's own latency matters less than
+/// how fast the backlog drains.
+pub const CONGESTION_FACTOR: f64 = 2.0;
+
+/// Rate buckets (5% wide) within which the best mix is reused rather than recomputed.
+const RATE_BUCKET: f64 = 1.05;
+
+/// The option of least `cost` among `options` (the first on ties).
+fn least(
+    options: impl IntoIterator<Item = usize>,
+    mut cost: impl FnMut(usize) -> f64,
+) -> (usize, f64) {
+    let mut best = (usize::MAX, f64::INFINITY);
+    for i in options {
+        let t = cost(i);
+        if t < best.1 || best.0 == usize::MAX {
+            best = (i, t);
+        }
+    }
+    best
 }
 
 impl Dynamic {
@@ -157,26 +183,65 @@ impl Dynamic {
             name,
             table: table.clone(),
             allowed,
+            drain: RefCell::new(None),
         })
     }
 
     /// The option of least expected latency under `est`: the live-use entry point.
-    #[inline]
+    ///
+    /// Under congestion (the best expected latency with the queues of `est` is more than
+    /// [`CONGESTION_FACTOR`] times the best on idle queues), only the options of the best mix
+    /// at the estimated rate ([`CostTable::capacity`]) are considered, the one that finishes
+    /// first among them chosen: the queues then drain as fast as any policy can drain them,
+    /// where the option fastest for one request (often server-only) would spend the
+    /// bottleneck's time on it.
     pub fn choose(&self, est: &Estimates) -> Decision {
-        let mut best = self.allowed[0];
-        let mut best_t = f64::INFINITY;
-        for &i in &self.allowed {
-            let t = self.table.options[i].expected(est);
-            if t < best_t {
-                best_t = t;
-                best = i;
+        let options = &self.table.options;
+        let (best, best_t) = least(self.allowed.iter().copied(), |i| options[i].expected(est));
+        let decision = |index: usize, expected_s: f64| Decision {
+            index,
+            option: options[index].choice,
+            expected_s,
+        };
+        if !self.congested(est, best_t) {
+            return decision(best, best_t);
+        }
+        let drain = self.drain_options(est.rate_bytes_per_s);
+        let (i, t) = least(drain, |i| options[i].expected(est));
+        decision(i, t)
+    }
+
+    /// Whether a request whose best option is expected at `best_s` meets congested queues.
+    fn congested(&self, est: &Estimates, best_s: f64) -> bool {
+        if est.device_wait_s + est.uplink_wait_s + est.server_wait_s <= 0.0 {
+            return false;
+        }
+        let idle = est.with_backlog(0.0, 0.0, 0.0);
+        let options = &self.table.options;
+        let (_, idle_s) = least(self.allowed.iter().copied(), |i| options[i].expected(&idle));
+        best_s > CONGESTION_FACTOR * idle_s
+    }
+
+    /// The allowed options of the best mix at `rate` bytes/s (cached per 5% rate bucket).
+    fn drain_options(&self, rate: f64) -> Vec<usize> {
+        let bucket = (rate.max(1e-9).ln() / RATE_BUCKET.ln()).round() as i64;
+        if let Some((b, v)) = &*self.drain.borrow() {
+            if *b == bucket {
+                return v.clone();
             }
         }
-        Decision {
-            index: best,
-            option: self.table.options[best].choice,
-            expected_s: best_t,
+        let demands: Vec<[f64; 3]> = self
+            .allowed
+            .iter()
+            .map(|&i| self.table.options[i].demand(rate, 1))
+            .collect();
+        let (_, mix) = best_mix(&demands);
+        let mut v: Vec<usize> = mix.iter().map(|&(k, _)| self.allowed[k]).collect();
+        if v.is_empty() {
+            v = self.allowed.clone();
         }
+        *self.drain.borrow_mut() = Some((bucket, v.clone()));
+        v
     }
 
     /// The table it decides over.
@@ -225,12 +290,14 @@ impl Policy for Dynamic {
     }
     fn set_table(&mut self, table: &CostTable) {
         self.table = table.clone();
+        *self.drain.borrow_mut() = None;
     }
 }
 
 /// Knows the true future data rate and server load (simulation only): picks the option whose
-/// expected latency under the true transfer and queue times is least. Without the truth it
-/// behaves like [`Dynamic`].
+/// request is truly answered first, through the same queues; under congestion among the options
+/// of the best mix at the true rate (the simulator gives it the true rate and load as its
+/// estimates), as [`Dynamic`] does. Without the truth it behaves like [`Dynamic`].
 #[derive(Debug, Clone)]
 pub struct Oracle {
     name: String,
@@ -258,27 +325,23 @@ impl Policy for Oracle {
         true
     }
     fn set_table(&mut self, table: &CostTable) {
-        self.inner.table = table.clone();
+        self.inner.set_table(table);
     }
     fn decide(&mut self, ctx: &Context<'_>) -> Decision {
         let Some(truth) = ctx.truth else {
             return self.inner.choose(&ctx.estimates);
         };
-        let t = &self.inner.table;
-        let mut best = self.inner.allowed[0];
-        let mut best_t = f64::INFINITY;
-        let device_wait = ctx.estimates.device_wait_s;
-        for &i in &self.inner.allowed {
-            let o = &t.options[i];
-            let e = o.expected_given(device_wait, truth(o));
-            if e < best_t {
-                best_t = e;
-                best = i;
-            }
+        let inner = &self.inner;
+        let options = &inner.table.options;
+        let est = &ctx.estimates;
+        let cost = |i: usize| options[i].expected_given(est.device_wait_s, truth(&options[i]));
+        let (mut best, mut best_t) = least(inner.allowed.iter().copied(), cost);
+        if inner.congested(est, best_t) {
+            (best, best_t) = least(inner.drain_options(est.rate_bytes_per_s), cost);
         }
         Decision {
             index: best,
-            option: t.options[best].choice,
+            option: options[best].choice,
             expected_s: best_t,
         }
     }

@@ -445,6 +445,9 @@ fn observe_until(pending: &mut BinaryHeap<Reverse<Pending>>, now_ns: u64, est: &
     }
 }
 
+/// Seconds ahead over which the oracle is given the true mean rate (its capacity estimate).
+const ORACLE_RATE_WINDOW_S: f64 = 60.0;
+
 /// A remote request between its head and its answer.
 #[derive(Debug, Clone, Copy)]
 struct Job {
@@ -688,7 +691,15 @@ pub fn simulate(
                     agenda.push(decide_at, Event::Decide { r, probed: true });
                     continue;
                 }
-                let e0 = est.estimates();
+                let mut e0 = est.estimates();
+                if policy.needs_future() {
+                    // The oracle's estimates are the truth: the rate of the next seconds
+                    // and the background load now.
+                    let ahead = ORACLE_RATE_WINDOW_S;
+                    e0.rate_bytes_per_s =
+                        (trace.bytes_between(now, now + ahead) / ahead).max(f64::MIN_POSITIVE);
+                    e0.queue_s = cfg.load.delay_at(now);
+                }
                 let (dw, uw, sw) = q.backlog(now, e0.rate_bytes_per_s, trace);
                 let truth = |o: &OptionCost| q.finish(o, now, trace, cfg);
                 let ctx = Context {
