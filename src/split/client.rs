@@ -178,6 +178,10 @@ pub struct ClientConfig {
     /// Emulates a device this many times slower than the backend it runs on: after each local
     /// plan run the client waits `(slowdown - 1)` times its measured duration (1 = as measured).
     pub device_slowdown: f64,
+    /// Emulates a device with these per-block seconds (e.g. a published profile): after each
+    /// local plan run the client waits until the blocks it ran have taken their profiled time
+    /// (no wait when the local run was slower). Applied after `device_slowdown`.
+    pub device_block_s: Option<Vec<f64>>,
     /// The circuit breaker: after this many consecutive server failures (0: never) the device
     /// answers alone for a back-off period, then one request probes the server.
     pub breaker_failures: u32,
@@ -209,6 +213,7 @@ impl ClientConfig {
             token: None,
             trace: None,
             device_slowdown: 1.0,
+            device_block_s: None,
             breaker_failures: 3,
             breaker_backoff: Duration::from_secs(5),
             stats_interval: Duration::from_millis(200),
@@ -236,6 +241,12 @@ impl ClientConfig {
         } else {
             1.0
         };
+        self
+    }
+
+    /// Emulating a device with these per-block seconds ([`ClientConfig::device_block_s`]).
+    pub fn with_device_profile(mut self, block_s: Option<Vec<f64>>) -> Self {
+        self.device_block_s = block_s;
         self
     }
 
@@ -365,11 +376,20 @@ impl DeviceClient {
         }
     }
 
-    /// Waits out the emulated slowdown of a local run that took `took`.
-    fn emulate_slowdown(&self, took: Duration) {
+    /// Waits out the emulated device of a local run of `blocks` that took `took`.
+    fn emulate_slowdown(&self, took: Duration, blocks: std::ops::Range<usize>) {
         let f = self.config.device_slowdown;
+        let mut waited = Duration::ZERO;
         if f > 1.0 {
-            std::thread::sleep(took.mul_f64(f - 1.0));
+            waited = took.mul_f64(f - 1.0);
+            std::thread::sleep(waited);
+        }
+        if let Some(profile) = &self.config.device_block_s {
+            let target: f64 = profile.get(blocks).map_or(0.0, |b| b.iter().sum());
+            let left = target - (took + waited).as_secs_f64();
+            if left > 0.0 {
+                std::thread::sleep(Duration::from_secs_f64(left));
+            }
         }
     }
 
@@ -446,7 +466,7 @@ impl DeviceClient {
         };
         let (x, encoded) = if cut > 0 {
             let out = self.head(cut, choice.encoding)?.run(image)?;
-            self.emulate_slowdown(start.elapsed());
+            self.emulate_slowdown(start.elapsed(), 0..cut);
             outcome.head = start.elapsed();
             match out.answers(threshold)[0] {
                 Answer::Exit { exit, class } => {
@@ -510,7 +530,7 @@ impl DeviceClient {
                 )?;
                 let tail_start = Instant::now();
                 let out = tail.run(&x)?;
-                self.emulate_slowdown(tail_start.elapsed());
+                self.emulate_slowdown(tail_start.elapsed(), cut..blocks);
                 outcome.class = out.answers(1.0)[0].class().unwrap_or(0);
                 outcome.by = AnsweredBy::Fallback(e);
                 outcome.transfer = None;

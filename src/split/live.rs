@@ -248,6 +248,9 @@ pub struct LiveSetup {
     pub server_profile: Option<PathBuf>,
     /// The emulated device slowdown (>= 1).
     pub device_slowdown: f64,
+    /// The emulated device's per-block seconds (a published profile): the device profile's
+    /// block times are at least these (the client waits to match them).
+    pub device_block_s: Option<Vec<f64>>,
     /// Folder of the MNIST files whose training split calibrates the exits.
     pub data: PathBuf,
     /// Training samples the exit probabilities are calibrated on.
@@ -263,6 +266,7 @@ impl LiveSetup {
             device_profile: None,
             server_profile: None,
             device_slowdown: 1.0,
+            device_block_s: None,
             data: data.into(),
             calibration_samples: 1000,
             threshold: 0.9,
@@ -312,16 +316,27 @@ pub fn prepare(
             }),
         }
     };
-    let device = pick(&setup.device_profile, setup.device_slowdown)?;
+    let mut device = pick(&setup.device_profile, setup.device_slowdown)?;
+    if let Some(target) = &setup.device_block_s {
+        for (b, &t) in device.blocks.iter_mut().zip(target) {
+            for s in &mut b.seconds {
+                *s = s.max(t);
+            }
+        }
+    }
     let server = pick(&setup.server_profile, 1.0)?;
-    let train = load_mnist(&setup.data, Split::Train)?;
-    let exits = calibrate_exits(
-        model,
-        backend,
-        &train,
-        setup.calibration_samples,
-        setup.threshold,
-    )?;
+    let exits = if model.exits.is_empty() {
+        ExitProbabilities::none(model)
+    } else {
+        let train = load_mnist(&setup.data, Split::Train)?;
+        calibrate_exits(
+            model,
+            backend,
+            &train,
+            setup.calibration_samples,
+            setup.threshold,
+        )?
+    };
     let mut estimator = Estimator::default();
     if let Some(rtt) = ping_rtt(server_url, 3, Duration::from_secs(1)) {
         estimator.observe_rtt(rtt.as_secs_f64());

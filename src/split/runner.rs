@@ -10,6 +10,7 @@ use super::live::Feedback;
 use crate::data::Dataset;
 use crate::sched::policy::{Context, Decision, Policy};
 use crate::sched::SchedError;
+use crate::tensor::Tensor;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -119,11 +120,11 @@ impl Tally {
     }
 
     /// Counts one answered request whose true class is `label`.
-    fn record(&mut self, o: &Outcome, label: u8, block_names: &[String]) {
+    fn record(&mut self, o: &Outcome, label: u32, block_names: &[String]) {
         let s = &mut self.s;
         s.samples += 1;
         s.predictions.push(o.class);
-        self.correct += usize::from(o.class == label as u32);
+        self.correct += usize::from(o.class == label);
         s.bytes_sent += o.bytes_sent;
         s.latencies_ms.push(o.latency.as_secs_f64() * 1e3);
         match &o.by {
@@ -158,13 +159,42 @@ pub fn run(
     feedback: &mut Feedback,
     threshold: f32,
     limit: usize,
+    on_outcome: impl FnMut(usize, &Decision, &Outcome),
+) -> Result<RunSummary, ClientError> {
+    let n = limit.min(data.len());
+    let shape = client.model().input_shape().to_vec();
+    let input = |i: usize| {
+        data.batch(i..i + 1, &shape).ok_or_else(|| {
+            ClientError::Input(format!(
+                "samples have {} values but the model expects input {shape:?}",
+                data.images.sample_len()
+            ))
+        })
+    };
+    let label = |i: usize| u32::from(data.labels[i]);
+    run_inputs(
+        client, n, input, label, policy, feedback, threshold, on_outcome,
+    )
+}
+
+/// The one request loop behind [`run`], over any inputs: `n` requests, the `i`-th with input
+/// `input(i)` (`[1, input...]`) whose true class is `label(i)`, each split as `policy` decides
+/// under the feedback's estimates, every answer fed back; `on_outcome` sees every answer with
+/// its decision. A policy that needs the future (the oracle) is refused.
+#[allow(clippy::too_many_arguments)] // the loop's inputs; grouping them would only rename them
+pub fn run_inputs(
+    client: &mut DeviceClient,
+    n: usize,
+    mut input: impl FnMut(usize) -> Result<Tensor, ClientError>,
+    label: impl Fn(usize) -> u32,
+    policy: &mut dyn Policy,
+    feedback: &mut Feedback,
+    threshold: f32,
     mut on_outcome: impl FnMut(usize, &Decision, &Outcome),
 ) -> Result<RunSummary, ClientError> {
     if policy.needs_future() {
         return Err(SchedError::NeedsFuture(policy.name().to_string()).into());
     }
-    let n = limit.min(data.len());
-    let shape = client.model().input_shape().to_vec();
     let block_names = feedback.table().block_names.clone();
     let mut tally = Tally::new(policy.name().to_string(), n);
     // Compile every plan the policy may pick up front, so no request pays for compilation.
@@ -176,19 +206,14 @@ pub fn run(
         client.prepare(decide(policy, feedback).option)?;
     }
     for i in 0..n {
-        let x = data.batch(i..i + 1, &shape).ok_or_else(|| {
-            ClientError::Input(format!(
-                "samples have {} values but the model expects input {shape:?}",
-                data.images.sample_len()
-            ))
-        })?;
+        let x = input(i)?;
         let decision = decide(policy, feedback);
         let o = client.classify(&x, decision.option, threshold)?;
         if feedback.observe(&o)? {
             policy.set_table(feedback.table());
         }
         on_outcome(i, &decision, &o);
-        tally.record(&o, data.labels[i], &block_names);
+        tally.record(&o, label(i), &block_names);
     }
     let mut summary = tally.finish();
     summary.breaker_openings = client.breaker_openings();

@@ -90,21 +90,35 @@ enum Command {
     /// Sparse-vs-dense results of the shipped MNIST models (accuracy, size, MACs, measured GPU
     /// time, early exits, training throughput); writes docs/sparsity-results.md and an SVG plot.
     ReportSparsity(report_sparsity::ReportArgs),
-    /// The main demo: shipped MNIST model, in-process server, a 3G trace, every policy.
+    /// The main demo: the pretrained EfficientNet-Lite0 on the shipped photos, in-process
+    /// server, a real 3G trace, a device emulated from a published profile, every policy.
     Demo {
-        /// Test digits per policy.
+        /// Run the MNIST early-exit demo instead.
+        #[arg(long)]
+        mnist: bool,
+        /// Each photo is sent this many times per policy.
+        #[arg(long, default_value_t = 2)]
+        repeat: usize,
+        /// Policies (comma-separated; default: device, server, each cut candidate in fp32 and
+        /// int8, dynamic).
+        #[arg(long, value_delimiter = ',')]
+        policies: Vec<String>,
+        /// Test digits per policy (--mnist).
         #[arg(long, default_value_t = 200)]
         limit: usize,
         /// Exit threshold.
         #[arg(long, default_value_t = 0.9)]
         exit_threshold: f32,
-        /// Model directory (default: models/mnist-lenet-ee, else models/mnist-fixture).
+        /// Model directory (default: models/efficientnet-lite0; with --mnist
+        /// models/mnist-lenet-ee, else models/mnist-fixture).
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Emulate a device F times slower than this backend (waits after each local run).
+        /// Emulate a device F times slower than this backend (waits after each local run;
+        /// --mnist).
         #[arg(long, default_value_t = 4.0)]
         device_slowdown: f64,
-        /// Where to run.
+        /// Where to run (the photo demo's default `auto` is the CPU backend: lavapipe is too
+        /// slow for EfficientNet-Lite0 in a demo).
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
         /// Print one JSON object.
@@ -165,13 +179,23 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::serve(args),
         Command::Run(args) => run::run(args),
         Command::Demo {
+            mnist: true,
             limit,
             exit_threshold,
             model,
             device_slowdown,
             backend,
             json,
+            ..
         } => demo::demo(limit, exit_threshold, backend, model, device_slowdown, json),
+        Command::Demo {
+            repeat,
+            policies,
+            model,
+            backend,
+            json,
+            ..
+        } => demo::photos(repeat, policies, backend, model, json),
         Command::Wire(args) => wire::wire(args),
         Command::Profile(args) => profile::profile(args),
         Command::Simulate(args) => simulate::simulate(args),
