@@ -252,7 +252,10 @@ pub fn published_whole(
         if !wanted {
             return None;
         }
-        let whole_ms: f64 = f[7].parse().ok().filter(|v: &f64| v.is_finite() && *v > 0.0)?;
+        let whole_ms: f64 = f[7]
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v > 0.0)?;
         Some(PublishedDevice {
             hardware: format!("{} {}", f[1], f[2]),
             whole_ms,
@@ -357,8 +360,8 @@ pub fn run_photos(
         backend.adapter()
     ));
     // The local speed of the whole model, for the comparison with the emulated device.
-    let whole = Plan::compile(model, 0..model.blocks.len(), backend, 1)
-        .map_err(ClientError::from)?;
+    let whole =
+        Plan::compile(model, 0..model.blocks.len(), backend, 1).map_err(ClientError::from)?;
     let mut local = f64::INFINITY;
     for _ in 0..3 {
         let t = Instant::now();
@@ -368,7 +371,10 @@ pub fn run_photos(
     match &cfg.device {
         Some((blocks, what)) => {
             let target: f64 = blocks.iter().sum();
-            say(format!("device emulated as {what}: {:.1} ms per image, spread over the blocks by MACs", target * 1e3));
+            say(format!(
+                "device emulated as {what}: {:.1} ms per image, spread over the blocks by MACs",
+                target * 1e3
+            ));
             if local > target {
                 say(format!("note: this machine runs the whole model in {:.1} ms, slower than the emulated device; the device runs at this machine's speed", local * 1e3));
             } else {
@@ -447,7 +453,10 @@ pub fn run_photos(
     let photos: Vec<String> = cfg
         .photos
         .iter()
-        .map(|p| p.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned()))
+        .map(|p| {
+            p.file_name()
+                .map_or_else(String::new, |f| f.to_string_lossy().into_owned())
+        })
         .collect();
     let json = json!({
         "model": model.name(),
@@ -477,7 +486,10 @@ pub fn photo_table(runs: &[PhotoRun], photos: &[PathBuf]) -> String {
     for n in &names {
         out.push_str(&format!(" {:<16}", truncate(n, 16)));
     }
-    out.push_str(&format!(" {:>9} {:>9} {:>9}  cuts\n", "bytes", "mean ms", "p95 ms"));
+    out.push_str(&format!(
+        " {:>9} {:>9} {:>9}  cuts\n",
+        "bytes", "mean ms", "p95 ms"
+    ));
     for r in runs {
         let s = &r.summary;
         let l = crate::stats::Summary::of(&s.latencies_ms);
