@@ -237,3 +237,21 @@ fn a_stale_rate_estimate_is_refreshed_by_a_probe_before_deciding() {
         fresh.probe_bytes
     );
 }
+
+#[test]
+fn a_probe_is_not_sent_when_no_rate_could_change_the_choice() {
+    // A round trip far longer than the whole model on the device: no rate makes offloading win,
+    // so a stale estimate costs nothing and no request waits for a probe.
+    let t = effnet_table();
+    let (device, _, _) = totals(&t);
+    let trace = Trace::constant(1e6).expect("trace");
+    let cfg = SimConfig {
+        requests: 50,
+        arrivals: Arrivals::Periodic { rate: 0.1 },
+        rtt_s: 10.0 * device,
+        ..SimConfig::default()
+    };
+    let dynamic = simulate(&t, &trace, &mut Dynamic::new(&t), &cfg, &ExitSource::None);
+    assert_eq!(dynamic.probe_bytes, 0);
+    assert!(dynamic.options.iter().all(|&i| !t.options[i].remote()));
+}

@@ -488,6 +488,34 @@ impl CostTable {
         })
     }
 
+    /// What deciding at the estimated rate could cost if the true rate were `spread` times
+    /// higher or lower: the larger loss, in seconds, of the option best at `est` against the
+    /// option best at that other rate. Zero when no plausible rate changes the choice (e.g. a
+    /// device so fast that offloading never wins), so refreshing the estimate cannot pay.
+    pub fn rate_regret(&self, est: &Estimates, spread: f64) -> f64 {
+        let best = |e: &Estimates| {
+            self.options
+                .iter()
+                .enumerate()
+                .map(|(i, o)| (i, o.expected(e)))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+        };
+        let Some((chosen, _)) = best(est) else {
+            return 0.0;
+        };
+        [spread, 1.0 / spread]
+            .iter()
+            .filter_map(|k| {
+                let other = Estimates {
+                    rate_bytes_per_s: est.rate_bytes_per_s * k,
+                    ..*est
+                };
+                let (_, best_t) = best(&other)?;
+                Some(self.options[chosen].expected(&other) - best_t)
+            })
+            .fold(0.0, f64::max)
+    }
+
     /// Index of the option for `choice`.
     pub fn index(&self, choice: Choice) -> Option<usize> {
         self.options.iter().position(|o| o.choice == choice)

@@ -588,6 +588,27 @@ fn earliest(workers: &[f64]) -> usize {
         .unwrap_or(0)
 }
 
+/// How far the true rate may plausibly be from a stale estimate, as a factor either way.
+const PROBE_RATE_SPREAD: f64 = 100.0;
+
+/// The value-of-information side of the stale-rate rule: a probe holds the request for about
+/// `probe_bytes / rate`, so it is sent only when a rate [`PROBE_RATE_SPREAD`] times higher or
+/// lower could make the choice made on the stale estimate lose more than that wait
+/// ([`CostTable::rate_regret`]). A device that never offloads, at any rate, never probes.
+fn probe_pays(
+    table: &CostTable,
+    q: &Queues,
+    stale: &Estimates,
+    now: f64,
+    trace: &Trace,
+    cfg: &SimConfig,
+) -> bool {
+    let (dw, uw, sw) = q.backlog(now, stale.rate_bytes_per_s, trace);
+    let est = stale.with_backlog(dw, uw, sw);
+    let wait = (cfg.probe_bytes as f64 / est.rate_bytes_per_s).min(cfg.probe_wait_s);
+    table.rate_regret(&est, PROBE_RATE_SPREAD) > wait
+}
+
 /// Simulates `cfg.requests` requests under `policy` over `trace`.
 ///
 /// Each request is decided when it arrives, seeing the queues it would join: the device's own
@@ -595,8 +616,8 @@ fn earliest(workers: &[f64]) -> usize {
 /// bytes queued on the uplink, and its own requests the server has not answered
 /// ([`Estimates::with_backlog`]). An adaptive policy whose rate estimate is stale (no transfer
 /// measured for [`SimConfig::probe_interval_s`]) and whose uplink is idle first sends a probe of
-/// [`SimConfig::probe_bytes`] and decides when it lands (at most [`SimConfig::probe_wait_s`]
-/// later); the wait counts in that request's latency. The server's queue time is reported as
+/// [`SimConfig::probe_bytes`], when the probe can pay (`probe_pays`), and decides when it lands
+/// (at most [`SimConfig::probe_wait_s`] later); the wait counts in that request's latency. The server's queue time is reported as
 /// the background delay alone: the wait behind the device's own earlier requests is what the
 /// device already counts in `server_wait_s`.
 pub fn simulate(
@@ -673,6 +694,7 @@ pub fn simulate(
                     && cfg.probe_bytes > 0
                     && link_idle
                     && est.rate_is_stale(now, cfg.probe_interval_s)
+                    && probe_pays(table, &q, &est.estimates(), now, trace, cfg)
                 {
                     let e = trace.transfer_end(now, cfg.probe_bytes as f64);
                     est.rate.forget();

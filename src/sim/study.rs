@@ -486,7 +486,7 @@ fn replay(
     let rate = 1.0 / (1.25 * device_total);
     let names = trace_policies(base);
     let _ = writeln!(md, "## Real traces\n");
-    let _ = writeln!(md, "Periodic requests every {:.2} s (1.25 x device-only time), {} per trace file (traces loop), idle server (not shared, no queue), RTT {} ms; rate estimator harmonic mean of 5; dynamic policies probe with 16 kB when the uplink was not measured for 1 s. Latency over all requests of the group (ms).\n", 1.0 / rate, cfg.requests, cfg.rtt_ms);
+    let _ = writeln!(md, "Periodic requests every {:.2} s (1.25 x device-only time), {} per trace file (traces loop), idle server (not shared, no queue), RTT {} ms; rate estimator harmonic mean of 5; dynamic policies probe with 4 kB when the uplink was not measured for 1 s and a rate 100 times higher or lower could change their choice by more than the probe takes. Latency over all requests of the group (ms).\n", 1.0 / rate, cfg.requests, cfg.rtt_ms);
     let sim = SimConfig {
         requests: cfg.requests,
         arrivals: Arrivals::Periodic { rate },
