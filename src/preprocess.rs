@@ -204,6 +204,27 @@ impl Preprocess {
     }
 }
 
+/// The photos (`.jpg`, `.jpeg`, `.png`) in `dir`, sorted by name; an error when there are none.
+pub fn photos_in(dir: &Path) -> Result<Vec<PathBuf>, PreprocessError> {
+    let err = |reason: String| PreprocessError::Image {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| err(e.to_string()))? {
+        let path = entry.map_err(|e| err(e.to_string()))?.path();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if ["jpg", "jpeg", "png"].contains(&ext.to_ascii_lowercase().as_str()) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        return Err(err("the folder holds no .jpg, .jpeg or .png files".into()));
+    }
+    Ok(out)
+}
+
 /// Reads a labels file (one class name per line) and checks it names `classes` classes.
 pub fn read_labels(path: &Path, classes: usize) -> Result<Vec<String>, PreprocessError> {
     let err = |reason: String| PreprocessError::Labels {

@@ -2,8 +2,8 @@
 //! client's uplink shaped to a real 3G trace, and every policy of the one parser (device, server,
 //! each cut candidate in fp32 and int8, dynamic) run side by side through the one request loop
 //! ([`super::runner::run_inputs`]). [`run_photos`] runs the pretrained EfficientNet-Lite0 on the
-//! shipped photos with the device emulated from a published profile ([`published_whole`],
-//! [`spread_by_macs`]); [`run`] the MNIST early-exit model (`edgecut demo --mnist`).
+//! shipped photos with the device emulated from a published profile (spread over the blocks by
+//! MACs, [`crate::sched::profile::published`]); [`run`] the MNIST early-exit model (`edgecut demo --mnist`).
 
 use super::client::{ClientConfig, ClientError, DeviceClient};
 use super::live::{prepare, LiveError, LiveSetup};
@@ -218,61 +218,6 @@ impl DemoReport {
         }
         out
     }
-}
-
-/// A published whole-model time of a device (a row of the shared `published.csv`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PublishedDevice {
-    /// The hardware, as the file names it.
-    pub hardware: String,
-    /// Whole-model milliseconds at batch 1.
-    pub whole_ms: f64,
-    /// Where the figure comes from.
-    pub source: String,
-}
-
-/// The first fp32 batch-1 `whole` row of `published.csv` (columns `model,hardware,kind,
-/// framework,precision,batch,stage,ms,source`) for `model` whose hardware contains `hardware`
-/// and whose kind is `kind` (e.g. `device-gpu`); `None` when the file has none.
-pub fn published_whole(
-    csv: &str,
-    model: &str,
-    hardware: &str,
-    kind: &str,
-) -> Option<PublishedDevice> {
-    csv.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        let wanted = f.len() >= 9
-            && f[0] == model
-            && f[1].contains(hardware)
-            && f[2] == kind
-            && f[4] == "fp32"
-            && f[5] == "1"
-            && f[6] == "whole";
-        if !wanted {
-            return None;
-        }
-        let whole_ms: f64 = f[7]
-            .parse()
-            .ok()
-            .filter(|v: &f64| v.is_finite() && *v > 0.0)?;
-        Some(PublishedDevice {
-            hardware: format!("{} {}", f[1], f[2]),
-            whole_ms,
-            source: f[8..].join(","),
-        })
-    })
-}
-
-/// Spreads a whole-model time over the blocks in proportion to their multiply-accumulates
-/// (blocks without any, such as pooling, get none): the per-block seconds of an emulated device.
-pub fn spread_by_macs(model: &Model, whole_s: f64) -> Vec<f64> {
-    let total: usize = model.blocks.iter().map(|b| b.stats.macs).sum();
-    model
-        .blocks
-        .iter()
-        .map(|b| whole_s * b.stats.macs as f64 / total.max(1) as f64)
-        .collect()
 }
 
 /// What the photo demo runs: a pretrained image classifier on photos.

@@ -5,9 +5,9 @@
 
 use crate::{backend, load, BackendChoice};
 use anyhow::{Context, Result};
+use edgecut::sched::profile::published;
 use edgecut::split::demo::{
-    find_up, photo_table, pick_trace, published_whole, run, run_photos, spread_by_macs, DemoConfig,
-    PhotoDemoConfig,
+    find_up, photo_table, pick_trace, run, run_photos, DemoConfig, PhotoDemoConfig,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,29 +39,30 @@ pub fn photos(
     };
     let images = find_up(&cwd, "models/data/images")
         .context("models/data/images not found above the current directory")?;
-    let mut photos: Vec<PathBuf> = std::fs::read_dir(&images)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
-        })
-        .collect();
-    photos.sort();
-    if photos.is_empty() {
-        anyhow::bail!("no photos (.jpg, .png) in {}", images.display());
-    }
+    let photos = edgecut::preprocess::photos_in(&images)?;
     let model = load(&dir)?;
     let device = match find_up(&cwd, "shared/data/profiles/published.csv") {
         Some(csv) => {
-            let text = std::fs::read_to_string(&csv)?;
-            published_whole(&text, DEVICE_MODEL, DEVICE_HARDWARE, DEVICE_KIND).map(|d| {
-                let what = format!(
-                    "{} ({} {} ms, {})",
-                    d.hardware, DEVICE_MODEL, d.whole_ms, d.source
-                );
-                (spread_by_macs(&model, d.whole_ms * 1e-3), what)
-            })
+            let rows = published::read_csv(&csv)?;
+            let sel = published::Selection {
+                hardware: DEVICE_HARDWARE.into(),
+                kind: Some(DEVICE_KIND.into()),
+                precision: Some("fp32".into()),
+            };
+            let picked = published::select(&rows, DEVICE_MODEL, &sel)?;
+            let names: Vec<String> = model.blocks.iter().map(|b| b.name.clone()).collect();
+            let macs: Vec<usize> = model.blocks.iter().map(|b| b.stats.macs).collect();
+            let (seconds, _) = published::block_seconds(DEVICE_MODEL, &names, &macs, &picked)?;
+            let r = picked
+                .iter()
+                .find(|r| r.stage == published::WHOLE)
+                .or(picked.first())
+                .context("published.csv has no figure for the emulated device")?;
+            let what = format!(
+                "{} {} ({} {} ms, {})",
+                r.hardware, r.kind, DEVICE_MODEL, r.ms, r.source
+            );
+            Some((seconds, what))
         }
         None => None,
     };

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use edgecut::sim::profiles;
 use edgecut::sim::study::pairs::{default_pairs, run_pairs, Pair, PairsConfig};
 use edgecut::sim::study::{run, StudyConfig};
+use edgecut::split::demo::find_up;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -60,14 +61,11 @@ pub struct StudyArgs {
     json: bool,
 }
 
-/// `rel` in the current folder or the nearest folder above it.
-fn find_up(rel: &str) -> Option<PathBuf> {
-    let cwd = std::env::current_dir().ok()?;
-    cwd.ancestors().map(|a| a.join(rel)).find(|p| p.exists())
-}
-
 pub fn study(a: StudyArgs) -> Result<()> {
-    let traces = a.traces.clone().or_else(|| find_up("shared/data/traces"));
+    let traces = a.traces.clone().or_else(|| {
+        let cwd = std::env::current_dir().ok()?;
+        find_up(&cwd, "shared/data/traces")
+    });
     if a.pairs {
         return study_pairs(a, traces.as_deref());
     }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use edgecut::data::{load_mnist, Split};
 use edgecut::report::wire::{wire_accuracy, wire_agreement};
 use edgecut::tensor::Tensor;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct WireArgs {
@@ -30,24 +30,6 @@ pub struct WireArgs {
     json: bool,
 }
 
-/// The photos in `dir`, sorted by name.
-fn photos(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
-    let mut out = Vec::new();
-    for e in entries {
-        let path = e?.path();
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if ["jpg", "jpeg", "png"].contains(&ext.to_ascii_lowercase().as_str()) {
-            out.push(path);
-        }
-    }
-    out.sort();
-    if out.is_empty() {
-        bail!("{} holds no .jpg, .jpeg or .png files", dir.display());
-    }
-    Ok(out)
-}
-
 pub fn wire(a: WireArgs) -> Result<()> {
     let model = load(&a.model)?;
     let backend = backend(a.backend)?;
@@ -63,7 +45,7 @@ pub fn wire(a: WireArgs) -> Result<()> {
                     model.name()
                 );
             };
-            let files = photos(dir)?;
+            let files = edgecut::preprocess::photos_in(dir)?;
             let mut views = Vec::new();
             for path in &files {
                 let img = image::open(path)
