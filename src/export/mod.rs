@@ -10,8 +10,15 @@
 //!   which dequantizes to the same value.
 //! - [`write_split`]: `head.onnx` (model input → output of the cut block, FP32) and `tail.onnx`
 //!   (the encoded cut tensor → model output) in a folder.
-//! - [`write_triton_repo`]: the full model and one tail per cut candidate and encoding, named by
-//!   [`tail_model_name`], each as `<name>/config.pbtxt` + `<name>/1/model.onnx`.
+//! - [`pixels_to_onnx`] / [`write_full_pixels`]: the whole model of an image model (one whose
+//!   manifest has preprocessing) taking the 8-bit image itself, `input` UINT8 `[N, 3, H, W]`
+//!   (the resized and cropped pixels, channels in the model's order): `Cast` to float, then
+//!   the manifest's `(pixel * scale - mean) / std` per channel as `Mul`, `Sub`, `Div`, the
+//!   same operations in the same order as edgecut's preprocessing. Server-only then sends one
+//!   byte per input value, as the cost model prices it.
+//! - [`write_triton_repo`]: the full model (and, for image models, its 8-bit pixel twin) and
+//!   one tail per cut candidate and encoding, named by [`tail_model_name`] and
+//!   [`pixel_model_name`], each as `<name>/config.pbtxt` + `<name>/1/model.onnx`.
 //!
 //! Exit heads are not exported: a head or tail computes the main path only (the early-exit
 //! decision stays with the device, which runs its own exits).
@@ -22,13 +29,16 @@ mod graph;
 mod triton;
 
 pub use graph::BATCH_DIM;
-pub use triton::{tail_model_name, write_triton_repo, TritonModel, TRITON_MAX_BATCH_SIZE};
+pub use triton::{
+    pixel_model_name, tail_model_name, write_triton_repo, TritonModel, TRITON_MAX_BATCH_SIZE,
+};
 
 use crate::encoding::Encoding;
 use crate::model::Model;
 use crate::onnx::proto::{
     tensor_proto::DataType, GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto,
 };
+use crate::preprocess::Preprocess;
 use graph::Builder;
 use prost::Message;
 use serde::Serialize;
@@ -145,6 +155,19 @@ pub fn input_specs(shape: &[usize], encoding: Encoding) -> Vec<TensorSpec> {
     }
 }
 
+/// The input of the whole model taking 8-bit pixels ([`pixels_to_onnx`]): `input` UINT8.
+pub fn pixel_input_spec(model: &Model) -> TensorSpec {
+    TensorSpec::new("input", "UINT8", model.input_shape())
+}
+
+/// The preprocessing an 8-bit pixel input of `model` goes through: the manifest's, when it has
+/// one, it is valid and the input is an image `[3, H, W]`. `None`: the model has no pixel form.
+pub fn pixel_preprocess(model: &Model) -> Option<&Preprocess> {
+    let p = model.manifest.preprocess.as_ref()?;
+    let image = matches!(model.input_shape(), [3, _, _]);
+    (image && p.validate().is_ok()).then_some(p)
+}
+
 /// The block index a cut given as a block name (or, failing that, an index) follows, checked
 /// to leave a tail: the vocabulary of `run --policy static:<block>` and `infer --cut`.
 pub fn parse_cut(model: &Model, cut: &str) -> Result<usize, ExportError> {
@@ -182,6 +205,25 @@ fn bad_cut(model: &Model, cut: &str, reason: String) -> ExportError {
     }
 }
 
+/// How the first block's input arrives in an exported file.
+#[derive(Clone, Copy)]
+enum Front<'a> {
+    /// As the tensor itself in an encoding (FP32, or FP16 / INT8 decoded first).
+    Encoded(Encoding),
+    /// As the 8-bit image that this preprocessing maps to the model input (whole model only).
+    Pixels(&'a Preprocess),
+}
+
+impl Front<'_> {
+    /// The `edgecut_input_encoding` metadata value.
+    fn label(&self) -> String {
+        match self {
+            Front::Encoded(e) => e.to_string(),
+            Front::Pixels(_) => "uint8 pixels".into(),
+        }
+    }
+}
+
 /// Blocks `blocks` of `model` as an ONNX model whose input arrives in `input` (see the module
 /// docs for the encoded fronts). Exit heads are left out.
 pub fn to_onnx(
@@ -189,6 +231,35 @@ pub fn to_onnx(
     blocks: Range<usize>,
     input: Encoding,
 ) -> Result<ModelProto, ExportError> {
+    build(model, blocks, Front::Encoded(input))
+}
+
+/// The whole of an image model as an ONNX model taking the 8-bit image (see the module docs);
+/// [`ExportError::Invalid`] for a model without preprocessing or an image input.
+pub fn pixels_to_onnx(model: &Model) -> Result<ModelProto, ExportError> {
+    build(
+        model,
+        0..model.blocks.len(),
+        Front::Pixels(pixels_of(model)?),
+    )
+}
+
+/// [`pixel_preprocess`], or the error saying why the model has no 8-bit pixel form.
+fn pixels_of(model: &Model) -> Result<&Preprocess, ExportError> {
+    pixel_preprocess(model).ok_or_else(|| ExportError::Invalid {
+        step: model.name().into(),
+        reason: format!(
+            "an 8-bit pixel input needs an image model: input [3, height, width] (this one: {:?}) and valid preprocessing in model.json (\"preprocess\": {})",
+            model.input_shape(),
+            match &model.manifest.preprocess {
+                None => "absent".to_string(),
+                Some(p) => p.validate().err().map_or("valid".into(), |e| e.to_string()),
+            }
+        ),
+    })
+}
+
+fn build(model: &Model, blocks: Range<usize>, front: Front<'_>) -> Result<ModelProto, ExportError> {
     let n = model.blocks.len();
     if blocks.start >= blocks.end || blocks.end > n {
         return Err(ExportError::BadRange {
@@ -204,12 +275,31 @@ pub fn to_onnx(
     for name in ["input", "scale", "zero_point", "output"] {
         b.reserve(name);
     }
-    let (inputs, mut x) = match input {
-        Encoding::Fp32 => (
+    let (inputs, mut x) = match front {
+        Front::Pixels(p) => {
+            // (pixel * scale - mean) / std per channel, in edgecut's order (Preprocess::apply).
+            let x = b.node(
+                "Cast",
+                vec!["input".into()],
+                "input.float",
+                vec![graph::int_attribute("to", DataType::Float as i64)],
+            );
+            let scale = b.floats("preprocess.scale", &[1], &[p.scale]);
+            let x = b.node("Mul", vec![x, scale], "input.scaled", vec![]);
+            let mean = b.floats("preprocess.mean", &[3, 1, 1], &p.mean);
+            let x = b.node("Sub", vec![x, mean], "input.centred", vec![]);
+            let std = b.floats("preprocess.std", &[3, 1, 1], &p.std);
+            let x = b.node("Div", vec![x, std], "input.normalised", vec![]);
+            (
+                vec![graph::value_info("input", DataType::Uint8, &in_shape)],
+                x,
+            )
+        }
+        Front::Encoded(Encoding::Fp32) => (
             vec![graph::value_info("input", DataType::Float, &in_shape)],
             "input".to_string(),
         ),
-        Encoding::Fp16 => {
+        Front::Encoded(Encoding::Fp16) => {
             let x = b.node(
                 "Cast",
                 vec!["input".into()],
@@ -221,7 +311,7 @@ pub fn to_onnx(
                 x,
             )
         }
-        Encoding::Int8 => {
+        Front::Encoded(Encoding::Int8) => {
             // Per-sample parameters [N, 1] (so a server may concatenate requests), flattened
             // to the [N] that DequantizeLinear takes along axis 0.
             let flat = b.int64s("per_sample.shape", &[-1]);
@@ -294,7 +384,7 @@ pub fn to_onnx(
             "edgecut_blocks",
             format!("{}..{} ({first}..={last})", blocks.start, blocks.end),
         ),
-        meta("edgecut_input_encoding", input.to_string()),
+        meta("edgecut_input_encoding", front.label()),
     ];
     if let Some(k) = blocks.start.checked_sub(1) {
         metadata.push(meta("edgecut_cut_after", k.to_string()));
@@ -373,6 +463,30 @@ pub fn write_full(model: &Model, out: &Path, force: bool) -> Result<Written, Exp
         Encoding::Fp32,
         &out.join("model.onnx"),
     )
+}
+
+/// Writes the whole of an image model taking 8-bit pixels ([`pixels_to_onnx`]) as `model.onnx`
+/// into `out` (empty or absent unless `force`).
+pub fn write_full_pixels(model: &Model, out: &Path, force: bool) -> Result<Written, ExportError> {
+    pixels_of(model)?;
+    prepare_dir(out, force)?;
+    write_pixels(model, &out.join("model.onnx"))
+}
+
+/// Writes [`pixels_to_onnx`] to `path`.
+fn write_pixels(model: &Model, path: &Path) -> Result<Written, ExportError> {
+    let bytes = pixels_to_onnx(model)?.encode_to_vec();
+    write_file(path, &bytes)?;
+    Ok(Written {
+        path: path.to_path_buf(),
+        bytes: bytes.len() as u64,
+        inputs: vec![pixel_input_spec(model)],
+        outputs: vec![TensorSpec::new(
+            "output",
+            "FP32",
+            &model.blocks[model.blocks.len() - 1].output_shape,
+        )],
+    })
 }
 
 /// Writes blocks `blocks` to `path` (through a temporary file renamed into place).

@@ -4,11 +4,17 @@
 //!
 //! Layout, for a model whose manifest name is `<model>`:
 //! - `<model>/`: the full model (input `input` FP32, output `output` FP32);
+//! - `<model>__full__uint8/`: for an image model (preprocessing in its manifest), the full model
+//!   taking the 8-bit image (`input` UINT8 `[N, 3, H, W]`, [`super::pixels_to_onnx`]), which
+//!   the device client sends server-only requests to when the repository has it;
 //! - `<model>__cut<k>__<e>/`: the tail after block `k` (0-based, the block the cut follows)
 //!   receiving encoding `e` (`fp32`, `fp16`, `int8`), for every cut candidate `k`
 //!   ([`Model::cut_candidates`]) and every encoding.
 
-use super::{input_specs, prepare_dir, write_range, ExportError, TensorSpec};
+use super::{
+    input_specs, pixel_input_spec, pixel_preprocess, prepare_dir, write_pixels, write_range,
+    ExportError, TensorSpec,
+};
 use crate::encoding::Encoding;
 use crate::model::Model;
 use serde::Serialize;
@@ -24,6 +30,12 @@ pub fn tail_model_name(model: &str, cut_after: usize, encoding: Encoding) -> Str
     format!("{model}__cut{cut_after}__{encoding}")
 }
 
+/// The repository name of the full model of `model` (its manifest name) taking 8-bit pixels:
+/// `<model>__full__uint8`.
+pub fn pixel_model_name(model: &str) -> String {
+    format!("{model}__full__uint8")
+}
+
 /// One model of a written repository.
 #[derive(Debug, Clone, Serialize)]
 pub struct TritonModel {
@@ -31,7 +43,8 @@ pub struct TritonModel {
     pub name: String,
     /// The block the tail's cut follows; `None` for the full model.
     pub cut_after: Option<usize>,
-    /// Encoding of the input (`fp32` for the full model).
+    /// Encoding of the input: `fp32`, `fp16` or `int8`; `uint8` for the 8-bit pixels of the
+    /// full model's pixel twin.
     pub encoding: String,
     /// Inputs, batch first (`-1`).
     pub inputs: Vec<TensorSpec>,
@@ -42,8 +55,9 @@ pub struct TritonModel {
 }
 
 /// Writes the repository of `model` into `dir` (empty or absent unless `force`; then the
-/// folders of the same names are rewritten): the full model and the tail after every cut
-/// candidate in every encoding. Returns what was written, full model first.
+/// folders of the same names are rewritten): the full model, for an image model its 8-bit
+/// pixel twin, and the tail after every cut candidate in every encoding. Returns what was
+/// written, full model first.
 pub fn write_triton_repo(
     model: &Model,
     dir: &Path,
@@ -55,18 +69,23 @@ pub fn write_triton_repo(
         || name.starts_with('.')
         || !name.chars().all(plain)
         || name.contains("__cut")
+        || name.contains("__full")
     {
         return Err(ExportError::Invalid {
             step: name.into(),
-            reason: "a repository model name takes ASCII letters, digits, '-', '_' and '.', does not start with '.' and does not contain \"__cut\"; rename the model in model.json".into(),
+            reason: "a repository model name takes ASCII letters, digits, '-', '_' and '.', does not start with '.' and does not contain \"__cut\" or \"__full\"; rename the model in model.json".into(),
         });
     }
     prepare_dir(dir, force)?;
     let n = model.blocks.len();
-    let mut entries = vec![(name.to_string(), None, Encoding::Fp32)];
+    // (folder, cut, encoding); `None` for the encoding: the 8-bit pixel twin.
+    let mut entries = vec![(name.to_string(), None, Some(Encoding::Fp32))];
+    if pixel_preprocess(model).is_some() {
+        entries.push((pixel_model_name(name), None, None));
+    }
     for k in model.cut_candidates() {
         for e in Encoding::ALL {
-            entries.push((tail_model_name(name, k, e), Some(k), e));
+            entries.push((tail_model_name(name, k, e), Some(k), Some(e)));
         }
     }
     let mut written = Vec::with_capacity(entries.len());
@@ -77,12 +96,24 @@ pub fn write_triton_repo(
             path: version.clone(),
             source,
         })?;
-        let file = write_range(model, start..n, encoding, &version.join("model.onnx"))?;
+        let path = version.join("model.onnx");
+        let (file, encoding, inputs) = match encoding {
+            Some(e) => (
+                write_range(model, start..n, e, &path)?,
+                e.to_string(),
+                input_specs(model.shape_at(start), e),
+            ),
+            None => (
+                write_pixels(model, &path)?,
+                "uint8".to_string(),
+                vec![pixel_input_spec(model)],
+            ),
+        };
         let entry = TritonModel {
             name: folder.clone(),
             cut_after: cut,
-            encoding: encoding.to_string(),
-            inputs: input_specs(model.shape_at(start), encoding),
+            encoding,
+            inputs,
             outputs: file.outputs,
             bytes: file.bytes,
         };

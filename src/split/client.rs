@@ -21,6 +21,7 @@ use super::shaping::Shaper;
 use super::statistics::{InferenceStats, LoadSample, StatisticsResponse};
 use crate::encoding::{encode_cpu, Encoded, Encoding};
 use crate::engine::{Answer, Backend, EngineError, Plan, PlanIo};
+use crate::export::{pixel_model_name, pixel_preprocess};
 use crate::model::Model;
 use crate::sched::{Choice, Cut};
 use crate::sim::trace::Trace;
@@ -192,6 +193,13 @@ pub struct ClientConfig {
     pub stats_interval: Duration,
 }
 
+/// Server-only, as the repository's full models are checked for (their input datatype comes
+/// from the model name: FP32 for the full model, UINT8 for its pixel twin).
+const SERVER_ONLY: Choice = Choice {
+    cut: Cut::Server,
+    encoding: Encoding::Fp32,
+};
+
 /// Longest back-off of the circuit breaker.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -285,6 +293,10 @@ pub struct DeviceClient {
     kind: Option<ServerKind>,
     /// Repository models whose metadata matched their cut.
     checked: std::collections::HashSet<String>,
+    /// Whether the repository holds the pixel twin of the full model (`None`: not asked yet).
+    pixel_twin: Option<bool>,
+    /// Why server-only requests to a repository went as FP32 rather than 8-bit pixels.
+    fp32_server_only: Option<String>,
     /// The last statistics poll of each model: when, and its counters.
     polled: HashMap<String, (Instant, InferenceStats)>,
 }
@@ -320,6 +332,8 @@ impl DeviceClient {
             breaker: Breaker::default(),
             kind: None,
             checked: Default::default(),
+            pixel_twin: None,
+            fp32_server_only: None,
             polled: HashMap::new(),
         })
     }
@@ -573,32 +587,86 @@ impl DeviceClient {
     }
 
     /// Where requests for `choice` go: `edgecut serve` takes every split on the model's name,
-    /// a repository has one model per split.
+    /// a repository has one model per split (server-only: the pixel twin once it is known to be
+    /// there, else the FP32 full model).
     fn target(&self, kind: &ServerKind, choice: Choice) -> String {
         match kind {
             ServerKind::Edgecut => self.model.name().to_string(),
+            ServerKind::Repository { .. }
+                if choice.cut == Cut::Server && self.pixel_twin == Some(true) =>
+            {
+                pixel_model_name(self.model.name())
+            }
             ServerKind::Repository { .. } => repository_model_name(self.model.name(), choice)
                 .unwrap_or_else(|| self.model.name().to_string()),
         }
     }
 
+    /// Why server-only requests to a repository have gone as FP32 rather than as the 8-bit image
+    /// its pixel twin takes (none of an image model's pixel twin in the repository, or an input
+    /// that is no 8-bit image); `None` while they have not.
+    pub fn fp32_server_only(&self) -> Option<&str> {
+        self.fp32_server_only.as_deref()
+    }
+
+    /// Notes, once, why server-only requests go as FP32.
+    fn note_fp32_server_only(&mut self, why: String) {
+        if self.fp32_server_only.is_none() {
+            log::warn!("server-only requests go as FP32: {why}");
+            self.fp32_server_only = Some(why);
+        }
+    }
+
+    /// Asks once whether a repository holds the 8-bit pixel twin of the full model (for an
+    /// image model): a missing twin (an older repository) leaves server-only on FP32, a twin
+    /// whose metadata does not match the model is a deployment error.
+    fn find_pixel_twin(&mut self, deadline: Instant) -> Result<bool, RemoteError> {
+        if let Some(found) = self.pixel_twin {
+            return Ok(found);
+        }
+        let name = pixel_model_name(self.model.name());
+        let found = pixel_preprocess(&self.model).is_some()
+            && self.check_repository_model(SERVER_ONLY, &name, deadline)?;
+        if !found && pixel_preprocess(&self.model).is_some() {
+            self.note_fp32_server_only(format!(
+                "the repository has no '{name}' (the full model taking 8-bit pixels); export it again with this edgecut to send a quarter of the bytes"
+            ));
+        }
+        self.pixel_twin = Some(found);
+        Ok(found)
+    }
+
     /// Checks once that the repository model for `choice` exists and takes the cut's tensor.
-    fn check_repository_model(
+    fn require_repository_model(
         &mut self,
         choice: Choice,
         name: &str,
         deadline: Instant,
     ) -> Result<(), RemoteError> {
-        if self.checked.contains(name) {
+        if self.check_repository_model(choice, name, deadline)? {
             return Ok(());
+        }
+        Err(RemoteError::Deployment(repository::missing(
+            &self.model,
+            choice,
+            name,
+        )))
+    }
+
+    /// Whether the repository holds the model `name` (false: 400 or 404), checking once that
+    /// it takes the tensor of `choice`.
+    fn check_repository_model(
+        &mut self,
+        choice: Choice,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<bool, RemoteError> {
+        if self.checked.contains(name) {
+            return Ok(true);
         }
         let (status, body) = self.get(&format!("/v2/models/{name}"), deadline)?;
         if matches!(status, 400 | 404) {
-            return Err(RemoteError::Deployment(repository::missing(
-                &self.model,
-                choice,
-                name,
-            )));
+            return Ok(false);
         }
         if status != 200 {
             return Err(status_error(status, &body));
@@ -608,7 +676,7 @@ impl DeviceClient {
         repository::check_metadata(&self.model, choice, name, &meta)
             .map_err(RemoteError::Deployment)?;
         self.checked.insert(name.to_string());
-        Ok(())
+        Ok(true)
     }
 
     /// Before the first request of `choice`: finds the server's kind, checks the repository model
@@ -622,7 +690,10 @@ impl DeviceClient {
         let r = self.detect(deadline).and_then(|kind| {
             let name = self.target(&kind, choice);
             if let ServerKind::Repository { .. } = kind {
-                self.check_repository_model(choice, &name, deadline)?;
+                if choice.cut == Cut::Server && self.find_pixel_twin(deadline)? {
+                    return Ok(pixel_model_name(self.model.name()));
+                }
+                self.require_repository_model(choice, &name, deadline)?;
             }
             Ok(name)
         });
@@ -695,13 +766,15 @@ impl DeviceClient {
         Ok((status, body))
     }
 
-    /// The HTTP request for `e` split as `choice`, to `target` on a server of `kind`.
+    /// The HTTP request for `e` split as `choice`, to `target` on a server of `kind`; `pixels`:
+    /// the 8-bit image a repository's pixel twin takes instead of `e`.
     fn request_bytes(
         &self,
         kind: &ServerKind,
         target: &str,
         e: Encoded,
         choice: Choice,
+        pixels: Option<Vec<u8>>,
     ) -> Vec<u8> {
         let mut header = Map::new();
         let batch = e.shape.first().copied().unwrap_or(1);
@@ -734,7 +807,10 @@ impl DeviceClient {
                     "outputs".into(),
                     json!([{"name": "output", "parameters": {"binary_data": true}}]),
                 );
-                repository::wire_inputs(e, batch)
+                match pixels {
+                    Some(p) => vec![repository::pixel_input(e.shape, p)],
+                    None => repository::wire_inputs(e, batch),
+                }
             }
         };
         let (body, json_len) = kserve::build(header, "inputs", &inputs, true);
@@ -762,19 +838,37 @@ impl DeviceClient {
         outcome: &mut Outcome,
     ) -> Result<u32, RemoteError> {
         let kind = self.detect(deadline)?;
-        let target = self.target(&kind, choice);
+        let mut target = self.target(&kind, choice);
+        let mut pixels = None;
         let output = match kind {
             ServerKind::Edgecut => "logits",
             ServerKind::Repository { .. } => {
-                self.check_repository_model(choice, &target, deadline)?;
-                if choice.cut == Cut::Server && encoded.encoding != Encoding::Fp32 {
+                if choice.cut == Cut::Server && self.find_pixel_twin(deadline)? {
+                    // The pixel twin takes the 8-bit image, when the input is one.
+                    let preprocess = pixel_preprocess(&self.model);
+                    pixels = preprocess.and_then(|p| repository::pixels_of(p, x));
+                    if pixels.is_some() {
+                        target = pixel_model_name(self.model.name());
+                    } else {
+                        self.note_fp32_server_only(format!(
+                            "an input is not an 8-bit image under the model's preprocessing (a value maps back further than {} from a whole pixel value, or outside 0..=255)",
+                            repository::PIXEL_TOLERANCE
+                        ));
+                        target = self.model.name().to_string();
+                    }
+                }
+                self.require_repository_model(choice, &target, deadline)?;
+                if choice.cut == Cut::Server
+                    && encoded.encoding != Encoding::Fp32
+                    && pixels.is_none()
+                {
                     // A repository's full model takes the FP32 input.
                     encoded = encode_cpu(x, Encoding::Fp32);
                 }
                 "output"
             }
         };
-        let request = self.request_bytes(&kind, &target, encoded, choice);
+        let request = self.request_bytes(&kind, &target, encoded, choice, pixels);
         self.connection(deadline)?;
         let conn = self.conn.as_mut().expect("connected above");
         let sent_at = Instant::now();

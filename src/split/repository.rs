@@ -2,13 +2,63 @@
 //! repository `edgecut export --triton-repo` writes ([`crate::export`]) runs for a split, the
 //! check of its metadata against the cut, and the tensors a tail request carries
 //! (deploy/README.md, "Triton and KServe").
+//!
+//! Server-only requests of an image model go to the full model's 8-bit pixel twin
+//! ([`pixel_model_name`]) when the repository holds it and the input is an 8-bit image mapped
+//! through the manifest's preprocessing ([`pixels_of`]): one byte per input value, as the cost
+//! model prices server-only. Otherwise they go to the FP32 full model.
 
 use super::kserve::RawTensor;
 use crate::encoding::{Encoded, Encoding};
-use crate::export::{input_specs, tail_model_name};
+use crate::export::{input_specs, pixel_input_spec, pixel_model_name, tail_model_name};
 use crate::model::Model;
+use crate::preprocess::Preprocess;
 use crate::sched::{Choice, Cut};
+use crate::tensor::Tensor;
 use serde_json::{Map, Value};
+
+/// How far, in pixel values, an input value mapped back through the preprocessing may lie from
+/// a whole 8-bit value and still count as that pixel. Preprocessing an 8-bit value in float32
+/// and mapping it back moves it by about 1e-5 (three roundings of at most 255 * 2^-24 each), a
+/// value that is not a pixel lies anywhere in between.
+pub const PIXEL_TOLERANCE: f32 = 1e-3;
+
+/// The 8-bit image that `preprocess` maps to `x` (`[N, 3, H, W]`, channels in the model's
+/// order): `(x * std + mean) / scale` per channel, rounded. `None` when `x` is not such an
+/// image: a value maps back outside 0..=255 or further than [`PIXEL_TOLERANCE`] from a whole
+/// value (an input that did not come from 8-bit pixels, or another preprocessing).
+pub fn pixels_of(preprocess: &Preprocess, x: &Tensor) -> Option<Vec<u8>> {
+    let &[_, 3, h, w] = x.shape() else {
+        return None;
+    };
+    let plane = h * w;
+    if plane == 0 || preprocess.scale == 0.0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(x.len());
+    for (i, &v) in x.data().iter().enumerate() {
+        let c = (i / plane) % 3;
+        let p = (f64::from(v) * f64::from(preprocess.std[c]) + f64::from(preprocess.mean[c]))
+            / f64::from(preprocess.scale);
+        let whole = p.round();
+        if !(0.0..=255.0).contains(&whole) || (p - whole).abs() > f64::from(PIXEL_TOLERANCE) {
+            return None;
+        }
+        out.push(whole as u8);
+    }
+    Some(out)
+}
+
+/// The request tensor of the pixel twin: `input` UINT8 of `shape`.
+pub fn pixel_input(shape: Vec<usize>, pixels: Vec<u8>) -> RawTensor {
+    RawTensor {
+        name: "input".into(),
+        datatype: "UINT8".into(),
+        shape,
+        bytes: pixels,
+        parameters: Map::new(),
+    }
+}
 
 /// The model a repository server runs for `choice` of the model called `model` (the naming
 /// convention of [`crate::export`]): `<model>` for the full model (server-only) and
@@ -25,21 +75,23 @@ pub fn repository_model_name(model: &str, choice: Choice) -> Option<String> {
 /// A tensor as model metadata declares it: name, datatype, shape with the batch first (`-1`).
 type Declared = (String, String, Vec<i64>);
 
-/// The inputs the exporter gives the repository model for `choice` ([`input_specs`]). The full
-/// model takes the model's input as FP32, whatever the policy's server-only encoding.
-fn expected_inputs(model: &Model, choice: Choice) -> Vec<Declared> {
-    let (shape, encoding) = match choice.cut {
-        Cut::After(k) => (model.blocks[k].output_shape.clone(), choice.encoding),
-        _ => (model.input_shape().to_vec(), Encoding::Fp32),
+/// The inputs the exporter gives the repository model `name` for `choice` ([`input_specs`]).
+/// The full model takes the model's input as FP32, whatever the policy's server-only encoding;
+/// its pixel twin ([`pixel_model_name`]) takes UINT8.
+fn expected_inputs(model: &Model, choice: Choice, name: &str) -> Vec<Declared> {
+    let specs = match choice.cut {
+        Cut::After(k) => input_specs(&model.blocks[k].output_shape, choice.encoding),
+        _ if name == pixel_model_name(model.name()) => vec![pixel_input_spec(model)],
+        _ => input_specs(model.input_shape(), Encoding::Fp32),
     };
-    input_specs(&shape, encoding)
+    specs
         .into_iter()
         .map(|t| (t.name, t.datatype.to_string(), t.dims))
         .collect()
 }
 
-/// What `choice` is, for messages.
-fn describe(model: &Model, choice: Choice) -> String {
+/// What the repository model `name` for `choice` is, for messages.
+fn describe(model: &Model, choice: Choice, name: &str) -> String {
     match choice.cut {
         Cut::After(k) => format!(
             "the tail after block {k} ('{}') taking {} of '{}'",
@@ -47,6 +99,9 @@ fn describe(model: &Model, choice: Choice) -> String {
             choice.encoding,
             model.name()
         ),
+        _ if name == pixel_model_name(model.name()) => {
+            format!("the full model '{}' taking 8-bit pixels", model.name())
+        }
         _ => format!("the full model '{}'", model.name()),
     }
 }
@@ -56,7 +111,7 @@ pub fn missing(model: &Model, choice: Choice, name: &str) -> String {
     format!(
         "the server has no model '{name}', where edgecut's naming convention puts {}; load the \
          repository `edgecut export {} --triton-repo <dir>` writes, or pick a policy without this split",
-        describe(model, choice),
+        describe(model, choice, name),
         model.name()
     )
 }
@@ -96,7 +151,7 @@ pub fn check_metadata(
             .join(", ")
     };
     let (inputs, outputs) = (declared("inputs"), declared("outputs"));
-    let want = expected_inputs(model, choice);
+    let want = expected_inputs(model, choice, name);
     let output: Declared = (
         "output".into(),
         "FP32".into(),
@@ -112,7 +167,7 @@ pub fn check_metadata(
          re-export the repository from this model",
         show(&inputs),
         show(&outputs),
-        describe(model, choice),
+        describe(model, choice, name),
         show(&want),
         show(std::slice::from_ref(&output))
     ))
@@ -175,5 +230,93 @@ mod tests {
         }
         assert_eq!(wire[1].shape, [2, 1]);
         assert_eq!(wire[2].bytes.len(), 2);
+    }
+
+    /// Preprocessings of the kinds image models use: Inception-style 127/128 (Lite0), and
+    /// torchvision's 1/255 with ImageNet mean and std, in BGR order.
+    fn preprocessings() -> Vec<Preprocess> {
+        let lite0: Preprocess = serde_json::from_value(serde_json::json!({
+            "scale": 1.0, "mean": [127.0, 127.0, 127.0], "std": [128.0, 128.0, 128.0]
+        }))
+        .expect("valid");
+        let torchvision = Preprocess {
+            scale: 1.0 / 255.0,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            channels: crate::preprocess::ChannelOrder::Bgr,
+            ..lite0.clone()
+        };
+        vec![lite0, torchvision]
+    }
+
+    #[test]
+    fn pixels_of_recovers_the_8_bit_image_the_preprocessing_made() {
+        // Every 8-bit value appears in some channel; 2 samples of [3, 5, 11].
+        let (h, w) = (5u32, 11u32);
+        let image = |seed: u32| {
+            image::RgbImage::from_fn(w, h, |x, y| {
+                let v = |c: u32| ((x * 7 + y * 53 + c * 91 + seed * 131) % 256) as u8;
+                image::Rgb([v(0), v(1), v(2)])
+            })
+        };
+        for p in preprocessings() {
+            let (a, b) = (image(0), image(1));
+            let mut data = p.apply(&a, &[3, 5, 11]).expect("applies");
+            data.extend(p.apply(&b, &[3, 5, 11]).expect("applies"));
+            let x = Tensor::new(vec![2, 3, 5, 11], data).expect("shape");
+            let pixels = pixels_of(&p, &x).expect("an 8-bit image");
+            // The same layout as the input: [N, 3, H, W], channels in the model's order.
+            let mut want = Vec::new();
+            for img in [&a, &b] {
+                for c in 0..3 {
+                    let src = match p.channels {
+                        crate::preprocess::ChannelOrder::Rgb => c,
+                        crate::preprocess::ChannelOrder::Bgr => 2 - c,
+                    };
+                    want.extend(img.pixels().map(|px| px.0[src]));
+                }
+            }
+            assert_eq!(pixels, want);
+            // A third of a pixel step off, or past 255, is no 8-bit image.
+            let step = p.scale / p.std[0];
+            let mut off = x.clone();
+            off.data_mut()[7] += step / 3.0;
+            assert_eq!(pixels_of(&p, &off), None);
+            let mut high = x.clone();
+            high.data_mut()[0] = (256.0 * p.scale - p.mean[0]) / p.std[0];
+            assert_eq!(pixels_of(&p, &high), None);
+        }
+        // Not [N, 3, H, W].
+        let p = &preprocessings()[0];
+        let flat = Tensor::new(vec![1, 3], vec![0.0; 3]).expect("shape");
+        assert_eq!(pixels_of(p, &flat), None);
+    }
+
+    #[test]
+    fn the_pixel_twin_is_checked_for_an_8_bit_image_input() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/efficientnet-lite0");
+        let model = Model::load(dir).expect("loads");
+        let name = pixel_model_name(model.name());
+        let meta = |datatype: &str| {
+            serde_json::json!({
+                "name": name,
+                "inputs": [{"name": "input", "datatype": datatype, "shape": [-1, 3, 224, 224]}],
+                "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, 1000]}],
+            })
+        };
+        let server_only = Choice {
+            cut: Cut::Server,
+            encoding: Encoding::Int8,
+        };
+        check_metadata(&model, server_only, &name, &meta("UINT8")).expect("the pixel twin");
+        let err = check_metadata(&model, server_only, &name, &meta("FP32")).unwrap_err();
+        assert!(
+            err.contains("taking 8-bit pixels") && err.contains("UINT8"),
+            "{err}"
+        );
+        // The FP32 full model keeps its FP32 input.
+        check_metadata(&model, server_only, model.name(), &meta("FP32")).expect("full model");
+        assert!(missing(&model, server_only, &name).contains("8-bit pixels"));
     }
 }

@@ -21,6 +21,10 @@ pub struct ExportArgs {
     /// Output folder: head.onnx + tail.onnx with --cut, else model.onnx (the whole model).
     #[arg(long, conflicts_with = "triton_repo")]
     out: Option<PathBuf>,
+    /// With --out alone, for an image model (preprocessing in model.json): the whole model
+    /// taking the 8-bit image, UINT8 [N, 3, H, W], with the preprocessing in the graph.
+    #[arg(long, requires = "out", conflicts_with = "cut")]
+    pixels: bool,
     /// Write a Triton/KServe model repository: the full model and the tail after every cut
     /// candidate in every encoding (see deploy/README.md).
     #[arg(long, conflicts_with_all = ["cut", "out"])]
@@ -77,11 +81,13 @@ pub fn export(a: ExportArgs) -> Result<()> {
                     io(&m.inputs, &m.outputs)
                 );
             }
+            let pixels = models.iter().any(|m| m.encoding == "uint8");
             println!(
-                "wrote {} models of '{}' (the full model and {} tails: cut candidates x fp32/fp16/int8) to {}",
+                "wrote {} models of '{}' (the full model{}, and {} tails: cut candidates x fp32/fp16/int8) to {}",
                 models.len(),
                 model.name(),
-                models.len() - 1,
+                if pixels { " and its 8-bit pixel twin" } else { "" },
+                models.len() - 1 - usize::from(pixels),
                 repo.display()
             );
         }
@@ -97,6 +103,11 @@ pub fn export(a: ExportArgs) -> Result<()> {
                 .with_context(|| format!("writing {}", out.display()))?;
             (files, Some(k))
         }
+        None if a.pixels => (
+            vec![export::write_full_pixels(&model, out, a.force)
+                .with_context(|| format!("writing {}", out.display()))?],
+            None,
+        ),
         None => (
             vec![export::write_full(&model, out, a.force)
                 .with_context(|| format!("writing {}", out.display()))?],

@@ -148,6 +148,8 @@ pub fn run(a: RunArgs) -> Result<()> {
             .ok()
             .map(|k| k.name().to_string())
             .into();
+        // Why server-only went to a repository as FP32 rather than 8-bit pixels, if it did.
+        j["server_only_fp32"] = client.fp32_server_only().into();
         if a.predictions {
             j["predictions"] = serde_json::to_value(&s.predictions)?;
         }
