@@ -503,3 +503,168 @@ fn export_command_writes_head_and_tail_and_refuses_a_non_empty_folder() {
     assert!(export(&["--force"]).status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Torchvision's preprocessing (1/255, ImageNet mean and std) in BGR order, for the all-ops
+/// fixture (which has none of its own): a scale, distinct means and stds and a channel swap.
+fn bgr_torchvision() -> edgecut::preprocess::Preprocess {
+    serde_json::from_value(serde_json::json!({
+        "scale": 1.0 / 255.0,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "channels": "bgr"
+    }))
+    .expect("valid preprocessing")
+}
+
+/// Checks the whole model taking 8-bit pixels: UINT8 `[N, 3, H, W]` input, `Cast`, `Mul`,
+/// `Sub`, `Div` with the manifest's scale, mean and std, then the FP32 full model's nodes and
+/// weights; and, read back by the importer (its input declared float, since edgecut takes
+/// float inputs and the Cast then passes the values through) and fed the pixel values, the
+/// native model's output on the preprocessed image.
+fn check_pixel_model(model: &Arc<Model>, name: &str, batch: usize) {
+    let p = model.manifest.preprocess.clone().expect("an image model");
+    let shape = model.input_shape().to_vec();
+    let m = export::pixels_to_onnx(model).expect("exports");
+    let g = m.graph.clone().expect("graph");
+    let g32 = export::to_onnx(model, 0..model.blocks.len(), Encoding::Fp32)
+        .expect("exports")
+        .graph
+        .expect("graph");
+    let dims: Vec<i64> = std::iter::once(-1)
+        .chain(shape.iter().map(|&d| d as i64))
+        .collect();
+    assert_eq!(io_type(&g.input[0]), (DataType::Uint8 as i32, dims));
+    let ops: Vec<_> = g.node[..4]
+        .iter()
+        .map(|n| n.op_type.clone().expect("op type"))
+        .collect();
+    assert_eq!(ops, ["Cast", "Mul", "Sub", "Div"], "{name}");
+    let constant = |input: &str| -> Vec<f32> {
+        let t = g
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(input))
+            .expect("an initialiser");
+        bytemuck::pod_collect_to_vec(t.raw_data.as_deref().expect("raw data"))
+    };
+    assert_eq!(constant(&g.node[1].input[1]), [p.scale]);
+    assert_eq!(constant(&g.node[2].input[1]), p.mean);
+    assert_eq!(constant(&g.node[3].input[1]), p.std);
+    let normalised = g.node[3].output[0].clone();
+    let mut rest = g.node[4..].to_vec();
+    for node in &mut rest {
+        for i in &mut node.input {
+            if *i == normalised {
+                *i = "input".into();
+            }
+        }
+    }
+    assert_eq!(
+        rest, g32.node,
+        "{name}: the pixel model's nodes after the front"
+    );
+
+    // Read back and run on the pixels, against the native model on the preprocessed image.
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let plane = shape[1] * shape[2];
+    let n = batch * 3 * plane;
+    let pixels: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+    let x: Vec<f32> = pixels
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = (i / plane) % 3;
+            (f32::from(v) * p.scale - p.mean[c]) / p.std[c]
+        })
+        .collect();
+    let mut full_shape = vec![batch];
+    full_shape.extend_from_slice(&shape);
+    let x = Tensor::new(full_shape.clone(), x).expect("shape");
+    let as_float =
+        Tensor::new(full_shape, pixels.iter().map(|&v| f32::from(v)).collect()).expect("shape");
+    let mut readable = m.clone();
+    let graph = readable.graph.as_mut().expect("graph");
+    if let Some(type_proto::Value::TensorType(t)) = graph.input[0]
+        .r#type
+        .as_mut()
+        .and_then(|t| t.value.as_mut())
+    {
+        t.elem_type = Some(DataType::Float as i32);
+    }
+    let dir = scratch(&format!("{name}-pixels"));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let path = dir.join("model.onnx");
+    std::fs::write(&path, readable.encode_to_vec()).expect("writes");
+    assert_rel(
+        &format!(
+            "{name}: the pixel model on the pixels vs the native model on the preprocessed image"
+        ),
+        &run(&load(&path), &as_float),
+        &run(model, &x),
+        EXPORT_TOLERANCE,
+    );
+    // `write_full_pixels` writes the same file.
+    let written = export::write_full_pixels(model, &dir.join("cli"), false).expect("writes");
+    assert_eq!(written.inputs[0].datatype, "UINT8");
+    assert_eq!(
+        std::fs::read(&written.path).expect("reads"),
+        m.encode_to_vec()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_pixel_model_of_efficientnet_lite0_on_pixels_equals_the_native_model_on_the_preprocessed_image(
+) {
+    let model = load(&repo("models/efficientnet-lite0"));
+    check_pixel_model(&model, "efficientnet-lite0", 1);
+}
+
+#[test]
+fn the_pixel_model_applies_scale_mean_std_and_channel_order_and_joins_the_triton_repository() {
+    let mut model = all_ops();
+    Arc::get_mut(&mut model)
+        .expect("one owner")
+        .manifest
+        .preprocess = Some(bgr_torchvision());
+    check_pixel_model(&model, "all-ops", 2);
+
+    let dir = scratch("triton-pixels");
+    let written = export::write_triton_repo(&model, &dir, false).expect("writes");
+    let twin = export::pixel_model_name(model.name());
+    assert_eq!(twin, "export-all-ops__full__uint8");
+    assert_eq!(written[1].name, twin, "the twin follows the full model");
+    assert_eq!(written[1].encoding, "uint8");
+    assert_eq!(written[1].cut_after, None);
+    let config = std::fs::read_to_string(dir.join(&twin).join("config.pbtxt")).expect("reads");
+    for part in [
+        format!("name: \"{twin}\""),
+        "name: \"input\"\n    data_type: TYPE_UINT8\n    dims: [ 3, 9, 9 ]".into(),
+        "parameters { key: \"edgecut_encoding\" value: { string_value: \"uint8\" } }".into(),
+    ] {
+        assert!(config.contains(&part), "no '{part}' in\n{config}");
+    }
+    assert_eq!(
+        std::fs::read(dir.join(&twin).join("1/model.onnx")).expect("reads"),
+        export::pixels_to_onnx(&model)
+            .expect("exports")
+            .encode_to_vec()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn models_without_preprocessing_have_no_pixel_model() {
+    let model = load(&repo("models/mnist-lenet-ee"));
+    let err = export::pixels_to_onnx(&model).unwrap_err().to_string();
+    assert!(
+        err.contains("needs an image model") && err.contains("absent"),
+        "{err}"
+    );
+    let dir = scratch("no-pixels");
+    assert!(export::write_full_pixels(&model, &dir, false).is_err());
+    assert!(!dir.exists(), "nothing is written for a refused model");
+    let written = export::write_triton_repo(&model, &dir, false).expect("writes");
+    assert!(written.iter().all(|m| m.encoding != "uint8"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
