@@ -14,8 +14,10 @@ head.onnx on the input and tail.onnx on the head's output, encoded as the device
   scale, both [N, 1]. Each must equal the FP32 tail fed the decoded values (the Cast and
   DequantizeLinear fronts decode exactly as edgecut does) and `edgecut infer` within the
   encoding's tolerance.
-Also `edgecut export --out` (the whole model) once per model. Prints a table; exits 1 on any
-failure. Uses onnx_reference.py's driver (EDGECUT_BIN, comparison, report).
+Also `edgecut export --out` (the whole model) once per model, and for models with preprocessing
+(image models) `edgecut export --out --pixels`: onnxruntime runs it on random 8-bit images and
+must equal `edgecut infer` on the images preprocessed here, and the FP32 model.onnx on them.
+Prints a table; exits 1 on any failure. Uses onnx_reference.py's driver (EDGECUT_BIN, comparison, report).
 Usage: EDGECUT_BIN=target/debug/edgecut python tests/python/export_reference.py [--only NAME]
 """
 
@@ -89,13 +91,43 @@ def relative(out, ref):
     return float(np.abs(out.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
+def check_pixels(path, name, pre, shape, batch, full, report, tmp):
+    """The whole model taking 8-bit pixels (`export --pixels`) on random images, against
+    `edgecut infer` and the FP32 model on the same images preprocessed as edgecut does:
+    (pixel * scale - mean) / std per channel, in float32."""
+    start = time.monotonic()
+    rng = np.random.default_rng([SEED, sum(name.encode()), 8])
+    pixels = rng.integers(0, 256, [batch] + shape, dtype=np.uint8)
+    scale = np.float32(pre.get("scale", 1.0))
+    mean = np.array(pre["mean"], dtype=np.float32).reshape(3, 1, 1)
+    std = np.array(pre["std"], dtype=np.float32).reshape(3, 1, 1)
+    x = ((pixels.astype(np.float32) * scale - mean) / std).astype(np.float32)
+    x_path, y_path = os.path.join(tmp, f"{name}_px.npy"), os.path.join(tmp, f"{name}_py.npy")
+    np.save(x_path, x)
+    run_edgecut(["infer", path, "--input", x_path, "--backend", "cpu", "--out", y_path])
+    ref = np.load(y_path).astype(np.float64)
+    out = os.path.join(tmp, f"{name}_pixels")
+    run_edgecut(["export", path, "--out", out, "--pixels"])
+    model = session(os.path.join(out, "model.onnx"))
+    inputs = model.get_inputs()
+    if len(inputs) != 1 or inputs[0].type != "tensor(uint8)":
+        report.fail(name, f"export --pixels takes {[(i.name, i.type) for i in inputs]}, not one uint8 input")
+        return
+    y = model.run(None, {"input": pixels})[0]
+    report.add(name, batch, "ort uint8", "- (whole) vs infer", *compare(ref, y, CPU_TOLERANCE), time.monotonic() - start)
+    rel = relative(y, full.run(None, {"input": x})[0].astype(np.float64))
+    problem = f"pixel front differs by {rel:.2e} > {CPU_TOLERANCE:.0e}" if rel > CPU_TOLERANCE else None
+    report.add(name, batch, "ort uint8", "- (whole) vs fp32 model", rel, 0, 0, problem, 0.0)
+
+
 def check_model(path, report, tmp):
     name = os.path.basename(path.rstrip("/"))
     info = json.loads(run_edgecut(["info", path, "--json"]))
     blocks = [b["name"] for b in info["blocks"]]
     cuts = blocks[:-1] if len(blocks) <= EVERY_CUT_BLOCKS else info["cut_candidates"]
     with open(os.path.join(path, "model.json")) as f:
-        shape = json.load(f)["input"]
+        manifest = json.load(f)
+    shape = manifest["input"]
     batch = LARGE_BATCH if np.prod(shape) > LARGE_INPUT else SMALL_BATCH
     x = np.random.default_rng([SEED, sum(name.encode())]).standard_normal([batch] + shape).astype(np.float32)
     x_path, y_path = os.path.join(tmp, f"{name}_x.npy"), os.path.join(tmp, f"{name}_y.npy")
@@ -106,8 +138,11 @@ def check_model(path, report, tmp):
     start = time.monotonic()
     out = os.path.join(tmp, f"{name}_full")
     run_edgecut(["export", path, "--out", out])
-    y = session(os.path.join(out, "model.onnx")).run(None, {"input": x})[0]
+    full = session(os.path.join(out, "model.onnx"))
+    y = full.run(None, {"input": x})[0]
     report.add(name, batch, "ort", "- (whole)", *compare(ref, y, CPU_TOLERANCE), time.monotonic() - start)
+    if manifest.get("preprocess") and len(shape) == 3 and shape[0] == 3:
+        check_pixels(path, name, manifest["preprocess"], shape, batch, full, report, tmp)
 
     for cut in cuts:
         start = time.monotonic()

@@ -20,6 +20,8 @@ use npyz::WriterBuilder;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+use tract_onnx::tract_hir::internal::DimLike;
 
 /// The tract version in `Cargo.toml` (pinned with `=`), reported with the timings.
 const TRACT_VERSION: &str = "0.23.9";
@@ -140,7 +142,7 @@ fn write_npy(path: &Path, tensor: &Tensor) -> Result<()> {
         .shape(&shape)
         .writer(std::io::BufWriter::new(file))
         .begin_nd()?;
-    writer.extend(tensor.as_slice::<f32>()?.iter().copied())?;
+    writer.extend(tensor.to_plain_array_view::<f32>()?.iter().copied())?;
     writer.finish()?;
     Ok(())
 }
@@ -155,7 +157,8 @@ fn checked_elems(shape: &[usize]) -> Option<usize> {
 
 /// Seeded input in [-1, 1) from a SplitMix64 stream: reproducible without a random crate.
 fn seeded_input(shape: &[usize], seed: u64) -> Result<Tensor> {
-    let elems = checked_elems(shape).with_context(|| format!("input shape {shape:?} is too large"))?;
+    let elems =
+        checked_elems(shape).with_context(|| format!("input shape {shape:?} is too large"))?;
     let mut state = seed;
     let data: Vec<f32> = (0..elems)
         .map(|_| {
