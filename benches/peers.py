@@ -2,7 +2,7 @@
 onnxruntime and tract, interleaved in one run, medians and ratios.
 
 Run: python benches/peers.py [--edgecut target/release/edgecut] [--out docs/peers] [--quick]
-                             [--models a,b] [--batches 1,8] [--tract | --no-tract]
+                             [--models a,b] [--batches 1,8] [--tract | --no-tract] [--no-gpu]
 Needs numpy, onnx and onnxruntime (tests/python/run.sh builds such a venv under target/py-venv),
 and a release build of edgecut (`cargo build --release`). tract runs when cargo is on PATH
 (or with --tract; --no-tract leaves it out): the script builds benches/tract-peer, a standalone
@@ -123,6 +123,8 @@ def main():
     ap.add_argument("--models", default="", help="comma-separated subset of model names")
     ap.add_argument("--batches", default="", help="comma-separated batch sizes to keep")
     ap.add_argument("--gpu-reps", type=int, default=3, help="runs per round on a GPU adapter")
+    ap.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=True,
+                    help="run edgecut on the GPU adapters found (--no-gpu leaves them out)")
     ap.add_argument("--tract", action=argparse.BooleanOptionalAction, default=None,
                     help="run tract (default: when cargo is on PATH)")
     args = ap.parse_args()
@@ -158,6 +160,7 @@ def main():
     adapters = json.loads(subprocess.run([str(exe), "adapters", "--json"], capture_output=True,
                                          text=True, check=True).stdout)["adapters"]
     gpus = [a for a in adapters if str(a.get("backend", "")).lower() in ("vulkan", "metal", "dx12")]
+    gpus = gpus if args.gpu else []
     rows = []
     for name, folder, batches in models:
         onnx_path = work / f"{name}.onnx"
@@ -181,14 +184,15 @@ def main():
                     tract_version = tract_run(tract, onnx_path, x_path, 1,
                                               work / "y_tract.npy")["tract_version"]
                     tract_diff = rel_diff(np.load(work / "y_tract.npy"), y_ref)
-                    engines["tract 1T"] = lambda: tract_run(tract, onnx_path, x_path, reps,
-                                                            work / "y_tract.npy")["run_seconds"]
                 except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
                     tract_error = str(e)
             for t in sorted({1, cores}):
                 engines[f"onnxruntime {t}T"] = lambda t=t: ort_times(onnx_path, x, t, reps)[0]
                 engines[f"edgecut cpu {t}T"] = lambda t=t: edgecut_times(
                     exe, onnx_path, x_path, "cpu", t, reps, work / "y.npy")[0]
+            if tract and tract_error is None:
+                engines["tract 1T"] = lambda: tract_run(tract, onnx_path, x_path, reps,
+                                                        work / "y_tract.npy")["run_seconds"]
             # Lavapipe at batch 8 of a 224x224 model takes seconds per run: batch 1 and MNIST only.
             if gpus and (batch == 1 or not name.startswith(("efficientnet", "mobilenet"))):
                 engines["edgecut gpu"] = lambda: edgecut_times(
