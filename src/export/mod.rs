@@ -240,12 +240,12 @@ pub fn pixels_to_onnx(model: &Model) -> Result<ModelProto, ExportError> {
     build(
         model,
         0..model.blocks.len(),
-        Front::Pixels(pixels_of(model)?),
+        Front::Pixels(require_pixel_preprocess(model)?),
     )
 }
 
 /// [`pixel_preprocess`], or the error saying why the model has no 8-bit pixel form.
-fn pixels_of(model: &Model) -> Result<&Preprocess, ExportError> {
+fn require_pixel_preprocess(model: &Model) -> Result<&Preprocess, ExportError> {
     pixel_preprocess(model).ok_or_else(|| ExportError::Invalid {
         step: model.name().into(),
         reason: format!(
@@ -259,6 +259,7 @@ fn pixels_of(model: &Model) -> Result<&Preprocess, ExportError> {
     })
 }
 
+/// [`to_onnx`] with the input arriving as `front` says.
 fn build(model: &Model, blocks: Range<usize>, front: Front<'_>) -> Result<ModelProto, ExportError> {
     let n = model.blocks.len();
     if blocks.start >= blocks.end || blocks.end > n {
@@ -468,7 +469,7 @@ pub fn write_full(model: &Model, out: &Path, force: bool) -> Result<Written, Exp
 /// Writes the whole of an image model taking 8-bit pixels ([`pixels_to_onnx`]) as `model.onnx`
 /// into `out` (empty or absent unless `force`).
 pub fn write_full_pixels(model: &Model, out: &Path, force: bool) -> Result<Written, ExportError> {
-    pixels_of(model)?;
+    require_pixel_preprocess(model)?;
     prepare_dir(out, force)?;
     write_pixels(model, &out.join("model.onnx"))
 }

@@ -625,9 +625,9 @@ impl DeviceClient {
             return Ok(found);
         }
         let name = pixel_model_name(self.model.name());
-        let found = pixel_preprocess(&self.model).is_some()
-            && self.check_repository_model(SERVER_ONLY, &name, deadline)?;
-        if !found && pixel_preprocess(&self.model).is_some() {
+        let image = pixel_preprocess(&self.model).is_some();
+        let found = image && self.check_repository_model(SERVER_ONLY, &name, deadline)?;
+        if image && !found {
             self.note_fp32_server_only(format!(
                 "the repository has no '{name}' (the full model taking 8-bit pixels); export it again with this edgecut to send a quarter of the bytes"
             ));
