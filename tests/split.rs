@@ -549,3 +549,55 @@ fn a_repository_without_the_tail_or_with_another_shape_is_an_error_naming_the_mo
         Some("mnist-fixture")
     );
 }
+
+#[test]
+fn server_only_goes_to_the_pixel_twin_of_an_image_model_when_the_repository_has_it() {
+    let model = Arc::new(
+        Model::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/efficientnet-lite0"))
+            .expect("loads"),
+    );
+    const TWIN: &str = r#"{"name":"efficientnet_lite0__full__uint8","inputs":[{"name":"input","datatype":"UINT8","shape":[-1,3,224,224]}],"outputs":[{"name":"output","datatype":"FP32","shape":[-1,1000]}]}"#;
+    const FULL: &str = r#"{"name":"efficientnet_lite0","inputs":[{"name":"input","datatype":"FP32","shape":[-1,3,224,224]}],"outputs":[{"name":"output","datatype":"FP32","shape":[-1,1000]}]}"#;
+    const FP32_TWIN: &str = r#"{"name":"efficientnet_lite0__full__uint8","inputs":[{"name":"input","datatype":"FP32","shape":[-1,3,224,224]}],"outputs":[{"name":"output","datatype":"FP32","shape":[-1,1000]}]}"#;
+    let server_only = CostTable::server_choice_of(&model);
+    let client = |addr: SocketAddr| {
+        DeviceClient::new(
+            model.clone(),
+            Backend::Cpu,
+            ClientConfig::new(format!("http://{addr}")),
+        )
+        .expect("client")
+    };
+
+    // A repository with the twin: server-only needs nothing else (no FP32 full model).
+    let mut with_twin = client(repository_server(&[(
+        "efficientnet_lite0__full__uint8",
+        TWIN,
+    )]));
+    with_twin
+        .prepare(server_only)
+        .expect("the twin takes pixels");
+    assert_eq!(with_twin.fp32_server_only(), None);
+
+    // An older repository without it: FP32 to the full model, and the client says why.
+    let mut without = client(repository_server(&[("efficientnet_lite0", FULL)]));
+    without.prepare(server_only).expect("the FP32 full model");
+    let why = without.fp32_server_only().expect("a reason");
+    assert!(
+        why.contains("no 'efficientnet_lite0__full__uint8'"),
+        "{why}"
+    );
+
+    // A twin declared for FP32 is a broken deployment, named as such.
+    let err = client(repository_server(&[
+        ("efficientnet_lite0__full__uint8", FP32_TWIN),
+        ("efficientnet_lite0", FULL),
+    ]))
+    .prepare(server_only)
+    .expect_err("the twin must take UINT8")
+    .to_string();
+    assert!(
+        err.contains("taking 8-bit pixels") && err.contains("input UINT8 [-1, 3, 224, 224]"),
+        "{err}"
+    );
+}
