@@ -3,11 +3,13 @@ onnxruntime and tract, interleaved in one run, medians and ratios.
 
 Run: python benches/peers.py [--edgecut target/release/edgecut] [--out docs/peers] [--quick]
                              [--models a,b] [--batches 1,8] [--tract | --no-tract] [--no-gpu]
+                             [--tract-bin target/tract-peer/release/tract-peer]
 Needs numpy, onnx and onnxruntime (tests/python/run.sh builds such a venv under target/py-venv),
 and a release build of edgecut (`cargo build --release`). tract runs when cargo is on PATH
 (or with --tract; --no-tract leaves it out): the script builds benches/tract-peer, a standalone
 Rust program on the tract-onnx crate (pinned in its Cargo.toml and Cargo.lock), in release into
-target/tract-peer (the first build takes several minutes and about 0.5 GB).
+target/tract-peer (the first build takes several minutes and about 0.5 GB), or uses the runner
+given by --tract-bin.
 
 Models: EfficientNet-Lite0 (pretrained, from models/efficientnet-lite0), EfficientNet-B0 and
 MobileNet-V2 (architectures of models/*, weights drawn by benches/native_to_onnx.py) at batch 1
@@ -127,6 +129,8 @@ def main():
                     help="run edgecut on the GPU adapters found (--no-gpu leaves them out)")
     ap.add_argument("--tract", action=argparse.BooleanOptionalAction, default=None,
                     help="run tract (default: when cargo is on PATH)")
+    ap.add_argument("--tract-bin", help="a built tract runner (benches/tract-peer) to use instead "
+                    "of building one")
     args = ap.parse_args()
     exe = Path(args.edgecut)
     if not exe.exists():
@@ -134,7 +138,11 @@ def main():
     cores = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="edgecut-peers-"))
     tract, tract_version = None, None
-    if args.tract or (args.tract is None and shutil.which("cargo")):
+    if args.tract_bin and args.tract is not False:
+        tract = Path(args.tract_bin)
+        if not tract.exists():
+            sys.exit(f"{tract} not found (--tract-bin)")
+    elif args.tract or (args.tract is None and shutil.which("cargo")):
         try:
             tract = build_tract()
         except (subprocess.CalledProcessError, OSError) as e:
