@@ -601,3 +601,139 @@ fn server_only_goes_to_the_pixel_twin_of_an_image_model_when_the_repository_has_
         "{err}"
     );
 }
+
+/// A repository server that answers `GET /v2` as Triton does and the metadata of `models`, and
+/// refuses everything else (404), recording every request as (request line, body): what the
+/// client sends, with each request then finished on the device.
+fn recording_repository_server(
+    models: &'static [(&'static str, &'static str)],
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>) {
+    let listener = TcpListener::bind(loopback()).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 64 * 1024];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let length = head
+                        .lines()
+                        .filter_map(|l| l.split_once(':'))
+                        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + length {
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body = buf[end + 4..end + 4 + length].to_vec();
+                    buf.drain(..end + 4 + length);
+                    let line = head.lines().next().unwrap_or("").to_string();
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    record.lock().expect("lock").push((line, body));
+                    let (status, reply) = match path.as_str() {
+                        "/v2" => ("200 OK", r#"{"name":"triton","version":"2.51.0"}"#),
+                        p => models
+                            .iter()
+                            .find(|(name, _)| p == format!("/v2/models/{name}"))
+                            .map_or(("404 Not Found", r#"{"error":"not served here"}"#), |m| {
+                                ("200 OK", m.1)
+                            }),
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n{reply}",
+                        reply.len()
+                    );
+                    if conn.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn server_only_sends_the_8_bit_image_to_the_pixel_twin_and_other_inputs_as_fp32() {
+    let model = Arc::new(
+        Model::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/efficientnet-lite0"))
+            .expect("loads"),
+    );
+    const TWIN: &str = r#"{"name":"efficientnet_lite0__full__uint8","inputs":[{"name":"input","datatype":"UINT8","shape":[-1,3,224,224]}],"outputs":[{"name":"output","datatype":"FP32","shape":[-1,1000]}]}"#;
+    const FULL: &str = r#"{"name":"efficientnet_lite0","inputs":[{"name":"input","datatype":"FP32","shape":[-1,3,224,224]}],"outputs":[{"name":"output","datatype":"FP32","shape":[-1,1000]}]}"#;
+    let (addr, seen) = recording_repository_server(&[
+        ("efficientnet_lite0__full__uint8", TWIN),
+        ("efficientnet_lite0", FULL),
+    ]);
+    let config = ClientConfig::new(format!("http://{addr}")).with_breaker(0, Duration::ZERO);
+    let mut client = DeviceClient::new(model.clone(), Backend::Cpu, config).expect("client");
+    let server_only = CostTable::server_choice_of(&model);
+    client.prepare(server_only).expect("the twin takes pixels");
+
+    // An 8-bit image preprocessed as the manifest says.
+    let p = model.manifest.preprocess.clone().expect("preprocessing");
+    let plane = 224 * 224;
+    let pixels: Vec<u8> = (0..3 * plane).map(|i| (i * 7 % 251) as u8).collect();
+    let x: Vec<f32> = pixels
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (f32::from(v) * p.scale - p.mean[i / plane]) / p.std[i / plane])
+        .collect();
+    let x = edgecut::tensor::Tensor::new(vec![1, 3, 224, 224], x).expect("shape");
+    let infer_requests = |seen: &[(String, Vec<u8>)]| -> Vec<(String, Vec<u8>)> {
+        seen.iter()
+            .filter(|(line, _)| line.starts_with("POST"))
+            .cloned()
+            .collect()
+    };
+    let o = client.classify(&x, server_only, 1.0).expect("answered");
+    assert!(matches!(o.by, AnsweredBy::Fallback(_)), "{:?}", o.by);
+    let sent = infer_requests(&seen.lock().expect("lock"));
+    assert_eq!(sent.len(), 1);
+    let (line, body) = &sent[0];
+    assert!(
+        line.contains("/v2/models/efficientnet_lite0__full__uint8/infer"),
+        "{line}"
+    );
+    let text = String::from_utf8_lossy(&body[..body.len() - pixels.len()]);
+    assert!(
+        text.contains(r#""datatype":"UINT8""#) && text.contains("[1,3,224,224]"),
+        "{text}"
+    );
+    assert_eq!(&body[body.len() - pixels.len()..], pixels.as_slice());
+    assert!(o.bytes_sent < pixels.len() + 1024, "{} bytes", o.bytes_sent);
+    assert_eq!(client.fp32_server_only(), None);
+
+    // An input that is no 8-bit image goes as FP32 to the full model, and the client says why.
+    let mut off = x.clone();
+    off.data_mut()[5] += 0.3 * p.scale / p.std[0];
+    client.classify(&off, server_only, 1.0).expect("answered");
+    let sent = infer_requests(&seen.lock().expect("lock"));
+    assert_eq!(sent.len(), 2);
+    assert!(
+        sent[1].0.contains("/v2/models/efficientnet_lite0/infer"),
+        "{}",
+        sent[1].0
+    );
+    assert!(
+        sent[1].1.len() >= 4 * pixels.len() && sent[1].1.len() < 4 * pixels.len() + 1024,
+        "{} bytes",
+        sent[1].1.len()
+    );
+    let why = client.fp32_server_only().expect("a reason");
+    assert!(why.contains("not an 8-bit image"), "{why}");
+}
