@@ -602,15 +602,18 @@ fn server_only_goes_to_the_pixel_twin_of_an_image_model_when_the_repository_has_
     );
 }
 
+/// Requests a test server received: (request line, body).
+type Recorded = Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A repository server that answers `GET /v2` as Triton does and the metadata of `models`, and
 /// refuses everything else (404), recording every request as (request line, body): what the
 /// client sends, with each request then finished on the device.
 fn recording_repository_server(
     models: &'static [(&'static str, &'static str)],
-) -> (SocketAddr, Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>) {
+) -> (SocketAddr, Recorded) {
     let listener = TcpListener::bind(loopback()).expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen: Recorded = Arc::default();
     let record = seen.clone();
     std::thread::spawn(move || {
         for mut conn in listener.incoming().flatten() {
