@@ -255,3 +255,135 @@ fn a_probe_is_not_sent_when_no_rate_could_change_the_choice() {
     assert_eq!(dynamic.probe_bytes, 0);
     assert!(dynamic.options.iter().all(|&i| !t.options[i].remote()));
 }
+
+/// A link where server-only is best, with an outage of `outage` seconds after every `up`
+/// seconds.
+fn outage_trace(t: &CostTable, up: f64, outage: f64) -> Trace {
+    let (_, server, image) = totals(t);
+    let high = 100.0 * image / server;
+    Trace::from_segments("outage", &[up, outage], &[high, 0.0]).expect("trace")
+}
+
+#[test]
+fn a_stalled_transfer_falls_back_to_the_device_and_the_next_requests_stay_local() {
+    let t = effnet_table();
+    let (device, _, _) = totals(&t);
+    // Outages of 6 device-only runs every 20; a request every 1.5 device-only runs, and the
+    // estimate stale (a probe first) after 2 runs without a transfer: while the link is up the
+    // requests' own transfers keep it fresh, so the first request in an outage is sent into it.
+    let period = 1.5 * device;
+    let trace = outage_trace(&t, 20.0 * device, 6.0 * device);
+    let cfg = SimConfig {
+        requests: 170,
+        arrivals: Arrivals::Periodic { rate: 1.0 / period },
+        probe_interval_s: 2.0 * device,
+        ..SimConfig::default()
+    };
+    let run = |cfg: &SimConfig| simulate(&t, &trace, &mut Dynamic::new(&t), cfg, &ExitSource::None);
+    let hedged = run(&cfg);
+    let waiting = run(&SimConfig {
+        hedge: false,
+        ..cfg.clone()
+    });
+    assert_eq!(waiting.fallbacks, 0);
+    // One request per outage is caught in it (10 outages in 170 requests of 1.5 runs each).
+    assert!(
+        (5..=12).contains(&hedged.cancelled),
+        "{} cancelled",
+        hedged.cancelled
+    );
+    // Caught: answered by the device by the deadline plus its own run, never after the outage.
+    let worst = hedged.latencies.iter().cloned().fold(0.0, f64::max);
+    let bound = edgecut::sched::hedge::deadline_s(device) + device + 1e-6;
+    assert!(worst <= bound, "worst {worst} s, bound {bound} s");
+    let worst_waiting = waiting.latencies.iter().cloned().fold(0.0, f64::max);
+    assert!(worst_waiting > 4.0 * device, "{worst_waiting}");
+    assert!(hedged.mean() < waiting.mean());
+    // After a stall the next requests in the outage stay on the device.
+    let cycle = 26.0 * device;
+    let in_outage = |a: f64| (a % cycle) >= 20.0 * device + period;
+    let mut checked = 0;
+    for (i, &a) in hedged.arrivals.iter().enumerate() {
+        if in_outage(a) && (a % cycle) < 26.0 * device - period {
+            assert!(!t.options[hedged.options[i]].remote(), "request {i} at {a}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 10, "{checked}");
+    // The clairvoyant oracle never sends into the outage: a bound at this light load.
+    let oracle = simulate(
+        &t,
+        &trace,
+        &mut Oracle::with(&t, &Encoding::ALL, None).expect("oracle"),
+        &cfg,
+        &ExitSource::None,
+    );
+    assert!(
+        oracle.mean() <= hedged.mean(),
+        "{} vs {}",
+        oracle.mean(),
+        hedged.mean()
+    );
+}
+
+#[test]
+fn a_slow_but_moving_transfer_is_not_cancelled() {
+    // The rate drops to where the image takes 1.5 device-only runs: the first request sent
+    // on the old estimate is late past its deadline but moving, and its answer still beats a
+    // local run, so it is left alone.
+    let t = effnet_table();
+    let (device, server, image) = totals(&t);
+    let high = 100.0 * image / server;
+    let low = image / (1.5 * device);
+    let trace = Trace::steps(&[high, low], 20.0 * device).expect("trace");
+    // No probe: the estimate from the fast phase is what the first slow request is sent on.
+    let cfg = SimConfig {
+        requests: 60,
+        arrivals: Arrivals::Periodic {
+            rate: 1.0 / (2.0 * device),
+        },
+        probe_bytes: 0,
+        ..SimConfig::default()
+    };
+    let hedged = simulate(&t, &trace, &mut Dynamic::new(&t), &cfg, &ExitSource::None);
+    let waiting = simulate(
+        &t,
+        &trace,
+        &mut Dynamic::new(&t),
+        &SimConfig {
+            hedge: false,
+            ..cfg.clone()
+        },
+        &ExitSource::None,
+    );
+    assert!(
+        hedged.latencies.iter().any(|&l| l > 1.2 * device),
+        "some request was late past its deadline"
+    );
+    assert_eq!(hedged.fallbacks, 0);
+    assert_eq!(hedged.latencies, waiting.latencies);
+}
+
+#[test]
+fn a_stall_bounds_the_rate_until_a_transfer_completes() {
+    let mut est = Estimator::default();
+    est.observe_transfer(1_000_000, 0.1); // 10 MB/s
+    est.observe_transfer(1_000_000, 0.1);
+    // Moving at least as fast as the estimate: no news, no outage.
+    est.observe_stall(2_000_000, 0.1);
+    assert!(!est.in_outage());
+    // Nothing acknowledged in half a second: the rate is at most the floor.
+    est.observe_stall(0, 0.5);
+    assert!(est.in_outage());
+    let e = est.estimates().rate_bytes_per_s;
+    assert_eq!(e, edgecut::sched::estimate::STALL_RATE_FLOOR);
+    // A probe reasons about the rate from before the stall.
+    assert!((est.probe_reference().rate_bytes_per_s - 1e7).abs() < 1.0);
+    // A transfer landing after the stall counts but does not end it.
+    est.observe_stalled_transfer(4_000, 2.0);
+    assert!(est.in_outage());
+    // A transfer that completes ends it: its sample alone is the estimate.
+    est.observe_transfer(100_000, 0.05);
+    assert!(!est.in_outage());
+    assert!((est.estimates().rate_bytes_per_s - 2e6).abs() < 1.0);
+}

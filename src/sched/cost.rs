@@ -493,6 +493,21 @@ impl CostTable {
     /// option best at that other rate. Zero when no plausible rate changes the choice (e.g. a
     /// device so fast that offloading never wins), so refreshing the estimate cannot pay.
     pub fn rate_regret(&self, est: &Estimates, spread: f64) -> f64 {
+        [spread, 1.0 / spread]
+            .iter()
+            .map(|k| {
+                let other = Estimates {
+                    rate_bytes_per_s: est.rate_bytes_per_s * k,
+                    ..*est
+                };
+                self.regret(est, &other)
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// The loss, in seconds, of the option best under `decided` when `actual` holds, against
+    /// the option best under `actual` (0 when they agree).
+    pub fn regret(&self, decided: &Estimates, actual: &Estimates) -> f64 {
         let best = |e: &Estimates| {
             self.options
                 .iter()
@@ -500,20 +515,12 @@ impl CostTable {
                 .map(|(i, o)| (i, o.expected(e)))
                 .min_by(|a, b| a.1.total_cmp(&b.1))
         };
-        let Some((chosen, _)) = best(est) else {
-            return 0.0;
-        };
-        [spread, 1.0 / spread]
-            .iter()
-            .filter_map(|k| {
-                let other = Estimates {
-                    rate_bytes_per_s: est.rate_bytes_per_s * k,
-                    ..*est
-                };
-                let (_, best_t) = best(&other)?;
-                Some(self.options[chosen].expected(&other) - best_t)
-            })
-            .fold(0.0, f64::max)
+        match (best(decided), best(actual)) {
+            (Some((chosen, _)), Some((_, best_t))) => {
+                (self.options[chosen].expected(actual) - best_t).max(0.0)
+            }
+            _ => 0.0,
+        }
     }
 
     /// Index of the option for `choice`.

@@ -76,6 +76,9 @@ impl RateMethod {
     }
 }
 
+/// The least rate a stall sets (bytes per second): a positive rate keeps every cost finite.
+pub const STALL_RATE_FLOOR: f64 = 1.0;
+
 /// A data-rate estimator (bytes per second).
 #[derive(Debug, Clone)]
 pub struct RateEstimator {
@@ -105,7 +108,10 @@ impl RateEstimator {
         if bytes == 0 || !(seconds.is_finite() && seconds > 0.0) {
             return;
         }
-        let r = bytes as f64 / seconds;
+        self.observe_sample(bytes as f64 / seconds);
+    }
+
+    fn observe_sample(&mut self, r: f64) {
         match self.method {
             RateMethod::Ewma { alpha, clip } => {
                 self.ewma = Some(match self.ewma {
@@ -127,6 +133,13 @@ impl RateEstimator {
                 }
             }
             RateMethod::Last => self.ewma = Some(r),
+        }
+    }
+
+    /// Adds a rate sample directly (bytes per second; ignored unless positive and finite).
+    pub fn observe_rate(&mut self, rate: f64) {
+        if rate.is_finite() && rate > 0.0 {
+            self.observe_sample(rate);
         }
     }
 
@@ -193,6 +206,9 @@ pub struct Estimator {
     pub prior: Estimates,
     /// When the last transfer was measured ([`Estimator::mark_rate_sample`]).
     last_rate_sample_s: Option<f64>,
+    /// The rate estimate before the last stall ([`Estimator::observe_stall`]), until a transfer
+    /// completes normally: what the link may come back to.
+    before_stall: Option<f64>,
 }
 
 impl Default for Estimator {
@@ -211,12 +227,58 @@ impl Estimator {
             queue: Ewma::new(0.3),
             prior,
             last_rate_sample_s: None,
+            before_stall: None,
         }
     }
 
-    /// A transfer of `bytes` was in flight for `seconds` (from first to last byte).
+    /// A transfer of `bytes` was in flight for `seconds` (from first to last byte). It ends an
+    /// outage ([`Estimator::in_outage`]): its sample replaces the stall's bound.
     pub fn observe_transfer(&mut self, bytes: u64, seconds: f64) {
+        if bytes > 0 && seconds > 0.0 && self.before_stall.take().is_some() {
+            // The stall's bound described the outage, not the link now.
+            self.rate.forget();
+        }
         self.rate.observe(bytes, seconds);
+    }
+
+    /// A transfer that stalled: after `seconds` in flight only `acked` bytes were acknowledged
+    /// (the hedge rule cancelled it or a probe did not land in time, [`super::hedge`]). Then
+    /// `acked / seconds` is an upper bound on the rate, so the estimate drops to it (at least
+    /// [`STALL_RATE_FLOOR`]), replacing the samples from before: the next requests stay on the
+    /// device until a transfer completes.
+    pub fn observe_stall(&mut self, acked: u64, seconds: f64) {
+        if !(seconds.is_finite() && seconds > 0.0) {
+            return;
+        }
+        let bound = (acked as f64 / seconds).max(STALL_RATE_FLOOR);
+        let current = self.estimates().rate_bytes_per_s;
+        if bound >= current {
+            return;
+        }
+        self.before_stall = Some(self.before_stall.unwrap_or(current).max(current));
+        self.rate.forget();
+        self.rate.observe_rate(bound);
+    }
+
+    /// A transfer that landed after a stall was seen: its rate counts, but it does not end the
+    /// outage (its time includes the stall).
+    pub fn observe_stalled_transfer(&mut self, bytes: u64, seconds: f64) {
+        self.rate.observe(bytes, seconds);
+    }
+
+    /// Whether the last rate evidence is a stall no completed transfer has cleared since.
+    pub fn in_outage(&self) -> bool {
+        self.before_stall.is_some()
+    }
+
+    /// The rate a probe decision reasons about: the estimate, or in an outage the rate before
+    /// it (what the link comes back to; the stalled bound would make any probe look useless).
+    pub fn probe_reference(&self) -> Estimates {
+        let mut e = self.estimates();
+        if let Some(r) = self.before_stall {
+            e.rate_bytes_per_s = e.rate_bytes_per_s.max(r);
+        }
+        e
     }
 
     /// A round-trip time sample (seconds), e.g. response time minus transfer and server time.

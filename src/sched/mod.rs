@@ -7,6 +7,8 @@
 //!   precomputed per option into a [`cost::CostTable`]; under load, the completion time given the
 //!   device, uplink and server queues the request joins ([`cost::OptionCost::expected`]).
 //! - [`estimate`]: data-rate, RTT and server-load estimators from observed transfers and reports.
+//! - [`hedge`]: the outage rule: a remote request later than a local run would be, whose transfer
+//!   has stalled, runs on the device (shared by the simulator and the live runner).
 //! - [`policy`]: the [`policy::Policy`] trait and `DeviceOnly`, `ServerOnly`, `Static`, `Dynamic`, `Oracle`.
 //!
 //! Live use (the split runtime): build a [`cost::CostTable`] once from the model and the two profiles,
@@ -32,6 +34,7 @@
 
 pub mod cost;
 pub mod estimate;
+pub mod hedge;
 pub mod policy;
 pub mod profile;
 

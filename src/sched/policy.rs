@@ -294,10 +294,15 @@ impl Policy for Dynamic {
     }
 }
 
-/// Knows the true future data rate and server load (simulation only): picks the option whose
-/// request is truly answered first, through the same queues; under congestion among the options
-/// of the best mix at the true rate (the simulator gives it the true rate and load as its
-/// estimates), as [`Dynamic`] does. Without the truth it behaves like [`Dynamic`].
+/// Clairvoyant per request (simulation only): it knows the whole future trace and server load,
+/// so for each option it gets the exact time its request would be answered
+/// ([`Context::truth`]: the device's queue, the transfer simulated against the true trace from
+/// the moment the uplink is free, the server's queue and background delay) and picks the
+/// earliest. It is greedy: each request is placed as well as possible given the requests before
+/// it, ignoring what it does to the requests after it (bytes it puts on the uplink, work it
+/// puts on the server), so it is not a global optimum and a policy may beat it under load. At
+/// low load (requests rarely overlap) it is a lower bound for any policy that decides once per
+/// request. Without the truth (live) it behaves like [`Dynamic`].
 #[derive(Debug, Clone)]
 pub struct Oracle {
     name: String,
@@ -331,14 +336,11 @@ impl Policy for Oracle {
         let Some(truth) = ctx.truth else {
             return self.inner.choose(&ctx.estimates);
         };
-        let inner = &self.inner;
-        let options = &inner.table.options;
-        let est = &ctx.estimates;
-        let cost = |i: usize| options[i].expected_given(est.device_wait_s, truth(&options[i]));
-        let (mut best, mut best_t) = least(inner.allowed.iter().copied(), cost);
-        if inner.congested(est, best_t) {
-            (best, best_t) = least(inner.drain_options(est.rate_bytes_per_s), cost);
-        }
+        let options = &self.inner.table.options;
+        let wait = ctx.estimates.device_wait_s;
+        let (best, best_t) = least(self.inner.allowed.iter().copied(), |i| {
+            options[i].expected_given(wait, truth(&options[i]))
+        });
         Decision {
             index: best,
             option: options[best].choice,

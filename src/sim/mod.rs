@@ -19,6 +19,7 @@ pub mod trace;
 
 use crate::sched::cost::{CostTable, OptionCost, SampleExits};
 use crate::sched::estimate::{Estimator, RateMethod};
+use crate::sched::hedge;
 use crate::sched::policy::{Context, Policy};
 use crate::sched::profile::Profile;
 use crate::sched::Estimates;
@@ -232,6 +233,9 @@ pub struct SimConfig {
     pub probe_wait_s: f64,
     /// Time offset into the trace where the stream starts (seconds).
     pub start_s: f64,
+    /// Whether adaptive policies apply the outage rule ([`crate::sched::hedge`]): a remote
+    /// request later than a local run, whose transfer stalled, runs on the device.
+    pub hedge: bool,
 }
 
 impl SimConfig {
@@ -286,6 +290,7 @@ impl Default for SimConfig {
             probe_bytes: 4_000,
             probe_wait_s: 0.25,
             start_s: 0.0,
+            hedge: true,
         }
     }
 }
@@ -309,6 +314,10 @@ pub struct SimResult {
     pub accuracy: Option<f64>,
     /// Fraction answered by a device exit.
     pub exit_rate: f64,
+    /// Requests the outage rule ran on the device after sending them ([`crate::sched::hedge`]).
+    pub fallbacks: usize,
+    /// Of those, requests whose upload was cancelled (the rest were hedged).
+    pub cancelled: usize,
     /// How busy the device, the uplink and the server were.
     pub utilisation: Utilisation,
 }
@@ -337,7 +346,8 @@ impl SimResult {
     }
 
     /// The JSON of `edgecut simulate --json` for this policy (`mean_ms`, `p50_ms`, `p95_ms`,
-    /// `bytes`, `probe_bytes`, `accuracy`, `exit_rate`, `cuts`, `utilisation` with `device`,
+    /// `bytes`, `probe_bytes`, `accuracy`, `exit_rate`, `fallbacks`, `cancelled`, `cuts`,
+    /// `utilisation` with `device`,
     /// `uplink`, `server`).
     pub fn to_json(&self, table: &CostTable) -> serde_json::Value {
         serde_json::json!({
@@ -348,6 +358,8 @@ impl SimResult {
             "probe_bytes": self.probe_bytes,
             "accuracy": self.accuracy,
             "exit_rate": self.exit_rate,
+            "fallbacks": self.fallbacks,
+            "cancelled": self.cancelled,
             "cuts": self.cuts(table),
             "utilisation": {
                 "device": self.utilisation.device,
@@ -417,7 +429,15 @@ struct Pending {
     kind: u8,
     bytes: u64,
     value_ns: u64,
+    /// The transfer's id in the simulation's flags: request `r` is `r`, its probe `n + r`.
+    id: usize,
 }
+
+/// A transfer the hedge rule cancelled: its observations never arrive.
+const CANCELLED: u8 = 1;
+/// A transfer that stalled (a probe that did not land in time): its sample does not end the
+/// outage it revealed.
+const STALLED: u8 = 2;
 
 const TRANSFER: u8 = 0;
 const RTT: u8 = 1;
@@ -429,14 +449,28 @@ fn ns(s: f64) -> u64 {
 
 /// Feeds the estimator every observation visible at `now_ns`, in order, and marks when the
 /// last transfer among them landed ([`Estimator::mark_rate_sample`]).
-fn observe_until(pending: &mut BinaryHeap<Reverse<Pending>>, now_ns: u64, est: &mut Estimator) {
+fn observe_until(
+    pending: &mut BinaryHeap<Reverse<Pending>>,
+    now_ns: u64,
+    est: &mut Estimator,
+    flags: &[u8],
+) {
     while pending.peek().is_some_and(|Reverse(p)| p.at_ns <= now_ns) {
         let Some(Reverse(p)) = pending.pop() else {
             break;
         };
+        let flag = flags.get(p.id).copied().unwrap_or(0);
+        if flag & CANCELLED != 0 {
+            continue;
+        }
         match p.kind {
             TRANSFER => {
-                est.observe_transfer(p.bytes, p.value_ns as f64 * 1e-9);
+                let secs = p.value_ns as f64 * 1e-9;
+                if flag & STALLED != 0 {
+                    est.observe_stalled_transfer(p.bytes, secs);
+                } else {
+                    est.observe_transfer(p.bytes, secs);
+                }
                 est.mark_rate_sample(p.at_ns as f64 * 1e-9);
             }
             RTT => est.observe_rtt(p.value_ns as f64 * 1e-9),
@@ -444,9 +478,6 @@ fn observe_until(pending: &mut BinaryHeap<Reverse<Pending>>, now_ns: u64, est: &
         }
     }
 }
-
-/// Seconds ahead over which the oracle is given the true mean rate (its capacity estimate).
-const ORACLE_RATE_WINDOW_S: f64 = 60.0;
 
 /// A remote request between its head and its answer.
 #[derive(Debug, Clone, Copy)]
@@ -462,6 +493,10 @@ struct Job {
 enum Event {
     /// Request `r` is decided (at its arrival, or when its probe landed).
     Decide { r: usize, probed: bool },
+    /// The hedge rule's check of request `r` ([`crate::sched::hedge`]).
+    Check { r: usize },
+    /// A probe `(id, start, end, bytes)` has not landed within the probe wait: a stall.
+    ProbeStalled { id: usize, start: f64, bytes: u64 },
     /// A job's split tensor (or input) is ready to send.
     Uplink(Job),
     /// A job reaches the server (`arrived`: when its last byte got there).
@@ -515,7 +550,7 @@ impl Queues {
         )
     }
 
-    /// When a request decided at `now` for `o` would be answered if no exit answers and no
+    /// Seconds from `now` until a request decided at `now` for `o` would be answered if no exit answers and no
     /// later request came: its head after the device's queue, its transfer after every transfer
     /// ready before it, its server work after every job that reaches the server before it, at
     /// the true rate and load (the oracle's knowledge).
@@ -526,7 +561,7 @@ impl Queues {
             now
         };
         if !o.remote() {
-            return head_end;
+            return head_end - now;
         }
         let half = cfg.rtt_s / 2.0;
         let mut ahead: Vec<(f64, u64, f64)> = self
@@ -594,19 +629,53 @@ const PROBE_RATE_SPREAD: f64 = 100.0;
 /// The value-of-information side of the stale-rate rule: a probe holds the request for about
 /// `probe_bytes / rate`, so it is sent only when a rate [`PROBE_RATE_SPREAD`] times higher or
 /// lower could make the choice made on the stale estimate lose more than that wait
-/// ([`CostTable::rate_regret`]). A device that never offloads, at any rate, never probes.
-fn probe_pays(
+/// ([`CostTable::rate_regret`]); the request then waits for it. A device that never offloads,
+/// at any rate, never probes.
+///
+/// In an outage ([`Estimator::in_outage`]) the probe looks for the link coming back: it pays
+/// when the choice made on the stall's bound would lose against the rate from before the stall
+/// ([`Estimator::probe_reference`]), and the request waits for it only when that loss exceeds
+/// the longest wait ([`SimConfig::probe_wait_s`], what a probe into a link still down costs);
+/// otherwise the request stays on the device and the probe informs the next ones.
+fn probe_rule(
     table: &CostTable,
     q: &Queues,
-    stale: &Estimates,
+    est: &Estimator,
     now: f64,
     trace: &Trace,
     cfg: &SimConfig,
-) -> bool {
-    let (dw, uw, sw) = q.backlog(now, stale.rate_bytes_per_s, trace);
-    let est = stale.with_backlog(dw, uw, sw);
-    let wait = (cfg.probe_bytes as f64 / est.rate_bytes_per_s).min(cfg.probe_wait_s);
-    table.rate_regret(&est, PROBE_RATE_SPREAD) > wait
+) -> Probe {
+    let reference = est.probe_reference();
+    let (dw, uw, sw) = q.backlog(now, reference.rate_bytes_per_s, trace);
+    let back = reference.with_backlog(dw, uw, sw);
+    if est.in_outage() {
+        let now_est = est.estimates().with_backlog(dw, uw, sw);
+        let loss = table.regret(&now_est, &back);
+        return if loss > cfg.probe_wait_s {
+            Probe::AndWait
+        } else if loss > 0.0 {
+            Probe::InBackground
+        } else {
+            Probe::No
+        };
+    }
+    let wait = (cfg.probe_bytes as f64 / back.rate_bytes_per_s).min(cfg.probe_wait_s);
+    if table.rate_regret(&back, PROBE_RATE_SPREAD) > wait {
+        Probe::AndWait
+    } else {
+        Probe::No
+    }
+}
+
+/// The stale-rate rule's verdict for one request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Probe {
+    /// No probe: decide on the estimate.
+    No,
+    /// Probe, and decide when it lands (at most [`SimConfig::probe_wait_s`] later).
+    AndWait,
+    /// Probe, but decide now.
+    InBackground,
 }
 
 /// Simulates `cfg.requests` requests under `policy` over `trace`.
@@ -664,6 +733,8 @@ pub fn simulate(
         probe_bytes: 0,
         accuracy: None,
         exit_rate: 0.0,
+        fallbacks: 0,
+        cancelled: 0,
         utilisation: Utilisation::default(),
     };
     let mut agenda = Agenda::default();
@@ -680,6 +751,17 @@ pub fn simulate(
         out.arrivals.push(t_arr);
         agenda.push(t_arr, Event::Decide { r, probed: false });
     }
+    let n = cfg.requests;
+    let hedge = adaptive && cfg.hedge;
+    // Per transfer id (request r, its probe n + r): CANCELLED / STALLED.
+    let mut flags = vec![0u8; 2 * n];
+    // Per request: its transfer on the link `(start, end)`, when the server's answer arrives,
+    // when a local fallback finishes, and the device seconds of its tail (the fallback's work).
+    let mut sent: Vec<Option<(f64, f64)>> = vec![None; n];
+    let mut remote_done = vec![f64::INFINITY; n];
+    let mut local_done = vec![f64::INFINITY; n];
+    let mut tail_s = vec![0.0; n];
+    let full_device_s = prefix[n_blocks];
     let (mut correct, mut known, mut exited) = (0usize, true, 0usize);
     let (mut device_busy, mut uplink_busy, mut server_busy) = (0.0, 0.0, 0.0);
     let mut last_done = cfg.start_s;
@@ -687,17 +769,24 @@ pub fn simulate(
     while let Some((now, event)) = agenda.pop() {
         match event {
             Event::Decide { r, probed } => {
-                observe_until(&mut pending, ns(now), &mut est);
+                observe_until(&mut pending, ns(now), &mut est, &flags);
                 let link_idle = q.uplink_free <= now && q.to_send.iter().all(|(t, _)| *t > now);
-                if adaptive
+                let probe = if adaptive
                     && !probed
                     && cfg.probe_bytes > 0
                     && link_idle
                     && est.rate_is_stale(now, cfg.probe_interval_s)
-                    && probe_pays(table, &q, &est.estimates(), now, trace, cfg)
                 {
+                    probe_rule(table, &q, &est, now, trace, cfg)
+                } else {
+                    Probe::No
+                };
+                if probe != Probe::No {
                     let e = trace.transfer_end(now, cfg.probe_bytes as f64);
-                    est.rate.forget();
+                    let outage = est.in_outage();
+                    if !outage {
+                        est.rate.forget();
+                    }
                     q.uplink_free = e;
                     q.sending.push((now, e, cfg.probe_bytes));
                     uplink_busy += e - now;
@@ -708,20 +797,25 @@ pub fn simulate(
                         kind: TRANSFER,
                         bytes: cfg.probe_bytes,
                         value_ns: ns(e - now),
+                        id: n + r,
                     }));
-                    let decide_at = e.min(now + cfg.probe_wait_s);
-                    agenda.push(decide_at, Event::Decide { r, probed: true });
-                    continue;
+                    if e > now + cfg.probe_wait_s {
+                        agenda.push(
+                            now + cfg.probe_wait_s,
+                            Event::ProbeStalled {
+                                id: n + r,
+                                start: now,
+                                bytes: cfg.probe_bytes,
+                            },
+                        );
+                    }
+                    if probe == Probe::AndWait {
+                        let decide_at = e.min(now + cfg.probe_wait_s);
+                        agenda.push(decide_at, Event::Decide { r, probed: true });
+                        continue;
+                    }
                 }
-                let mut e0 = est.estimates();
-                if policy.needs_future() {
-                    // The oracle's estimates are the truth: the rate of the next seconds
-                    // and the background load now.
-                    let ahead = ORACLE_RATE_WINDOW_S;
-                    e0.rate_bytes_per_s =
-                        (trace.bytes_between(now, now + ahead) / ahead).max(f64::MIN_POSITIVE);
-                    e0.queue_s = cfg.load.delay_at(now);
-                }
+                let e0 = est.estimates();
                 let (dw, uw, sw) = q.backlog(now, e0.rate_bytes_per_s, trace);
                 let truth = |o: &OptionCost| q.finish(o, now, trace, cfg);
                 let ctx = Context {
@@ -765,7 +859,89 @@ pub fn simulate(
                     };
                     q.to_send.push((ready, job));
                     agenda.push(ready, Event::Uplink(job));
+                    if hedge {
+                        tail_s[r] = full_device_s - o.device_s;
+                        let local_s = (head_start - now) + full_device_s;
+                        agenda.push(now + hedge::deadline_s(local_s), Event::Check { r });
+                    }
                 }
+            }
+            Event::Check { r } => {
+                if flags[r] & CANCELLED != 0 || remote_done[r] <= now {
+                    continue;
+                }
+                let Some((start, end)) = sent[r] else {
+                    continue;
+                };
+                let local_s = (q.device_free - now).max(0.0) + tail_s[r];
+                if start > now {
+                    // Still queued behind the device's earlier transfers: not a stall; the
+                    // clock starts when its first byte goes.
+                    agenda.push(start + hedge::deadline_s(local_s), Event::Check { r });
+                    continue;
+                }
+                let job_bytes = table.options[out.options[r]].bytes;
+                let server_s = table.options[out.options[r]].server_s;
+                let acked = if end <= now {
+                    job_bytes
+                } else {
+                    (trace.bytes_between(start, now.max(start)) as u64).min(job_bytes)
+                };
+                let e0 = est.estimates();
+                // What the device expects after its upload (it cannot see the server).
+                let since_upload = (now - end).max(0.0);
+                let after_upload = (e0.rtt_s + e0.queue_s + server_s - since_upload).max(0.0);
+                let progress = hedge::Progress {
+                    bytes: job_bytes,
+                    acked,
+                    in_flight_s: (now - start).max(0.0),
+                    after_upload_s: after_upload,
+                };
+                match progress.verdict(local_s) {
+                    hedge::Verdict::Wait { recheck_s } => {
+                        agenda.push(now + recheck_s, Event::Check { r });
+                    }
+                    hedge::Verdict::FallBack { cancel } => {
+                        out.fallbacks += 1;
+                        if cancel {
+                            out.cancelled += 1;
+                            flags[r] |= CANCELLED;
+                            let from = now.max(start);
+                            if let Some(i) = q
+                                .sending
+                                .iter()
+                                .position(|&(s, e, _)| s == start && e == end)
+                            {
+                                q.sending.swap_remove(i);
+                            }
+                            if let Some(i) = q.to_serve.iter().position(|(_, j)| j.r == r) {
+                                q.to_serve.swap_remove(i);
+                            }
+                            if q.uplink_free == end {
+                                q.uplink_free = from;
+                            }
+                            uplink_busy -= end - from;
+                            out.bytes -= job_bytes - acked;
+                            if now > start {
+                                est.observe_stall(acked, now - start);
+                                est.mark_rate_sample(now);
+                            }
+                        }
+                        let s = q.device_free.max(now);
+                        q.device_free = s + tail_s[r];
+                        device_busy += tail_s[r];
+                        local_done[r] = q.device_free;
+                        let done = local_done[r].min(remote_done[r]);
+                        out.latencies[r] = done - out.arrivals[r];
+                        last_done = last_done.max(done);
+                    }
+                }
+            }
+            Event::ProbeStalled { id, start, bytes } => {
+                flags[id] |= STALLED;
+                let acked = (trace.bytes_between(start, now) as u64).min(bytes);
+                est.observe_stall(acked, now - start);
+                est.mark_rate_sample(now);
             }
             Event::Uplink(job) => {
                 if let Some(i) = q.to_send.iter().position(|(_, j)| j.r == job.r) {
@@ -773,6 +949,7 @@ pub fn simulate(
                 }
                 let s = now.max(q.uplink_free);
                 let e = trace.transfer_end(s, job.bytes as f64);
+                sent[job.r] = Some((s, e));
                 q.uplink_free = e;
                 q.sending.retain(|&(_, end, _)| end > now);
                 q.sending.push((s, e, job.bytes));
@@ -783,6 +960,7 @@ pub fn simulate(
                     kind: TRANSFER,
                     bytes: job.bytes,
                     value_ns: ns(e - s),
+                    id: job.r,
                 }));
                 let arrived = e + half;
                 let ready = arrived + cfg.load.delay_at(arrived);
@@ -790,6 +968,9 @@ pub fn simulate(
                 agenda.push(ready, Event::Server { job, arrived });
             }
             Event::Server { job, arrived } => {
+                if flags[job.r] & CANCELLED != 0 {
+                    continue;
+                }
                 if let Some(i) = q.to_serve.iter().position(|(_, j)| j.r == job.r) {
                     q.to_serve.swap_remove(i);
                 }
@@ -799,8 +980,10 @@ pub fn simulate(
                 q.workers[w] = end;
                 server_busy += job.server_s;
                 let done = end + half;
-                last_done = last_done.max(done);
-                out.latencies[job.r] = done - out.arrivals[job.r];
+                remote_done[job.r] = done;
+                let first = done.min(local_done[job.r]);
+                last_done = last_done.max(first);
+                out.latencies[job.r] = first - out.arrivals[job.r];
                 q.serving.retain(|&(d, _)| d > now);
                 q.serving.push((done, job.server_s));
                 pending.push(Reverse(Pending {
@@ -808,6 +991,7 @@ pub fn simulate(
                     kind: RTT,
                     bytes: 0,
                     value_ns: ns(2.0 * half),
+                    id: job.r,
                 }));
                 // The background delay: the server's queue time less the wait behind this
                 // device's own requests (which the device counts itself).
@@ -816,13 +1000,14 @@ pub fn simulate(
                     kind: QUEUE,
                     bytes: 0,
                     value_ns: ns(now - arrived),
+                    id: job.r,
                 }));
             }
         }
     }
-    let n = cfg.requests.max(1) as f64;
-    out.exit_rate = exited as f64 / n;
-    out.accuracy = (known && cfg.requests > 0).then(|| correct as f64 / n);
+    let nf = n.max(1) as f64;
+    out.exit_rate = exited as f64 / nf;
+    out.accuracy = (known && n > 0).then(|| correct as f64 / nf);
     let span = (last_done - cfg.start_s).max(f64::MIN_POSITIVE);
     out.utilisation = Utilisation {
         device: device_busy / span,

@@ -17,7 +17,7 @@
 
 use super::kserve::{self, RawTensor, HEADER_LENGTH};
 use super::repository::{self, repository_model_name};
-use super::shaping::Shaper;
+use super::shaping::{Shaper, Upload, Watch};
 use super::statistics::{InferenceStats, LoadSample, StatisticsResponse};
 use crate::encoding::{encode_cpu, Encoded, Encoding};
 use crate::engine::{Answer, Backend, EngineError, Plan, PlanIo};
@@ -83,6 +83,15 @@ pub enum RemoteError {
     /// No complete answer before the deadline.
     #[error("deadline passed")]
     Deadline,
+    /// The outage rule gave the upload up ([`crate::sched::hedge`]): it had not progressed
+    /// enough to answer before a local run.
+    #[error("upload stalled: {written} bytes written in {after:?}; ran locally")]
+    Stalled {
+        /// Bytes written before giving up.
+        written: usize,
+        /// Time since the first byte.
+        after: Duration,
+    },
     /// The server answered with an error status.
     #[error("server answered {status}: {message}")]
     Status {
@@ -162,6 +171,22 @@ pub struct Outcome {
     pub breaker_open: bool,
     /// End-to-end latency of the request.
     pub latency: Duration,
+    /// When the outage rule gave the upload up: bytes written and seconds since the first
+    /// byte (an upper bound on the rate, [`crate::sched::estimate::Estimator::observe_stall`]).
+    pub stalled: Option<(u64, f64)>,
+}
+
+/// The outage rule's parameters for one request ([`DeviceClient::classify_hedged`]), from the
+/// scheduler's estimates ([`crate::sched::hedge::deadline_s`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HedgeCheck {
+    /// When to check first, from the start of the request: the local run's time plus the
+    /// margin.
+    pub after: Duration,
+    /// Seconds the device needs for the rest of the model (the fallback's work).
+    pub local_s: f64,
+    /// Seconds the answer is expected to need once the upload is done.
+    pub after_upload_s: f64,
 }
 
 /// Client settings.
@@ -463,6 +488,23 @@ impl DeviceClient {
         choice: Choice,
         threshold: f32,
     ) -> Result<Outcome, ClientError> {
+        self.classify_hedged(image, choice, threshold, None)
+    }
+
+    /// [`DeviceClient::classify`] under the outage rule ([`crate::sched::hedge`]) when `hedge`
+    /// is given: past the check time (from the start of the request) a shaped upload that has
+    /// not progressed enough to answer before a local run is given up, the tail runs on the
+    /// device, and [`Outcome::stalled`] reports the progress. The connection is dropped (the
+    /// bytes not yet written are never sent). Unshaped uploads (a real socket, whose
+    /// acknowledged bytes the client cannot see) and answers late from the server fall back at
+    /// the client's deadline as before.
+    pub fn classify_hedged(
+        &mut self,
+        image: &Tensor,
+        choice: Choice,
+        threshold: f32,
+        hedge: Option<HedgeCheck>,
+    ) -> Result<Outcome, ClientError> {
         let start = Instant::now();
         let blocks = self.model.blocks.len();
         let cut = self.device_blocks(choice)?;
@@ -477,6 +519,7 @@ impl DeviceClient {
             head: Duration::ZERO,
             latency: Duration::ZERO,
             breaker_open: false,
+            stalled: None,
         };
         let (x, encoded) = if cut > 0 {
             let out = self.head(cut, choice.encoding)?.run(image)?;
@@ -511,7 +554,15 @@ impl DeviceClient {
         }
         let deadline = Instant::now() + self.config.deadline;
         let remote = if self.breaker_allows() {
-            let r = self.remote(&x, encoded, choice, deadline, &mut outcome);
+            let watch = hedge.map(|h| Watch {
+                at: start + h.after,
+                local_s: h.local_s,
+                after_upload_s: h.after_upload_s,
+            });
+            let r = self.remote(&x, encoded, choice, deadline, watch, &mut outcome);
+            if let Err(RemoteError::Stalled { written, after }) = &r {
+                outcome.stalled = Some((*written as u64, after.as_secs_f64()));
+            }
             if let Err(RemoteError::Deployment(m)) = r {
                 return Err(ClientError::Deployment(m));
             }
@@ -835,6 +886,7 @@ impl DeviceClient {
         mut encoded: Encoded,
         choice: Choice,
         deadline: Instant,
+        watch: Option<Watch>,
         outcome: &mut Outcome,
     ) -> Result<u32, RemoteError> {
         let kind = self.detect(deadline)?;
@@ -875,7 +927,12 @@ impl DeviceClient {
         conn.set_write_timeout(Some(time_left(deadline)?))?;
         outcome.bytes_sent = request.len();
         match &mut self.shaper {
-            Some(s) => s.write_all(conn, &request, deadline)?,
+            Some(s) => s
+                .write_watched(conn, &request, deadline, watch)
+                .map_err(|e| match e {
+                    Upload::Io(e) => RemoteError::Io(e),
+                    Upload::Stalled { written, after } => RemoteError::Stalled { written, after },
+                })?,
             None => conn.write_all(&request)?,
         }
         let (status, headers, body) = read_response(conn, deadline)?;

@@ -14,16 +14,17 @@
 //! Exit probabilities come from running the model's exit heads on labelled data at the same
 //! threshold ([`calibrate_exits`]), so the cost model counts requests answered early on the device.
 
-use super::client::{AnsweredBy, Outcome};
+use super::client::{AnsweredBy, HedgeCheck, Outcome};
 use super::statistics::LoadSample;
 use crate::data::{load_mnist, DataError, Dataset, Split};
 use crate::engine::Backend;
 use crate::model::Model;
 use crate::sched::cost::{CostTable, ExitProbabilities, SampleExits};
 use crate::sched::estimate::Estimator;
-use crate::sched::policy::{self, Policy};
+use crate::sched::policy::{self, Decision, Policy};
 use crate::sched::profile::Profile;
 use crate::sched::SchedError;
+use crate::sched::{hedge, Estimates};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -34,6 +35,10 @@ use thiserror::Error;
 
 /// Weight of one observed run when updating a profile online.
 pub const OBSERVE_ALPHA: f64 = 0.2;
+
+/// Seconds after a stalled upload before a live run tries the link again
+/// ([`Feedback::estimates`]): the simulator's default probe interval.
+pub const RETRY_AFTER_S: f64 = 1.0;
 
 /// Errors setting up a live run.
 #[derive(Debug, Error)]
@@ -64,6 +69,8 @@ pub struct Feedback {
     /// The latest load read from the server's statistics, and how many were read.
     last_load: Option<LoadSample>,
     load_samples: usize,
+    /// When the last upload stalled ([`Feedback::estimates`]).
+    stalled_at: Option<Instant>,
 }
 
 impl Feedback {
@@ -84,6 +91,7 @@ impl Feedback {
             estimator,
             last_load: None,
             load_samples: 0,
+            stalled_at: None,
         })
     }
 
@@ -101,6 +109,40 @@ impl Feedback {
             estimator: Estimator::default(),
             last_load: None,
             load_samples: 0,
+            stalled_at: None,
+        })
+    }
+
+    /// What the policy decides on: the estimator's estimates, except that in an outage
+    /// ([`Estimator::in_outage`]) older than [`RETRY_AFTER_S`] the rate from before the stall is
+    /// used once more, so the next request tries the link (a live client has no separate probe;
+    /// the outage rule bounds what a try into a link still down costs).
+    pub fn estimates(&self) -> Estimates {
+        match self.stalled_at {
+            Some(t) if self.estimator.in_outage() && t.elapsed().as_secs_f64() > RETRY_AFTER_S => {
+                self.estimator.probe_reference()
+            }
+            _ => self.estimator.estimates(),
+        }
+    }
+
+    /// The outage rule's check for a request decided as `decision` ([`crate::sched::hedge`]):
+    /// the device-only time plus the margin, the rest of the model on the device, and the
+    /// answer's time after the upload, from the current table and estimates. `None` for
+    /// device-only.
+    pub fn hedge_check(&self, decision: &Decision) -> Option<HedgeCheck> {
+        let options = &self.table.options;
+        let chosen = options.get(decision.index)?;
+        let device_only = options.last()?;
+        if !chosen.remote() {
+            return None;
+        }
+        let est = self.estimates();
+        let local_s = device_only.expected(&est);
+        Some(HedgeCheck {
+            after: Duration::from_secs_f64(hedge::deadline_s(local_s)),
+            local_s: (device_only.device_s - chosen.device_s).max(0.0),
+            after_upload_s: est.rtt_s + est.queue_s + chosen.server_s,
         })
     }
 
@@ -126,6 +168,10 @@ impl Feedback {
                 .observe_queue_us((load.queue_s * 1e6).round() as u64);
             self.last_load = Some(load);
             self.load_samples += 1;
+        }
+        if let Some((written, seconds)) = o.stalled {
+            self.estimator.observe_stall(written, seconds);
+            self.stalled_at = Some(Instant::now());
         }
         if let (AnsweredBy::Server, Some(transfer)) = (&o.by, o.transfer) {
             // This request's own server time when the answer reports it (edgecut serve),

@@ -208,7 +208,11 @@ pub fn run_inputs(
     for i in 0..n {
         let x = input(i)?;
         let decision = decide(policy, feedback);
-        let o = client.classify(&x, decision.option, threshold)?;
+        let hedge = policy
+            .adaptive()
+            .then(|| feedback.hedge_check(&decision))
+            .flatten();
+        let o = client.classify_hedged(&x, decision.option, threshold, hedge)?;
         if feedback.observe(&o)? {
             policy.set_table(feedback.table());
         }
@@ -222,7 +226,7 @@ pub fn run_inputs(
 
 fn decide(policy: &mut dyn Policy, feedback: &Feedback) -> Decision {
     policy.decide(&Context {
-        estimates: feedback.estimator.estimates(),
+        estimates: feedback.estimates(),
         truth: None,
     })
 }

@@ -75,12 +75,86 @@ impl Shaper {
         buf: &[u8],
         deadline: Instant,
     ) -> std::io::Result<()> {
+        self.write_watched(out, buf, deadline, None)
+            .map_err(|e| match e {
+                Upload::Io(e) => e,
+                Upload::Stalled { .. } => {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "the upload stalled")
+                }
+            })
+    }
+
+    /// Writes `buf` in paced chunks; past `watch.at` the outage rule
+    /// ([`crate::sched::hedge::Progress::verdict`]) decides at every chunk whether to go on or
+    /// give up ([`Upload::Stalled`], with the bytes written so far).
+    pub fn write_watched<W: Write>(
+        &mut self,
+        out: &mut W,
+        buf: &[u8],
+        deadline: Instant,
+        mut watch: Option<Watch>,
+    ) -> Result<(), Upload> {
+        let started = Instant::now();
+        let mut written = 0usize;
         for chunk in buf.chunks(CHUNK) {
-            self.acquire(chunk.len(), deadline)?;
-            out.write_all(chunk)?;
+            loop {
+                let until = watch.map_or(deadline, |w| w.at.min(deadline));
+                match self.acquire(chunk.len(), until) {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() >= deadline => return Err(Upload::Io(e)),
+                    Err(_) => {}
+                }
+                let Some(w) = watch.as_mut() else {
+                    continue;
+                };
+                let progress = crate::sched::hedge::Progress {
+                    bytes: buf.len() as u64,
+                    acked: written as u64,
+                    in_flight_s: started.elapsed().as_secs_f64(),
+                    after_upload_s: w.after_upload_s,
+                };
+                match progress.verdict(w.local_s) {
+                    crate::sched::hedge::Verdict::Wait { recheck_s } => {
+                        w.at = Instant::now() + Duration::from_secs_f64(recheck_s);
+                    }
+                    crate::sched::hedge::Verdict::FallBack { .. } => {
+                        return Err(Upload::Stalled {
+                            written,
+                            after: started.elapsed(),
+                        })
+                    }
+                }
+            }
+            out.write_all(chunk).map_err(Upload::Io)?;
+            written += chunk.len();
         }
         Ok(())
     }
+}
+
+/// The outage rule's parameters for one upload ([`Shaper::write_watched`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Watch {
+    /// When to check first.
+    pub at: Instant,
+    /// Seconds a local run of the rest would take.
+    pub local_s: f64,
+    /// Seconds the answer is expected to need once the upload is done.
+    pub after_upload_s: f64,
+}
+
+/// Why a watched upload did not finish.
+#[derive(Debug)]
+pub enum Upload {
+    /// The socket failed, or the hard deadline passed.
+    Io(std::io::Error),
+    /// The outage rule gave up: `written` bytes went in `after`.
+    Stalled {
+        /// Bytes written.
+        written: usize,
+        /// Time since the first byte.
+        after: Duration,
+    },
 }
 
 #[cfg(test)]
@@ -98,5 +172,50 @@ mod tests {
         let took = start.elapsed().as_secs_f64();
         assert!((0.15..0.6).contains(&took), "took {took} s");
         assert_eq!(sink.len(), 25_000);
+    }
+
+    fn watch(local_s: f64) -> Watch {
+        Watch {
+            at: Instant::now() + Duration::from_millis(20),
+            local_s,
+            after_upload_s: 0.001,
+        }
+    }
+
+    #[test]
+    fn a_watched_upload_into_an_outage_is_given_up_at_the_check() {
+        // No byte for 10 s: nothing moves by the check, so the outage rule gives up.
+        let trace = Trace::from_segments("outage", &[10.0, 1.0], &[0.0, 1e6]).expect("trace");
+        let mut s = Shaper::new(trace);
+        let start = Instant::now();
+        let mut sink = Vec::new();
+        let r = s.write_watched(
+            &mut sink,
+            &[0u8; 20_000],
+            start + Duration::from_secs(5),
+            Some(watch(0.05)),
+        );
+        assert!(
+            matches!(r, Err(Upload::Stalled { written: 0, .. })),
+            "{r:?}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_watched_upload_that_is_slow_but_moving_completes() {
+        // 200 kB/s: 40 kB take about 0.2 s, far past the check, but the projected answer beats
+        // a 2 s local run all along.
+        let mut s = Shaper::new(Trace::constant(200_000.0).expect("a positive rate"));
+        let start = Instant::now();
+        let mut sink = Vec::new();
+        s.write_watched(
+            &mut sink,
+            &[0u8; 40_000],
+            start + Duration::from_secs(5),
+            Some(watch(2.0)),
+        )
+        .expect("not given up");
+        assert_eq!(sink.len(), 40_000);
     }
 }

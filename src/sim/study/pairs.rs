@@ -749,7 +749,7 @@ fn report(
         return md;
     }
     let _ = writeln!(md, "## Real traces: every policy against Oracle\n");
-    let _ = writeln!(md, "Periodic requests at {} per second, {} per trace file (traces loop), idle server, RTT {} ms, the simulator's default rate estimator and probing. Targets: Dynamic's mean <= {TARGET_VS_ORACLE}x Oracle's and <= {TARGET_VS_STATIC}x the best static policy's. Means and p95 in ms.\n", cfg.trace_rate, cfg.requests, cfg.rtt_ms);
+    let _ = writeln!(md, "Periodic requests at {} per second, {} per trace file (traces loop), idle server, RTT {} ms, the simulator's default rate estimator, probing and outage rule (a remote request whose upload stalls past the time a local run would take runs on the device; `docs/scheduling.md`). Oracle is clairvoyant per request: it knows the whole trace and picks the option whose request is truly answered first; it is greedy (blind to what a request does to the next ones), which at one request per second makes it a lower bound in practice. Targets: Dynamic's mean <= {TARGET_VS_ORACLE}x Oracle's and <= {TARGET_VS_STATIC}x the best static policy's. Means and p95 in ms.\n", cfg.trace_rate, cfg.requests, cfg.rtt_ms);
     let _ = writeln!(md, "| pair | traces | dynamic mean / p95 | oracle mean / p95 | best static: mean / p95 | dynamic / oracle | dynamic / best static | targets |");
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
     for p in pairs {
