@@ -6,6 +6,7 @@
 mod common;
 
 use common::{assert_close, random, Tolerance};
+use edgecut::cpu::fast::layout;
 use edgecut::cpu::{fast, reference};
 use edgecut::engine::{run_steps_reference, Backend, Plan};
 use edgecut::model::{
@@ -118,7 +119,16 @@ impl ConvProblem {
             c.activation
         );
         let terms = c.in_channels / c.groups * c.kernel_h * c.kernel_w;
-        assert_close(&what, &got, &want, tolerance_for(c.activation, terms));
+        let tolerance = tolerance_for(c.activation, terms);
+        assert_close(&what, &got, &want, tolerance);
+        if fast::runs_batch_inner(c) {
+            // The same batch laid out `[c, n, h, w]`, one GEMM over every sample.
+            let n = self.batch;
+            let x = layout::to_batch_inner(&self.x, n, c.in_channels);
+            let y = fast::conv2d_batch_inner(c, &x, n, self.h, self.w);
+            let got = layout::to_batch_outer(&y, n, c.out_channels);
+            assert_close(&format!("batch-inner {what}"), &got, &want, tolerance);
+        }
     }
 }
 
@@ -299,6 +309,11 @@ fn fast_pooling_matches_the_reference() {
         (3, 5, 5, (2, 2), (2, 2), [0; 4], true, false),
         (2, 6, 7, (3, 2), (1, 2), [0, 1, 2, 1], true, true),
         (5, 33, 17, (3, 3), (1, 1), [1; 4], false, false),
+        // Windows inside the input: 2x2 pairs with a dropped odd column, 3x3 at stride 1 and 2.
+        (4, 9, 11, (2, 2), (2, 2), [0; 4], false, false),
+        (3, 10, 12, (3, 3), (1, 1), [0; 4], false, true),
+        (2, 13, 13, (3, 3), (2, 2), [0; 4], false, false),
+        (2, 1, 1, (1, 1), (1, 1), [0; 4], false, false),
     ];
     for &(nc, h, w, (kh, kw), stride, pads, ceil_mode, count_include_pad) in &cases {
         for kind in [PoolKind::Max, PoolKind::Avg] {
@@ -424,8 +439,10 @@ fn shipped_models() -> Vec<PathBuf> {
 
 #[test]
 fn cpu_engine_matches_the_reference_on_every_shipped_model() {
-    let models = shipped_models();
+    let mut models = shipped_models();
     assert!(models.len() >= 7, "shipped models found: {models:?}");
+    // Every op kind on 9x9 planes: each layout boundary of the batch-inner engine.
+    models.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/export/all-ops"));
     for dir in models {
         let m = Arc::new(Model::load(&dir).expect("shipped model loads"));
         // Image models at 224x224 run once; the small models at a batch with SIMD tails.

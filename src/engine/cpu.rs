@@ -4,10 +4,10 @@
 //! [`crate::encoding`].
 
 use super::{EngineError, ExitOutput, PlanOutput};
-use crate::cpu::fast;
+use crate::cpu::fast::{self, layout, layout::Layout};
 use crate::cpu::{self, ExitStat, Kernels};
 use crate::encoding::{decode_cpu, encode_cpu, Encoded, Encoding};
-use crate::model::{BinaryOperand, Dense, Model, Op, Operand, Step};
+use crate::model::{Binary, BinaryOperand, Dense, Model, Op, Operand, Step};
 use crate::tensor::Tensor;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -16,13 +16,87 @@ use std::time::Instant;
 
 /// Runs a chain of steps on the CPU backend's fast kernels (`n` samples).
 pub fn run_steps_cpu(steps: &[Step], input: Vec<f32>, n: usize) -> Vec<f32> {
-    cpu::threads::install(|| run_steps_with(&Kernels::FAST, steps, &[], input, n, None))
+    cpu::threads::install(|| {
+        run_steps_with(&Kernels::FAST, steps, &[], Act::outer(input), n, None).into_outer(n)
+    })
 }
 
 /// Runs a chain of steps on the plain reference loops (`n` samples): the oracle of the CPU
 /// backend and of the GPU kernels.
 pub fn run_steps_reference(steps: &[Step], input: Vec<f32>, n: usize) -> Vec<f32> {
-    run_steps_with(&Kernels::REFERENCE, steps, &[], input, n, None)
+    run_steps_with(&Kernels::REFERENCE, steps, &[], Act::outer(input), n, None).into_outer(n)
+}
+
+/// One tensor of a run: its values (shared, not copied, between the step that made it and the
+/// later steps that read it) and their layout. The fast kernels keep batches batch-inner
+/// between convolutions ([`fast::layout`]); the reference always runs batch-outer.
+#[derive(Clone)]
+struct Act {
+    data: Rc<Vec<f32>>,
+    layout: Layout,
+}
+
+impl Act {
+    fn outer(data: Vec<f32>) -> Self {
+        Self::new(data, Layout::BatchOuter)
+    }
+
+    fn new(data: Vec<f32>, layout: Layout) -> Self {
+        Self {
+            data: Rc::new(data),
+            layout,
+        }
+    }
+
+    /// The values laid out as `to` (shared when they already are).
+    fn as_layout(&self, n: usize, to: Layout) -> Rc<Vec<f32>> {
+        if self.layout == to || n <= 1 {
+            self.data.clone()
+        } else {
+            Rc::new(layout::convert(&self.data, n, self.layout, to))
+        }
+    }
+
+    /// The values batch-outer: the layout of every op without a batch-inner kernel.
+    fn as_outer(&self, n: usize) -> Rc<Vec<f32>> {
+        self.as_layout(n, Layout::BatchOuter)
+    }
+
+    fn into_outer(self, n: usize) -> Vec<f32> {
+        let data = self.as_outer(n);
+        drop(self);
+        Rc::try_unwrap(data).unwrap_or_else(|shared| shared.to_vec())
+    }
+}
+
+/// Shapes under which a batch-inner binary op runs as one sample: `(x, operand)` of `n`
+/// samples of `x_shape` and the op's operand become one sample of `[c, n, ...]` and the
+/// operand's own batch-inner form (or, for an operand of lower rank, its batch-outer form,
+/// which is the same memory once padded with a leading 1). `None` when the output has a
+/// higher rank than `x` (the op then runs batch-outer). The bool says whether a tensor
+/// operand is read batch-inner.
+fn batch_inner_binary_shapes(
+    b: &Binary,
+    x_shape: &[usize],
+    n: usize,
+) -> Option<(Vec<usize>, Vec<usize>, bool)> {
+    let o = &b.operand_shape;
+    let rank = x_shape.len();
+    if rank == 0 || o.len() > rank {
+        return None;
+    }
+    let insert = |shape: &[usize], at: usize| -> Vec<usize> {
+        let mut v = vec![shape[0], at];
+        v.extend_from_slice(&shape[1..]);
+        v
+    };
+    let mut padded = vec![1; rank - o.len()];
+    padded.extend_from_slice(o);
+    let (operand, inner) = match b.operand {
+        BinaryOperand::Const(_) => (insert(&padded, 1), false),
+        BinaryOperand::Tensor(_) => (insert(&padded, n), o.len() == rank),
+    };
+    Some((insert(x_shape, n), operand, inner))
 }
 
 /// Time and calls of one kind of op (see [`OpTimes`]).
@@ -79,23 +153,24 @@ fn op_kind(op: &Op, input_shape: &[usize]) -> String {
 }
 
 /// Runs `steps` with kernels `k`; `dense_forms[i]`, where present, is step `i`'s fan-in layer
-/// in dense form, used whenever the batch makes the dense GEMM the faster path.
+/// in dense form, used whenever the batch makes the dense GEMM the faster path. With the fast
+/// kernels a batch goes batch-inner at its first convolution and back at the first op without
+/// a batch-inner kernel; the result is in whichever layout its last step left it.
 fn run_steps_with(
     k: &Kernels,
     steps: &[Step],
     dense_forms: &[Option<Dense>],
-    input: Vec<f32>,
+    input: Act,
     n: usize,
     mut times: Option<&mut OpTimes>,
-) -> Vec<f32> {
-    // Tensors are shared, not copied: a saved tensor or the block input read by a later step
-    // is the same buffer the step that made it returned.
-    let block_input = Rc::new(input);
-    let mut saved: HashMap<&str, Rc<Vec<f32>>> = HashMap::new();
+) -> Act {
+    let batch_inner = std::ptr::eq(k, &Kernels::FAST) && n > 1;
+    let block_input = input;
+    let mut saved: HashMap<&str, Act> = HashMap::new();
     let mut x = block_input.clone();
     for (i, step) in steps.iter().enumerate() {
         let s = &step.input_shape;
-        let tensor = |o: &Operand| -> Rc<Vec<f32>> {
+        let tensor = |o: &Operand| -> Act {
             match o {
                 Operand::BlockInput => block_input.clone(),
                 Operand::Saved(l) => saved[l.as_str()].clone(),
@@ -105,41 +180,81 @@ fn run_steps_with(
             x = tensor(from);
         }
         let start = times.is_some().then(Instant::now);
+        // Ops that read planes only keep the input's layout.
+        let same = |data: Vec<f32>| Act::new(data, x.layout);
         let y = match &step.op {
-            // A shape change only: the output is the input.
-            Op::Flatten => x.clone(),
-            Op::Conv2d(c) => Rc::new((k.conv2d)(c, &x, n, s[1], s[2])),
-            Op::Dense(d) => Rc::new((k.dense)(d, &x, n)),
-            Op::FanIn(f) => match dense_forms.get(i) {
-                Some(Some(d)) if fast::fanin_runs_dense(f, n) => Rc::new((k.dense)(d, &x, n)),
-                _ => Rc::new((k.fanin)(f, &x, n)),
-            },
-            Op::Pool(p) => Rc::new((k.pool)(p, &x, n * s[0], s[1], s[2])),
-            Op::GlobalAvgPool => Rc::new((k.global_avgpool)(&x, n * s[0], s[1] * s[2])),
-            Op::Activation(a) => Rc::new((k.activation)(*a, &x)),
+            Op::Conv2d(c) if batch_inner && fast::runs_batch_inner(c) => {
+                let xi = x.as_layout(n, Layout::BatchInner { c: s[0] });
+                Act::new(
+                    fast::conv2d_batch_inner(c, &xi, n, s[1], s[2]),
+                    Layout::BatchInner {
+                        c: c.out_channels,
+                    },
+                )
+            }
+            Op::Pool(p) => same((k.pool)(p, &x.data, n * s[0], s[1], s[2])),
+            Op::GlobalAvgPool => same((k.global_avgpool)(&x.data, n * s[0], s[1] * s[2])),
+            Op::Activation(a) => same((k.activation)(*a, &x.data)),
             Op::Binary(b) => {
+                let inner = match x.layout {
+                    Layout::BatchInner { .. } if batch_inner => {
+                        batch_inner_binary_shapes(b, s, n)
+                    }
+                    _ => None,
+                };
+                let operand_layout = match inner {
+                    Some((_, _, true)) => Layout::BatchInner {
+                        c: b.operand_shape[0],
+                    },
+                    _ => Layout::BatchOuter,
+                };
                 let held;
                 let operand: &[f32] = match &b.operand {
                     BinaryOperand::Tensor(o) => {
-                        held = tensor(o);
+                        held = tensor(o).as_layout(n, operand_layout);
                         &held
                     }
                     BinaryOperand::Const(c) => c,
                 };
-                Rc::new((k.binary)(b, &x, s, operand, n))
-            }
-            Op::Concat(c) => {
-                let with: Vec<Rc<Vec<f32>>> = c.with.iter().map(&tensor).collect();
-                let mut pieces: Vec<(&[f32], &[usize])> = vec![(&x, s)];
-                for (t, shape) in with.iter().zip(&c.with_shapes) {
-                    pieces.push((t, shape));
+                match inner {
+                    Some((x_shape, o_shape, _)) => Act::new(
+                        fast::binary_shaped(b, &o_shape, &x.data, &x_shape, operand, 1),
+                        Layout::BatchInner {
+                            c: step.output_shape[0],
+                        },
+                    ),
+                    None => Act::outer((k.binary)(b, &x.as_outer(n), s, operand, n)),
                 }
-                Rc::new(cpu::reference::concat(&pieces, c.axis, n))
             }
-            Op::Transpose { perm } => Rc::new(cpu::reference::transpose(&x, s, perm, n)),
-            Op::Pad { pads, value } => Rc::new(cpu::reference::pad(&x, s, pads, *value, n)),
-            Op::Lrn(l) => Rc::new(cpu::reference::lrn(l, &x, s, n)),
-            Op::Softmax { axis } => Rc::new(cpu::reference::softmax_axis(&x, s, *axis, n)),
+            other => {
+                let x = x.as_outer(n);
+                Act::outer(match other {
+                    // A shape change only: the output is the input.
+                    Op::Flatten => Rc::try_unwrap(x).unwrap_or_else(|shared| shared.to_vec()),
+                    Op::Conv2d(c) => (k.conv2d)(c, &x, n, s[1], s[2]),
+                    Op::Dense(d) => (k.dense)(d, &x, n),
+                    Op::FanIn(f) => match dense_forms.get(i) {
+                        Some(Some(d)) if fast::fanin_runs_dense(f, n) => (k.dense)(d, &x, n),
+                        _ => (k.fanin)(f, &x, n),
+                    },
+                    Op::Concat(c) => {
+                        let with: Vec<Rc<Vec<f32>>> =
+                            c.with.iter().map(|o| tensor(o).as_outer(n)).collect();
+                        let mut pieces: Vec<(&[f32], &[usize])> = vec![(&x, s)];
+                        for (t, shape) in with.iter().zip(&c.with_shapes) {
+                            pieces.push((t, shape));
+                        }
+                        cpu::reference::concat(&pieces, c.axis, n)
+                    }
+                    Op::Transpose { perm } => cpu::reference::transpose(&x, s, perm, n),
+                    Op::Pad { pads, value } => cpu::reference::pad(&x, s, pads, *value, n),
+                    Op::Lrn(l) => cpu::reference::lrn(l, &x, s, n),
+                    Op::Softmax { axis } => cpu::reference::softmax_axis(&x, s, *axis, n),
+                    Op::Pool(_) | Op::GlobalAvgPool | Op::Activation(_) | Op::Binary(_) => {
+                        unreachable!("handled above")
+                    }
+                })
+            }
         };
         if let (Some(t), Some(start)) = (times.as_deref_mut(), start) {
             t.add(op_kind(&step.op, s), start.elapsed().as_secs_f64());
@@ -149,9 +264,7 @@ fn run_steps_with(
             saved.insert(label.as_str(), x.clone());
         }
     }
-    drop(saved);
-    drop(block_input);
-    Rc::try_unwrap(x).unwrap_or_else(|shared| shared.to_vec())
+    x
 }
 
 /// What a CPU plan builds once at compile time instead of on every run: the dense form of each
@@ -217,15 +330,13 @@ impl CpuPlan<'_> {
         cpu::threads::install(|| self.run_on_pool(x, n, Some(times)))
     }
 
-    fn run_on_pool(
-        &self,
-        mut x: Vec<f32>,
-        n: usize,
-        mut times: Option<&mut OpTimes>,
-    ) -> PlanOutput {
+    fn run_on_pool(&self, x: Vec<f32>, n: usize, mut times: Option<&mut OpTimes>) -> PlanOutput {
         let model = self.model;
         let classes = model.classes();
         let mut exits = Vec::new();
+        // Blocks hand each other their output in whatever layout it is in; only the exit
+        // heads' logits and the plan's output are converted back to batch-outer.
+        let mut x = Act::outer(x);
         for b in self.range.clone() {
             x = run_steps_with(
                 &Kernels::FAST,
@@ -245,7 +356,8 @@ impl CpuPlan<'_> {
                         x.clone(),
                         n,
                         times.as_deref_mut(),
-                    );
+                    )
+                    .into_outer(n);
                     exits.push(ExitOutput {
                         exit: e,
                         stats: cpu::exit_stats(&logits, classes),
@@ -255,6 +367,7 @@ impl CpuPlan<'_> {
                 }
             }
         }
+        let x = x.into_outer(n);
         let ends = self.range.end == model.blocks.len();
         let mut shape = vec![n];
         shape.extend_from_slice(model.shape_at(self.range.end));

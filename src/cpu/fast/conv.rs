@@ -46,7 +46,7 @@ pub fn conv2d(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32
                 let rhs = if pointwise {
                     MatRef::row_major(xg, hw)
                 } else {
-                    im2col(conv, xg, h, w, oh, ow, col);
+                    im2col(conv, xg, 1, (h, w), (oh, ow), col);
                     MatRef::row_major(col, ohw)
                 };
                 let weight = &conv.weight[g * cout_g * k..(g + 1) * cout_g * k];
@@ -57,6 +57,53 @@ pub fn conv2d(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32
         }
     });
     epilogue(conv, &mut y, ohw);
+    y
+}
+
+/// True when [`conv2d_batch_inner`] runs `conv`: ungrouped and depthwise convolutions (other
+/// grouped ones run batch-outer).
+pub fn runs_batch_inner(conv: &Conv2d) -> bool {
+    conv.groups == 1 || conv.is_depthwise()
+}
+
+/// [`conv2d`] on batch-inner activations ([`super::layout`]): `x` is `[in_channels, n, h, w]`,
+/// the result `[out_channels, n, oh, ow]`. Every output channel of the whole batch comes out of
+/// one GEMM: 1x1 convolutions multiply the input itself, KxK ones its im2col unfolding over
+/// all samples. Only for convolutions [`runs_batch_inner`] accepts.
+pub fn conv2d_batch_inner(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+    debug_assert!(runs_batch_inner(conv));
+    if n == 1 {
+        // One sample: both layouts are the same memory.
+        return conv2d(conv, x, 1, h, w);
+    }
+    if conv.is_depthwise() {
+        return depthwise::conv2d_batch_inner(conv, x, n, h, w);
+    }
+    let (oh, ow) = conv
+        .output_hw(h, w)
+        .expect("shapes were validated when the model was loaded");
+    let pointwise =
+        conv.kernel_h == 1 && conv.kernel_w == 1 && conv.stride == (1, 1) && conv.pads == [0; 4];
+    if pointwise {
+        return pointwise_conv(conv, x, 1, n * h * w);
+    }
+    let (cin, cout) = (conv.in_channels, conv.out_channels);
+    let k = cin * conv.kernel_h * conv.kernel_w;
+    let cols = n * oh * ow;
+    let mut y = vec![0.0f32; cout * cols];
+    with_scratch(k * cols, |col| {
+        im2col(conv, x, n, (h, w), (oh, ow), col);
+        matmul(
+            cout,
+            cols,
+            k,
+            MatRef::row_major(&conv.weight, k),
+            MatRef::row_major(col, cols),
+            &mut y,
+            cols,
+        );
+    });
+    epilogue(conv, &mut y, cols);
     y
 }
 
@@ -169,42 +216,53 @@ fn cin_cout(conv: &Conv2d) -> (usize, usize) {
     (conv.in_channels, conv.out_channels)
 }
 
-/// Unfolds one group of one sample (`cin_g` planes of `h × w`) into `col`, a row-major
-/// `[cin_g·kh·kw, oh·ow]` matrix whose row `(c, ky, kx)` holds the input value each output
-/// position reads through that tap (0 in the padding). Rows are filled in parallel.
-fn im2col(conv: &Conv2d, x: &[f32], h: usize, w: usize, oh: usize, ow: usize, col: &mut [f32]) {
+/// Unfolds `cin_g` channels of `n` samples, planes of `h × w` stored batch-inner (plane
+/// `(c, b)` at `(c·n + b)·h·w`; one sample's group slice when `n == 1`), into `col`, a
+/// row-major `[cin_g·kh·kw, n·oh·ow]` matrix whose row `(c, ky, kx)` holds, sample after
+/// sample, the input value each output position reads through that tap (0 in the padding).
+/// Rows are filled in parallel.
+fn im2col(
+    conv: &Conv2d,
+    x: &[f32],
+    n: usize,
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+    col: &mut [f32],
+) {
     let (kh, kw) = (conv.kernel_h, conv.kernel_w);
     let ((sh, sw), (dh, dw)) = (conv.stride, conv.dilation);
     let (pt, pl) = (conv.pads[0], conv.pads[1]);
     let ohw = oh * ow;
-    let rows_per_task = PAR_MIN_ELEMS.div_ceil(ohw.max(1));
-    col.par_chunks_mut(ohw.max(1))
+    let rows_per_task = PAR_MIN_ELEMS.div_ceil((n * ohw).max(1));
+    col.par_chunks_mut((n * ohw).max(1))
         .enumerate()
         .with_min_len(rows_per_task)
         .for_each(|(row, dst)| {
             let (c, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
-            let plane = &x[c * h * w..(c + 1) * h * w];
             // Output columns whose input column `ox·sw + kx·dw - pl` lies inside `0..w`.
             let (ox0, ox1) = valid_range(ow, sw, kx * dw, pl, w);
-            for oy in 0..oh {
-                let out = &mut dst[oy * ow..(oy + 1) * ow];
-                let iy = (oy * sh + ky * dh).wrapping_sub(pt);
-                if iy >= h || ox0 >= ox1 {
-                    out.fill(0.0);
-                    continue;
-                }
-                let src = &plane[iy * w..(iy + 1) * w];
-                out[..ox0].fill(0.0);
-                out[ox1..].fill(0.0);
-                let first = ox0 * sw + kx * dw - pl;
-                if sw == 1 {
-                    out[ox0..ox1].copy_from_slice(&src[first..first + (ox1 - ox0)]);
-                } else {
-                    for (o, i) in out[ox0..ox1]
-                        .iter_mut()
-                        .zip(src[first..].iter().step_by(sw))
-                    {
-                        *o = *i;
+            for (b, dst) in dst.chunks_exact_mut(ohw.max(1)).enumerate() {
+                let plane = &x[(c * n + b) * h * w..(c * n + b + 1) * h * w];
+                for oy in 0..oh {
+                    let out = &mut dst[oy * ow..(oy + 1) * ow];
+                    let iy = (oy * sh + ky * dh).wrapping_sub(pt);
+                    if iy >= h || ox0 >= ox1 {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[iy * w..(iy + 1) * w];
+                    out[..ox0].fill(0.0);
+                    out[ox1..].fill(0.0);
+                    let first = ox0 * sw + kx * dw - pl;
+                    if sw == 1 {
+                        out[ox0..ox1].copy_from_slice(&src[first..first + (ox1 - ox0)]);
+                    } else {
+                        for (o, i) in out[ox0..ox1]
+                            .iter_mut()
+                            .zip(src[first..].iter().step_by(sw))
+                        {
+                            *o = *i;
+                        }
                     }
                 }
             }

@@ -21,13 +21,32 @@ const TILE: usize = 32;
 
 /// Depthwise convolution of `n` samples of `[channels, h, w]`; returns `[n, channels, oh, ow]`.
 pub fn conv2d(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+    let c = conv.out_channels;
+    by_planes(conv, x, n * c, h, w, |plane| plane % c)
+}
+
+/// [`conv2d`] on batch-inner activations: `x` is `[channels, n, h, w]`, the result
+/// `[channels, n, oh, ow]`.
+pub fn conv2d_batch_inner(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+    by_planes(conv, x, n * conv.out_channels, h, w, |plane| plane / n.max(1))
+}
+
+/// `planes` input planes of `h × w` to as many output planes; `channel(p)` is the channel
+/// (filter) of plane `p`.
+fn by_planes(
+    conv: &Conv2d,
+    x: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    channel: impl Fn(usize) -> usize + Sync,
+) -> Vec<f32> {
     debug_assert!(conv.is_depthwise());
     let (oh, ow) = conv
         .output_hw(h, w)
         .expect("shapes were validated when the model was loaded");
-    let c = conv.out_channels;
     let ohw = oh * ow;
-    let mut y = vec![0.0f32; n * c * ohw];
+    let mut y = vec![0.0f32; planes * ohw];
     if ohw == 0 || h * w == 0 {
         return y;
     }
@@ -37,7 +56,7 @@ pub fn conv2d(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32
         .enumerate()
         .with_min_len(planes_per_task)
         .for_each(|(plane, out)| {
-            let ch = plane % c;
+            let ch = channel(plane);
             let input = &x[plane * h * w..(plane + 1) * h * w];
             with_scratch(geometry.scratch_len(conv.stride.1), |scratch| {
                 simd::dispatch(|| plane_kernel(conv, &geometry, ch, input, out, ow, scratch))

@@ -17,7 +17,21 @@ use rayon::prelude::*;
 /// reference's NumPy broadcasting; `operand` holds `n` samples of the operand shape, or one
 /// copy for a constant operand.
 pub fn binary(b: &Binary, x: &[f32], x_shape: &[usize], operand: &[f32], n: usize) -> Vec<f32> {
-    let out = broadcast_shape(x_shape, &b.operand_shape)
+    binary_shaped(b, &b.operand_shape, x, x_shape, operand, n)
+}
+
+/// [`binary`] with the operand seen as `operand_shape` (one of the same size as
+/// `b.operand_shape`): how the batch-inner engine runs a whole batch as one sample of
+/// `[c, n, ...]`.
+pub fn binary_shaped(
+    b: &Binary,
+    operand_shape: &[usize],
+    x: &[f32],
+    x_shape: &[usize],
+    operand: &[f32],
+    n: usize,
+) -> Vec<f32> {
+    let out = broadcast_shape(x_shape, operand_shape)
         .expect("shapes were validated when the model was loaded");
     let out_elems: usize = out.iter().product();
     let mut y = vec![0.0f32; n * out_elems];
@@ -26,11 +40,11 @@ pub fn binary(b: &Binary, x: &[f32], x_shape: &[usize], operand: &[f32], n: usiz
     }
     let (xs, os) = (
         broadcast_strides(x_shape, &out),
-        broadcast_strides(&b.operand_shape, &out),
+        broadcast_strides(operand_shape, &out),
     );
     let x_sample: usize = x_shape.iter().product();
     let o_sample = match b.operand {
-        BinaryOperand::Tensor(_) => b.operand_shape.iter().product(),
+        BinaryOperand::Tensor(_) => operand_shape.iter().product(),
         BinaryOperand::Const(_) => 0,
     };
     let rows = Rows::new(&out, &xs, &os);

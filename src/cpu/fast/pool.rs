@@ -17,17 +17,63 @@ pub fn pool(pool: &Pool, x: &[f32], nc: usize, h: usize, w: usize) -> Vec<f32> {
         return y;
     }
     let planes_per_task = PAR_MIN_ELEMS.div_ceil(ohw * pool.kernel_h * pool.kernel_w);
+    let inside = pool.pads == [0; 4]
+        && (oh - 1) * pool.stride.0 + pool.kernel_h <= h
+        && (ow - 1) * pool.stride.1 + pool.kernel_w <= w;
     y.par_chunks_mut(ohw)
         .enumerate()
         .with_min_len(planes_per_task)
         .for_each(|(plane, out)| {
             let input = &x[plane * h * w..(plane + 1) * h * w];
-            match pool.kind {
-                PoolKind::Max => plane_pool::<true>(pool, input, h, w, out, ow),
-                PoolKind::Avg => plane_pool::<false>(pool, input, h, w, out, ow),
+            match (pool.kind, inside) {
+                (PoolKind::Max, true) => {
+                    simd::dispatch(|| plane_pool_inside::<true>(pool, input, w, out, ow))
+                }
+                (PoolKind::Avg, true) => {
+                    simd::dispatch(|| plane_pool_inside::<false>(pool, input, w, out, ow))
+                }
+                (PoolKind::Max, false) => plane_pool::<true>(pool, input, h, w, out, ow),
+                (PoolKind::Avg, false) => plane_pool::<false>(pool, input, h, w, out, ow),
             }
         });
     y
+}
+
+/// One output plane when every window lies inside the input (no padding, no partial
+/// ceil-mode window): per output row, one pass per window tap over the whole row, without
+/// clipping; 2-wide stride-2 windows (the common 2x2 pooling) read pairs.
+#[inline(always)]
+fn plane_pool_inside<const MAX: bool>(
+    pool: &Pool,
+    input: &[f32],
+    w: usize,
+    out: &mut [f32],
+    ow: usize,
+) {
+    let (sh, sw) = pool.stride;
+    let (kh, kw) = (pool.kernel_h, pool.kernel_w);
+    let fold = |a: f32, b: f32| if MAX { a.max(b) } else { a + b };
+    for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
+        row.fill(if MAX { f32::NEG_INFINITY } else { 0.0 });
+        for ky in 0..kh {
+            let src = &input[(oy * sh + ky) * w..(oy * sh + ky + 1) * w];
+            if sw == 2 && kw == 2 {
+                for (o, pair) in row.iter_mut().zip(src.chunks_exact(2)) {
+                    *o = fold(*o, fold(pair[0], pair[1]));
+                }
+                continue;
+            }
+            for kx in 0..kw {
+                for (o, v) in row.iter_mut().zip(src[kx..].iter().step_by(sw)) {
+                    *o = fold(*o, *v);
+                }
+            }
+        }
+        if !MAX {
+            let count = (kh * kw) as f32;
+            row.iter_mut().for_each(|v| *v /= count);
+        }
+    }
 }
 
 /// One output plane; `MAX` picks the reduction at compile time.
