@@ -46,7 +46,7 @@ pub fn conv2d(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32
                 let rhs = if pointwise {
                     MatRef::row_major(xg, hw)
                 } else {
-                    im2col(conv, xg, 1, (h, w), (oh, ow), col);
+                    im2col(conv, xg, h, w, oh, ow, col);
                     MatRef::row_major(col, ohw)
                 };
                 let weight = &conv.weight[g * cout_g * k..(g + 1) * cout_g * k];
@@ -87,23 +87,63 @@ pub fn conv2d_batch_inner(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize
     if pointwise {
         return pointwise_conv(conv, x, 1, n * h * w);
     }
-    let (cin, cout) = (conv.in_channels, conv.out_channels);
-    let k = cin * conv.kernel_h * conv.kernel_w;
-    let cols = n * oh * ow;
+    unfolded_batch_inner(conv, x, n, (h, w), (oh, ow))
+}
+
+/// im2col values one batch-inner KxK task unfolds: they and the GEMM's packed copies of them
+/// stay in the L2 cache.
+const UNFOLD_TILE_VALUES: usize = 48 * 1024;
+
+/// A KxK (or strided or padded 1x1) ungrouped convolution of a batch-inner batch as GEMMs
+/// over blocks of output rows `(sample, oy)`: each task unfolds its rows of every sample into
+/// a cache-sized im2col block, multiplies it single-threaded into its columns of
+/// `Y[cout, n·oh·ow]`, and applies bias and activation while they are in cache.
+fn unfolded_batch_inner(
+    conv: &Conv2d,
+    x: &[f32],
+    n: usize,
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+) -> Vec<f32> {
+    let cout = conv.out_channels;
+    let k = conv.in_channels * conv.kernel_h * conv.kernel_w;
+    let (cols, out_rows) = (n * oh * ow, n * oh);
     let mut y = vec![0.0f32; cout * cols];
-    with_scratch(k * cols, |col| {
-        im2col(conv, x, n, (h, w), (oh, ow), col);
-        matmul(
-            cout,
-            cols,
-            k,
-            MatRef::row_major(&conv.weight, k),
-            MatRef::row_major(col, cols),
-            &mut y,
-            cols,
-        );
+    if cols == 0 || cout == 0 {
+        return y;
+    }
+    let threads = rayon::current_num_threads();
+    let rows = (UNFOLD_TILE_VALUES / (k * ow).max(1))
+        .min(out_rows.div_ceil(2 * threads))
+        .max(1);
+    let blocks = out_rows.div_ceil(rows);
+    let out = SharedOut(y.as_mut_ptr());
+    (0..blocks).into_par_iter().for_each(|block| {
+        let (g0, g1) = (block * rows, ((block + 1) * rows).min(out_rows));
+        let width = (g1 - g0) * ow;
+        with_scratch(k * width, |col| {
+            unfold_rows(conv, x, n, (h, w), (oh, ow), g0..g1, col);
+            // SAFETY: this task's cells, columns g0·ow..g1·ow of every output channel, lie
+            // inside `y` (which outlives the loop) and are written by this task only: tasks
+            // cover disjoint ranges of output rows.
+            unsafe {
+                matmul_single(
+                    cout,
+                    width,
+                    k,
+                    MatRef::row_major(&conv.weight, k),
+                    MatRef::row_major(col, width),
+                    out.at(g0 * ow),
+                    cols,
+                );
+            }
+        });
+        for r in 0..cout {
+            // SAFETY: as above; one channel's segment of this task's columns.
+            let row = unsafe { out.slice(r * cols + g0 * ow, width) };
+            simd::dispatch(|| simd::bias_activate(conv.activation, conv.bias[r], row));
+        }
     });
-    epilogue(conv, &mut y, cols);
     y
 }
 
@@ -216,57 +256,90 @@ fn cin_cout(conv: &Conv2d) -> (usize, usize) {
     (conv.in_channels, conv.out_channels)
 }
 
-/// Unfolds `cin_g` channels of `n` samples, planes of `h × w` stored batch-inner (plane
-/// `(c, b)` at `(c·n + b)·h·w`; one sample's group slice when `n == 1`), into `col`, a
-/// row-major `[cin_g·kh·kw, n·oh·ow]` matrix whose row `(c, ky, kx)` holds, sample after
-/// sample, the input value each output position reads through that tap (0 in the padding).
-/// Rows are filled in parallel.
-fn im2col(
+/// Unfolds one group of one sample (`cin_g` planes of `h × w`) into `col`, a row-major
+/// `[cin_g·kh·kw, oh·ow]` matrix whose row `(c, ky, kx)` holds the input value each output
+/// position reads through that tap (0 in the padding). Rows are filled in parallel.
+fn im2col(conv: &Conv2d, x: &[f32], h: usize, w: usize, oh: usize, ow: usize, col: &mut [f32]) {
+    let (kh, kw) = (conv.kernel_h, conv.kernel_w);
+    let ((sh, sw), (dh, dw)) = (conv.stride, conv.dilation);
+    let (pt, pl) = (conv.pads[0], conv.pads[1]);
+    let ohw = oh * ow;
+    let rows_per_task = PAR_MIN_ELEMS.div_ceil(ohw.max(1));
+    col.par_chunks_mut(ohw.max(1))
+        .enumerate()
+        .with_min_len(rows_per_task)
+        .for_each(|(row, dst)| {
+            let (c, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
+            let plane = &x[c * h * w..(c + 1) * h * w];
+            // Output columns whose input column `ox·sw + kx·dw - pl` lies inside `0..w`.
+            let (ox0, ox1) = valid_range(ow, sw, kx * dw, pl, w);
+            for oy in 0..oh {
+                let out = &mut dst[oy * ow..(oy + 1) * ow];
+                let iy = (oy * sh + ky * dh).wrapping_sub(pt);
+                if iy >= h || ox0 >= ox1 {
+                    out.fill(0.0);
+                    continue;
+                }
+                let src = &plane[iy * w..(iy + 1) * w];
+                out[..ox0].fill(0.0);
+                out[ox1..].fill(0.0);
+                let first = ox0 * sw + kx * dw - pl;
+                if sw == 1 {
+                    out[ox0..ox1].copy_from_slice(&src[first..first + (ox1 - ox0)]);
+                } else {
+                    for (o, i) in out[ox0..ox1]
+                        .iter_mut()
+                        .zip(src[first..].iter().step_by(sw))
+                    {
+                        *o = *i;
+                    }
+                }
+            }
+        });
+}
+
+/// [`im2col`] of the output rows `rows` (row `g` is sample `g / oh`, output row `g % oh`) of a
+/// batch-inner batch: `col` is `[cin·kh·kw, rows.len()·ow]`, filled on the calling thread.
+fn unfold_rows(
     conv: &Conv2d,
     x: &[f32],
     n: usize,
     (h, w): (usize, usize),
     (oh, ow): (usize, usize),
+    rows: std::ops::Range<usize>,
     col: &mut [f32],
 ) {
     let (kh, kw) = (conv.kernel_h, conv.kernel_w);
     let ((sh, sw), (dh, dw)) = (conv.stride, conv.dilation);
     let (pt, pl) = (conv.pads[0], conv.pads[1]);
-    let ohw = oh * ow;
-    let rows_per_task = PAR_MIN_ELEMS.div_ceil((n * ohw).max(1));
-    col.par_chunks_mut((n * ohw).max(1))
-        .enumerate()
-        .with_min_len(rows_per_task)
-        .for_each(|(row, dst)| {
-            let (c, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
-            // Output columns whose input column `ox·sw + kx·dw - pl` lies inside `0..w`.
-            let (ox0, ox1) = valid_range(ow, sw, kx * dw, pl, w);
-            for (b, dst) in dst.chunks_exact_mut(ohw.max(1)).enumerate() {
-                let plane = &x[(c * n + b) * h * w..(c * n + b + 1) * h * w];
-                for oy in 0..oh {
-                    let out = &mut dst[oy * ow..(oy + 1) * ow];
-                    let iy = (oy * sh + ky * dh).wrapping_sub(pt);
-                    if iy >= h || ox0 >= ox1 {
-                        out.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[iy * w..(iy + 1) * w];
-                    out[..ox0].fill(0.0);
-                    out[ox1..].fill(0.0);
-                    let first = ox0 * sw + kx * dw - pl;
-                    if sw == 1 {
-                        out[ox0..ox1].copy_from_slice(&src[first..first + (ox1 - ox0)]);
-                    } else {
-                        for (o, i) in out[ox0..ox1]
-                            .iter_mut()
-                            .zip(src[first..].iter().step_by(sw))
-                        {
-                            *o = *i;
-                        }
-                    }
+    let width = rows.len() * ow;
+    for (r, dst) in col.chunks_exact_mut(width.max(1)).enumerate() {
+        let (c, ky, kx) = (r / (kh * kw), r / kw % kh, r % kw);
+        let (ox0, ox1) = valid_range(ow, sw, kx * dw, pl, w);
+        for (g, out) in rows.clone().zip(dst.chunks_exact_mut(ow.max(1))) {
+            let (b, oy) = (g / oh, g % oh);
+            let iy = (oy * sh + ky * dh).wrapping_sub(pt);
+            if iy >= h || ox0 >= ox1 {
+                out.fill(0.0);
+                continue;
+            }
+            let plane = (c * n + b) * h * w;
+            let src = &x[plane + iy * w..plane + (iy + 1) * w];
+            out[..ox0].fill(0.0);
+            out[ox1..].fill(0.0);
+            let first = ox0 * sw + kx * dw - pl;
+            if sw == 1 {
+                out[ox0..ox1].copy_from_slice(&src[first..first + (ox1 - ox0)]);
+            } else {
+                for (o, i) in out[ox0..ox1]
+                    .iter_mut()
+                    .zip(src[first..].iter().step_by(sw))
+                {
+                    *o = *i;
                 }
             }
-        });
+        }
+    }
 }
 
 /// The outputs `ox0..ox1` (of `out_len`) whose input index `ox·stride + offset - pad` lies in
