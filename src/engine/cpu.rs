@@ -187,9 +187,7 @@ fn run_steps_with(
                 let xi = x.as_layout(n, Layout::BatchInner { c: s[0] });
                 Act::new(
                     fast::conv2d_batch_inner(c, &xi, n, s[1], s[2]),
-                    Layout::BatchInner {
-                        c: c.out_channels,
-                    },
+                    Layout::BatchInner { c: c.out_channels },
                 )
             }
             Op::Pool(p) => same((k.pool)(p, &x.data, n * s[0], s[1], s[2])),
@@ -197,9 +195,7 @@ fn run_steps_with(
             Op::Activation(a) => same((k.activation)(*a, &x.data)),
             Op::Binary(b) => {
                 let inner = match x.layout {
-                    Layout::BatchInner { .. } if batch_inner => {
-                        batch_inner_binary_shapes(b, s, n)
-                    }
+                    Layout::BatchInner { .. } if batch_inner => batch_inner_binary_shapes(b, s, n),
                     _ => None,
                 };
                 let operand_layout = match inner {

@@ -28,7 +28,9 @@ pub fn conv2d(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32
 /// [`conv2d`] on batch-inner activations: `x` is `[channels, n, h, w]`, the result
 /// `[channels, n, oh, ow]`.
 pub fn conv2d_batch_inner(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
-    by_planes(conv, x, n * conv.out_channels, h, w, |plane| plane / n.max(1))
+    by_planes(conv, x, n * conv.out_channels, h, w, |plane| {
+        plane / n.max(1)
+    })
 }
 
 /// `planes` input planes of `h × w` to as many output planes; `channel(p)` is the channel
