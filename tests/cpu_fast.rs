@@ -181,6 +181,11 @@ fn fast_convolutions_match_the_reference_on_edge_shapes() {
         (1, (7, 5, 5), 7, (3, 3), plain(3, 1), 7), // depthwise stride 3: nine phase planes
         (2, (5, 13, 12), 5, (3, 3), dilated_s2, 5), // depthwise, dilation with stride 2
         (1, (3, 1, 9), 3, (1, 3), plain(1, 1), 3), // depthwise on one-row planes
+        // Unpadded stride 1 at batch > 1: the full-width batch-inner path (LeNet's 5x5s).
+        (8, (1, 28, 28), 6, (5, 5), plain(1, 0), 1),
+        (3, (6, 12, 11), 16, (5, 5), plain(1, 0), 1),
+        (2, (3, 5, 7), 4, (3, 2), plain(1, 0), 1),
+        (9, (2, 3, 3), 3, (3, 3), plain(1, 0), 1), // 1x1 output planes
     ];
     for (i, &(b, input, cout, kernel, geometry, g)) in cases.iter().enumerate() {
         for act in ACTIVATIONS {

@@ -87,7 +87,87 @@ pub fn conv2d_batch_inner(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize
     if pointwise {
         return pointwise_conv(conv, x, 1, n * h * w);
     }
+    if conv.stride == (1, 1) && conv.dilation == (1, 1) && conv.pads == [0; 4] {
+        return full_width_batch_inner(conv, x, n, (h, w), (oh, ow));
+    }
     unfolded_batch_inner(conv, x, n, (h, w), (oh, ow))
+}
+
+/// An unpadded stride-1 KxK ungrouped convolution of a batch-inner batch (the LeNet 5x5s),
+/// computed on the full input width: output `(oy, ox)` is flat position `p = oy·w + ox`, which
+/// reads tap `(c, ky, kx)` at `p + ky·w + kx` of plane `c`. So each im2col row of a sample is
+/// one contiguous copy of `(oh - 1)·w + ow` values (instead of `oh` copies of `ow`), at the
+/// price of `w - ow` computed-and-dropped columns per output row. Tasks take blocks of
+/// samples; each copies the kept columns out with bias and activation.
+fn full_width_batch_inner(
+    conv: &Conv2d,
+    x: &[f32],
+    n: usize,
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+) -> Vec<f32> {
+    let cout = conv.out_channels;
+    let (kh, kw) = (conv.kernel_h, conv.kernel_w);
+    let k = conv.in_channels * kh * kw;
+    let (ohw, hw) = (oh * ow, h * w);
+    let cols = n * ohw;
+    let mut y = vec![0.0f32; cout * cols];
+    if cols == 0 || cout == 0 {
+        return y;
+    }
+    // Flat positions per sample: the last one is (oh - 1, ow - 1).
+    let flat = (oh - 1) * w + ow;
+    let threads = rayon::current_num_threads();
+    let per_task = (UNFOLD_TILE_VALUES / (k * flat).max(1))
+        .min(n.div_ceil(2 * threads))
+        .max(1);
+    let out = SharedOut(y.as_mut_ptr());
+    (0..n.div_ceil(per_task)).into_par_iter().for_each(|task| {
+        let (b0, b1) = (task * per_task, ((task + 1) * per_task).min(n));
+        let width = (b1 - b0) * flat;
+        with_scratch(k * width + cout * width, |scratch| {
+            let (col, acc) = scratch.split_at_mut(k * width);
+            for (r, dst) in col.chunks_exact_mut(width).enumerate() {
+                let (c, ky, kx) = (r / (kh * kw), r / kw % kh, r % kw);
+                for (b, d) in (b0..b1).zip(dst.chunks_exact_mut(flat)) {
+                    let start = (c * n + b) * hw + ky * w + kx;
+                    d.copy_from_slice(&x[start..start + flat]);
+                }
+            }
+            matmul_single_into(
+                cout,
+                width,
+                k,
+                MatRef::row_major(&conv.weight, k),
+                MatRef::row_major(col, width),
+                acc,
+            );
+            for (r, computed) in acc.chunks_exact(width).enumerate() {
+                for (b, sample) in (b0..b1).zip(computed.chunks_exact(flat)) {
+                    // SAFETY: channel r's output plane of sample b lies inside `y` (which
+                    // outlives the loop) and is written by this task only: tasks cover
+                    // disjoint blocks of samples.
+                    let dst = unsafe { out.slice(r * cols + b * ohw, ohw) };
+                    for (oy, row) in dst.chunks_exact_mut(ow).enumerate() {
+                        row.copy_from_slice(&sample[oy * w..oy * w + ow]);
+                    }
+                    simd::dispatch(|| simd::bias_activate(conv.activation, conv.bias[r], dst));
+                }
+            }
+        });
+    });
+    y
+}
+
+/// [`matmul_single`] into a task's own row-major `m × n` buffer.
+fn matmul_single_into(m: usize, n: usize, k: usize, a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32]) {
+    assert!(
+        c.len() >= m * n,
+        "gemm output: {m}x{n} in {} values",
+        c.len()
+    );
+    // SAFETY: `c` holds the m × n block and is borrowed mutably for the call.
+    unsafe { matmul_single(m, n, k, a, b, c.as_mut_ptr(), n) }
 }
 
 /// im2col values one batch-inner KxK task unfolds: they and the GEMM's packed copies of them
