@@ -39,9 +39,14 @@ pub enum DemoError {
     Data(#[from] DataError),
 }
 
-/// The first `rel` found in `start` or one of its ancestors.
+/// The first `rel` found in `start` or one of its ancestors, as a path relative to `start`
+/// (`rel`, `../rel`, ...): callers pass the current directory, so the path works as is and
+/// reads in the output as a user would type it.
 pub fn find_up(start: &Path, rel: &str) -> Option<PathBuf> {
-    start.ancestors().map(|a| a.join(rel)).find(|p| p.exists())
+    let depth = start.ancestors().position(|a| a.join(rel).exists())?;
+    let mut path: PathBuf = std::iter::repeat_n("..", depth).collect();
+    path.push(rel);
+    Some(path)
 }
 
 /// The 3G trace to replay: `shared/data/traces/norway-hsdpa-3g/norway_bus_1` (a bus ride: a
