@@ -361,21 +361,26 @@ fn im2col(conv: &Conv2d, x: &[f32], h: usize, w: usize, oh: usize, ow: usize, co
                     continue;
                 }
                 let src = &plane[iy * w..(iy + 1) * w];
-                out[..ox0].fill(0.0);
-                out[ox1..].fill(0.0);
-                let first = ox0 * sw + kx * dw - pl;
-                if sw == 1 {
-                    out[ox0..ox1].copy_from_slice(&src[first..first + (ox1 - ox0)]);
-                } else {
-                    for (o, i) in out[ox0..ox1]
-                        .iter_mut()
-                        .zip(src[first..].iter().step_by(sw))
-                    {
-                        *o = *i;
-                    }
-                }
+                tap_row(out, src, (ox0, ox1), ox0 * sw + kx * dw - pl, sw);
             }
         });
+}
+
+/// One output row of an unfolded tap: the input row `src` read from `first` every `sw` values
+/// into `out[ox0..ox1]`, zeros (the padding) elsewhere.
+fn tap_row(out: &mut [f32], src: &[f32], (ox0, ox1): (usize, usize), first: usize, sw: usize) {
+    out[..ox0].fill(0.0);
+    out[ox1..].fill(0.0);
+    if sw == 1 {
+        out[ox0..ox1].copy_from_slice(&src[first..first + (ox1 - ox0)]);
+    } else {
+        for (o, i) in out[ox0..ox1]
+            .iter_mut()
+            .zip(src[first..].iter().step_by(sw))
+        {
+            *o = *i;
+        }
+    }
 }
 
 /// [`im2col`] of the output rows `rows` (row `g` is sample `g / oh`, output row `g % oh`) of a
@@ -405,19 +410,7 @@ fn unfold_rows(
             }
             let plane = (c * n + b) * h * w;
             let src = &x[plane + iy * w..plane + (iy + 1) * w];
-            out[..ox0].fill(0.0);
-            out[ox1..].fill(0.0);
-            let first = ox0 * sw + kx * dw - pl;
-            if sw == 1 {
-                out[ox0..ox1].copy_from_slice(&src[first..first + (ox1 - ox0)]);
-            } else {
-                for (o, i) in out[ox0..ox1]
-                    .iter_mut()
-                    .zip(src[first..].iter().step_by(sw))
-                {
-                    *o = *i;
-                }
-            }
+            tap_row(out, src, (ox0, ox1), ox0 * sw + kx * dw - pl, sw);
         }
     }
 }
