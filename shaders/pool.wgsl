@@ -3,7 +3,11 @@
 // pool:           max or average over a window (padding cells excluded from the average
 //                 unless count_include_pad; ceil_mode only shapes the output on the host);
 //                 one invocation per output value.
-// global_avgpool: mean of each plane; one invocation per plane.
+// global_avgpool: mean of each plane; one invocation per plane (many small planes).
+// global_avgpool_wg (_vec4: plane sizes a multiple of 4, vec4 loads): mean of each plane;
+//                 one workgroup of 64 per plane, each invocation summing every 64th value,
+//                 then a tree sum in workgroup memory: large planes (few channels) spread
+//                 over the whole device instead of one invocation each.
 //
 // Bindings (group 0):
 //   0: uniform PoolParams
@@ -33,6 +37,7 @@ override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> params: PoolParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(WG)
@@ -78,4 +83,43 @@ fn global_avgpool(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     var s = acc.x + acc.y + acc.z + acc.w;
     for (var i = n4 * 4u; i < hw; i++) { s += x[base + i]; }
     y[plane] = s / f32(hw);
+}
+
+const GAP_LANES: u32 = 64u;
+var<workgroup> partial: array<f32, GAP_LANES>;
+
+// The workgroup's mean of `plane` from each lane's partial sum `s`.
+fn gap_reduce(lane: u32, plane: u32, s: f32) {
+    partial[lane] = s;
+    workgroupBarrier();
+    for (var half = GAP_LANES / 2u; half > 0u; half /= 2u) {
+        if lane < half { partial[lane] += partial[lane + half]; }
+        workgroupBarrier();
+    }
+    if lane == 0u { y[plane] = partial[0] / f32(params.in_h * params.in_w); }
+}
+
+@compute @workgroup_size(GAP_LANES)
+fn global_avgpool_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lane: u32) {
+    let plane = wid.x + wid.y * nwg.x;
+    // Uniform: the whole workgroup leaves or stays, so the barriers stay uniform.
+    if plane >= params.planes { return; }
+    let hw = params.in_h * params.in_w;
+    let base = plane * hw;
+    var s = 0.0;
+    for (var i = lane; i < hw; i += GAP_LANES) { s += x[base + i]; }
+    gap_reduce(lane, plane, s);
+}
+
+@compute @workgroup_size(GAP_LANES)
+fn global_avgpool_wg_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lane: u32) {
+    let plane = wid.x + wid.y * nwg.x;
+    if plane >= params.planes { return; }
+    let hw4 = params.in_h * params.in_w / 4u;
+    let base = plane * hw4;
+    var acc = vec4<f32>(0.0);
+    for (var i = lane; i < hw4; i += GAP_LANES) { acc += x4[base + i]; }
+    gap_reduce(lane, plane, acc.x + acc.y + acc.z + acc.w);
 }

@@ -543,6 +543,11 @@ fn conv2d_kernel_matches_cpu_reference_on_edge_shapes() {
         (1, (5, 12, 11), 5, 7, plain(1, 3), 5), // depthwise 7x7
         (8, (4, 10, 9), 4, 3, strided_rows, 4), // depthwise, per-axis stride, batch 8
         (8, (16, 5, 7), 16, 3, plain(1, 1), 2), // grouped, 8 outputs per group, batch 8
+        (1, (6, 4, 4), 6, 3, plain(1, 1), 6),   // depthwise, 4 columns: 4 x 4 tiles
+        (2, (3, 7, 7), 3, 5, plain(2, 2), 3),   // depthwise 5x5 stride 2 to 4 x 4
+        (1, (24, 14, 14), 24, 5, plain(1, 2), 24), // depthwise 5x5 on an EfficientNet plane
+        (8, (12, 7, 7), 12, 3, plain(1, 1), 12), // depthwise on 7 x 7 planes, batch 8
+        (1, (10, 29, 29), 10, 3, same3, 10),    // depthwise stride 2, TF padding, odd size
         (1, (3, 19, 19), 32, 3, plain(2, 1), 1), // the EfficientNet stem, scaled down
         (1, (16, 9, 9), 16, 1, plain(2, 0), 1), // pointwise, stride 2 (implicit GEMM)
         (2, (8, 6, 6), 12, 1, plain(1, 1), 1),  // pointwise, padded (implicit GEMM)
@@ -573,7 +578,8 @@ fn conv2d_kernel_matches_cpu_reference_on_edge_shapes() {
 }
 
 /// Pointwise convolutions run as a GEMM in both tile variants: pixels per plane and input
-/// channels multiples of 4 (vec4 loads, odd and even quad counts) or not, channel tiles of 8, 4, 2 and 1, input channels across and within the
+/// channels multiples of 4 (vec4 loads, odd and even quad counts), input channels only
+/// (`conv1x1_wvec4`: unaligned pixel octets) or neither, channel tiles of 8, 4, 2 and 1, input channels across and within the
 /// shared variant's 16-deep slices, columns and channels past its 32 x 32 tiles, batch 1 and 8.
 #[test]
 fn conv1x1_gemm_matches_cpu_reference_in_both_tilings() {
@@ -593,12 +599,16 @@ fn conv1x1_gemm_matches_cpu_reference_in_both_tilings() {
         (3, (64, 9, 11), 40),
         (8, (12, 2, 6), 20),
         (1, (8, 2, 2), 16),
+        (1, (192, 7, 7), 48), // an EfficientNet 7 x 7 layer, scaled down
+        (2, (20, 1, 1), 80),  // a squeeze-excite FC: one pixel per plane
+        (8, (4, 3, 3), 6),    // 9-pixel planes: every alignment of a pixel octet
     ];
     for ctx in both_tilings(ctx) {
         for (i, &(b, input, cout)) in cases.iter().enumerate() {
             let (cin, h, w) = input;
             let kernel = match ctx.conv_tiles {
                 ConvTiles::Registers if (h * w) % 4 == 0 && cin % 4 == 0 => "conv1x1_vec4_c",
+                ConvTiles::Registers if cin % 4 == 0 => "conv1x1_wvec4_c",
                 ConvTiles::Registers => "conv1x1_c",
                 _ => "conv1x1_shared",
             };
@@ -666,63 +676,125 @@ fn pool_kernels_match_cpu_reference() {
     }
 }
 
+/// Elementwise kernels, one value per invocation (odd lengths) and four (`_vec4`: lengths and
+/// gate planes in fours), a gate over 7 x 7 planes (quads straddle channels: scalar) and over
+/// 1 x 1 planes, batch 1 to 8.
+/// Global average pooling in its three forms: one invocation per small plane, a workgroup per
+/// large plane with vec4 loads (size a multiple of 4) or scalar ones, batch 1 and 8.
+#[test]
+fn global_avgpool_matches_cpu_reference_on_small_and_large_planes() {
+    let Some(ctx) = gpu("global_avgpool_matches_cpu_reference_on_small_and_large_planes") else {
+        return;
+    };
+    // batch, channels, h, w, kernel
+    for (i, &(b, c, h, w, kernel)) in [
+        (1, 3, 7, 7, "global_avgpool"),
+        (8, 5, 14, 14, "global_avgpool"),
+        (1, 32, 112, 112, "global_avgpool_wg_vec4"),
+        (8, 3, 28, 28, "global_avgpool_wg_vec4"),
+        (2, 3, 23, 23, "global_avgpool_wg"),
+        (1, 1, 1, 1031, "global_avgpool_wg"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x = random(b * c * h * w, 300 + i as u64);
+        let st = step(Op::GlobalAvgPool, vec![c, h, w], vec![c, 1, 1]);
+        let prepared = kernels::PreparedStep::new(&ctx, &st, b, &x, &[])
+            .expect("global avgpool builds")
+            .expect("global avgpool has a kernel");
+        let labels = prepared.labels().join(" ");
+        assert!(
+            labels.ends_with(kernel),
+            "{b}x{c}x{h}x{w}: expected {kernel}, ran {labels}"
+        );
+        assert_close(
+            &format!("global avgpool {b}x{c}x{h}x{w}"),
+            &prepared.run(&ctx).expect("global avgpool runs"),
+            &cpu::reference::global_avgpool(&x, b * c, h * w),
+            Tolerance::Close,
+        );
+    }
+}
+
 #[test]
 fn elementwise_kernels_match_cpu_reference() {
     let Some(ctx) = gpu("elementwise_kernels_match_cpu_reference") else {
         return;
     };
-    let (b, c, h, w) = (3, 5, 7, 3);
-    let n = b * c * h * w;
-    let a = random(n, 1);
-    let other = random(n, 2);
-    for act in ACTIVATIONS {
-        let st = step(Op::Activation(act), vec![c, h, w], vec![c, h, w]);
-        let got = kernels::run_step(&ctx, &st, b, &a, &[]).expect("activation runs");
-        assert_close(
-            &format!("activation {act:?}"),
-            &got,
-            &cpu::reference::activation(act, &a),
-            tolerance_for(act, 1),
-        );
+    // batch, channels, h, w, whether the channel gate runs on quads
+    for (i, &(b, c, h, w, gate_quads)) in [
+        (3, 5, 7, 3, false),
+        (2, 4, 4, 6, true),
+        (1, 8, 7, 7, false),
+        (8, 6, 1, 1, false),
+        (1, 3, 2, 2, true),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let n = b * c * h * w;
+        let seed = 10 * i as u64;
+        let a = random(n, seed + 1);
+        let other = random(n, seed + 2);
+        let shape = vec![c, h, w];
+        for act in ACTIVATIONS {
+            let st = step(Op::Activation(act), shape.clone(), shape.clone());
+            let got = kernels::run_step(&ctx, &st, b, &a, &[]).expect("activation runs");
+            assert_close(
+                &format!("activation {act:?} {b}x{shape:?}"),
+                &got,
+                &cpu::reference::activation(act, &a),
+                tolerance_for(act, 1),
+            );
+            let st = step(
+                Op::Binary(Binary {
+                    op: BinaryOp::Add,
+                    operand: BinaryOperand::Tensor(Operand::BlockInput),
+                    operand_shape: shape.clone(),
+                    reverse: false,
+                    activation: act,
+                }),
+                shape.clone(),
+                shape.clone(),
+            );
+            let got = kernels::run_step(&ctx, &st, b, &a, &[&other]).expect("add runs");
+            assert_close(
+                &format!("add {act:?} {b}x{shape:?}"),
+                &got,
+                &cpu::reference::add(&a, &other, act),
+                tolerance_for(act, 1),
+            );
+        }
+        // Squeeze-excite gate: [C,1,1] times [C,H,W].
+        let gate = random(b * c, seed + 3);
         let st = step(
             Op::Binary(Binary {
-                op: BinaryOp::Add,
-                operand: BinaryOperand::Tensor(Operand::BlockInput),
-                operand_shape: vec![c, h, w],
+                op: BinaryOp::Mul,
+                operand: BinaryOperand::Tensor(Operand::Saved("x".into())),
+                operand_shape: shape.clone(),
                 reverse: false,
-                activation: act,
+                activation: Activation::None,
             }),
-            vec![c, h, w],
-            vec![c, h, w],
+            vec![c, 1, 1],
+            shape.clone(),
         );
-        let got = kernels::run_step(&ctx, &st, b, &a, &[&other]).expect("add runs");
+        let prepared = kernels::PreparedStep::new(&ctx, &st, b, &gate, &[&other])
+            .expect("mul builds")
+            .expect("mul has a kernel");
+        let labels = prepared.labels().join(" ");
+        assert_eq!(
+            labels.ends_with("mul_vec4"),
+            gate_quads,
+            "{b}x{shape:?} ran {labels}"
+        );
         assert_close(
-            &format!("add {act:?}"),
-            &got,
-            &cpu::reference::add(&a, &other, act),
-            tolerance_for(act, 1),
+            &format!("channel gate {b}x{shape:?}"),
+            &prepared.run(&ctx).expect("mul runs"),
+            &cpu::reference::mul(&gate, &other, h * w),
+            Tolerance::Close,
         );
     }
-    // Squeeze-excite gate: [C,1,1] times [C,H,W].
-    let gate = random(b * c, 3);
-    let st = step(
-        Op::Binary(Binary {
-            op: BinaryOp::Mul,
-            operand: BinaryOperand::Tensor(Operand::Saved("x".into())),
-            operand_shape: vec![c, h, w],
-            reverse: false,
-            activation: Activation::None,
-        }),
-        vec![c, 1, 1],
-        vec![c, h, w],
-    );
-    let got = kernels::run_step(&ctx, &st, b, &gate, &[&other]).expect("mul runs");
-    assert_close(
-        "channel gate",
-        &got,
-        &cpu::reference::mul(&gate, &other, h * w),
-        Tolerance::Close,
-    );
 }
 
 #[test]

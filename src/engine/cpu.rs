@@ -108,14 +108,16 @@ pub struct OpTime {
     pub seconds: f64,
 }
 
-/// Where a CPU run's time goes, per kind of op (`conv2d 1x1`, `depthwise 3x3 s2`,
-/// `mul broadcast`, `copy` for the tensors a block keeps for later steps, ...): the cheap
-/// profile that says which kernel to speed up next. Filled by [`super::Plan::run_profiled`].
+/// Where a run's time goes, per kind of op: on the CPU backend per op (`conv2d 1x1`,
+/// `depthwise 3x3 s2`, `mul broadcast`, `copy` for the tensors a block keeps for later steps,
+/// ...), on a GPU per kernel and tile (`conv1x1_vec4_c8`, `depthwise_tiled_4x8_k3x3s1x1`,
+/// ...): the cheap profile that says which kernel to speed up next. Filled by
+/// [`super::Plan::run_profiled`].
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct OpTimes(pub BTreeMap<String, OpTime>);
 
 impl OpTimes {
-    fn add(&mut self, kind: String, seconds: f64) {
+    pub(crate) fn add(&mut self, kind: String, seconds: f64) {
         let t = self.0.entry(kind).or_default();
         t.calls += 1;
         t.seconds += seconds;

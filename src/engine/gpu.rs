@@ -5,7 +5,7 @@
 //! (`quant.wgsl`), so the wire bytes come back in the same readback.
 
 use super::plan::{self, Placed, Work};
-use super::{EngineError, ExitOutput, PlanIo, PlanOutput};
+use super::{EngineError, ExitOutput, OpTimes, PlanIo, PlanOutput};
 use crate::cpu::ExitStat;
 use crate::encoding::{encode_cpu, Encoded, Encoding, Int8Params};
 use crate::gpu::kernels::{self, Kernel, QuantParams};
@@ -386,6 +386,46 @@ impl GpuPlan {
         self.checked(scope, out)
     }
 
+    /// [`Self::run`] after timing every step dispatch on its own (submit and wait, wall
+    /// clock), added to `times` under the kernel's name: where the time goes, and, against
+    /// the run's own time, what a dispatch costs beyond its work.
+    pub fn run_profiled(
+        &self,
+        input: &Tensor,
+        times: &mut OpTimes,
+    ) -> Result<PlanOutput, EngineError> {
+        {
+            let _turn = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let scope = self
+                .ctx
+                .device
+                .push_error_scope(wgpu::ErrorFilter::Validation);
+            let bytes: &[u8] = bytemuck::cast_slice(input.data());
+            self.ctx
+                .queue
+                .write_buffer(&self.slots[self.input_slot], 0, bytes);
+            let mut timed = || -> Result<(), GpuError> {
+                for k in &self.kernels {
+                    let start = std::time::Instant::now();
+                    let enc = kernels::encode_pass(&self.ctx, "plan.profile", [k]);
+                    self.ctx.queue.submit([enc.finish()]);
+                    self.ctx
+                        .device
+                        .poll(wgpu::PollType::wait_indefinitely())
+                        .map_err(|e| GpuError::Failed {
+                            context: k.label.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    times.add(kernel_kind(&k.label), start.elapsed().as_secs_f64());
+                }
+                Ok(())
+            };
+            let out = timed().map_err(EngineError::from);
+            self.checked(scope, out)?;
+        }
+        self.run(input)
+    }
+
     /// Runs received parts (`n` samples in all, checked by the caller against the plan).
     pub fn run_encoded(&self, parts: &[&Encoded], n: usize) -> Result<PlanOutput, EngineError> {
         let _turn = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -413,11 +453,11 @@ impl GpuPlan {
         self.checked(scope, out)
     }
 
-    fn checked(
+    fn checked<T>(
         &self,
         scope: wgpu::ErrorScopeGuard,
-        out: Result<PlanOutput, EngineError>,
-    ) -> Result<PlanOutput, EngineError> {
+        out: Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(GpuError::Failed {
                 context: format!("plan {:?} of {}", self.range, self.model.name()),
@@ -564,6 +604,12 @@ impl GpuPlan {
         let elapsed = end.checked_sub(start).filter(|&t| t > 0)?;
         Some(elapsed as f64 * self.ctx.queue.get_timestamp_period() as f64 * 1e-9)
     }
+}
+
+/// The profile key of a dispatch: its kernel and tile, the last part of its label
+/// (`block3.conv.conv1x1_vec4_c8` -> `conv1x1_vec4_c8`).
+fn kernel_kind(label: &str) -> String {
+    label.rsplit('.').next().unwrap_or(label).to_string()
 }
 
 /// Where each result lands in the readback, in f32 words.

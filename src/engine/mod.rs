@@ -364,28 +364,28 @@ impl Plan {
         }
     }
 
-    /// [`Self::run`] on the CPU backend, adding each step's time to `times` under its op kind
-    /// (the per-op profile); on a GPU backend a plain run that leaves `times` as it was, since
-    /// one submission covers every step there.
+    /// [`Self::run`], adding each step's time to `times` under its op kind (the per-op
+    /// profile). On a GPU every dispatch then gets its own submission and wait, keyed by its
+    /// kernel (`conv1x1_vec4_c8`, ...), before one ordinary run produces the output.
     pub fn run_profiled(
         &self,
         input: &Tensor,
         times: &mut OpTimes,
     ) -> Result<PlanOutput, EngineError> {
+        input
+            .check_sample_shape(self.input_shape())
+            .map_err(|source| EngineError::Shape {
+                range: self.range.clone(),
+                source,
+            })?;
+        self.check_batch(input.batch())?;
         match &self.exec {
             Exec::Cpu(p) => {
-                input
-                    .check_sample_shape(self.input_shape())
-                    .map_err(|source| EngineError::Shape {
-                        range: self.range.clone(),
-                        source,
-                    })?;
-                self.check_batch(input.batch())?;
                 Ok(self
                     .cpu(p)
                     .run_profiled(input.data().to_vec(), input.batch(), times))
             }
-            Exec::Gpu(_) => self.run(input),
+            Exec::Gpu(g) => g.run_profiled(input, times),
         }
     }
 

@@ -760,7 +760,7 @@ const CONV1X1_PIXELS: u64 = 8;
 const SHARED_TILE: u64 = 32;
 
 /// Largest kernel side and stride `depthwise_tiled` handles (its input row span is
-/// `3 · stride + kernel <= 13` values, held in registers).
+/// `7 · stride + kernel <= 21` values and its taps `kernel² <= 49`, held in registers).
 const DEPTHWISE_TILED_MAX_KERNEL: usize = 7;
 const DEPTHWISE_TILED_MAX_STRIDE: usize = 2;
 
@@ -790,11 +790,12 @@ fn depthwise_tiles(c: &Conv2d) -> bool {
 /// Convolution launcher for `[batch, C, h, w]` inputs with the context's tiling
 /// ([`GpuContext::conv_tiles`]): 1x1 stride-1 convolutions as a GEMM (`conv1x1` register
 /// tiles of up to 8 channels x 8 pixels, `conv1x1_vec4` when pixels and input channels come
-/// in fours, or `conv1x1_shared` workgroup tiles), depthwise ones
-/// as `depthwise_tiled` (4 x 4 outputs per invocation), the rest as the implicit GEMM
-/// `conv_tiled`; depthwise geometries outside the tiled kernel's range (dilation, large
-/// kernels or strides) fall back to the direct `depthwise`. The label names the kernel
-/// and its tile (`block3.conv.conv1x1_c8`).
+/// in fours, `conv1x1_wvec4` when only input channels do, or `conv1x1_shared` workgroup
+/// tiles), depthwise ones as `depthwise_tiled` (4 x 8 outputs per invocation, 4 x 4 on rows
+/// of 4 or fewer), the rest as the implicit GEMM `conv_tiled` (up to 8 channels x 4
+/// columns); depthwise geometries outside the tiled kernel's range (dilation, large kernels
+/// or strides) fall back to the direct `depthwise`. The label names the kernel and its tile
+/// (`block3.conv.conv1x1_c8`).
 #[allow(clippy::too_many_arguments)] // shapes + buffers of one convolution
 pub fn conv2d(
     ctx: &GpuContext,
@@ -813,13 +814,16 @@ pub fn conv2d(
     let channels = c.out_channels as u64;
     let co_t = channel_tile(c.out_channels / c.groups);
     let co_tiles = channels / co_t as u64;
+    // Output columns per `depthwise_tiled` invocation: 8 (each loaded tap feeds twice the
+    // outputs) unless the rows are too short to fill them.
+    let tw: u64 = if ow > 4 { 8 } else { 4 };
     // (entry point, label, override constants, invocations)
     let (entry, name, constants, invocations): (_, _, Vec<(&'static str, f64)>, u64) =
         if c.is_depthwise() && depthwise_tiles(c) {
             (
                 "depthwise_tiled",
                 format!(
-                    "depthwise_tiled_k{}x{}s{}x{}",
+                    "depthwise_tiled_4x{tw}_k{}x{}s{}x{}",
                     c.kernel_h, c.kernel_w, c.stride.0, c.stride.1
                 ),
                 vec![
@@ -827,8 +831,9 @@ pub fn conv2d(
                     ("KW", c.kernel_w as f64),
                     ("SH", c.stride.0 as f64),
                     ("SW", c.stride.1 as f64),
+                    ("TW", tw as f64),
                 ],
-                n * channels * ow.div_ceil(4) * oh.div_ceil(4),
+                n * channels * ow.div_ceil(tw) * oh.div_ceil(4),
             )
         } else if c.is_depthwise() {
             let inv = n * channels * oh * ow.div_ceil(4);
@@ -845,6 +850,13 @@ pub fn conv2d(
             (
                 "conv1x1_vec4",
                 format!("conv1x1_vec4_c{co_t}"),
+                vec![("CO_T", co_t as f64)],
+                co_tiles * n * (oh * ow).div_ceil(CONV1X1_PIXELS),
+            )
+        } else if is_gemm(c) && c.in_channels.is_multiple_of(4) {
+            (
+                "conv1x1_wvec4",
+                format!("conv1x1_wvec4_c{co_t}"),
                 vec![("CO_T", co_t as f64)],
                 co_tiles * n * (oh * ow).div_ceil(CONV1X1_PIXELS),
             )
@@ -925,7 +937,15 @@ pub fn pool(
     )
 }
 
-/// Global average pooling launcher.
+/// Planes of at least this many values get a workgroup each (`global_avgpool_wg`): one
+/// invocation per plane would leave most of the device idle on the few large planes of a
+/// network's first blocks (EfficientNet-B0: 32 planes of 112 x 112); smaller planes come in
+/// hundreds (672 or 1152 channels at 14 x 14 and 7 x 7), enough invocations without the
+/// workgroup's barriers.
+const GAP_WORKGROUP_PIXELS: usize = 512;
+
+/// Global average pooling launcher: `global_avgpool_wg` for large planes, else one
+/// invocation per plane.
 pub fn global_avgpool(
     ctx: &GpuContext,
     label: &str,
@@ -951,6 +971,24 @@ pub fn global_avgpool(
         is_max: 0,
         count_include_pad: 0,
     };
+    if hw >= GAP_WORKGROUP_PIXELS {
+        let entry = if hw.is_multiple_of(4) {
+            "global_avgpool_wg_vec4"
+        } else {
+            "global_avgpool_wg"
+        };
+        return Kernel::new(
+            ctx,
+            format!("{label}.{entry}"),
+            Shader::Pool,
+            entry,
+            &[],
+            &params,
+            &[x],
+            y,
+            planes as u64 * WORKGROUP as u64,
+        );
+    }
     Kernel::new(
         ctx,
         format!("{label}.global_avgpool"),
@@ -964,7 +1002,8 @@ pub fn global_avgpool(
     )
 }
 
-/// Elementwise launcher: `entry` is `activation`, `add` or `mul` (`a` is the gate of `mul`).
+/// Elementwise launcher: `entry` is `activation`, `add` or `mul` (`a` is the gate of `mul`);
+/// four values per invocation (`_vec4`) when the length and the gate's plane allow.
 #[allow(clippy::too_many_arguments)] // one launcher for three entry points
 pub fn elementwise(
     ctx: &GpuContext,
@@ -987,6 +1026,14 @@ pub fn elementwise(
         act_b,
         _pad1: [0; 2],
     };
+    // Quads of values (one gate value per quad for a channel gate).
+    let quads = len.is_multiple_of(4) && (entry != "mul" || inner.is_multiple_of(4));
+    let (entry, invocations) = match entry {
+        "activation" if quads => ("activation_vec4", len / 4),
+        "add" if quads => ("add_vec4", len / 4),
+        "mul" if quads => ("mul_vec4", len / 4),
+        _ => (entry, len),
+    };
     Kernel::new(
         ctx,
         format!("{label}.{entry}"),
@@ -996,7 +1043,7 @@ pub fn elementwise(
         &params,
         &[a, b],
         y,
-        len as u64,
+        invocations as u64,
     )
 }
 
