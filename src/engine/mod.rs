@@ -349,15 +349,20 @@ impl Plan {
         self.model.shape_at(self.range.start)
     }
 
-    /// Runs the range on a batch of `[n, input_shape...]` with `1 <= n <= capacity`.
-    pub fn run(&self, input: &Tensor) -> Result<PlanOutput, EngineError> {
+    /// The input's per-sample shape and batch size against the plan's.
+    fn check_input(&self, input: &Tensor) -> Result<(), EngineError> {
         input
             .check_sample_shape(self.input_shape())
             .map_err(|source| EngineError::Shape {
                 range: self.range.clone(),
                 source,
             })?;
-        self.check_batch(input.batch())?;
+        self.check_batch(input.batch())
+    }
+
+    /// Runs the range on a batch of `[n, input_shape...]` with `1 <= n <= capacity`.
+    pub fn run(&self, input: &Tensor) -> Result<PlanOutput, EngineError> {
+        self.check_input(input)?;
         match &self.exec {
             Exec::Cpu(p) => Ok(self.cpu(p).run(input.data().to_vec(), input.batch())),
             Exec::Gpu(g) => g.run(input),
@@ -372,13 +377,7 @@ impl Plan {
         input: &Tensor,
         times: &mut OpTimes,
     ) -> Result<PlanOutput, EngineError> {
-        input
-            .check_sample_shape(self.input_shape())
-            .map_err(|source| EngineError::Shape {
-                range: self.range.clone(),
-                source,
-            })?;
-        self.check_batch(input.batch())?;
+        self.check_input(input)?;
         match &self.exec {
             Exec::Cpu(p) => {
                 Ok(self

@@ -776,7 +776,7 @@ fn channel_tile(per_group: usize) -> usize {
 /// True when `c` is a pointwise convolution that is a plain GEMM per sample: 1x1 kernel,
 /// stride 1, no padding, one group.
 fn is_gemm(c: &Conv2d) -> bool {
-    c.kernel_h == 1 && c.kernel_w == 1 && c.stride == (1, 1) && c.pads == [0; 4] && c.groups == 1
+    c.is_pointwise() && c.groups == 1
 }
 
 /// True when `depthwise_tiled` handles `c`'s geometry (no dilation, small kernel and stride).

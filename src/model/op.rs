@@ -181,6 +181,12 @@ impl Conv2d {
         self.groups == self.in_channels && self.groups == self.out_channels
     }
 
+    /// True for a 1x1 convolution with stride 1 and no padding: per sample and group a plain
+    /// matrix product of the weights and the input planes.
+    pub fn is_pointwise(&self) -> bool {
+        self.kernel_h == 1 && self.kernel_w == 1 && self.stride == (1, 1) && self.pads == [0; 4]
+    }
+
     /// `(stride, padding)` when both are the same in every direction and there is no
     /// dilation: the geometry training supports.
     pub fn uniform(&self) -> Option<(usize, usize)> {

@@ -17,8 +17,7 @@ pub fn conv2d(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32
     let (oh, ow) = conv
         .output_hw(h, w)
         .expect("shapes were validated when the model was loaded");
-    let pointwise =
-        conv.kernel_h == 1 && conv.kernel_w == 1 && conv.stride == (1, 1) && conv.pads == [0; 4];
+    let pointwise = conv.is_pointwise();
     if pointwise && h * w == 1 && conv.groups == 1 {
         // A 1x1 convolution of 1x1 planes (squeeze-excite) is a dense layer over the batch.
         return dense::linear(
@@ -82,8 +81,7 @@ pub fn conv2d_batch_inner(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize
     let (oh, ow) = conv
         .output_hw(h, w)
         .expect("shapes were validated when the model was loaded");
-    let pointwise =
-        conv.kernel_h == 1 && conv.kernel_w == 1 && conv.stride == (1, 1) && conv.pads == [0; 4];
+    let pointwise = conv.is_pointwise();
     if pointwise {
         return pointwise_conv(conv, x, 1, n * h * w);
     }
