@@ -1,23 +1,24 @@
 //! Depthwise convolutions (one input and one output channel per group) as direct kernels,
 //! planes in parallel.
 //!
-//! Each input plane is first split into its zero-padded *phase planes*: for stride `(sh, sw)`
-//! the `sh·sw` subsampled grids `P[py, px][r, c] = padded[r·sh + py, c·sw + px]` (one padded
-//! copy at stride 1), all of width `wp`. Output `(oy, ox)` then reads, through tap `(ky, kx)`,
-//! the phase plane of `(ky·dh mod sh, kx·dw mod sw)` at flat index
-//! `oy·wp + ox + (ky·dh / sh)·wp + kx·dw / sw`: a fixed offset from `oy·wp + ox`. So the whole
-//! plane is computed as one flat sequence of `oh·wp` positions (the `wp - ow` extra columns of
-//! each row are computed and dropped), in register tiles of [`TILE`] consecutive positions that
-//! accumulate every tap before they are stored: long contiguous vector loops without bounds
-//! checks or padding tests, even on 7x7 planes, at the price of `wp / ow` extra work.
+//! Each input plane is first copied into a zero-padded buffer whose rows are split into their
+//! `sw` column phases (phase `p`, column `j` = padded column `j·sw + p`; a plain padded copy at
+//! stride 1). Output `(oy, ox)` then reads tap `(ky, kx)` at column `ox + kx·dw / sw` of phase
+//! `kx·dw mod sw` of padded row `oy·sh + ky·dh`: one offset per tap from a base that moves by
+//! a whole row per output row and by one value per output column, so every read is a
+//! contiguous vector at any stride. The outputs are computed in register tiles of `R` rows by
+//! `V` 8-lane vectors that start at the bias and accumulate every tap before one store
+//! (AVX+FMA intrinsics where the CPU has them, the same tiles in plain arrays elsewhere); the
+//! activation runs over the finished plane. Tiles are chosen per plane width so that short
+//! rows (7x7, 14x14) still keep eight independent sums in flight.
 
 use super::scratch::with_scratch;
 use super::{simd, PAR_MIN_ELEMS};
 use crate::model::Conv2d;
 use rayon::prelude::*;
 
-/// Output positions accumulated in registers at once (four 8-lane vectors).
-const TILE: usize = 32;
+/// Lanes of one vector of the register tiles.
+const LANES: usize = 8;
 
 /// Depthwise convolution of `n` samples of `[channels, h, w]`; returns `[n, channels, oh, ow]`.
 pub fn conv2d(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
@@ -49,10 +50,11 @@ fn by_planes(
         .expect("shapes were validated when the model was loaded");
     let ohw = oh * ow;
     let mut y = vec![0.0f32; planes * ohw];
-    if ohw == 0 || h * w == 0 {
+    if ohw == 0 {
         return y;
     }
-    let geometry = Phases::new(conv, h, w, oh);
+    let g = Padded::new(conv, (h, w), (oh, ow));
+    let avx = avx_fma();
     let planes_per_task = PAR_MIN_ELEMS.div_ceil(ohw * conv.kernel_h * conv.kernel_w);
     y.par_chunks_mut(ohw)
         .enumerate()
@@ -60,151 +62,315 @@ fn by_planes(
         .for_each(|(plane, out)| {
             let ch = channel(plane);
             let input = &x[plane * h * w..(plane + 1) * h * w];
-            with_scratch(geometry.scratch_len(conv.stride.1), |scratch| {
-                simd::dispatch(|| plane_kernel(conv, &geometry, ch, input, out, ow, scratch))
+            let taps = &conv.weight[ch * g.offsets.len()..(ch + 1) * g.offsets.len()];
+            with_scratch(g.len(), |buf| {
+                g.fill(input, buf);
+                if avx {
+                    // SAFETY: AVX and FMA were detected on this CPU.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        avx::plane(&g, taps, conv.bias[ch], buf, out)
+                    };
+                } else {
+                    plane_portable(&g, taps, conv.bias[ch], buf, out);
+                }
+                simd::dispatch(|| simd::activate(conv.activation, out));
             });
         });
     y
 }
 
-/// The phase-plane geometry of one convolution on one input size.
-struct Phases {
+/// True when the CPU runs the AVX+FMA tiles.
+fn avx_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The padded, phase-split copy of a plane and where each tap reads it.
+struct Padded {
     h: usize,
     w: usize,
     oh: usize,
-    /// Phase planes: `sh·sw`.
-    phases: usize,
-    /// Rows and columns of every phase plane.
-    hp: usize,
-    wp: usize,
-    /// Values allocated per phase plane: `hp·wp` plus the slack the last tile reads past it.
-    plane_len: usize,
-    /// Flat positions computed: `oh·wp` rounded up to whole tiles.
-    positions: usize,
+    ow: usize,
+    /// Top and left zero padding.
+    pt: usize,
+    pl: usize,
+    /// Column phases (the width stride).
+    sw: usize,
+    /// Values per phase row: every column a tile reads, zeros past the padded row.
+    width: usize,
+    /// Padded rows: the last one a tap reads is `(oh - 1)·sh + (kh - 1)·dh`.
+    rows: usize,
+    /// Distance between the first values of consecutive output rows (`sh` padded rows).
+    row_step: usize,
+    /// Per tap, in weight order: where its reads start relative to an output's base.
+    offsets: Vec<usize>,
 }
 
-impl Phases {
-    fn new(conv: &Conv2d, h: usize, w: usize, oh: usize) -> Self {
-        let (sh, sw) = conv.stride;
-        let [pt, pl, pb, pr] = conv.pads;
-        let (hp, wp) = ((h + pt + pb).div_ceil(sh), (w + pl + pr).div_ceil(sw));
-        let positions = (oh * wp).div_ceil(TILE) * TILE;
-        let (dh, dw) = conv.dilation;
-        let max_offset = (conv.kernel_h - 1) * dh / sh * wp + (conv.kernel_w - 1) * dw / sw;
+impl Padded {
+    fn new(conv: &Conv2d, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> Self {
+        let (kh, kw) = (conv.kernel_h, conv.kernel_w);
+        let ((sh, sw), (dh, dw)) = (conv.stride, conv.dilation);
+        let width = ow.next_multiple_of(LANES) + (kw - 1) * dw / sw;
+        let offsets = (0..kh * kw)
+            .map(|t| {
+                let (ky, kx) = (t / kw, t % kw);
+                (ky * dh * sw + kx * dw % sw) * width + kx * dw / sw
+            })
+            .collect();
         Self {
             h,
             w,
             oh,
-            phases: sh * sw,
-            hp,
-            wp,
-            plane_len: (hp * wp).max(positions + max_offset),
-            positions,
+            ow,
+            pt: conv.pads[0],
+            pl: conv.pads[1],
+            sw,
+            width,
+            rows: (oh - 1) * sh + (kh - 1) * dh + 1,
+            row_step: sh * sw * width,
+            offsets,
         }
     }
 
-    /// Scratch values one plane needs: its phase planes, the computed positions and one
-    /// padded input row.
-    fn scratch_len(&self, sw: usize) -> usize {
-        self.phases * self.plane_len + self.positions + self.wp * sw
+    /// Scratch values one plane needs.
+    fn len(&self) -> usize {
+        self.rows * self.sw * self.width
     }
 
-    /// Fills the phase planes of `input` into `planes` (`phases · plane_len` values), every
-    /// value written once; `row` is scratch for one padded input row (`wp · sw` values).
-    fn split(&self, conv: &Conv2d, input: &[f32], planes: &mut [f32], row: &mut [f32]) {
-        let (sh, sw) = conv.stride;
-        let (pt, pl) = (conv.pads[0], conv.pads[1]);
-        let (h, w, wp, hp, len) = (self.h, self.w, self.wp, self.hp, self.plane_len);
-        for py in 0..sh {
-            for r in 0..hp {
-                let iy = (r * sh + py).wrapping_sub(pt);
-                let rows = (0..sw).map(|px| (py * sw + px) * len + r * wp);
-                if iy >= h {
-                    for start in rows {
-                        planes[start..start + wp].fill(0.0);
-                    }
-                    continue;
-                }
-                let src = &input[iy * w..(iy + 1) * w];
-                // The padded row (`wp·sw >= pl + w + pr` by construction).
-                let padded = &mut row[..wp * sw];
-                padded[..pl].fill(0.0);
-                padded[pl..pl + w].copy_from_slice(src);
-                padded[pl + w..].fill(0.0);
-                match sw {
-                    1 => planes[py * len + r * wp..][..wp].copy_from_slice(padded),
-                    2 => {
-                        let (even, odd) = planes.split_at_mut((py * 2 + 1) * len);
-                        let even = &mut even[py * 2 * len + r * wp..][..wp];
-                        let odd = &mut odd[r * wp..][..wp];
-                        for ((e, o), pair) in even.iter_mut().zip(odd).zip(padded.chunks_exact(2)) {
-                            *e = pair[0];
-                            *o = pair[1];
-                        }
-                    }
-                    _ => {
-                        for (px, start) in rows.enumerate() {
-                            let dst = &mut planes[start..start + wp];
-                            for (d, v) in dst.iter_mut().zip(padded[px..].iter().step_by(sw)) {
-                                *d = *v;
-                            }
-                        }
+    /// Copies `input` into `buf` ([`Self::len`] values): padded rows of phase rows, zeros
+    /// wherever no input value lands.
+    fn fill(&self, input: &[f32], buf: &mut [f32]) {
+        let (w, sw, width, pl) = (self.w, self.sw, self.width, self.pl);
+        for (r, dst) in buf.chunks_exact_mut(sw * width).enumerate() {
+            let Some(src) = r
+                .checked_sub(self.pt)
+                .filter(|&iy| iy < self.h)
+                .map(|iy| &input[iy * w..(iy + 1) * w])
+            else {
+                dst.fill(0.0);
+                continue;
+            };
+            if sw == 1 {
+                let (start, end) = (pl.min(width), (pl + w).min(width));
+                dst[..start].fill(0.0);
+                dst[start..end].copy_from_slice(&src[..end - start]);
+                dst[end..].fill(0.0);
+                continue;
+            }
+            dst.fill(0.0);
+            for (phase, row) in dst.chunks_exact_mut(width).enumerate() {
+                // Input columns ix with (ix + pl) % sw == phase land at (ix + pl) / sw.
+                let first = (phase + sw - pl % sw) % sw;
+                let at = (first + pl) / sw;
+                if at < width {
+                    for (d, v) in row[at..].iter_mut().zip(src.iter().skip(first).step_by(sw)) {
+                        *d = *v;
                     }
                 }
             }
         }
-        // The slack the last tiles read past each plane.
-        for phase in 0..self.phases {
-            planes[phase * len + hp * wp..(phase + 1) * len].fill(0.0);
+    }
+
+    /// The tiles of a plane: `(rows, vectors)` per tile for the full-width part, chosen so
+    /// that a tile holds eight sums (four vectors wide on wide rows, eight rows tall on rows
+    /// of one vector).
+    fn tile_vectors(&self) -> usize {
+        match self.ow.div_ceil(LANES) {
+            1 => 1,
+            2 | 3 => 2,
+            _ => 4,
         }
     }
 }
 
-/// One output plane (channel `ch`) from its input plane.
+/// Calls `tile(oy, ox, rows, vectors)` for tiles covering the `oh × ow` outputs: tiles of
+/// `8 / v` rows by `v` vectors, then single vectors for the columns left, then single rows
+/// for the rows left.
 #[inline(always)]
-fn plane_kernel(
-    conv: &Conv2d,
-    g: &Phases,
-    ch: usize,
-    input: &[f32],
-    out: &mut [f32],
-    ow: usize,
-    scratch: &mut [f32],
-) {
-    let (kh, kw) = (conv.kernel_h, conv.kernel_w);
-    let ((sh, sw), (dh, dw)) = (conv.stride, conv.dilation);
-    let (planes, rest) = scratch.split_at_mut(g.phases * g.plane_len);
-    let (acc, row) = rest.split_at_mut(g.positions);
-    g.split(conv, input, planes, row);
-    let planes = &*planes;
-    // Per tap: its weight and where its reads start (phase plane + offset).
-    let taps = &conv.weight[ch * kh * kw..(ch + 1) * kh * kw];
-    let mut starts = Vec::with_capacity(kh * kw);
-    for ky in 0..kh {
-        for kx in 0..kw {
-            let phase = (ky * dh % sh) * sw + kx * dw % sw;
-            let offset = ky * dh / sh * g.wp + kx * dw / sw;
-            starts.push((taps[ky * kw + kx], phase * g.plane_len + offset));
+fn for_each_tile(g: &Padded, mut tile: impl FnMut(usize, usize, usize, usize)) {
+    let v = g.tile_vectors();
+    let r = 8 / v;
+    let vectors = g.ow.div_ceil(LANES);
+    let full = vectors / v * v;
+    let mut oy = 0;
+    while oy < g.oh {
+        let rows = if oy + r <= g.oh { r } else { 1 };
+        let mut vx = 0;
+        while vx < full {
+            tile(oy, vx * LANES, rows, v);
+            vx += v;
         }
+        while vx < vectors {
+            tile(oy, vx * LANES, rows, 1);
+            vx += 1;
+        }
+        oy += rows;
     }
-    for (t, tile) in acc.chunks_exact_mut(TILE).enumerate() {
-        let base = t * TILE;
-        let mut sum = [0.0f32; TILE];
-        for &(wv, start) in &starts {
-            let src: &[f32; TILE] = planes[start + base..start + base + TILE]
-                .try_into()
-                .expect("TILE values");
-            for (s, v) in sum.iter_mut().zip(src) {
-                *s += wv * v;
+}
+
+/// Stores the lanes of `acc` that fall inside the row (`ow` columns) from column `ox`.
+#[inline(always)]
+fn store(out_row: &mut [f32], ox: usize, acc: &[f32; LANES]) {
+    let n = (out_row.len() - ox).min(LANES);
+    out_row[ox..ox + n].copy_from_slice(&acc[..n]);
+}
+
+/// The tiles in plain arrays, for CPUs without AVX and FMA.
+fn plane_portable(g: &Padded, taps: &[f32], bias: f32, buf: &[f32], out: &mut [f32]) {
+    for_each_tile(g, |oy, ox, rows, vectors| {
+        for r in 0..rows {
+            let base = (oy + r) * g.row_step + ox;
+            for v in 0..vectors {
+                let mut acc = [bias; LANES];
+                for (&wv, &off) in taps.iter().zip(&g.offsets) {
+                    let src = &buf[base + off + v * LANES..][..LANES];
+                    for (a, s) in acc.iter_mut().zip(src) {
+                        *a += wv * s;
+                    }
+                }
+                let row = &mut out[(oy + r) * g.ow..(oy + r + 1) * g.ow];
+                store(row, ox + v * LANES, &acc);
             }
         }
-        tile.copy_from_slice(&sum);
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use super::{for_each_tile, store, Padded, LANES};
+    use std::arch::x86_64::*;
+
+    /// The tiles with AVX+FMA registers.
+    ///
+    /// # Safety
+    /// The CPU supports AVX and FMA.
+    #[target_feature(enable = "avx,fma")]
+    pub(super) unsafe fn plane(g: &Padded, taps: &[f32], bias: f32, buf: &[f32], out: &mut [f32]) {
+        // Every read lies in the buffer: the last tile's last lane reads padded row
+        // `(oh - 1)·sh + (kh - 1)·dh < rows`, column `< ow rounded to LANES + reach = width`.
+        let last = (g.oh - 1) * g.row_step
+            + g.offsets.iter().max().copied().unwrap_or(0)
+            + g.ow.next_multiple_of(LANES);
+        assert!(
+            last <= buf.len(),
+            "depthwise tiles read {last} of {} values",
+            buf.len()
+        );
+        assert_eq!(taps.len(), g.offsets.len());
+        let p = buf.as_ptr();
+        for_each_tile(g, |oy, ox, rows, vectors| match (rows, vectors) {
+            (2, 4) => tile::<2, 4>(g, taps, bias, p, out, oy, ox),
+            (4, 2) => tile::<4, 2>(g, taps, bias, p, out, oy, ox),
+            (8, 1) => tile::<8, 1>(g, taps, bias, p, out, oy, ox),
+            (1, 4) => tile::<1, 4>(g, taps, bias, p, out, oy, ox),
+            (1, 2) => tile::<1, 2>(g, taps, bias, p, out, oy, ox),
+            (_, _) => {
+                for r in 0..rows {
+                    tile::<1, 1>(g, taps, bias, p, out, oy + r, ox);
+                }
+            }
+        });
     }
-    let bias = conv.bias[ch];
-    for (oy, row) in out.chunks_exact_mut(ow).enumerate().take(g.oh) {
-        for (o, a) in row.iter_mut().zip(&acc[oy * g.wp..oy * g.wp + ow]) {
-            *o = a + bias;
+
+    /// One tile of `R` rows by `V` vectors from output `(oy, ox)`.
+    #[inline(always)]
+    fn tile<const R: usize, const V: usize>(
+        g: &Padded,
+        taps: &[f32],
+        bias: f32,
+        p: *const f32,
+        out: &mut [f32],
+        oy: usize,
+        ox: usize,
+    ) {
+        // SAFETY: `plane` checked that every tile's reads lie inside the buffer behind `p`;
+        // AVX and FMA are enabled by the caller's target features.
+        unsafe {
+            let mut acc = [[_mm256_set1_ps(bias); V]; R];
+            for (&wv, &off) in taps.iter().zip(&g.offsets) {
+                let w = _mm256_set1_ps(wv);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let src = p.add((oy + r) * g.row_step + off + ox);
+                    for (v, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(src.add(v * LANES)), *a);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                let row = &mut out[(oy + r) * g.ow..(oy + r + 1) * g.ow];
+                for (v, a) in acc.iter().enumerate() {
+                    let x = ox + v * LANES;
+                    if x + LANES <= g.ow {
+                        _mm256_storeu_ps(row.as_mut_ptr().add(x), *a);
+                    } else {
+                        let mut lanes = [0.0f32; LANES];
+                        _mm256_storeu_ps(lanes.as_mut_ptr(), *a);
+                        store(row, x, &lanes);
+                    }
+                }
+            }
         }
     }
-    simd::activate(conv.activation, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Activation;
+
+    /// The AVX tiles and the portable ones agree (up to FMA rounding) on odd shapes.
+    #[test]
+    fn avx_and_portable_tiles_agree() {
+        if !avx_fma() {
+            eprintln!("SKIP: this CPU has no AVX+FMA; only the portable tiles run");
+            return;
+        }
+        for &(h, w, k, s, d, pad) in &[
+            (7, 7, 3, 1, 1, 1),
+            (14, 13, 5, 2, 1, 2),
+            (33, 40, 3, 1, 2, 2),
+            (5, 70, 7, 3, 1, 3),
+            (1, 9, 1, 1, 1, 0),
+        ] {
+            let conv = Conv2d {
+                in_channels: 1,
+                out_channels: 1,
+                kernel_h: k,
+                kernel_w: k,
+                stride: (s, s),
+                dilation: (d, d),
+                pads: [pad; 4],
+                groups: 1,
+                weight: (0..k * k).map(|i| (i as f32 * 0.37).sin()).collect(),
+                bias: vec![0.25],
+                activation: Activation::None,
+            };
+            let (oh, ow) = conv.output_hw(h, w).unwrap();
+            let g = Padded::new(&conv, (h, w), (oh, ow));
+            let x: Vec<f32> = (0..h * w).map(|i| (i as f32 * 0.71).cos()).collect();
+            let mut buf = vec![f32::NAN; g.len()];
+            g.fill(&x, &mut buf);
+            let mut want = vec![0.0; oh * ow];
+            plane_portable(&g, &conv.weight, 0.25, &buf, &mut want);
+            let mut got = vec![0.0; oh * ow];
+            // SAFETY: AVX and FMA were detected above.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                avx::plane(&g, &conv.weight, 0.25, &buf, &mut got)
+            };
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{h}x{w} k{k} s{s} at {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
 }
