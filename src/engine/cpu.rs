@@ -63,6 +63,13 @@ impl Act {
         self.as_layout(n, Layout::BatchOuter)
     }
 
+    /// Hands the values to the kernels' buffer pool when nothing else holds them.
+    fn recycle(self) {
+        if let Ok(v) = Rc::try_unwrap(self.data) {
+            fast::recycle(v);
+        }
+    }
+
     fn into_outer(self, n: usize) -> Vec<f32> {
         let data = self.as_outer(n);
         drop(self);
@@ -258,11 +265,13 @@ fn run_steps_with(
         if let (Some(t), Some(start)) = (times.as_deref_mut(), start) {
             t.add(op_kind(&step.op, s), start.elapsed().as_secs_f64());
         }
-        x = y;
+        std::mem::replace(&mut x, y).recycle();
         if let Some(label) = &step.save_as {
             saved.insert(label.as_str(), x.clone());
         }
     }
+    block_input.recycle();
+    saved.into_values().for_each(Act::recycle);
     x
 }
 

@@ -4,7 +4,7 @@
 //! Bias and activation are applied in one pass over each output plane right after its GEMM.
 
 use super::gemm::{matmul, matmul_single, MatRef};
-use super::scratch::with_scratch;
+use super::scratch::{self, with_scratch};
 use super::{dense, depthwise, simd, PAR_MIN_ELEMS};
 use crate::model::Conv2d;
 use rayon::prelude::*;
@@ -36,7 +36,7 @@ pub fn conv2d(conv: &Conv2d, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32
     let (cin_g, cout_g) = (cin / groups, cout / groups);
     let k = cin_g * conv.kernel_h * conv.kernel_w;
     let (hw, ohw) = (h * w, oh * ow);
-    let mut y = vec![0.0f32; n * cout * ohw];
+    let mut y = scratch::overwritten(n * cout * ohw);
     let cols = if pointwise { 0 } else { k * ohw };
     with_scratch(cols, |col| {
         for b in 0..n {
@@ -109,7 +109,7 @@ fn full_width_batch_inner(
     let k = conv.in_channels * kh * kw;
     let (ohw, hw) = (oh * ow, h * w);
     let cols = n * ohw;
-    let mut y = vec![0.0f32; cout * cols];
+    let mut y = scratch::overwritten(cout * cols);
     if cols == 0 || cout == 0 {
         return y;
     }
@@ -186,7 +186,7 @@ fn unfolded_batch_inner(
     let cout = conv.out_channels;
     let k = conv.in_channels * conv.kernel_h * conv.kernel_w;
     let (cols, out_rows) = (n * oh * ow, n * oh);
-    let mut y = vec![0.0f32; cout * cols];
+    let mut y = scratch::overwritten(cout * cols);
     if cols == 0 || cout == 0 {
         return y;
     }
@@ -239,7 +239,7 @@ const POINTWISE_COLUMN_STEP: usize = 16;
 /// positions give too few tasks to keep every thread busy (the 7x7 planes at batch 1).
 fn pointwise_conv(conv: &Conv2d, x: &[f32], n: usize, hw: usize) -> Vec<f32> {
     let (cin, cout) = (conv.in_channels, conv.out_channels);
-    let mut y = vec![0.0f32; n * cout * hw];
+    let mut y = scratch::overwritten(n * cout * hw);
     if hw == 0 || cout == 0 {
         return y;
     }

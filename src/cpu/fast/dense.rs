@@ -4,7 +4,7 @@
 //! the dense GEMM faster ([`fanin_runs_dense`]).
 
 use super::gemm::{matmul, MatRef};
-use super::scratch::with_scratch;
+use super::scratch::{self, with_scratch};
 use super::{simd, PAR_MIN_ELEMS};
 use crate::model::{Activation, Dense, FanIn};
 use rayon::prelude::*;
@@ -30,7 +30,7 @@ pub(crate) fn linear(
     x: &[f32],
     n: usize,
 ) -> Vec<f32> {
-    let mut y = vec![0.0f32; n * outputs];
+    let mut y = scratch::overwritten(n * outputs);
     if outputs == 0 {
         return y;
     }
@@ -81,7 +81,7 @@ pub fn fanin(f: &FanIn, x: &[f32], n: usize) -> Vec<f32> {
     }
     // Transpose the batch to `[inputs, n]`: each tap then reads one contiguous row of `n`
     // values, and each output's `n` results accumulate in one vector.
-    let mut yt = vec![0.0f32; f.outputs * n];
+    let mut yt = scratch::overwritten(f.outputs * n);
     with_scratch(f.inputs * n, |xt| {
         for (b, row) in x.chunks_exact(f.inputs).enumerate() {
             for (i, &v) in row.iter().enumerate() {
@@ -106,18 +106,19 @@ pub fn fanin(f: &FanIn, x: &[f32], n: usize) -> Vec<f32> {
                 })
             });
     });
-    let mut y = vec![0.0f32; n * f.outputs];
+    let mut y = scratch::overwritten(n * f.outputs);
     for (o, col) in yt.chunks_exact(n).enumerate() {
         for (b, &v) in col.iter().enumerate() {
             y[b * f.outputs + o] = v;
         }
     }
+    scratch::recycle(yt);
     y
 }
 
 /// One sample: a gather-dot per output.
 fn fanin_single(f: &FanIn, x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; f.outputs];
+    let mut y = scratch::overwritten(f.outputs);
     y.par_iter_mut()
         .enumerate()
         .with_min_len(PAR_MIN_ELEMS.div_ceil(f.k.max(1)))

@@ -12,7 +12,7 @@
 //! activation runs over the finished plane. Tiles are chosen per plane width so that short
 //! rows (7x7, 14x14) still keep eight independent sums in flight.
 
-use super::scratch::with_scratch;
+use super::scratch::{self, with_scratch};
 use super::{simd, PAR_MIN_ELEMS};
 use crate::model::Conv2d;
 use rayon::prelude::*;
@@ -49,7 +49,7 @@ fn by_planes(
         .output_hw(h, w)
         .expect("shapes were validated when the model was loaded");
     let ohw = oh * ow;
-    let mut y = vec![0.0f32; planes * ohw];
+    let mut y = scratch::overwritten(planes * ohw);
     if ohw == 0 {
         return y;
     }
@@ -164,6 +164,13 @@ impl Padded {
                 dst[end..].fill(0.0);
                 continue;
             }
+            if sw == 2 {
+                let (a, b) = dst.split_at_mut(width);
+                // Even input columns land in phase `pl % 2`, odd ones in the other.
+                let (even, odd) = if pl % 2 == 0 { (a, b) } else { (b, a) };
+                deinterleave(src, (even, pl / 2), (odd, pl.div_ceil(2)));
+                continue;
+            }
             dst.fill(0.0);
             for (phase, row) in dst.chunks_exact_mut(width).enumerate() {
                 // Input columns ix with (ix + pl) % sw == phase land at (ix + pl) / sw.
@@ -187,6 +194,41 @@ impl Padded {
             2 | 3 => 2,
             _ => 4,
         }
+    }
+}
+
+/// `even[e0 + t] = src[2t]` and `odd[o0 + t] = src[2t + 1]` as far as the rows reach, zeros
+/// everywhere else in both rows.
+fn deinterleave(src: &[f32], (even, e0): (&mut [f32], usize), (odd, o0): (&mut [f32], usize)) {
+    let ne = src.len().div_ceil(2).min(even.len().saturating_sub(e0));
+    let no = (src.len() / 2).min(odd.len().saturating_sub(o0));
+    let (e0, o0) = (e0.min(even.len()), o0.min(odd.len()));
+    even[..e0].fill(0.0);
+    even[e0 + ne..].fill(0.0);
+    odd[..o0].fill(0.0);
+    odd[o0 + no..].fill(0.0);
+    let (even, odd) = (&mut even[e0..e0 + ne], &mut odd[o0..o0 + no]);
+    let mut t = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_shuffle_ps, _mm_storeu_ps};
+        while 2 * t + 8 <= src.len() && t + 4 <= ne.min(no) {
+            // SAFETY: SSE is part of x86_64; the loads read src[2t..2t + 8] and the stores
+            // write even[t..t + 4] and odd[t..t + 4], all in bounds by the loop condition.
+            unsafe {
+                let lo = _mm_loadu_ps(src.as_ptr().add(2 * t));
+                let hi = _mm_loadu_ps(src.as_ptr().add(2 * t + 4));
+                _mm_storeu_ps(even.as_mut_ptr().add(t), _mm_shuffle_ps::<0x88>(lo, hi));
+                _mm_storeu_ps(odd.as_mut_ptr().add(t), _mm_shuffle_ps::<0xDD>(lo, hi));
+            }
+            t += 4;
+        }
+    }
+    for (i, e) in even.iter_mut().enumerate().skip(t) {
+        *e = src[2 * i];
+    }
+    for (i, o) in odd.iter_mut().enumerate().skip(t) {
+        *o = src[2 * i + 1];
     }
 }
 
@@ -338,6 +380,8 @@ mod tests {
             (33, 40, 3, 1, 2, 2),
             (5, 70, 7, 3, 1, 3),
             (1, 9, 1, 1, 1, 0),
+            (9, 11, 3, 2, 1, 1),
+            (8, 17, 5, 2, 1, 3),
         ] {
             let conv = Conv2d {
                 in_channels: 1,

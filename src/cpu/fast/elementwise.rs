@@ -7,7 +7,7 @@
 //! the row's start in each operand is found once per row. A residual add is one row per task,
 //! the gate product one row per channel plane.
 
-use super::{simd, PAR_MIN_ELEMS};
+use super::{scratch, simd, PAR_MIN_ELEMS};
 use crate::model::{
     broadcast_shape, broadcast_strides, Activation, Binary, BinaryOp, BinaryOperand,
 };
@@ -34,7 +34,7 @@ pub fn binary_shaped(
     let out = broadcast_shape(x_shape, operand_shape)
         .expect("shapes were validated when the model was loaded");
     let out_elems: usize = out.iter().product();
-    let mut y = vec![0.0f32; n * out_elems];
+    let mut y = scratch::overwritten(n * out_elems);
     if out_elems == 0 {
         return y;
     }
@@ -65,7 +65,7 @@ pub fn binary_shaped(
 
 /// `act(x)` elementwise, chunks in parallel.
 pub fn activation(act: Activation, x: &[f32]) -> Vec<f32> {
-    let mut y = x.to_vec();
+    let mut y = scratch::copied(x);
     y.par_chunks_mut(PAR_MIN_ELEMS)
         .for_each(|chunk| simd::dispatch(|| simd::activate(act, chunk)));
     y

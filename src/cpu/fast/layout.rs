@@ -9,6 +9,7 @@
 //! per-plane ops (depthwise, pooling, global pooling, the squeeze-excite gate) only see planes
 //! in another order. At `n == 1` both layouts are the same memory.
 
+use super::scratch;
 use super::PAR_MIN_ELEMS;
 use rayon::prelude::*;
 
@@ -37,7 +38,7 @@ pub fn to_batch_outer(x: &[f32], n: usize, c: usize) -> Vec<f32> {
 /// A copy of `x` (`n` samples in `from`) laid out as `to`.
 pub fn convert(x: &[f32], n: usize, from: Layout, to: Layout) -> Vec<f32> {
     if from == to || n <= 1 {
-        return x.to_vec();
+        return scratch::copied(x);
     }
     match (from, to) {
         (Layout::BatchOuter, Layout::BatchInner { c }) => to_batch_inner(x, n, c),
@@ -45,7 +46,7 @@ pub fn convert(x: &[f32], n: usize, from: Layout, to: Layout) -> Vec<f32> {
         (Layout::BatchInner { c: from }, Layout::BatchInner { c: to }) => {
             to_batch_inner(&to_batch_outer(x, n, from), n, to)
         }
-        (Layout::BatchOuter, Layout::BatchOuter) => x.to_vec(),
+        (Layout::BatchOuter, Layout::BatchOuter) => scratch::copied(x),
     }
 }
 
@@ -53,10 +54,10 @@ pub fn convert(x: &[f32], n: usize, from: Layout, to: Layout) -> Vec<f32> {
 fn swap_outer(x: &[f32], a: usize, b: usize) -> Vec<f32> {
     let blocks = a * b;
     if blocks <= 1 || x.is_empty() {
-        return x.to_vec();
+        return scratch::copied(x);
     }
     let r = x.len() / blocks;
-    let mut y = vec![0.0f32; x.len()];
+    let mut y = scratch::overwritten(x.len());
     // Output row `j` of `b` rows gathers block `(i, j)` of every input row `i`.
     y.par_chunks_mut(a * r)
         .enumerate()

@@ -1,7 +1,7 @@
 //! Pooling and the squeeze-excite pieces: windowed max/avg pooling, global average pooling and
 //! the per-channel gate product, planes in parallel with contiguous inner loops.
 
-use super::{simd, PAR_MIN_ELEMS};
+use super::{scratch, simd, PAR_MIN_ELEMS};
 use crate::model::{Pool, PoolKind};
 use rayon::prelude::*;
 
@@ -12,7 +12,7 @@ pub fn pool(pool: &Pool, x: &[f32], nc: usize, h: usize, w: usize) -> Vec<f32> {
         .output_hw(h, w)
         .expect("shapes were validated when the model was loaded");
     let ohw = oh * ow;
-    let mut y = vec![0.0f32; nc * ohw];
+    let mut y = scratch::overwritten(nc * ohw);
     if ohw == 0 {
         return y;
     }
@@ -122,7 +122,7 @@ fn plane_pool<const MAX: bool>(
 
 /// Mean of each of `nc` planes of `hw` values, summed in 8 lanes (vectorised).
 pub fn global_avgpool(x: &[f32], nc: usize, hw: usize) -> Vec<f32> {
-    let mut y = vec![0.0f32; nc];
+    let mut y = scratch::zeroed(nc);
     if hw == 0 {
         return y;
     }
@@ -150,7 +150,7 @@ fn lane_sum(x: &[f32]) -> f32 {
 /// Product of `x` (planes of `hw` values) with a per-plane `gate`; with `hw == 1` the
 /// elementwise product.
 pub fn mul(gate: &[f32], x: &[f32], hw: usize) -> Vec<f32> {
-    let mut y = x.to_vec();
+    let mut y = scratch::copied(x);
     if hw == 0 {
         return y;
     }
