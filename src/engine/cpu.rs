@@ -342,18 +342,19 @@ impl CpuPlan<'_> {
             n += t.batch();
             data.extend_from_slice(t.data());
         }
-        Ok(self.run(data, n))
+        Ok(cpu::threads::install(|| self.run_on_pool(data, n, None)))
     }
 
     /// Runs `n` samples of row-major `x`; encodes the output when the plan has an output
-    /// encoding (its last step).
-    pub fn run(&self, x: Vec<f32>, n: usize) -> PlanOutput {
-        cpu::threads::install(|| self.run_on_pool(x, n, None))
+    /// encoding (its last step). The input is copied into the kernels' buffer pool, on the
+    /// thread that runs the plan.
+    pub fn run(&self, x: &[f32], n: usize) -> PlanOutput {
+        cpu::threads::install(|| self.run_on_pool(fast::copied(x), n, None))
     }
 
     /// [`Self::run`], adding each step's time to `times` under its op kind.
-    pub fn run_profiled(&self, x: Vec<f32>, n: usize, times: &mut OpTimes) -> PlanOutput {
-        cpu::threads::install(|| self.run_on_pool(x, n, Some(times)))
+    pub fn run_profiled(&self, x: &[f32], n: usize, times: &mut OpTimes) -> PlanOutput {
+        cpu::threads::install(|| self.run_on_pool(fast::copied(x), n, Some(times)))
     }
 
     fn run_on_pool(&self, x: Vec<f32>, n: usize, mut times: Option<&mut OpTimes>) -> PlanOutput {
@@ -363,30 +364,25 @@ impl CpuPlan<'_> {
         let per_sample = x.len().checked_div(n).unwrap_or(0).max(1);
         // Chunks run one per thread when there are several threads and nothing is being
         // timed per op; each one's kernels still split their work when a thread is free.
-        let runs: Vec<ChunkOutput> = if n <= chunk {
-            vec![self.run_chunk(x, n, times)]
-        } else if times.is_some() || rayon::current_num_threads() == 1 {
-            x.chunks(chunk * per_sample)
-                .map(|c| self.run_chunk(c.to_vec(), c.len() / per_sample, times.as_deref_mut()))
-                .collect()
+        let (output, exit_logits) = if n <= chunk {
+            let run = self.run_chunk(x, n, times);
+            (run.output, run.exits)
         } else {
-            x.par_chunks(chunk * per_sample)
-                .map(|c| self.run_chunk(c.to_vec(), c.len() / per_sample, None))
-                .collect()
+            let runs: Vec<ChunkOutput> = if times.is_some() || rayon::current_num_threads() == 1 {
+                x.chunks(chunk * per_sample)
+                    .map(|c| {
+                        let m = c.len() / per_sample;
+                        self.run_chunk(fast::copied(c), m, times.as_deref_mut())
+                    })
+                    .collect()
+            } else {
+                x.par_chunks(chunk * per_sample)
+                    .map(|c| self.run_chunk(fast::copied(c), c.len() / per_sample, None))
+                    .collect()
+            };
+            fast::recycle(x);
+            concat_chunks(runs)
         };
-        // Every chunk ran the same exits in the same order.
-        let mut output = Vec::with_capacity(runs.iter().map(|r| r.output.len()).sum());
-        let mut exit_logits: Vec<(usize, Vec<f32>)> = Vec::new();
-        for run in runs {
-            output.extend_from_slice(&run.output);
-            if exit_logits.is_empty() {
-                exit_logits = run.exits;
-                continue;
-            }
-            for ((_, all), (_, logits)) in exit_logits.iter_mut().zip(run.exits) {
-                all.extend_from_slice(&logits);
-            }
-        }
         let exits = exit_logits
             .into_iter()
             .map(|(e, logits)| ExitOutput {
@@ -451,6 +447,25 @@ impl CpuPlan<'_> {
     }
 }
 
+/// The chunks' outputs and exit logits joined in batch order (every chunk ran the same exits
+/// in the same order); the chunks' own buffers go back to the pool.
+fn concat_chunks(runs: Vec<ChunkOutput>) -> (Vec<f32>, Vec<(usize, Vec<f32>)>) {
+    let mut output = Vec::with_capacity(runs.iter().map(|r| r.output.len()).sum());
+    let mut exit_logits: Vec<(usize, Vec<f32>)> = Vec::new();
+    for run in runs {
+        output.extend_from_slice(&run.output);
+        fast::recycle(run.output);
+        if exit_logits.is_empty() {
+            exit_logits = run.exits;
+            continue;
+        }
+        for ((_, all), (_, logits)) in exit_logits.iter_mut().zip(run.exits) {
+            all.extend_from_slice(&logits);
+        }
+    }
+    (output, exit_logits)
+}
+
 /// What one chunk of a batch produced: the plan's output and each exit head's logits, in the
 /// order the heads ran.
 struct ChunkOutput {
@@ -489,7 +504,7 @@ mod tests {
                 .build()
                 .expect("thread pool");
             let mut times = OpTimes::default();
-            pool.install(|| plan.run_on_pool(x.clone(), n, profiled.then_some(&mut times)))
+            pool.install(|| plan.run_on_pool(fast::copied(&x), n, profiled.then_some(&mut times)))
         };
         let whole = run(n, 1, false);
         for (chunk, threads, profiled) in [(3, 2, false), (2, 1, false), (1, 2, true)] {

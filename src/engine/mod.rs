@@ -364,7 +364,7 @@ impl Plan {
     pub fn run(&self, input: &Tensor) -> Result<PlanOutput, EngineError> {
         self.check_input(input)?;
         match &self.exec {
-            Exec::Cpu(p) => Ok(self.cpu(p).run(input.data().to_vec(), input.batch())),
+            Exec::Cpu(p) => Ok(self.cpu(p).run(input.data(), input.batch())),
             Exec::Gpu(g) => g.run(input),
         }
     }
@@ -379,11 +379,7 @@ impl Plan {
     ) -> Result<PlanOutput, EngineError> {
         self.check_input(input)?;
         match &self.exec {
-            Exec::Cpu(p) => {
-                Ok(self
-                    .cpu(p)
-                    .run_profiled(input.data().to_vec(), input.batch(), times))
-            }
+            Exec::Cpu(p) => Ok(self.cpu(p).run_profiled(input.data(), input.batch(), times)),
             Exec::Gpu(g) => g.run_profiled(input, times),
         }
     }

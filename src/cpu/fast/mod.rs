@@ -16,7 +16,7 @@ mod gemm;
 pub mod layout;
 mod pool;
 mod scratch;
-pub use scratch::recycle;
+pub use scratch::{copied, recycle};
 mod simd;
 
 pub use conv::{conv2d, conv2d_batch_inner, runs_batch_inner};

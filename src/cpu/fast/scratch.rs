@@ -73,7 +73,7 @@ pub(crate) fn overwritten(len: usize) -> Vec<f32> {
 }
 
 /// A copy of `x`, in a pooled buffer when one fits.
-pub(crate) fn copied(x: &[f32]) -> Vec<f32> {
+pub fn copied(x: &[f32]) -> Vec<f32> {
     let mut v = take(x.len());
     v.extend_from_slice(x);
     v
