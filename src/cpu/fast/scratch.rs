@@ -38,15 +38,17 @@ fn take(len: usize) -> Vec<f32> {
     v
 }
 
-/// The smallest pooled buffer with room for `len` values, at most `len` of its old values
-/// kept, else a new empty one.
+/// A pooled buffer with room for `len` values (preferring one that already holds as many, so
+/// that [`overwritten`] zeroes nothing), at most `len` of its old values kept; else a new empty
+/// one.
 fn take_stale(len: usize) -> Vec<f32> {
     if len >= POOL_MIN_VALUES {
         let pooled = POOL.with(|pool| {
             let mut pool = pool.borrow_mut();
+            // Fewest values to zero first (a buffer already as long), then the smallest.
             let best = (0..pool.len())
                 .filter(|&i| pool[i].capacity() >= len)
-                .min_by_key(|&i| pool[i].capacity())?;
+                .min_by_key(|&i| (len.saturating_sub(pool[i].len()), pool[i].capacity()))?;
             Some(pool.swap_remove(best))
         });
         if let Some(mut v) = pooled {
