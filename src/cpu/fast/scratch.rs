@@ -6,8 +6,11 @@
 
 use std::cell::RefCell;
 
-/// Buffers the pool keeps per thread (the largest ones win).
-const POOL_BUFFERS: usize = 16;
+/// Buffers the pool keeps per thread (the largest ones win): about one per tensor size of a
+/// model, so that each size class finds its own buffer run after run.
+const POOL_BUFFERS: usize = 32;
+/// A pooled buffer serves requests down to `1 - 1/SLACK` of its capacity only.
+const SLACK: usize = 4;
 /// Smaller buffers are left to the allocator, which reuses them cheaply.
 const POOL_MIN_VALUES: usize = 4096;
 
@@ -38,17 +41,18 @@ fn take(len: usize) -> Vec<f32> {
     v
 }
 
-/// A pooled buffer with room for `len` values (preferring one that already holds as many, so
-/// that [`overwritten`] zeroes nothing), at most `len` of its old values kept; else a new empty
-/// one.
+/// A pooled buffer with room for `len` values and not much more (so that a large buffer is not
+/// cut down to a small tensor's length, to be zeroed up again for the next large one),
+/// preferring one that already holds as many values; at most `len` of its old values kept.
+/// Else a new empty one.
 fn take_stale(len: usize) -> Vec<f32> {
     if len >= POOL_MIN_VALUES {
         let pooled = POOL.with(|pool| {
             let mut pool = pool.borrow_mut();
             // Fewest values to zero first (a buffer already as long), then the smallest.
             let best = (0..pool.len())
-                .filter(|&i| pool[i].capacity() >= len)
-                .min_by_key(|&i| (len.saturating_sub(pool[i].len()), pool[i].capacity()))?;
+                .filter(|&i| (len..=len + len / SLACK).contains(&pool[i].capacity()))
+                .min_by_key(|&i| (len.saturating_sub(pool[i].len()), pool[i].len()))?;
             Some(pool.swap_remove(best))
         });
         if let Some(mut v) = pooled {
