@@ -125,17 +125,21 @@ fn gpu_plan_matches_cpu_plan_on_whole_models() {
         return;
     };
     let backend = Backend::Gpu(ctx);
-    let models = [
-        (fixture(), 9),
-        (
-            Arc::new(Model::load(models_dir().join("efficientnet-b0")).expect("loads")),
-            1,
-        ),
-        (
-            Arc::new(Model::load(models_dir().join("mobilenet-v2")).expect("loads")),
-            1,
-        ),
-    ];
+    // Every shipped model (the CPU engine is checked against the reference on each in
+    // `cpu_fast`), the image models at batch 2 so that the CPU runs them in sample chunks.
+    let mut models = vec![(fixture(), 9)];
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(models_dir())
+        .expect("models folder")
+        .map(|e| e.expect("entry").path())
+        .filter(|d| d.join("model.json").exists() && !d.ends_with("mnist-fixture"))
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 8, "shipped models found: {dirs:?}");
+    for dir in dirs {
+        let m = Arc::new(Model::load(&dir).expect("shipped model loads"));
+        let batch = if m.input_elems() > 10_000 { 2 } else { 9 };
+        models.push((m, batch));
+    }
     for (m, batch) in models {
         let x = input(&m, batch, 3);
         let n = m.blocks.len();
