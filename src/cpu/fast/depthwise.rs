@@ -64,14 +64,19 @@ fn by_planes(
             let input = &x[plane * h * w..(plane + 1) * h * w];
             let taps = &conv.weight[ch * g.offsets.len()..(ch + 1) * g.offsets.len()];
             with_scratch(g.len(), |buf| {
-                g.fill(input, buf);
                 if avx {
                     // SAFETY: AVX and FMA were detected on this CPU.
                     #[cfg(target_arch = "x86_64")]
                     unsafe {
+                        if g.sw == 1 {
+                            avx::fill_stride1(&g, input, buf);
+                        } else {
+                            g.fill(input, buf);
+                        }
                         avx::plane(&g, taps, conv.bias[ch], buf, out)
                     };
                 } else {
+                    g.fill(input, buf);
                     plane_portable(&g, taps, conv.bias[ch], buf, out);
                 }
                 simd::dispatch(|| simd::activate(conv.activation, out));
@@ -233,8 +238,8 @@ fn deinterleave(src: &[f32], (even, e0): (&mut [f32], usize), (odd, o0): (&mut [
 }
 
 /// Calls `tile(oy, ox, rows, vectors)` for tiles covering the `oh × ow` outputs: tiles of
-/// `8 / v` rows by `v` vectors, then single vectors for the columns left, then single rows
-/// for the rows left.
+/// up to `8 / v` rows by `v` vectors (fewer rows at the bottom), then single vectors for the
+/// columns left.
 #[inline(always)]
 fn for_each_tile(g: &Padded, mut tile: impl FnMut(usize, usize, usize, usize)) {
     let v = g.tile_vectors();
@@ -243,7 +248,7 @@ fn for_each_tile(g: &Padded, mut tile: impl FnMut(usize, usize, usize, usize)) {
     let full = vectors / v * v;
     let mut oy = 0;
     while oy < g.oh {
-        let rows = if oy + r <= g.oh { r } else { 1 };
+        let rows = r.min(g.oh - oy);
         let mut vx = 0;
         while vx < full {
             tile(oy, vx * LANES, rows, v);
@@ -309,16 +314,71 @@ mod avx {
         let p = buf.as_ptr();
         for_each_tile(g, |oy, ox, rows, vectors| match (rows, vectors) {
             (2, 4) => tile::<2, 4>(g, taps, bias, p, out, oy, ox),
-            (4, 2) => tile::<4, 2>(g, taps, bias, p, out, oy, ox),
-            (8, 1) => tile::<8, 1>(g, taps, bias, p, out, oy, ox),
             (1, 4) => tile::<1, 4>(g, taps, bias, p, out, oy, ox),
+            (4, 2) => tile::<4, 2>(g, taps, bias, p, out, oy, ox),
+            (3, 2) => tile::<3, 2>(g, taps, bias, p, out, oy, ox),
+            (2, 2) => tile::<2, 2>(g, taps, bias, p, out, oy, ox),
             (1, 2) => tile::<1, 2>(g, taps, bias, p, out, oy, ox),
+            (8, 1) => tile::<8, 1>(g, taps, bias, p, out, oy, ox),
+            (7, 1) => tile::<7, 1>(g, taps, bias, p, out, oy, ox),
+            (6, 1) => tile::<6, 1>(g, taps, bias, p, out, oy, ox),
+            (5, 1) => tile::<5, 1>(g, taps, bias, p, out, oy, ox),
+            (4, 1) => tile::<4, 1>(g, taps, bias, p, out, oy, ox),
+            (3, 1) => tile::<3, 1>(g, taps, bias, p, out, oy, ox),
+            (2, 1) => tile::<2, 1>(g, taps, bias, p, out, oy, ox),
             (_, _) => {
                 for r in 0..rows {
-                    tile::<1, 1>(g, taps, bias, p, out, oy + r, ox);
+                    for v in 0..vectors {
+                        tile::<1, 1>(g, taps, bias, p, out, oy + r, ox + v * LANES);
+                    }
                 }
             }
         });
+    }
+
+    /// [`Padded::fill`] at stride 1 in vector moves: short rows (7x7, 14x14 planes) cost a few
+    /// instructions each instead of three library calls.
+    ///
+    /// # Safety
+    /// The CPU supports AVX.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn fill_stride1(g: &Padded, input: &[f32], buf: &mut [f32]) {
+        debug_assert_eq!(g.sw, 1);
+        // `MASKS[8 - r..16 - r]` selects the first `r` lanes.
+        const MASKS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+        let (w, width) = (g.w, g.width);
+        // The copied part of each row: padded columns pl.. up to the row's end.
+        let copied = w.min(width.saturating_sub(g.pl));
+        assert!(input.len() >= g.h * w && buf.len() >= g.rows * width);
+        for (r, dst) in buf.chunks_exact_mut(width).take(g.rows).enumerate() {
+            let d = dst.as_mut_ptr();
+            // Zero the whole row, then copy the input row over it.
+            let mut x = 0;
+            while x + LANES <= width {
+                // SAFETY: x + LANES <= width, inside this row.
+                unsafe { _mm256_storeu_ps(d.add(x), _mm256_setzero_ps()) };
+                x += LANES;
+            }
+            dst[x..].fill(0.0);
+            let Some(iy) = r.checked_sub(g.pt).filter(|&iy| iy < g.h && copied > 0) else {
+                continue;
+            };
+            let (s, d) = (input[iy * w..].as_ptr(), d.add(g.pl));
+            let mut x = 0;
+            // SAFETY: reads stay in input row iy (x + LANES <= copied <= w) and writes in the
+            // row from column pl (pl + copied <= width); the masked tail touches only its
+            // `copied - x` selected lanes, inside both rows.
+            unsafe {
+                while x + LANES <= copied {
+                    _mm256_storeu_ps(d.add(x), _mm256_loadu_ps(s.add(x)));
+                    x += LANES;
+                }
+                if x < copied {
+                    let mask = _mm256_loadu_si256(MASKS[8 - (copied - x)..].as_ptr().cast());
+                    _mm256_maskstore_ps(d.add(x), mask, _mm256_maskload_ps(s.add(x), mask));
+                }
+            }
+        }
     }
 
     /// One tile of `R` rows by `V` vectors from output `(oy, ox)`.
@@ -382,6 +442,8 @@ mod tests {
             (1, 9, 1, 1, 1, 0),
             (9, 11, 3, 2, 1, 1),
             (8, 17, 5, 2, 1, 3),
+            (4, 4, 5, 1, 1, 2),
+            (3, 25, 3, 1, 3, 3),
         ] {
             let conv = Conv2d {
                 in_channels: 1,
@@ -401,6 +463,15 @@ mod tests {
             let x: Vec<f32> = (0..h * w).map(|i| (i as f32 * 0.71).cos()).collect();
             let mut buf = vec![f32::NAN; g.len()];
             g.fill(&x, &mut buf);
+            if s == 1 {
+                let mut vector_filled = vec![f32::NAN; g.len()];
+                // SAFETY: AVX was detected above.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    avx::fill_stride1(&g, &x, &mut vector_filled)
+                };
+                assert_eq!(vector_filled, buf, "{h}x{w} k{k}: the vector fill differs");
+            }
             let mut want = vec![0.0; oh * ow];
             plane_portable(&g, &conv.weight, 0.25, &buf, &mut want);
             let mut got = vec![0.0; oh * ow];
