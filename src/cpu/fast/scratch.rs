@@ -2,7 +2,9 @@
 //! largest tensors every time: per-thread scratch (im2col columns, padded planes) and a
 //! per-thread pool of activation buffers that the engine hands back once a tensor is dead.
 //! A fresh allocation of that size costs a page fault per 4 KiB and serialises threads in the
-//! kernel; a reused one is already mapped and in cache.
+//! kernel; a reused one is already mapped and in cache. The pools live as long as their
+//! threads (the CPU backend's pool): a process keeps up to [`POOL_BUFFERS`] buffers per thread,
+//! about one per tensor size of the models it has run.
 
 use std::cell::RefCell;
 
