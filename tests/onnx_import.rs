@@ -517,9 +517,37 @@ fn cli_imports_infers_and_splits_an_onnx_file() {
         "--out",
         &path("yn.npy"),
     ]);
+    // Timed runs: one compiled plan gives the output and the times, with and without a cut.
+    for (cut, out) in [(None, "yr.npy"), (Some("Relu_r"), "yrs.npy")] {
+        let mut args = vec![
+            "infer",
+            "--backend",
+            "cpu",
+            "--repeat",
+            "3",
+            "--op-times",
+            "--json",
+        ];
+        let (model, input, out) = (path("net.onnx"), path("x.npy"), path(out));
+        args.extend(["--input", &input, "--out", &out, &model]);
+        if let Some(c) = cut {
+            args.extend(["--cut", c]);
+        }
+        let report: Value = serde_json::from_str(&run(&args)).expect("json");
+        assert_eq!(report["run_seconds"].as_array().map(Vec::len), Some(3));
+        assert!(report["median_ms"].as_f64().is_some_and(|m| m > 0.0));
+        assert!(report["op_seconds"]
+            .as_object()
+            .is_some_and(|o| !o.is_empty()));
+    }
     let y = edgecut::npy::read(&dir.join("y.npy")).expect("y");
     assert_eq!(y.shape(), [2, 5]);
-    assert_eq!(edgecut::npy::read(&dir.join("ys.npy")).expect("ys"), y);
-    assert_eq!(edgecut::npy::read(&dir.join("yn.npy")).expect("yn"), y);
+    for other in ["ys.npy", "yn.npy", "yr.npy", "yrs.npy"] {
+        assert_eq!(
+            edgecut::npy::read(&dir.join(other)).expect(other),
+            y,
+            "{other}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

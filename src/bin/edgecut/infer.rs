@@ -62,15 +62,27 @@ pub fn infer(a: InferArgs) -> Result<()> {
         })
         .transpose()?;
     let backend = backend(a.backend)?;
-    let out = edgecut::engine::infer(&model, &backend, &input, cut)
-        .with_context(|| format!("running {}", a.model.display()))?;
+    let running = || format!("running {}", a.model.display());
+    // With --repeat the whole model is compiled once: it computes the output (unsplit) and
+    // is then timed.
+    let plan = (a.repeat > 0)
+        .then(|| {
+            edgecut::engine::Plan::compile(&model, 0..model.blocks.len(), &backend, input.batch())
+        })
+        .transpose()
+        .with_context(running)?;
+    let out = match (&plan, cut) {
+        (Some(plan), None) => plan.run(&input).with_context(running)?.output,
+        _ => edgecut::engine::infer(&model, &backend, &input, cut).with_context(running)?,
+    };
     edgecut::npy::write(&a.out, &out)?;
     let mut runs = Vec::with_capacity(a.repeat);
     let mut op_times = edgecut::engine::OpTimes::default();
-    if a.repeat > 0 {
-        let plan =
-            edgecut::engine::Plan::compile(&model, 0..model.blocks.len(), &backend, input.batch())?;
-        plan.run(&input)?;
+    if let Some(plan) = plan {
+        // Warm-up (the output run above already was one when there is no cut).
+        if cut.is_some() {
+            plan.run(&input)?;
+        }
         for _ in 0..a.repeat {
             let t = std::time::Instant::now();
             if a.op_times {
