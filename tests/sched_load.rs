@@ -9,7 +9,7 @@ use edgecut::sched::policy::{Dynamic, Fixed, Oracle, Policy};
 use edgecut::sched::profile::Profile;
 use edgecut::sched::{Cut, Encoding, Estimates};
 use edgecut::sim::trace::Trace;
-use edgecut::sim::{simulate, Arrivals, ExitSource, SimConfig};
+use edgecut::sim::{simulate, Arrivals, ExitSource, SimConfig, SimResult};
 use std::path::Path;
 use std::process::Command;
 
@@ -23,6 +23,12 @@ fn effnet_table() -> CostTable {
     let device = Profile::load(dir.join("device.json"), &m).expect("device profile matches");
     let server = Profile::load(dir.join("server.json"), &m).expect("server profile matches");
     CostTable::new(&m, &device, &server, &ExitProbabilities::none(&m)).expect("table")
+}
+
+/// The clairvoyant oracle over every encoding, no exits.
+fn oracle_run(t: &CostTable, trace: &Trace, cfg: &SimConfig) -> SimResult {
+    let mut oracle = Oracle::with(t, &Encoding::ALL, None).expect("oracle");
+    simulate(t, trace, &mut oracle, cfg, &ExitSource::None)
 }
 
 fn totals(t: &CostTable) -> (f64, f64, f64) {
@@ -181,13 +187,7 @@ fn a_stale_rate_estimate_is_refreshed_by_a_probe_before_deciding() {
         200 * cfg.probe_bytes,
         "one probe per request"
     );
-    let oracle = simulate(
-        &t,
-        &trace,
-        &mut Oracle::with(&t, &Encoding::ALL, None).expect("oracle"),
-        &cfg,
-        &ExitSource::None,
-    );
+    let oracle = oracle_run(&t, &trace, &cfg);
     // With the probe, every request sees its own phase: the oracle's choices.
     let same = (0..cfg.requests)
         .filter(|&i| dynamic.options[i] == oracle.options[i])
@@ -311,13 +311,7 @@ fn a_stalled_transfer_falls_back_to_the_device_and_the_next_requests_stay_local(
     }
     assert!(checked > 10, "{checked}");
     // The clairvoyant oracle never sends into the outage: a bound at this light load.
-    let oracle = simulate(
-        &t,
-        &trace,
-        &mut Oracle::with(&t, &Encoding::ALL, None).expect("oracle"),
-        &cfg,
-        &ExitSource::None,
-    );
+    let oracle = oracle_run(&t, &trace, &cfg);
     assert!(
         oracle.mean() <= hedged.mean(),
         "{} vs {}",

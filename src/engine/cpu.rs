@@ -277,8 +277,8 @@ fn run_steps_with(
 
 /// Values the largest tensor of one batch chunk may hold: a batch whose largest activation is
 /// bigger runs in chunks of fewer samples, so that each op's input and output stay in the
-/// caches instead of streaming through memory. (EfficientNet-Lite0 holds 1.2M values per
-/// sample at 112x112: a batch of 8 ran 1.25x slower as one batch than sample by sample.)
+/// caches instead of streaming through memory (EfficientNet-Lite0 holds 1.2M values per
+/// sample at 112x112, so a batch of 8 runs sample by sample).
 const CHUNK_VALUES: usize = 1 << 20;
 
 /// What a CPU plan builds once at compile time instead of on every run: the dense form of each

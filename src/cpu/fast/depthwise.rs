@@ -54,7 +54,7 @@ fn by_planes(
         return y;
     }
     let g = Padded::new(conv, (h, w), (oh, ow));
-    let avx = avx_fma();
+    let avx = simd::has_avx_fma();
     let planes_per_task = PAR_MIN_ELEMS.div_ceil(ohw * conv.kernel_h * conv.kernel_w);
     y.par_chunks_mut(ohw)
         .enumerate()
@@ -83,18 +83,6 @@ fn by_planes(
             });
         });
     y
-}
-
-/// True when the CPU runs the AVX+FMA tiles.
-fn avx_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// The padded, phase-split copy of a plane and where each tap reads it.
@@ -190,9 +178,8 @@ impl Padded {
         }
     }
 
-    /// The tiles of a plane: `(rows, vectors)` per tile for the full-width part, chosen so
-    /// that a tile holds eight sums (four vectors wide on wide rows, eight rows tall on rows
-    /// of one vector).
+    /// Vectors per tile across a row (4, 2 or 1 by the row's width); [`for_each_tile`] makes
+    /// tiles `8 / vectors` rows tall, so that a tile holds eight sums.
     fn tile_vectors(&self) -> usize {
         match self.ow.div_ceil(LANES) {
             1 => 1,
@@ -350,19 +337,32 @@ mod avx {
         // The copied part of each row: padded columns pl.. up to the row's end.
         let copied = w.min(width.saturating_sub(g.pl));
         assert!(input.len() >= g.h * w && buf.len() >= g.rows * width);
+        let zero = _mm256_setzero_ps();
+        // Zeros over columns from..to of the row at `d`, with a masked tail.
+        let zero_range = |d: *mut f32, from: usize, to: usize| {
+            let mut x = from;
+            // SAFETY: callers pass from <= to <= width; every store lies in columns from..to.
+            unsafe {
+                while x + LANES <= to {
+                    _mm256_storeu_ps(d.add(x), zero);
+                    x += LANES;
+                }
+                if x < to {
+                    let mask = _mm256_loadu_si256(MASKS[8 - (to - x)..].as_ptr().cast());
+                    _mm256_maskstore_ps(d.add(x), mask, zero);
+                }
+            }
+        };
         for (r, dst) in buf.chunks_exact_mut(width).take(g.rows).enumerate() {
             let d = dst.as_mut_ptr();
-            // Zero the whole row, then copy the input row over it.
-            let mut x = 0;
-            while x + LANES <= width {
-                // SAFETY: x + LANES <= width, inside this row.
-                unsafe { _mm256_storeu_ps(d.add(x), _mm256_setzero_ps()) };
-                x += LANES;
-            }
-            dst[x..].fill(0.0);
             let Some(iy) = r.checked_sub(g.pt).filter(|&iy| iy < g.h && copied > 0) else {
+                zero_range(d, 0, width);
                 continue;
             };
+            // Zeros left and right of the copied columns pl..pl + copied, each value written
+            // once.
+            zero_range(d, 0, g.pl);
+            zero_range(d, g.pl + copied, width);
             let (s, d) = (input[iy * w..].as_ptr(), d.add(g.pl));
             let mut x = 0;
             // SAFETY: reads stay in input row iy (x + LANES <= copied <= w) and writes in the
@@ -430,7 +430,7 @@ mod tests {
     /// The AVX tiles and the portable ones agree (up to FMA rounding) on odd shapes.
     #[test]
     fn avx_and_portable_tiles_agree() {
-        if !avx_fma() {
+        if !simd::has_avx_fma() {
             eprintln!("SKIP: this CPU has no AVX+FMA; only the portable tiles run");
             return;
         }

@@ -36,7 +36,8 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
     })
 }
 
-/// An empty buffer with room for `len` values: the smallest pooled one that fits, else new.
+/// An empty buffer with room for `len` values: a pooled one of about that size ([`take_stale`]),
+/// else new.
 fn take(len: usize) -> Vec<f32> {
     let mut v = take_stale(len);
     v.clear();

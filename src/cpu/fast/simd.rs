@@ -14,13 +14,26 @@ use crate::model::Activation;
 pub(crate) fn dispatch<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: both target features were detected on this CPU just above.
+        if has_avx_fma() {
+            // SAFETY: both target features were detected on this CPU.
             return unsafe { with_avx_fma(f) };
         }
     }
     f()
+}
+
+/// True when the CPU has AVX and FMA: what [`dispatch`] and kernels written with explicit
+/// AVX+FMA intrinsics require.
+#[inline(always)]
+pub(crate) fn has_avx_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
