@@ -23,10 +23,12 @@
 // conv1x1_shared: the same GEMM with 32 x 32 output tiles per workgroup of 8 x 8 invocations,
 //                 16-deep slices of W and X staged in workgroup memory with coalesced loads,
 //                 4 x 4 results per invocation.
+// Subgroup-shared weights (CPU-emulated adapters with subgroup operations): conv1x1_subgroup
+//                 in conv1x1_subgroup.wgsl.
 // Direct kernel (any geometry; depthwise_tiled's fallback):
 // depthwise: groups == in == out channels; each invocation computes 4 output columns of one channel.
 //
-// Bindings (group 0):
+// Bindings (group 0; declared in conv_common.wgsl with the parameters and the epilogue):
 //   0: uniform ConvParams
 //   1: x     [batch, in_channels, in_h, in_w]     (read; as vec4 in conv1x1_vec4)
 //   2: w     [out_channels, in/groups, kh, kw]    (read; as vec4 in conv1x1_vec4, _wvec4)
@@ -38,30 +40,6 @@
 // Invocations are numbered linearly with pixel tiles fastest, so neighbouring lanes read
 // neighbouring pixels and the same weights, and small planes still fill a workgroup.
 
-struct ConvParams {
-    batch: u32,
-    in_channels: u32,
-    in_h: u32,
-    in_w: u32,
-    out_channels: u32,
-    out_h: u32,
-    out_w: u32,
-    kernel_h: u32,
-    kernel_w: u32,
-    stride_h: u32,
-    stride_w: u32,
-    dilation_h: u32,
-    dilation_w: u32,
-    pad_top: u32,
-    pad_left: u32,
-    groups: u32,
-    activation: u32,
-    act_a: f32,
-    act_b: f32,
-    _pad0: u32,
-}
-
-override WG: u32 = 64u;
 override CO_T: u32 = 4u;
 override WHOLE_TILES: bool = false;
 override KH: u32 = 3u;
@@ -69,20 +47,6 @@ override KW: u32 = 3u;
 override SH: u32 = 1u;
 override SW: u32 = 1u;
 override TW: u32 = 4u;
-
-@group(0) @binding(0) var<uniform> params: ConvParams;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(2) var<storage, read> w4: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y4: array<vec4<f32>>;
-
-// The one epilogue of every convolution kernel: bias and the fused activation.
-fn epilogue(v: f32, oc: u32) -> f32 {
-    return activate(v + bias[oc], params.activation, params.act_a, params.act_b);
-}
 
 // Four input values of row `iy` at columns ix0 + j*stride_w, zero outside the image.
 fn load_row4(row_base: u32, ix0: i32) -> vec4<f32> {
@@ -132,14 +96,6 @@ fn depthwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 // Linear workgroup index (dispatches fold into 2-D past the per-dimension limit).
 fn workgroup_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
-}
-
-// Stores four results of channel `oc` at columns c0..c0+3 of the row starting at `base`,
-// those below `end` only.
-fn store_cols(base: u32, c0: u32, end: u32, oc: u32, acc: vec4<f32>) {
-    for (var j = 0u; j < 4u; j++) {
-        if c0 + j < end { y[base + c0 + j] = epilogue(acc[j], oc); }
-    }
 }
 
 // Four pixels p0..p0+3 of the input plane starting at `plane`; past the plane's end the
@@ -259,15 +215,6 @@ fn conv1x1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
             store_pixels(b, oc0 + 7u, p1, hw, b7);
         }
     }
-}
-
-// acc + W[oc, c..c+4] . X[c..c+4, 4 pixels]: one weight vec4 against four input rows.
-fn mac4(acc: vec4<f32>, wv: vec4<f32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) -> vec4<f32> {
-    return acc + x0 * wv.x + x1 * wv.y + x2 * wv.z + x3 * wv.w;
-}
-
-fn epilogue4(v: vec4<f32>, oc: u32) -> vec4<f32> {
-    return vec4<f32>(epilogue(v.x, oc), epilogue(v.y, oc), epilogue(v.z, oc), epilogue(v.w, oc));
 }
 
 // Stores channel `oc`'s two pixel quads q0 and q0 + 1 (the second only when `second`).
@@ -461,12 +408,6 @@ fn conv1x1_wvec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     }
 }
 
-// Stores channel `oc`'s pixels p0..p0+7 (those below hw) of sample `b`.
-fn store8(b: u32, oc: u32, p0: u32, hw: u32, lo: vec4<f32>, hi: vec4<f32>) {
-    let base = (b * params.out_channels + oc) * hw;
-    store_cols(base, p0, hw, oc, lo);
-    store_cols(base, p0 + 4u, hw, oc, hi);
-}
 
 // conv1x1_shared's tile: 32 output channels x 32 columns (pixels of the batch, flattened),
 // built from 16-deep slices of W (stored [k][m]) and X (stored [k][n]).

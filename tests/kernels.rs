@@ -484,16 +484,23 @@ impl ConvProblem {
     }
 }
 
-/// Both tile variants on this adapter: its own and the other one, forced.
-fn both_tilings(ctx: Arc<GpuContext>) -> Vec<Arc<GpuContext>> {
-    let other = match ctx.conv_tiles {
-        ConvTiles::Registers => ConvTiles::Shared,
-        _ => ConvTiles::Registers,
-    };
-    let forced = GpuContext::new()
-        .expect("a second context on the same adapter")
-        .with_conv_tiles(other);
-    vec![ctx, Arc::new(forced)]
+/// Every tile variant this adapter runs: its own and the others, forced (subgroup tiles only
+/// where the device has subgroups of 8 or more).
+fn all_tilings(ctx: Arc<GpuContext>) -> Vec<Arc<GpuContext>> {
+    let mut contexts = vec![ctx.clone()];
+    for tiles in [ConvTiles::Registers, ConvTiles::Shared, ConvTiles::Subgroup] {
+        if tiles == ctx.conv_tiles
+            || (tiles == ConvTiles::Subgroup
+                && !ConvTiles::subgroups_usable(&ctx.info, ctx.features))
+        {
+            continue;
+        }
+        let forced = GpuContext::new()
+            .expect("another context on the same adapter")
+            .with_conv_tiles(tiles);
+        contexts.push(Arc::new(forced));
+    }
+    contexts
 }
 
 #[test]
@@ -577,13 +584,15 @@ fn conv2d_kernel_matches_cpu_reference_on_edge_shapes() {
     }
 }
 
-/// Pointwise convolutions run as a GEMM in both tile variants: pixels per plane and input
+/// Pointwise convolutions run as a GEMM in every tile variant: pixels per plane and input
 /// channels multiples of 4 (vec4 loads, odd and even quad counts), input channels only
-/// (`conv1x1_wvec4`: unaligned pixel octets) or neither, channel tiles of 8, 4, 2 and 1, input channels across and within the
-/// shared variant's 16-deep slices, columns and channels past its 32 x 32 tiles, batch 1 and 8.
+/// (`conv1x1_wvec4`: unaligned pixel octets) or neither, channel tiles of 8, 4, 2 and 1, input
+/// channels across and within the shared variant's 16-deep slices, columns and channels past
+/// its 32 x 32 tiles and past the subgroup variant's 32-channel blocks (one channel over, half
+/// a block), planes whose last pixel octet ends half-way, batch 1 and 8.
 #[test]
-fn conv1x1_gemm_matches_cpu_reference_in_both_tilings() {
-    let Some(ctx) = gpu("conv1x1_gemm_matches_cpu_reference_in_both_tilings") else {
+fn conv1x1_gemm_matches_cpu_reference_in_every_tiling() {
+    let Some(ctx) = gpu("conv1x1_gemm_matches_cpu_reference_in_every_tiling") else {
         return;
     };
     let cases = [
@@ -602,14 +611,23 @@ fn conv1x1_gemm_matches_cpu_reference_in_both_tilings() {
         (1, (192, 7, 7), 48), // an EfficientNet 7 x 7 layer, scaled down
         (2, (20, 1, 1), 80),  // a squeeze-excite FC: one pixel per plane
         (8, (4, 3, 3), 6),    // 9-pixel planes: every alignment of a pixel octet
+        (8, (16, 6, 6), 64),  // 36-pixel planes: the last octet's second quad is past the plane
+        (1, (48, 10, 10), 96),
+        (2, (8, 5, 5), 16), // half a subgroup block, scalar pixels
+        (1, (4, 1, 1), 40), // one pixel per plane, a block and a quarter
     ];
-    for ctx in both_tilings(ctx) {
+    for ctx in all_tilings(ctx) {
         for (i, &(b, input, cout)) in cases.iter().enumerate() {
             let (cin, h, w) = input;
+            let subgroup = ctx.conv_tiles == ConvTiles::Subgroup && cin % 4 == 0 && cout >= 16;
             let kernel = match ctx.conv_tiles {
-                ConvTiles::Registers if (h * w) % 4 == 0 && cin % 4 == 0 => "conv1x1_vec4_c",
-                ConvTiles::Registers if cin % 4 == 0 => "conv1x1_wvec4_c",
-                ConvTiles::Registers => "conv1x1_c",
+                ConvTiles::Subgroup if subgroup && (h * w) % 4 == 0 => "conv1x1_subgroup_vec4",
+                ConvTiles::Subgroup if subgroup => "conv1x1_subgroup_scalar",
+                ConvTiles::Registers | ConvTiles::Subgroup if (h * w) % 4 == 0 && cin % 4 == 0 => {
+                    "conv1x1_vec4_c"
+                }
+                ConvTiles::Registers | ConvTiles::Subgroup if cin % 4 == 0 => "conv1x1_wvec4_c",
+                ConvTiles::Registers | ConvTiles::Subgroup => "conv1x1_c",
                 _ => "conv1x1_shared",
             };
             for act in [Activation::None, Activation::Silu, ACTIVATIONS[5 + i % 5]] {

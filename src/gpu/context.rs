@@ -53,7 +53,8 @@ impl From<&wgpu::AdapterInfo> for AdapterSummary {
 }
 
 /// How the convolution kernels tile their work, chosen per adapter class: the plan records it in
-/// its kernel labels (`conv1x1_c8` or `conv1x1_shared`) and the bench report shows it.
+/// its kernel labels (`conv1x1_c8`, `conv1x1_subgroup` or `conv1x1_shared`) and the bench
+/// report shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ConvTiles {
@@ -63,15 +64,31 @@ pub enum ConvTiles {
     /// Workgroup-shared tiles with coalesced loads where they differ (1x1 convolutions):
     /// hardware GPUs, whose memory system rewards staging tiles on chip.
     Shared,
+    /// Register tiles whose weight rows are loaded once per subgroup and shared by
+    /// broadcasts where they differ (1x1 convolutions with 16 or more outputs): CPU adapters
+    /// with subgroups of 8 or more invocations, which load memory lane by lane.
+    Subgroup,
 }
 
+/// Smallest subgroup `conv1x1_subgroup` works with (its weight rows come from 8 lanes).
+const SUBGROUP_MIN_LANES: u32 = 8;
+
 impl ConvTiles {
-    /// The variant that suits an adapter: registers on CPU adapters, shared tiles elsewhere.
-    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
+    /// The variant that suits an adapter: subgroup-shared registers on CPU adapters with
+    /// subgroups (`features` as enabled on the device), registers on other CPU adapters,
+    /// shared tiles elsewhere.
+    pub fn for_adapter(info: &wgpu::AdapterInfo, features: wgpu::Features) -> Self {
         match info.device_type {
+            wgpu::DeviceType::Cpu if Self::subgroups_usable(info, features) => ConvTiles::Subgroup,
             wgpu::DeviceType::Cpu => ConvTiles::Registers,
             _ => ConvTiles::Shared,
         }
+    }
+
+    /// True when the device can run [`ConvTiles::Subgroup`]: subgroup operations enabled and
+    /// subgroups of at least 8 invocations.
+    pub fn subgroups_usable(info: &wgpu::AdapterInfo, features: wgpu::Features) -> bool {
+        features.contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= SUBGROUP_MIN_LANES
     }
 
     /// Short name for reports (`registers`, `shared`).
@@ -79,6 +96,7 @@ impl ConvTiles {
         match self {
             ConvTiles::Registers => "registers",
             ConvTiles::Shared => "shared",
+            ConvTiles::Subgroup => "subgroup",
         }
     }
 }
@@ -192,11 +210,12 @@ impl GpuContext {
     }
 
     /// Opens a device on a given adapter with the adapter's full limits (large models need
-    /// big storage bindings) and timestamp queries when available.
+    /// big storage bindings), timestamp queries and subgroup operations when available.
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Self, GpuError> {
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let features =
+            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("edgecut.device"),
             required_features: features,
@@ -213,7 +232,7 @@ impl GpuContext {
         Ok(Self {
             device,
             queue,
-            conv_tiles: ConvTiles::for_adapter(&info),
+            conv_tiles: ConvTiles::for_adapter(&info, features),
             info,
             limits,
             features,
@@ -225,9 +244,15 @@ impl GpuContext {
     }
 
     /// The same context running convolutions with `tiles` instead of the adapter's default
-    /// (tests run both variants on any adapter).
+    /// (tests run every variant on any adapter); [`ConvTiles::Subgroup`] on a device that
+    /// cannot run it gives [`ConvTiles::Registers`].
     pub fn with_conv_tiles(mut self, tiles: ConvTiles) -> Self {
-        self.conv_tiles = tiles;
+        self.conv_tiles = match tiles {
+            ConvTiles::Subgroup if !ConvTiles::subgroups_usable(&self.info, self.features) => {
+                ConvTiles::Registers
+            }
+            t => t,
+        };
         self
     }
 

@@ -378,7 +378,8 @@ pub struct Kernel {
 
 impl Kernel {
     /// Builds a dispatch of `invocations` threads of `shader::entry` with the given uniform
-    /// parameters, read-only buffers and output buffer.
+    /// parameters, read-only buffers and output buffer, in workgroups of [`WORKGROUP`]
+    /// invocations unless `constants` sets `WG`.
     #[allow(clippy::too_many_arguments)] // one call site per kernel family; a struct would only rename them
     pub fn new<P: Pod>(
         ctx: &GpuContext,
@@ -397,8 +398,14 @@ impl Kernel {
             "launcher of {} binds the wrong number of buffers",
             shader.file_name()
         );
-        let mut all_constants = vec![("WG", WORKGROUP as f64)];
-        all_constants.extend_from_slice(constants);
+        let mut all_constants = constants.to_vec();
+        let wg = match constants.iter().find(|(name, _)| *name == "WG") {
+            Some((_, v)) => *v as u32,
+            None => {
+                all_constants.insert(0, ("WG", WORKGROUP as f64));
+                WORKGROUP
+            }
+        };
         let pipeline = ctx.pipeline(shader, entry, &all_constants);
         ctx.count_created(2);
         let uniform = ctx
@@ -424,7 +431,7 @@ impl Kernel {
             entries: &entries,
         });
         Ok(Self {
-            workgroups: dispatch_size(ctx, &label, invocations)?,
+            workgroups: dispatch_size(ctx, &label, invocations, wg)?,
             label,
             pipeline,
             bind_group,
@@ -469,14 +476,15 @@ pub fn encode_pass<'k>(
     enc
 }
 
-/// Workgroups for `invocations` threads, folded into 2-D when one dimension is not enough
-/// (kernels rebuild the linear id from `num_workgroups`).
+/// Workgroups of `wg` invocations for `invocations` threads, folded into 2-D when one
+/// dimension is not enough (kernels rebuild the linear id from `num_workgroups`).
 pub fn dispatch_size(
     ctx: &GpuContext,
     what: &str,
     invocations: u64,
+    wg: u32,
 ) -> Result<(u32, u32), GpuError> {
-    let groups = invocations.div_ceil(WORKGROUP as u64).max(1);
+    let groups = invocations.div_ceil(wg as u64).max(1);
     let max = ctx.limits.max_compute_workgroups_per_dimension as u64;
     let x = groups.min(max);
     let y = groups.div_ceil(x);
@@ -756,6 +764,18 @@ pub const CONV_CHANNEL_TILE: usize = 8;
 /// Pixels per `conv1x1` invocation (its register tile is `CO_T` channels x this many pixels).
 const CONV1X1_PIXELS: u64 = 8;
 
+/// Output channels of one `conv1x1_subgroup` register tile.
+const SUBGROUP_TILE_CHANNELS: usize = 32;
+
+/// Fewest output channels `conv1x1_subgroup` takes: half a tile still beats `conv1x1_vec4`
+/// (EfficientNet-B0 on lavapipe, `infer --op-times`: its 1x1 layers 203 → 181 ms per image).
+const SUBGROUP_MIN_OUT_CHANNELS: usize = 16;
+
+/// Workgroup of `conv1x1_subgroup`: one lavapipe subgroup. Each workgroup covers pixel tiles of
+/// one channel block, so small planes waste few lanes (16 and 64 measured up to 1.5x slower
+/// on 7 x 7 planes at batch 1, no faster on 56 x 56).
+const SUBGROUP_WORKGROUP: u64 = 8;
+
 /// Output tile (channels and columns) of one `conv1x1_shared` workgroup of 64 invocations.
 const SHARED_TILE: u64 = 32;
 
@@ -790,8 +810,9 @@ fn depthwise_tiles(c: &Conv2d) -> bool {
 /// Convolution launcher for `[batch, C, h, w]` inputs with the context's tiling
 /// ([`GpuContext::conv_tiles`]): 1x1 stride-1 convolutions as a GEMM (`conv1x1` register
 /// tiles of up to 8 channels x 8 pixels, `conv1x1_vec4` when pixels and input channels come
-/// in fours, `conv1x1_wvec4` when only input channels do, or `conv1x1_shared` workgroup
-/// tiles), depthwise ones as `depthwise_tiled` (4 x 8 outputs per invocation, 4 x 4 on rows
+/// in fours, `conv1x1_wvec4` when only input channels do; `conv1x1_subgroup` tiles of 32
+/// channels x 8 pixels for 16 or more output channels and input channels in fours; or
+/// `conv1x1_shared` workgroup tiles), depthwise ones as `depthwise_tiled` (4 x 8 outputs per invocation, 4 x 4 on rows
 /// of 4 or fewer), the rest as the implicit GEMM `conv_tiled` (up to 8 channels x 4
 /// columns); depthwise geometries outside the tiled kernel's range (dilation, large kernels
 /// or strides) fall back to the direct `depthwise`. The label names the kernel and its tile
@@ -838,6 +859,24 @@ pub fn conv2d(
         } else if c.is_depthwise() {
             let inv = n * channels * oh * ow.div_ceil(4);
             ("depthwise", "depthwise".into(), vec![], inv)
+        } else if is_gemm(c)
+            && ctx.conv_tiles == ConvTiles::Subgroup
+            && c.in_channels.is_multiple_of(4)
+            && c.out_channels >= SUBGROUP_MIN_OUT_CHANNELS
+        {
+            let (entry, name) = if (oh * ow).is_multiple_of(4) {
+                ("conv1x1_subgroup", "conv1x1_subgroup_vec4")
+            } else {
+                ("conv1x1_subgroup_scalar", "conv1x1_subgroup_scalar")
+            };
+            let per_block = (n * (oh * ow).div_ceil(CONV1X1_PIXELS)).div_ceil(SUBGROUP_WORKGROUP);
+            let blocks = channels.div_ceil(SUBGROUP_TILE_CHANNELS as u64);
+            (
+                entry,
+                name.into(),
+                vec![("WG", SUBGROUP_WORKGROUP as f64)],
+                blocks * per_block * SUBGROUP_WORKGROUP,
+            )
         } else if is_gemm(c) && ctx.conv_tiles == ConvTiles::Shared {
             let tiles = channels.div_ceil(SHARED_TILE) * (n * oh * ow).div_ceil(SHARED_TILE);
             (
@@ -881,10 +920,15 @@ pub fn conv2d(
                 co_tiles * n * oh * ow.div_ceil(4),
             )
         };
+    let shader = if entry.starts_with("conv1x1_subgroup") {
+        Shader::Conv1x1Subgroup
+    } else {
+        Shader::Conv2d
+    };
     Kernel::new(
         ctx,
         format!("{label}.{name}"),
-        Shader::Conv2d,
+        shader,
         entry,
         &constants,
         &params,

@@ -9,6 +9,9 @@ pub enum Shader {
     FanIn,
     /// `conv2d.wgsl`: convolution and depthwise convolution.
     Conv2d,
+    /// `conv1x1_subgroup.wgsl`: 1x1 convolutions sharing weight loads through subgroup
+    /// broadcasts (needs [`wgpu::Features::SUBGROUP`]).
+    Conv1x1Subgroup,
     /// `pool.wgsl`: max/avg and global average pooling.
     Pool,
     /// `elementwise.wgsl`: activation, residual add, channel gate.
@@ -37,10 +40,11 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader, for validation tests.
-    pub const ALL: [Shader; 15] = [
+    pub const ALL: [Shader; 16] = [
         Shader::Dense,
         Shader::FanIn,
         Shader::Conv2d,
+        Shader::Conv1x1Subgroup,
         Shader::Pool,
         Shader::Elementwise,
         Shader::Binary,
@@ -56,7 +60,8 @@ impl Shader {
     ];
 
     /// The WGSL source text; shaders that apply activations get `activation.wgsl` (the one
-    /// `activate(v, act, a, b)`) joined in front.
+    /// `activate(v, act, a, b)`) joined in front, convolutions also `conv_common.wgsl` (their
+    /// parameters, bindings and epilogue).
     pub fn source(self) -> &'static str {
         macro_rules! with_activation {
             ($file:literal) => {
@@ -66,10 +71,20 @@ impl Shader {
                 )
             };
         }
+        macro_rules! convolution {
+            ($file:literal) => {
+                concat!(
+                    include_str!("../../shaders/activation.wgsl"),
+                    include_str!("../../shaders/conv_common.wgsl"),
+                    include_str!(concat!("../../shaders/", $file))
+                )
+            };
+        }
         match self {
             Shader::Dense => with_activation!("dense.wgsl"),
             Shader::FanIn => with_activation!("fanin.wgsl"),
-            Shader::Conv2d => with_activation!("conv2d.wgsl"),
+            Shader::Conv2d => convolution!("conv2d.wgsl"),
+            Shader::Conv1x1Subgroup => convolution!("conv1x1_subgroup.wgsl"),
             Shader::Pool => include_str!("../../shaders/pool.wgsl"),
             Shader::Elementwise => with_activation!("elementwise.wgsl"),
             Shader::Binary => with_activation!("binary.wgsl"),
@@ -91,6 +106,7 @@ impl Shader {
             Shader::Dense => "dense.wgsl",
             Shader::FanIn => "fanin.wgsl",
             Shader::Conv2d => "conv2d.wgsl",
+            Shader::Conv1x1Subgroup => "conv1x1_subgroup.wgsl",
             Shader::Pool => "pool.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Binary => "binary.wgsl",
@@ -120,6 +136,7 @@ impl Shader {
                 "conv_tiled",
                 "depthwise_tiled",
             ],
+            Shader::Conv1x1Subgroup => &["conv1x1_subgroup", "conv1x1_subgroup_scalar"],
             Shader::Pool => &[
                 "pool",
                 "global_avgpool",
@@ -167,7 +184,11 @@ impl Shader {
     /// Read-only storage buffers bound after the uniform (the write buffer comes last).
     pub fn read_buffers(self) -> usize {
         match self {
-            Shader::Dense | Shader::Conv2d | Shader::TrainBackward | Shader::TrainConv => 3,
+            Shader::Dense
+            | Shader::Conv2d
+            | Shader::Conv1x1Subgroup
+            | Shader::TrainBackward
+            | Shader::TrainConv => 3,
             Shader::FanIn => 4,
             Shader::Elementwise | Shader::Binary | Shader::Quant => 2,
             Shader::Pool

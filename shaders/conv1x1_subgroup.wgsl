@@ -1,0 +1,242 @@
+// conv1x1_subgroup: a 1x1 stride-1 unpadded convolution as a GEMM per sample,
+// Y[Cout, HW] = W[Cout, Cin] * X[Cin, HW], for CPU-emulated adapters with subgroup operations
+// (lavapipe). Such adapters run a subgroup as the SIMD lanes of one vector register and load
+// memory lane by lane, so loads, not multiply-adds, bound a GEMM there.
+//
+// Each invocation computes 32 output channels x 8 consecutive pixels. Every lane needs the
+// same 32 weight rows, so no lane loads them all: lane l of a subgroup loads rows oc0 + l,
+// oc0 + 8 + l, oc0 + 16 + l and oc0 + 24 + l (four input channels each, one vec4), and
+// subgroupBroadcast hands each row to the others. Per four input channels a lane makes 4
+// weight and 8 pixel vec4 loads for 1024 multiply-adds (conv1x1_vec4: 8 + 8 loads for 256).
+// Needs subgroups of at least 8 invocations. A workgroup covers pixel tiles of one 32-channel
+// block, so every lane of a subgroup shares the block. Channels past the last are computed on
+// a repeated weight row and never stored; so are pixels past the plane's end, which read the
+// next plane (or, clamped, the buffer's end).
+// The accumulators are the named fields of a struct: in an array (dynamically indexed) they
+// measured 1.9x slower on lavapipe, which keeps arrays in memory.
+//
+// conv1x1_subgroup:        HW % 4 == 0 and in_channels % 4 == 0: pixel quads as vec4 loads
+//                          and stores.
+// conv1x1_subgroup_scalar: in_channels % 4 == 0: scalar pixel loads and stores (7 x 7 planes).
+// (vec4 stores instead of scalar ones measured 1.25x faster on a 56 x 56 plane, which is why
+// both variants exist: one entry point cannot use both views of a binding.)
+
+// Output channels per invocation (four weight rows per lane of an 8-lane group).
+const CHANNELS: u32 = 32u;
+
+// The register tile: field cJ holds channel oc0 + J, column 0 pixels p0..p0+3, column 1
+// pixels p0+4..p0+7.
+struct Tile {
+    c0: mat2x4<f32>, c1: mat2x4<f32>, c2: mat2x4<f32>, c3: mat2x4<f32>,
+    c4: mat2x4<f32>, c5: mat2x4<f32>, c6: mat2x4<f32>, c7: mat2x4<f32>,
+    c8: mat2x4<f32>, c9: mat2x4<f32>, c10: mat2x4<f32>, c11: mat2x4<f32>,
+    c12: mat2x4<f32>, c13: mat2x4<f32>, c14: mat2x4<f32>, c15: mat2x4<f32>,
+    c16: mat2x4<f32>, c17: mat2x4<f32>, c18: mat2x4<f32>, c19: mat2x4<f32>,
+    c20: mat2x4<f32>, c21: mat2x4<f32>, c22: mat2x4<f32>, c23: mat2x4<f32>,
+    c24: mat2x4<f32>, c25: mat2x4<f32>, c26: mat2x4<f32>, c27: mat2x4<f32>,
+    c28: mat2x4<f32>, c29: mat2x4<f32>, c30: mat2x4<f32>, c31: mat2x4<f32>,
+}
+
+// One invocation's share of the work.
+struct Job {
+    // False for lanes past the last tile (they compute the last one again and store nothing).
+    live: bool,
+    b: u32,
+    p0: u32,
+    oc0: u32,
+    // Offsets (in vec4s) of the weight rows this lane loads for its subgroup.
+    w0: u32,
+    w1: u32,
+    w2: u32,
+    w3: u32,
+}
+
+fn job(lid: u32, wid: vec3<u32>, nwg: vec3<u32>, sid: u32) -> Job {
+    let hw = params.out_h * params.out_w;
+    let tiles = (hw + 7u) / 8u;
+    let all_tiles = params.batch * tiles;
+    let per_block = (all_tiles + WG - 1u) / WG; // workgroups per channel block
+    let g = wid.x + wid.y * nwg.x;
+    let oc0 = (g / per_block) * CHANNELS;
+    let t = (g % per_block) * WG + lid;
+    let tc = min(t, all_tiles - 1u);
+    let cin4 = params.in_channels / 4u;
+    let lane = sid % 8u;
+    let last = params.out_channels - 1u;
+    return Job(t < all_tiles, tc / tiles, (tc % tiles) * 8u, oc0,
+               min(oc0 + lane, last) * cin4, min(oc0 + 8u + lane, last) * cin4,
+               min(oc0 + 16u + lane, last) * cin4, min(oc0 + 24u + lane, last) * cin4);
+}
+
+// tile += W[oc0.., c..c+4] * X[c..c+4, p0..p0+8]: the weight rows r0..r3 (one per lane, see
+// above) against xa (pixels p0..p0+3, one column per input channel) and xb (p0+4..p0+7).
+fn accumulate(t: ptr<function, Tile>, r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>, xa: mat4x4<f32>, xb: mat4x4<f32>) {
+    var v = subgroupBroadcast(r0, 0u); (*t).c0 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r0, 1u); (*t).c1 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r0, 2u); (*t).c2 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r0, 3u); (*t).c3 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r0, 4u); (*t).c4 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r0, 5u); (*t).c5 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r0, 6u); (*t).c6 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r0, 7u); (*t).c7 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r1, 0u); (*t).c8 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r1, 1u); (*t).c9 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r1, 2u); (*t).c10 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r1, 3u); (*t).c11 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r1, 4u); (*t).c12 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r1, 5u); (*t).c13 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r1, 6u); (*t).c14 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r1, 7u); (*t).c15 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r2, 0u); (*t).c16 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r2, 1u); (*t).c17 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r2, 2u); (*t).c18 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r2, 3u); (*t).c19 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r2, 4u); (*t).c20 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r2, 5u); (*t).c21 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r2, 6u); (*t).c22 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r2, 7u); (*t).c23 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r3, 0u); (*t).c24 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r3, 1u); (*t).c25 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r3, 2u); (*t).c26 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r3, 3u); (*t).c27 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r3, 4u); (*t).c28 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r3, 5u); (*t).c29 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r3, 6u); (*t).c30 += mat2x4<f32>(xa * v, xb * v);
+    v = subgroupBroadcast(r3, 7u); (*t).c31 += mat2x4<f32>(xa * v, xb * v);
+}
+
+// Channel oc0 + c's pixels p0..p0+7 as two vec4 stores (those in the plane; none past the
+// last channel).
+fn store_quads(j: Job, c: u32, m: mat2x4<f32>) {
+    let oc = j.oc0 + c;
+    if oc >= params.out_channels { return; }
+    let hw4 = params.out_h * params.out_w / 4u;
+    let q0 = j.p0 / 4u;
+    let o = (j.b * params.out_channels + oc) * hw4 + q0;
+    y4[o] = epilogue4(m[0], oc);
+    if q0 + 1u < hw4 { y4[o + 1u] = epilogue4(m[1], oc); }
+}
+
+// The same with scalar stores.
+fn store_pixels8(j: Job, c: u32, m: mat2x4<f32>) {
+    let oc = j.oc0 + c;
+    if oc >= params.out_channels { return; }
+    store8(j.b, oc, j.p0, params.out_h * params.out_w, m[0], m[1]);
+}
+
+// The stores are spelled out: a loop over an array of the tile's channels measured 1.7x slower
+// (lavapipe copies the array to memory).
+fn store_tile_quads(j: Job, t: Tile) {
+    store_quads(j, 0u, t.c0);
+    store_quads(j, 1u, t.c1);
+    store_quads(j, 2u, t.c2);
+    store_quads(j, 3u, t.c3);
+    store_quads(j, 4u, t.c4);
+    store_quads(j, 5u, t.c5);
+    store_quads(j, 6u, t.c6);
+    store_quads(j, 7u, t.c7);
+    store_quads(j, 8u, t.c8);
+    store_quads(j, 9u, t.c9);
+    store_quads(j, 10u, t.c10);
+    store_quads(j, 11u, t.c11);
+    store_quads(j, 12u, t.c12);
+    store_quads(j, 13u, t.c13);
+    store_quads(j, 14u, t.c14);
+    store_quads(j, 15u, t.c15);
+    store_quads(j, 16u, t.c16);
+    store_quads(j, 17u, t.c17);
+    store_quads(j, 18u, t.c18);
+    store_quads(j, 19u, t.c19);
+    store_quads(j, 20u, t.c20);
+    store_quads(j, 21u, t.c21);
+    store_quads(j, 22u, t.c22);
+    store_quads(j, 23u, t.c23);
+    store_quads(j, 24u, t.c24);
+    store_quads(j, 25u, t.c25);
+    store_quads(j, 26u, t.c26);
+    store_quads(j, 27u, t.c27);
+    store_quads(j, 28u, t.c28);
+    store_quads(j, 29u, t.c29);
+    store_quads(j, 30u, t.c30);
+    store_quads(j, 31u, t.c31);
+}
+
+fn store_tile_pixels(j: Job, t: Tile) {
+    store_pixels8(j, 0u, t.c0);
+    store_pixels8(j, 1u, t.c1);
+    store_pixels8(j, 2u, t.c2);
+    store_pixels8(j, 3u, t.c3);
+    store_pixels8(j, 4u, t.c4);
+    store_pixels8(j, 5u, t.c5);
+    store_pixels8(j, 6u, t.c6);
+    store_pixels8(j, 7u, t.c7);
+    store_pixels8(j, 8u, t.c8);
+    store_pixels8(j, 9u, t.c9);
+    store_pixels8(j, 10u, t.c10);
+    store_pixels8(j, 11u, t.c11);
+    store_pixels8(j, 12u, t.c12);
+    store_pixels8(j, 13u, t.c13);
+    store_pixels8(j, 14u, t.c14);
+    store_pixels8(j, 15u, t.c15);
+    store_pixels8(j, 16u, t.c16);
+    store_pixels8(j, 17u, t.c17);
+    store_pixels8(j, 18u, t.c18);
+    store_pixels8(j, 19u, t.c19);
+    store_pixels8(j, 20u, t.c20);
+    store_pixels8(j, 21u, t.c21);
+    store_pixels8(j, 22u, t.c22);
+    store_pixels8(j, 23u, t.c23);
+    store_pixels8(j, 24u, t.c24);
+    store_pixels8(j, 25u, t.c25);
+    store_pixels8(j, 26u, t.c26);
+    store_pixels8(j, 27u, t.c27);
+    store_pixels8(j, 28u, t.c28);
+    store_pixels8(j, 29u, t.c29);
+    store_pixels8(j, 30u, t.c30);
+    store_pixels8(j, 31u, t.c31);
+}
+
+@compute @workgroup_size(WG)
+fn conv1x1_subgroup(@builtin(local_invocation_index) lid: u32,
+                    @builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(subgroup_invocation_id) sid: u32) {
+    let j = job(lid, wid, nwg, sid);
+    let hw4 = params.out_h * params.out_w / 4u;
+    var tile: Tile;
+    // vec4 index of pixel p0 of the current input channel.
+    var q = j.b * params.in_channels * hw4 + j.p0 / 4u;
+    for (var c4 = 0u; c4 < params.in_channels / 4u; c4++) {
+        let xa = mat4x4<f32>(x4[q], x4[q + hw4], x4[q + 2u * hw4], x4[q + 3u * hw4]);
+        let xb = mat4x4<f32>(x4[q + 1u], x4[q + hw4 + 1u], x4[q + 2u * hw4 + 1u], x4[q + 3u * hw4 + 1u]);
+        q += 4u * hw4;
+        accumulate(&tile, w4[j.w0 + c4], w4[j.w1 + c4], w4[j.w2 + c4], w4[j.w3 + c4], xa, xb);
+    }
+    if !j.live { return; }
+    store_tile_quads(j, tile);
+}
+
+// Pixels p..p+3 starting at value offset `o`.
+fn quad(o: u32) -> vec4<f32> {
+    return vec4<f32>(x[o], x[o + 1u], x[o + 2u], x[o + 3u]);
+}
+
+@compute @workgroup_size(WG)
+fn conv1x1_subgroup_scalar(@builtin(local_invocation_index) lid: u32,
+                           @builtin(workgroup_id) wid: vec3<u32>,
+                           @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(subgroup_invocation_id) sid: u32) {
+    let j = job(lid, wid, nwg, sid);
+    let hw = params.out_h * params.out_w;
+    var tile: Tile;
+    // Offset (in values) of pixel p0 of the current input channel.
+    var o = j.b * params.in_channels * hw + j.p0;
+    for (var c4 = 0u; c4 < params.in_channels / 4u; c4++) {
+        let xa = mat4x4<f32>(quad(o), quad(o + hw), quad(o + 2u * hw), quad(o + 3u * hw));
+        let xb = mat4x4<f32>(quad(o + 4u), quad(o + hw + 4u), quad(o + 2u * hw + 4u), quad(o + 3u * hw + 4u));
+        o += 4u * hw;
+        accumulate(&tile, w4[j.w0 + c4], w4[j.w1 + c4], w4[j.w2 + c4], w4[j.w3 + c4], xa, xb);
+    }
+    if !j.live { return; }
+    store_tile_pixels(j, tile);
+}
