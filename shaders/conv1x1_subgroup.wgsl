@@ -1,41 +1,17 @@
 // conv1x1_subgroup: a 1x1 stride-1 unpadded convolution as a GEMM per sample,
-// Y[Cout, HW] = W[Cout, Cin] * X[Cin, HW], for CPU-emulated adapters with subgroup operations
-// (lavapipe). Such adapters run a subgroup as the SIMD lanes of one vector register and load
-// memory lane by lane, so loads, not multiply-adds, bound a GEMM there.
-//
-// Each invocation computes 32 output channels x 8 consecutive pixels. Every lane needs the
-// same 32 weight rows, so no lane loads them all: lane l of a subgroup loads rows oc0 + l,
-// oc0 + 8 + l, oc0 + 16 + l and oc0 + 24 + l (four input channels each, one vec4), and
-// subgroupBroadcast hands each row to the others. Per four input channels a lane makes 4
-// weight and 8 pixel vec4 loads for 1024 multiply-adds (conv1x1_vec4: 8 + 8 loads for 256).
-// Needs subgroups of at least 8 invocations. A workgroup covers pixel tiles of one 32-channel
-// block, so every lane of a subgroup shares the block. Channels past the last are computed on
-// a repeated weight row and never stored; so are pixels past the plane's end, which read the
-// next plane (or, clamped, the buffer's end).
-// The accumulators are the named fields of a struct: in an array (dynamically indexed) they
-// measured 1.9x slower on lavapipe, which keeps arrays in memory.
+// Y[Cout, HW] = W[Cout, Cin] * X[Cin, HW], in subgroup_tile.wgsl's tiles: each invocation
+// computes 32 output channels (the tile's rows, weight rows shared through the subgroup) x 8
+// consecutive pixels. Per four input channels a lane makes 4 weight and 8 pixel vec4 loads for
+// 1024 multiply-adds (conv1x1_vec4: 8 + 8 loads for 256). A workgroup covers pixel tiles of one
+// 32-channel block. Channels past the last are computed on a repeated weight row and never
+// stored; so are pixels past the plane's end, which read the next plane (or, clamped, the
+// buffer's end).
 //
 // conv1x1_subgroup:        HW % 4 == 0 and in_channels % 4 == 0: pixel quads as vec4 loads
 //                          and stores.
 // conv1x1_subgroup_scalar: in_channels % 4 == 0: scalar pixel loads and stores (7 x 7 planes).
 // (vec4 stores instead of scalar ones measured 1.25x faster on a 56 x 56 plane, which is why
 // both variants exist: one entry point cannot use both views of a binding.)
-
-// Output channels per invocation (four weight rows per lane of an 8-lane group).
-const CHANNELS: u32 = 32u;
-
-// The register tile: field cJ holds channel oc0 + J, column 0 pixels p0..p0+3, column 1
-// pixels p0+4..p0+7.
-struct Tile {
-    c0: mat2x4<f32>, c1: mat2x4<f32>, c2: mat2x4<f32>, c3: mat2x4<f32>,
-    c4: mat2x4<f32>, c5: mat2x4<f32>, c6: mat2x4<f32>, c7: mat2x4<f32>,
-    c8: mat2x4<f32>, c9: mat2x4<f32>, c10: mat2x4<f32>, c11: mat2x4<f32>,
-    c12: mat2x4<f32>, c13: mat2x4<f32>, c14: mat2x4<f32>, c15: mat2x4<f32>,
-    c16: mat2x4<f32>, c17: mat2x4<f32>, c18: mat2x4<f32>, c19: mat2x4<f32>,
-    c20: mat2x4<f32>, c21: mat2x4<f32>, c22: mat2x4<f32>, c23: mat2x4<f32>,
-    c24: mat2x4<f32>, c25: mat2x4<f32>, c26: mat2x4<f32>, c27: mat2x4<f32>,
-    c28: mat2x4<f32>, c29: mat2x4<f32>, c30: mat2x4<f32>, c31: mat2x4<f32>,
-}
 
 // One invocation's share of the work.
 struct Job {
@@ -57,7 +33,7 @@ fn job(lid: u32, wid: vec3<u32>, nwg: vec3<u32>, sid: u32) -> Job {
     let all_tiles = params.batch * tiles;
     let per_block = (all_tiles + WG - 1u) / WG; // workgroups per channel block
     let g = wid.x + wid.y * nwg.x;
-    let oc0 = (g / per_block) * CHANNELS;
+    let oc0 = (g / per_block) * TILE_ROWS;
     let t = (g % per_block) * WG + lid;
     let tc = min(t, all_tiles - 1u);
     let cin4 = params.in_channels / 4u;
@@ -66,43 +42,6 @@ fn job(lid: u32, wid: vec3<u32>, nwg: vec3<u32>, sid: u32) -> Job {
     return Job(t < all_tiles, tc / tiles, (tc % tiles) * 8u, oc0,
                min(oc0 + lane, last) * cin4, min(oc0 + 8u + lane, last) * cin4,
                min(oc0 + 16u + lane, last) * cin4, min(oc0 + 24u + lane, last) * cin4);
-}
-
-// tile += W[oc0.., c..c+4] * X[c..c+4, p0..p0+8]: the weight rows r0..r3 (one per lane, see
-// above) against xa (pixels p0..p0+3, one column per input channel) and xb (p0+4..p0+7).
-fn accumulate(t: ptr<function, Tile>, r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>, xa: mat4x4<f32>, xb: mat4x4<f32>) {
-    var v = subgroupBroadcast(r0, 0u); (*t).c0 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r0, 1u); (*t).c1 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r0, 2u); (*t).c2 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r0, 3u); (*t).c3 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r0, 4u); (*t).c4 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r0, 5u); (*t).c5 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r0, 6u); (*t).c6 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r0, 7u); (*t).c7 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r1, 0u); (*t).c8 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r1, 1u); (*t).c9 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r1, 2u); (*t).c10 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r1, 3u); (*t).c11 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r1, 4u); (*t).c12 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r1, 5u); (*t).c13 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r1, 6u); (*t).c14 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r1, 7u); (*t).c15 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r2, 0u); (*t).c16 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r2, 1u); (*t).c17 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r2, 2u); (*t).c18 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r2, 3u); (*t).c19 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r2, 4u); (*t).c20 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r2, 5u); (*t).c21 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r2, 6u); (*t).c22 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r2, 7u); (*t).c23 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r3, 0u); (*t).c24 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r3, 1u); (*t).c25 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r3, 2u); (*t).c26 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r3, 3u); (*t).c27 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r3, 4u); (*t).c28 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r3, 5u); (*t).c29 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r3, 6u); (*t).c30 += mat2x4<f32>(xa * v, xb * v);
-    v = subgroupBroadcast(r3, 7u); (*t).c31 += mat2x4<f32>(xa * v, xb * v);
 }
 
 // Channel oc0 + c's pixels p0..p0+7 as two vec4 stores (those in the plane; none past the

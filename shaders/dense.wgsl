@@ -3,36 +3,11 @@
 // Register-blocked: each invocation computes a tile of ROWS batch rows x 4 outputs, so every
 // loaded weight is reused ROWS times and every loaded input 4 times.
 //
-// Bindings (group 0):
-//   0: uniform DenseParams
-//   1: x     [batch, inputs]   (read)   as vec4 in dense_vec4 (inputs % 4 == 0)
-//   2: w     [outputs, inputs] (read)   as vec4 in dense_vec4
-//   3: bias  [outputs]         (read)
-//   4: y     [batch, outputs]  (write)
+// Parameters and bindings: dense_common.wgsl (x and w as vec4 in dense_vec4, inputs % 4 == 0).
 // Override constants: WG (workgroup size), ROWS (1 or 4 batch rows per invocation; dense_vec4_r16
 // always takes 16).
 
-struct DenseParams {
-    batch: u32,
-    inputs: u32,
-    outputs: u32,
-    activation: u32,
-    act_a: f32,
-    act_b: f32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-override WG: u32 = 64u;
 override ROWS: u32 = 4u;
-
-@group(0) @binding(0) var<uniform> params: DenseParams;
-@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> w4: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> x1: array<f32>;
-@group(0) @binding(2) var<storage, read> w1: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 fn store_tile(r0: u32, o0: u32, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>) {
     for (var c = 0u; c < 4u; c++) {

@@ -6,7 +6,7 @@ mod common;
 
 use common::{assert_close, gpu, random, Tolerance};
 use edgecut::cpu;
-use edgecut::gpu::{kernels, ConvTiles, GpuContext};
+use edgecut::gpu::{kernels, GpuContext, Tiling};
 use edgecut::model::{
     Activation, Binary, BinaryOp, BinaryOperand, Conv2d, Dense, FanIn, Op, Operand, Pool, PoolKind,
     Step,
@@ -74,31 +74,40 @@ impl DenseProblem {
     fn reference(&self) -> Vec<f32> {
         cpu::reference::dense(&self.dense, &self.x, self.batch)
     }
-    fn run(&self, ctx: &GpuContext) -> Vec<f32> {
+    /// Runs the problem on `ctx`; returns the dispatch labels and the result.
+    fn run(&self, ctx: &GpuContext) -> (String, Vec<f32>) {
         let s = step(
             Op::Dense(self.dense.clone()),
             vec![self.dense.inputs],
             vec![self.dense.outputs],
         );
-        kernels::run_step(ctx, &s, self.batch, &self.x, &[]).expect("dense kernel runs")
+        let prepared = kernels::PreparedStep::new(ctx, &s, self.batch, &self.x, &[])
+            .expect("dense kernel builds")
+            .expect("dense has a kernel");
+        let labels = prepared.labels().join(" ");
+        (labels, prepared.run(ctx).expect("dense kernel runs"))
     }
-    fn check(&self, ctx: &GpuContext) {
+    /// Checks the result against the reference and that the launcher picked `kernel`.
+    fn check(&self, ctx: &GpuContext, kernel: &str) {
+        let (labels, got) = self.run(ctx);
         let what = format!(
-            "dense batch={} {}->{} {:?}",
-            self.batch, self.dense.inputs, self.dense.outputs, self.dense.activation
+            "dense batch={} {}->{} {:?} ({:?} tiles, ran {labels})",
+            self.batch, self.dense.inputs, self.dense.outputs, self.dense.activation, ctx.tiling
         );
+        assert!(labels.contains(kernel), "{what}: expected {kernel}");
         let tol = tolerance_for(self.dense.activation, self.dense.inputs);
-        assert_close(&what, &self.run(ctx), &self.reference(), tol);
+        assert_close(&what, &got, &self.reference(), tol);
     }
 }
 
 #[test]
-fn dense_kernel_matches_cpu_reference_on_edge_shapes() {
-    let Some(ctx) = gpu("dense_kernel_matches_cpu_reference_on_edge_shapes") else {
+fn dense_kernel_matches_cpu_reference_on_edge_shapes_in_every_tiling() {
+    let Some(ctx) = gpu("dense_kernel_matches_cpu_reference_on_edge_shapes_in_every_tiling") else {
         return;
     };
     // vec4 path (inputs % 4 == 0), scalar path, the 16-row tile (batch >= 16) with row tails,
-    // tails in batch and outputs, batch 1.
+    // tails in batch and outputs, batch 1; in every tiling, so the subgroup tile (32 rows x 8
+    // outputs, from 16 rows) also meets row and output tails and a one-vec4 reduction.
     let shapes = [
         (1, 4, 1),
         (1, 800, 3),
@@ -112,10 +121,21 @@ fn dense_kernel_matches_cpu_reference_on_edge_shapes() {
         (16, 12, 4),
         (17, 36, 9),
         (31, 800, 100),
+        (40, 64, 17),
+        (96, 4, 64),
+        (33, 20, 1),
     ];
-    for (i, &(b, n_in, n_out)) in shapes.iter().enumerate() {
-        for act in ACTIVATIONS {
-            DenseProblem::new(b, n_in, n_out, act, i as u64 * 10).check(&ctx);
+    for ctx in all_tilings(ctx) {
+        for (i, &(b, n_in, n_out)) in shapes.iter().enumerate() {
+            let kernel = match (n_in % 4 == 0, b) {
+                (true, 16..) if ctx.tiling == Tiling::Subgroup => "dense_subgroup",
+                (true, 16..) => "dense_vec4_r16",
+                (true, _) => "dense_vec4",
+                (false, _) => "dense_scalar",
+            };
+            for act in ACTIVATIONS {
+                DenseProblem::new(b, n_in, n_out, act, i as u64 * 10).check(&ctx, kernel);
+            }
         }
     }
 }
@@ -471,7 +491,7 @@ impl ConvProblem {
             c.pads,
             c.groups,
             c.activation,
-            ctx.conv_tiles,
+            ctx.tiling,
         );
         assert!(labels.contains(kernel), "{what}: expected {kernel}");
         let terms = c.in_channels / c.groups * c.kernel_h * c.kernel_w;
@@ -488,16 +508,15 @@ impl ConvProblem {
 /// where the device has subgroups of 8 or more).
 fn all_tilings(ctx: Arc<GpuContext>) -> Vec<Arc<GpuContext>> {
     let mut contexts = vec![ctx.clone()];
-    for tiles in [ConvTiles::Registers, ConvTiles::Shared, ConvTiles::Subgroup] {
-        if tiles == ctx.conv_tiles
-            || (tiles == ConvTiles::Subgroup
-                && !ConvTiles::subgroups_usable(&ctx.info, ctx.features))
+    for tiles in [Tiling::Registers, Tiling::Shared, Tiling::Subgroup] {
+        if tiles == ctx.tiling
+            || (tiles == Tiling::Subgroup && !Tiling::subgroups_usable(&ctx.info, ctx.features))
         {
             continue;
         }
         let forced = GpuContext::new()
             .expect("another context on the same adapter")
-            .with_conv_tiles(tiles);
+            .with_tiling(tiles);
         contexts.push(Arc::new(forced));
     }
     contexts
@@ -619,15 +638,15 @@ fn conv1x1_gemm_matches_cpu_reference_in_every_tiling() {
     for ctx in all_tilings(ctx) {
         for (i, &(b, input, cout)) in cases.iter().enumerate() {
             let (cin, h, w) = input;
-            let subgroup = ctx.conv_tiles == ConvTiles::Subgroup && cin % 4 == 0 && cout >= 16;
-            let kernel = match ctx.conv_tiles {
-                ConvTiles::Subgroup if subgroup && (h * w) % 4 == 0 => "conv1x1_subgroup_vec4",
-                ConvTiles::Subgroup if subgroup => "conv1x1_subgroup_scalar",
-                ConvTiles::Registers | ConvTiles::Subgroup if (h * w) % 4 == 0 && cin % 4 == 0 => {
+            let subgroup = ctx.tiling == Tiling::Subgroup && cin % 4 == 0 && cout >= 16;
+            let kernel = match ctx.tiling {
+                Tiling::Subgroup if subgroup && (h * w) % 4 == 0 => "conv1x1_subgroup_vec4",
+                Tiling::Subgroup if subgroup => "conv1x1_subgroup_scalar",
+                Tiling::Registers | Tiling::Subgroup if (h * w) % 4 == 0 && cin % 4 == 0 => {
                     "conv1x1_vec4_c"
                 }
-                ConvTiles::Registers | ConvTiles::Subgroup if cin % 4 == 0 => "conv1x1_wvec4_c",
-                ConvTiles::Registers | ConvTiles::Subgroup => "conv1x1_c",
+                Tiling::Registers | Tiling::Subgroup if cin % 4 == 0 => "conv1x1_wvec4_c",
+                Tiling::Registers | Tiling::Subgroup => "conv1x1_c",
                 _ => "conv1x1_shared",
             };
             for act in [Activation::None, Activation::Silu, ACTIVATIONS[5 + i % 5]] {

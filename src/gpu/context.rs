@@ -52,51 +52,52 @@ impl From<&wgpu::AdapterInfo> for AdapterSummary {
     }
 }
 
-/// How the convolution kernels tile their work, chosen per adapter class: the plan records it in
-/// its kernel labels (`conv1x1_c8`, `conv1x1_subgroup` or `conv1x1_shared`) and the bench
-/// report shows it.
+/// How the GEMM-like kernels (1x1 convolutions, dense layers at larger batches) tile their work,
+/// chosen per adapter class: the plan records it in its kernel labels (`conv1x1_vec4_c8`,
+/// `conv1x1_subgroup_vec4`, `conv1x1_shared`, `dense_subgroup`) and the bench report shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum ConvTiles {
+pub enum Tiling {
     /// Register tiles with workgroup-uniform weight loads: CPU-emulated adapters (lavapipe)
     /// run invocations as SIMD lanes, where workgroup memory and barriers only add copies.
     Registers,
     /// Workgroup-shared tiles with coalesced loads where they differ (1x1 convolutions):
     /// hardware GPUs, whose memory system rewards staging tiles on chip.
     Shared,
-    /// Register tiles whose weight rows are loaded once per subgroup and shared by
-    /// broadcasts where they differ (1x1 convolutions with 16 or more outputs): CPU adapters
-    /// with subgroups of 8 or more invocations, which load memory lane by lane.
+    /// Register tiles whose operands common to every lane (weight rows of a 1x1 convolution
+    /// with 16 or more outputs, input rows of a dense layer over 16 or more rows) are loaded
+    /// once per subgroup and shared by broadcasts: CPU adapters with subgroups of 8 or more
+    /// invocations, which load memory lane by lane.
     Subgroup,
 }
 
-/// Smallest subgroup `conv1x1_subgroup` works with (its weight rows come from 8 lanes).
+/// Smallest subgroup the subgroup tiles work with (their shared rows come from 8 lanes).
 const SUBGROUP_MIN_LANES: u32 = 8;
 
-impl ConvTiles {
+impl Tiling {
     /// The variant that suits an adapter: subgroup-shared registers on CPU adapters with
     /// subgroups (`features` as enabled on the device), registers on other CPU adapters,
     /// shared tiles elsewhere.
     pub fn for_adapter(info: &wgpu::AdapterInfo, features: wgpu::Features) -> Self {
         match info.device_type {
-            wgpu::DeviceType::Cpu if Self::subgroups_usable(info, features) => ConvTiles::Subgroup,
-            wgpu::DeviceType::Cpu => ConvTiles::Registers,
-            _ => ConvTiles::Shared,
+            wgpu::DeviceType::Cpu if Self::subgroups_usable(info, features) => Tiling::Subgroup,
+            wgpu::DeviceType::Cpu => Tiling::Registers,
+            _ => Tiling::Shared,
         }
     }
 
-    /// True when the device can run [`ConvTiles::Subgroup`]: subgroup operations enabled and
+    /// True when the device can run [`Tiling::Subgroup`]: subgroup operations enabled and
     /// subgroups of at least 8 invocations.
     pub fn subgroups_usable(info: &wgpu::AdapterInfo, features: wgpu::Features) -> bool {
         features.contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= SUBGROUP_MIN_LANES
     }
 
-    /// Short name for reports (`registers`, `shared`).
+    /// Short name for reports (`registers`, `shared`, `subgroup`).
     pub fn name(self) -> &'static str {
         match self {
-            ConvTiles::Registers => "registers",
-            ConvTiles::Shared => "shared",
-            ConvTiles::Subgroup => "subgroup",
+            Tiling::Registers => "registers",
+            Tiling::Shared => "shared",
+            Tiling::Subgroup => "subgroup",
         }
     }
 }
@@ -114,9 +115,9 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// Features enabled on the device.
     pub features: wgpu::Features,
-    /// The convolution tiling in use ([`ConvTiles::for_adapter`] unless overridden with
-    /// [`GpuContext::with_conv_tiles`]).
-    pub conv_tiles: ConvTiles,
+    /// The tiling in use ([`Tiling::for_adapter`] unless overridden with
+    /// [`GpuContext::with_tiling`]).
+    pub tiling: Tiling,
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     layouts: Mutex<HashMap<usize, Arc<wgpu::BindGroupLayout>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
@@ -232,7 +233,7 @@ impl GpuContext {
         Ok(Self {
             device,
             queue,
-            conv_tiles: ConvTiles::for_adapter(&info, features),
+            tiling: Tiling::for_adapter(&info, features),
             info,
             limits,
             features,
@@ -244,12 +245,12 @@ impl GpuContext {
     }
 
     /// The same context running convolutions with `tiles` instead of the adapter's default
-    /// (tests run every variant on any adapter); [`ConvTiles::Subgroup`] on a device that
-    /// cannot run it gives [`ConvTiles::Registers`].
-    pub fn with_conv_tiles(mut self, tiles: ConvTiles) -> Self {
-        self.conv_tiles = match tiles {
-            ConvTiles::Subgroup if !ConvTiles::subgroups_usable(&self.info, self.features) => {
-                ConvTiles::Registers
+    /// (tests run every variant on any adapter); [`Tiling::Subgroup`] on a device that
+    /// cannot run it gives [`Tiling::Registers`].
+    pub fn with_tiling(mut self, tiles: Tiling) -> Self {
+        self.tiling = match tiles {
+            Tiling::Subgroup if !Tiling::subgroups_usable(&self.info, self.features) => {
+                Tiling::Registers
             }
             t => t,
         };

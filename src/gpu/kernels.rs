@@ -2,7 +2,7 @@
 //! buffers into a [`Kernel`] (pipeline, bind group, dispatch size) that a plan encodes later.
 //! The `Pod` parameter structs are the twins of the WGSL structs of the same names.
 
-use super::{check_storage_size, upload, ConvTiles, GpuContext, GpuError, Shader};
+use super::{check_storage_size, upload, GpuContext, GpuError, Shader, Tiling};
 use crate::encoding::Encoding;
 use crate::model::{
     broadcast_shape, broadcast_strides, Activation, Binary, BinaryOp, BinaryOperand, Conv2d, Dense,
@@ -563,7 +563,9 @@ pub fn dense(
     y: &wgpu::Buffer,
 ) -> Result<Kernel, GpuError> {
     let vec4 = d.inputs.is_multiple_of(4);
+    let subgroup = ctx.tiling == Tiling::Subgroup;
     let (entry, rows) = match (vec4, batch) {
+        (true, DENSE_SUBGROUP_MIN_ROWS..) if subgroup => ("dense_subgroup", 0),
         (true, 16..) => ("dense_vec4_r16", 16),
         (true, _) => ("dense_vec4", rows_tile(batch)),
         (false, _) => ("dense_scalar", rows_tile(batch)),
@@ -577,6 +579,23 @@ pub fn dense(
         act_b: d.activation.params().1,
         _pad: [0; 2],
     };
+    if entry == "dense_subgroup" {
+        let per_block = (d.outputs as u64)
+            .div_ceil(DENSE_SUBGROUP_OUTPUTS)
+            .div_ceil(SUBGROUP_WORKGROUP);
+        let blocks = (batch as u64).div_ceil(SUBGROUP_TILE_ROWS as u64);
+        return Kernel::new(
+            ctx,
+            format!("{label}.{entry}"),
+            Shader::DenseSubgroup,
+            entry,
+            &[("WG", SUBGROUP_WORKGROUP as f64)],
+            &params,
+            &[x, &weights.weight, &weights.bias],
+            y,
+            blocks * per_block * SUBGROUP_WORKGROUP,
+        );
+    }
     let inv = (batch as u64).div_ceil(rows as u64) * (d.outputs as u64).div_ceil(4);
     Kernel::new(
         ctx,
@@ -764,15 +783,22 @@ pub const CONV_CHANNEL_TILE: usize = 8;
 /// Pixels per `conv1x1` invocation (its register tile is `CO_T` channels x this many pixels).
 const CONV1X1_PIXELS: u64 = 8;
 
-/// Output channels of one `conv1x1_subgroup` register tile.
-const SUBGROUP_TILE_CHANNELS: usize = 32;
+/// Rows of a subgroup register tile (`subgroup_tile.wgsl`): output channels of
+/// `conv1x1_subgroup`, batch rows of `dense_subgroup`.
+const SUBGROUP_TILE_ROWS: usize = 32;
+
+/// Outputs per `dense_subgroup` invocation (the tile's columns).
+const DENSE_SUBGROUP_OUTPUTS: u64 = 8;
+
+/// Fewest batch rows `dense_subgroup` takes: half a tile, as for `conv1x1_subgroup`.
+const DENSE_SUBGROUP_MIN_ROWS: usize = 16;
 
 /// Fewest output channels `conv1x1_subgroup` takes: half a tile still beats `conv1x1_vec4`
 /// (EfficientNet-B0 on lavapipe, `infer --op-times`: its 1x1 layers 203 → 181 ms per image).
 const SUBGROUP_MIN_OUT_CHANNELS: usize = 16;
 
-/// Workgroup of `conv1x1_subgroup`: one lavapipe subgroup. Each workgroup covers pixel tiles of
-/// one channel block, so small planes waste few lanes (16 and 64 measured up to 1.5x slower
+/// Workgroup of the subgroup kernels: one lavapipe subgroup. Each workgroup covers the tiles of
+/// one row block, so small planes waste few lanes (16 and 64 measured up to 1.5x slower
 /// on 7 x 7 planes at batch 1, no faster on 56 x 56).
 const SUBGROUP_WORKGROUP: u64 = 8;
 
@@ -808,7 +834,7 @@ fn depthwise_tiles(c: &Conv2d) -> bool {
 }
 
 /// Convolution launcher for `[batch, C, h, w]` inputs with the context's tiling
-/// ([`GpuContext::conv_tiles`]): 1x1 stride-1 convolutions as a GEMM (`conv1x1` register
+/// ([`GpuContext::tiling`]): 1x1 stride-1 convolutions as a GEMM (`conv1x1` register
 /// tiles of up to 8 channels x 8 pixels, `conv1x1_vec4` when pixels and input channels come
 /// in fours, `conv1x1_wvec4` when only input channels do; `conv1x1_subgroup` tiles of 32
 /// channels x 8 pixels for 16 or more output channels and input channels in fours; or
@@ -860,7 +886,7 @@ pub fn conv2d(
             let inv = n * channels * oh * ow.div_ceil(4);
             ("depthwise", "depthwise".into(), vec![], inv)
         } else if is_gemm(c)
-            && ctx.conv_tiles == ConvTiles::Subgroup
+            && ctx.tiling == Tiling::Subgroup
             && c.in_channels.is_multiple_of(4)
             && c.out_channels >= SUBGROUP_MIN_OUT_CHANNELS
         {
@@ -870,14 +896,14 @@ pub fn conv2d(
                 ("conv1x1_subgroup_scalar", "conv1x1_subgroup_scalar")
             };
             let per_block = (n * (oh * ow).div_ceil(CONV1X1_PIXELS)).div_ceil(SUBGROUP_WORKGROUP);
-            let blocks = channels.div_ceil(SUBGROUP_TILE_CHANNELS as u64);
+            let blocks = channels.div_ceil(SUBGROUP_TILE_ROWS as u64);
             (
                 entry,
                 name.into(),
                 vec![("WG", SUBGROUP_WORKGROUP as f64)],
                 blocks * per_block * SUBGROUP_WORKGROUP,
             )
-        } else if is_gemm(c) && ctx.conv_tiles == ConvTiles::Shared {
+        } else if is_gemm(c) && ctx.tiling == Tiling::Shared {
             let tiles = channels.div_ceil(SHARED_TILE) * (n * oh * ow).div_ceil(SHARED_TILE);
             (
                 "conv1x1_shared",

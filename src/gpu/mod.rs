@@ -5,7 +5,7 @@ mod context;
 pub mod kernels;
 pub mod shaders;
 
-pub use context::{list_adapters, list_adapters_raw, AdapterSummary, ConvTiles, GpuContext};
+pub use context::{list_adapters, list_adapters_raw, AdapterSummary, GpuContext, Tiling};
 pub use shaders::Shader;
 
 use thiserror::Error;

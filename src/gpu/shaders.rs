@@ -5,6 +5,9 @@
 pub enum Shader {
     /// `dense.wgsl`: register-blocked dense layer.
     Dense,
+    /// `dense_subgroup.wgsl`: dense layers over 16 or more rows sharing input loads through
+    /// subgroup broadcasts (needs [`wgpu::Features::SUBGROUP`]).
+    DenseSubgroup,
     /// `fanin.wgsl`: fixed-fan-in sparse layer.
     FanIn,
     /// `conv2d.wgsl`: convolution and depthwise convolution.
@@ -40,8 +43,9 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader, for validation tests.
-    pub const ALL: [Shader; 16] = [
+    pub const ALL: [Shader; 17] = [
         Shader::Dense,
+        Shader::DenseSubgroup,
         Shader::FanIn,
         Shader::Conv2d,
         Shader::Conv1x1Subgroup,
@@ -60,34 +64,37 @@ impl Shader {
     ];
 
     /// The WGSL source text; shaders that apply activations get `activation.wgsl` (the one
-    /// `activate(v, act, a, b)`) joined in front, convolutions also `conv_common.wgsl` (their
-    /// parameters, bindings and epilogue).
+    /// `activate(v, act, a, b)`) joined in front, convolutions and dense layers also
+    /// `conv_common.wgsl` or `dense_common.wgsl` (their parameters and bindings), and the
+    /// subgroup kernels `subgroup_tile.wgsl` (their register tile).
     pub fn source(self) -> &'static str {
-        macro_rules! with_activation {
-            ($file:literal) => {
+        macro_rules! joined {
+            ($($file:literal),+) => {
                 concat!(
                     include_str!("../../shaders/activation.wgsl"),
-                    include_str!(concat!("../../shaders/", $file))
-                )
-            };
-        }
-        macro_rules! convolution {
-            ($file:literal) => {
-                concat!(
-                    include_str!("../../shaders/activation.wgsl"),
-                    include_str!("../../shaders/conv_common.wgsl"),
-                    include_str!(concat!("../../shaders/", $file))
+                    $(include_str!(concat!("../../shaders/", $file))),+
                 )
             };
         }
         match self {
-            Shader::Dense => with_activation!("dense.wgsl"),
-            Shader::FanIn => with_activation!("fanin.wgsl"),
-            Shader::Conv2d => convolution!("conv2d.wgsl"),
-            Shader::Conv1x1Subgroup => convolution!("conv1x1_subgroup.wgsl"),
+            Shader::Dense => joined!("dense_common.wgsl", "dense.wgsl"),
+            Shader::DenseSubgroup => {
+                joined!(
+                    "dense_common.wgsl",
+                    "subgroup_tile.wgsl",
+                    "dense_subgroup.wgsl"
+                )
+            }
+            Shader::FanIn => joined!("fanin.wgsl"),
+            Shader::Conv2d => joined!("conv_common.wgsl", "conv2d.wgsl"),
+            Shader::Conv1x1Subgroup => joined!(
+                "conv_common.wgsl",
+                "subgroup_tile.wgsl",
+                "conv1x1_subgroup.wgsl"
+            ),
             Shader::Pool => include_str!("../../shaders/pool.wgsl"),
-            Shader::Elementwise => with_activation!("elementwise.wgsl"),
-            Shader::Binary => with_activation!("binary.wgsl"),
+            Shader::Elementwise => joined!("elementwise.wgsl"),
+            Shader::Binary => joined!("binary.wgsl"),
             Shader::Movement => include_str!("../../shaders/movement.wgsl"),
             Shader::Normalize => include_str!("../../shaders/normalize.wgsl"),
             Shader::Exit => include_str!("../../shaders/exit.wgsl"),
@@ -104,6 +111,7 @@ impl Shader {
     pub fn file_name(self) -> &'static str {
         match self {
             Shader::Dense => "dense.wgsl",
+            Shader::DenseSubgroup => "dense_subgroup.wgsl",
             Shader::FanIn => "fanin.wgsl",
             Shader::Conv2d => "conv2d.wgsl",
             Shader::Conv1x1Subgroup => "conv1x1_subgroup.wgsl",
@@ -126,6 +134,7 @@ impl Shader {
     pub fn entry_points(self) -> &'static [&'static str] {
         match self {
             Shader::Dense => &["dense_vec4", "dense_vec4_r16", "dense_scalar"],
+            Shader::DenseSubgroup => &["dense_subgroup"],
             Shader::FanIn => &["fanin_vec4", "fanin_scalar", "fanin_group", "fanin_fm"],
             Shader::Conv2d => &[
                 "depthwise",
@@ -185,6 +194,7 @@ impl Shader {
     pub fn read_buffers(self) -> usize {
         match self {
             Shader::Dense
+            | Shader::DenseSubgroup
             | Shader::Conv2d
             | Shader::Conv1x1Subgroup
             | Shader::TrainBackward
