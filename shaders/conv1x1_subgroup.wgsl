@@ -7,11 +7,35 @@
 // stored; so are pixels past the plane's end, which read the next plane (or, clamped, the
 // buffer's end).
 //
+// With GATED, input channel c of sample b is scaled by gate[b, c] as it is loaded: a
+// squeeze-excite gate (x * sigmoid(...), one value per channel) fused into the 1x1 projection
+// that follows it, instead of a separate multiply writing and re-reading the whole tensor.
+//
 // conv1x1_subgroup:        HW % 4 == 0 and in_channels % 4 == 0: pixel quads as vec4 loads
 //                          and stores.
 // conv1x1_subgroup_scalar: in_channels % 4 == 0: scalar pixel loads and stores (7 x 7 planes).
 // (vec4 stores instead of scalar ones measured 1.25x faster on a 56 x 56 plane, which is why
 // both variants exist: one entry point cannot use both views of a binding.)
+
+// Bindings (group 0; 0-3 in conv_common.wgsl): 4 the gate [batch, in_channels] (read; bound
+// but unread without GATED), 5 the output.
+@group(0) @binding(4) var<storage, read> gate4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y4: array<vec4<f32>>;
+
+// Override constants: WG (workgroup size), GATED (scale input channels by the gate).
+override GATED: bool = false;
+
+// The gate of sample b's input channels c4*4..c4*4+3 (ones without GATED).
+fn gate_of(b: u32, c4: u32) -> vec4<f32> {
+    if !GATED { return vec4<f32>(1.0); }
+    return gate4[b * (params.in_channels / 4u) + c4];
+}
+
+// Pixels of four input channels (one column each), each channel scaled by its gate.
+fn scaled(a: mat4x4<f32>, g: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(a[0] * g.x, a[1] * g.y, a[2] * g.z, a[3] * g.w);
+}
 
 // One invocation's share of the work.
 struct Job {
@@ -146,8 +170,9 @@ fn conv1x1_subgroup(@builtin(local_invocation_index) lid: u32,
     // vec4 index of pixel p0 of the current input channel.
     var q = j.b * params.in_channels * hw4 + j.p0 / 4u;
     for (var c4 = 0u; c4 < params.in_channels / 4u; c4++) {
-        let xa = mat4x4<f32>(x4[q], x4[q + hw4], x4[q + 2u * hw4], x4[q + 3u * hw4]);
-        let xb = mat4x4<f32>(x4[q + 1u], x4[q + hw4 + 1u], x4[q + 2u * hw4 + 1u], x4[q + 3u * hw4 + 1u]);
+        let g = gate_of(j.b, c4);
+        let xa = scaled(mat4x4<f32>(x4[q], x4[q + hw4], x4[q + 2u * hw4], x4[q + 3u * hw4]), g);
+        let xb = scaled(mat4x4<f32>(x4[q + 1u], x4[q + hw4 + 1u], x4[q + 2u * hw4 + 1u], x4[q + 3u * hw4 + 1u]), g);
         q += 4u * hw4;
         accumulate(&tile, w4[j.w0 + c4], w4[j.w1 + c4], w4[j.w2 + c4], w4[j.w3 + c4], xa, xb);
     }
@@ -171,8 +196,9 @@ fn conv1x1_subgroup_scalar(@builtin(local_invocation_index) lid: u32,
     // Offset (in values) of pixel p0 of the current input channel.
     var o = j.b * params.in_channels * hw + j.p0;
     for (var c4 = 0u; c4 < params.in_channels / 4u; c4++) {
-        let xa = mat4x4<f32>(quad(o), quad(o + hw), quad(o + 2u * hw), quad(o + 3u * hw));
-        let xb = mat4x4<f32>(quad(o + 4u), quad(o + hw + 4u), quad(o + 2u * hw + 4u), quad(o + 3u * hw + 4u));
+        let g = gate_of(j.b, c4);
+        let xa = scaled(mat4x4<f32>(quad(o), quad(o + hw), quad(o + 2u * hw), quad(o + 3u * hw)), g);
+        let xb = scaled(mat4x4<f32>(quad(o + 4u), quad(o + hw + 4u), quad(o + 2u * hw + 4u), quad(o + 3u * hw + 4u)), g);
         o += 4u * hw;
         accumulate(&tile, w4[j.w0 + c4], w4[j.w1 + c4], w4[j.w2 + c4], w4[j.w3 + c4], xa, xb);
     }

@@ -40,6 +40,9 @@
 // Invocations are numbered linearly with pixel tiles fastest, so neighbouring lanes read
 // neighbouring pixels and the same weights, and small planes still fill a workgroup.
 
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y4: array<vec4<f32>>;
+
 override CO_T: u32 = 4u;
 override WHOLE_TILES: bool = false;
 override KH: u32 = 3u;

@@ -1,5 +1,6 @@
-// Shared by the convolution kernels (conv2d.wgsl, conv1x1_subgroup.wgsl): parameters,
-// bindings, the epilogue (bias and fused activation) and the pixel-tile stores.
+// Shared by the convolution kernels (conv2d.wgsl, conv1x1_subgroup.wgsl): parameters, the
+// input bindings, the epilogue (bias and fused activation) and the pixel-tile stores. Each
+// file declares its output `y` / `y4` (binding 4 in conv2d.wgsl, 5 in conv1x1_subgroup.wgsl).
 
 struct ConvParams {
     batch: u32,
@@ -32,8 +33,6 @@ override WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read> w4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y4: array<vec4<f32>>;
 
 // The one epilogue of every convolution kernel: bias and the fused activation.
 fn epilogue(v: f32, oc: u32) -> f32 {

@@ -657,6 +657,62 @@ fn conv1x1_gemm_matches_cpu_reference_in_every_tiling() {
     }
 }
 
+/// A squeeze-excite gate fused into the 1x1 convolution after it (`gated_conv1x1`) equals the
+/// multiply followed by the convolution: vec4 and scalar pixels (6 x 6 and 7 x 7 planes),
+/// batches whose pixel tiles straddle samples (each with its own gate), a channel tail past a
+/// 32-channel block, a one-pixel plane.
+#[test]
+fn gated_conv1x1_matches_the_gate_then_the_convolution() {
+    let Some(ctx) = gpu("gated_conv1x1_matches_the_gate_then_the_convolution") else {
+        return;
+    };
+    let Some(ctx) = all_tilings(ctx)
+        .into_iter()
+        .find(|c| c.tiling == Tiling::Subgroup)
+    else {
+        eprintln!(
+            "SKIPPED gated_conv1x1_matches_the_gate_then_the_convolution: the adapter has no \
+             subgroups of 8 or more, so no gated kernel"
+        );
+        return;
+    };
+    let cases = [
+        // batch, (cin, h, w), cout
+        (3, (16, 6, 6), 24),
+        (2, (36, 7, 7), 40),
+        (1, (8, 14, 14), 96),
+        (5, (4, 3, 3), 16),
+        (2, (12, 1, 1), 33),
+    ];
+    for (i, &(b, input, cout)) in cases.iter().enumerate() {
+        let (cin, h, w) = input;
+        let act = [Activation::None, Activation::Silu][i % 2];
+        let p = ConvProblem::new(b, input, cout, 1, plain(1, 0), 1, act, 90 + i as u64);
+        let gate = random(b * cin, 200 + i as u64);
+        let gated: Vec<f32> =
+            p.x.iter()
+                .enumerate()
+                .map(|(j, v)| v * gate[j / (h * w)])
+                .collect();
+        let want = cpu::reference::conv2d(&p.conv, &gated, b, h, w);
+        let op = Op::Conv2d(p.conv.clone());
+        let weights = kernels::OpWeights::upload(&ctx, "gated", &op)
+            .expect("weights upload")
+            .expect("convolutions carry weights");
+        let x = edgecut::gpu::upload(&ctx, "gated.x", &p.x).expect("upload");
+        let g = edgecut::gpu::upload(&ctx, "gated.gate", &gate).expect("upload");
+        let y = edgecut::gpu::storage(&ctx, "gated.y", (want.len() * 4) as u64).expect("output");
+        let kernel =
+            kernels::gated_conv1x1(&ctx, "gated", &p.conv, b, (h, w), &weights, &x, &g, &y)
+                .expect("gated kernel builds");
+        assert!(kernel.label.ends_with("_gated"), "{}", kernel.label);
+        let prepared = kernels::PreparedStep::from_kernel(kernel, y, want.len(), vec![x, g]);
+        let got = prepared.run(&ctx).expect("gated kernel runs");
+        let what = format!("gated conv1x1 batch={b} {cin}x{h}x{w} -> {cout} {act:?}");
+        assert_close(&what, &got, &want, tolerance_for(act, cin));
+    }
+}
+
 #[test]
 fn pool_kernels_match_cpu_reference() {
     let Some(ctx) = gpu("pool_kernels_match_cpu_reference") else {

@@ -325,6 +325,48 @@ fn readback_waits_for_a_map_callback_run_by_another_threads_poll() {
 
 /// From `FEATURE_MAJOR_MIN_BATCH` rows up, fan-in layers read feature-major activations: a
 /// chain of them transposes once, a full fan-in runs as dense, and results match the CPU.
+/// EfficientNet-B0's squeeze-excite multiplies fuse into the 1x1 projection after them where
+/// the tiling has a gated kernel (subgroup tiles): no multiply dispatch is left, one gated
+/// convolution per squeeze-excite block, and the result still equals the CPU's. Elsewhere
+/// nothing fuses.
+#[test]
+fn squeeze_excite_gates_fuse_into_the_projection_where_the_tiling_allows() {
+    let Some(ctx) = gpu("squeeze_excite_gates_fuse_into_the_projection_where_the_tiling_allows")
+    else {
+        return;
+    };
+    let m = Arc::new(Model::load(models_dir().join("efficientnet-b0")).expect("loads"));
+    let gates = m
+        .blocks
+        .iter()
+        .flat_map(|b| &b.steps)
+        .filter(|s| matches!(&s.op, edgecut::model::Op::Binary(b) if b.op == edgecut::model::BinaryOp::Mul))
+        .count();
+    assert_eq!(gates, 16, "EfficientNet-B0 has 16 squeeze-excite blocks");
+    let x = input(&m, 3, 8);
+    let n = m.blocks.len();
+    let cpu = run(&m, 0..n, &Backend::Cpu, &x);
+    let registers = edgecut::gpu::GpuContext::new()
+        .expect("another context on the same adapter")
+        .with_tiling(edgecut::gpu::Tiling::Registers);
+    for ctx in [ctx, Arc::new(registers)] {
+        let fuses = ctx.tiling == edgecut::gpu::Tiling::Subgroup;
+        let plan = Plan::compile(&m, 0..n, &Backend::Gpu(ctx.clone()), 3).expect("compiles");
+        let labels = plan.kernel_labels();
+        let count = |s: &str| labels.iter().filter(|l| l.contains(s)).count();
+        let what = format!("{:?} tiles: {labels:?}", ctx.tiling);
+        assert_eq!(count("_gated"), if fuses { gates } else { 0 }, "{what}");
+        assert_eq!(count(".mul"), if fuses { 0 } else { gates }, "{what}");
+        let gpu = plan.run(&x).expect("plan runs");
+        assert_close(
+            &what,
+            gpu.output.data(),
+            cpu.output.data(),
+            Tolerance::Approximate,
+        );
+    }
+}
+
 #[test]
 fn feature_major_fanin_chains_match_the_cpu_and_transpose_once() {
     let Some(ctx) = gpu("feature_major_fanin_chains_match_the_cpu_and_transpose_once") else {

@@ -117,6 +117,27 @@ fn record_steps(
                 )?);
                 out.weights.push(w);
             }
+            Work::GatedConv(step) => {
+                let Op::Conv2d(c) = &step.op else {
+                    unreachable!("only convolutions take a gate")
+                };
+                let w = kernels::OpWeights::upload(ctx, &step.label, &step.op)?
+                    .expect("convolutions carry weights");
+                let hw = (step.input_shape[1], step.input_shape[2]);
+                let gate = &slots[slot_of[p.others[0]]];
+                out.kernels.push(kernels::gated_conv1x1(
+                    ctx,
+                    &step.label,
+                    c,
+                    batch,
+                    hw,
+                    &w,
+                    x,
+                    gate,
+                    y,
+                )?);
+                out.weights.push(w);
+            }
             Work::ToFeatureMajor { label, features } => {
                 out.kernels.push(kernels::to_feature_major(
                     ctx, label, *features, batch, x, y,
@@ -297,7 +318,7 @@ impl GpuPlan {
         io: PlanIo,
     ) -> Result<Self, EngineError> {
         let sched = plan::schedule(model, range.clone(), exits);
-        let (placed, values) = plan::place(&sched, batch);
+        let (placed, values) = plan::place(&sched, batch, &|c| kernels::subgroup_gemm(&ctx, c));
         let slots = plan::assign_slots(&plan::edges(&placed), values, &plan::kept_values(&sched));
         let slot_of = slots.of;
         // Feature-major values pad the batch to quads of 4 rows.

@@ -4,7 +4,7 @@
 //! the result into buffers and dispatches; these functions are testable without a GPU.
 
 use crate::gpu::kernels;
-use crate::model::{Model, Op, Operand, Step};
+use crate::model::{Activation, Binary, BinaryOp, BinaryOperand, Conv2d, Model, Op, Operand, Step};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -92,6 +92,10 @@ pub(crate) enum Work<'m> {
     FanInFm { step: Cow<'m, Step>, out_fm: bool },
     /// A feature-major copy of a row-major value with `features` per row.
     ToFeatureMajor { label: String, features: usize },
+    /// A pointwise convolution of its input with every channel scaled by the gate it also
+    /// reads (`others[0]`, `[C, 1, 1]` per sample): a squeeze-excite multiply fused into the
+    /// 1x1 convolution that reads it ([`kernels::gated_conv1x1`]).
+    GatedConv(Cow<'m, Step>),
 }
 
 /// One dispatch over numbered values.
@@ -102,12 +106,47 @@ pub(crate) struct Placed<'m> {
     pub output: usize,
 }
 
+/// The operands of a squeeze-excite multiply, `x ∘ g` in either order with `x` of shape
+/// `[C, H, W]` and `g` its gate `[C, 1, 1]`, no activation: `(x value, g value)`.
+fn se_gate(r: &Recorded<'_>) -> Option<(usize, usize)> {
+    let Op::Binary(Binary {
+        op: BinaryOp::Mul,
+        operand: BinaryOperand::Tensor(_),
+        operand_shape,
+        activation: Activation::None,
+        ..
+    }) = &r.step.op
+    else {
+        return None;
+    };
+    let (&[other], out) = (r.others.as_slice(), &r.step.output_shape) else {
+        return None;
+    };
+    let &[c, _, _] = out.as_slice() else {
+        return None;
+    };
+    let gate = [c, 1, 1];
+    if r.step.input_shape == *out && *operand_shape == gate {
+        Some((r.input, other))
+    } else if *operand_shape == *out && r.step.input_shape == gate {
+        Some((other, r.input))
+    } else {
+        None
+    }
+}
+
 /// Lowers every step for inference and picks activation layouts. From
 /// [`kernels::FEATURE_MAJOR_MIN_BATCH`] rows up, a fan-in step reads a feature-major input:
 /// its producer writes it so when every reader is such a fan-in (and it is neither an exit nor
-/// the plan output); otherwise one layout step per value makes the copy. Returns the
-/// dispatches and the new number of values.
-pub(crate) fn place<'m>(sched: &Schedule<'m>, batch: usize) -> (Vec<Placed<'m>>, usize) {
+/// the plan output); otherwise one layout step per value makes the copy. A squeeze-excite
+/// multiply whose only reader is a pointwise convolution that `gates` accepts fuses into it
+/// ([`Work::GatedConv`]; the product is never written). Returns the dispatches and the new
+/// number of values.
+pub(crate) fn place<'m>(
+    sched: &Schedule<'m>,
+    batch: usize,
+    gates: &dyn Fn(&Conv2d) -> bool,
+) -> (Vec<Placed<'m>>, usize) {
     let lowered: Vec<Cow<'m, Step>> = sched.ops.iter().map(|r| kernels::lower(r.step)).collect();
     let fm: Vec<bool> = lowered
         .iter()
@@ -134,10 +173,37 @@ pub(crate) fn place<'m>(sched: &Schedule<'m>, batch: usize) -> (Vec<Placed<'m>>,
         let (count, all_fm) = readers[r.output];
         written_fm[r.output] = fm[i] && !kept.contains(&r.output) && count > 0 && all_fm;
     }
+    // Squeeze-excite multiplies that fuse into the convolution after them: the convolution's
+    // index → (x value, gate value).
+    let mut fused: HashMap<usize, (usize, usize)> = HashMap::new();
+    for (i, r) in sched.ops.iter().enumerate() {
+        let Some(next) = sched.ops.get(i + 1) else {
+            continue;
+        };
+        let reads_only_this =
+            next.input == r.output && readers[r.output].0 == 1 && !kept.contains(&r.output);
+        if let (Some(operands), Op::Conv2d(c)) = (se_gate(r), &lowered[i + 1].op) {
+            if reads_only_this && gates(c) {
+                fused.insert(i + 1, operands);
+            }
+        }
+    }
     let mut values = sched.values;
     let mut copies: HashMap<usize, usize> = HashMap::new();
     let mut placed = Vec::new();
     for (i, (r, step)) in sched.ops.iter().zip(lowered).enumerate() {
+        if fused.contains_key(&(i + 1)) {
+            continue;
+        }
+        if let Some(&(x, gate)) = fused.get(&i) {
+            placed.push(Placed {
+                work: Work::GatedConv(step),
+                input: x,
+                others: vec![gate],
+                output: r.output,
+            });
+            continue;
+        }
         if !fm[i] {
             placed.push(Placed {
                 work: Work::Step(step),
@@ -351,9 +417,9 @@ mod tests {
     fn large_batches_read_fan_in_inputs_feature_major() {
         let m = lenet();
         let s = schedule(&m, 0..m.blocks.len(), &[]);
-        let (small, _) = place(&s, 1);
+        let (small, _) = place(&s, 1, &|_| false);
         assert!(small.iter().all(|p| matches!(p.work, Work::Step(_))));
-        let (large, values) = place(&s, kernels::FEATURE_MAJOR_MIN_BATCH);
+        let (large, values) = place(&s, kernels::FEATURE_MAJOR_MIN_BATCH, &|_| false);
         assert!(large.iter().any(|p| matches!(p.work, Work::FanInFm { .. })));
         let slots = assign_slots(&edges(&large), values, &kept_values(&s));
         assert!(slots.count >= 2 && slots.count <= values);

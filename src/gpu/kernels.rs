@@ -854,6 +854,9 @@ pub fn conv2d(
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Kernel, GpuError> {
+    if subgroup_gemm(ctx, c) {
+        return conv1x1_subgroup(ctx, label, c, batch, (h, w), weights, x, None, y);
+    }
     let params = ConvParams::new(c, batch, (h, w));
     let (oh, ow) = (params.out_h as u64, params.out_w as u64);
     let wg = WORKGROUP as u64;
@@ -885,24 +888,6 @@ pub fn conv2d(
         } else if c.is_depthwise() {
             let inv = n * channels * oh * ow.div_ceil(4);
             ("depthwise", "depthwise".into(), vec![], inv)
-        } else if is_gemm(c)
-            && ctx.tiling == Tiling::Subgroup
-            && c.in_channels.is_multiple_of(4)
-            && c.out_channels >= SUBGROUP_MIN_OUT_CHANNELS
-        {
-            let (entry, name) = if (oh * ow).is_multiple_of(4) {
-                ("conv1x1_subgroup", "conv1x1_subgroup_vec4")
-            } else {
-                ("conv1x1_subgroup_scalar", "conv1x1_subgroup_scalar")
-            };
-            let per_block = (n * (oh * ow).div_ceil(CONV1X1_PIXELS)).div_ceil(SUBGROUP_WORKGROUP);
-            let blocks = channels.div_ceil(SUBGROUP_TILE_ROWS as u64);
-            (
-                entry,
-                name.into(),
-                vec![("WG", SUBGROUP_WORKGROUP as f64)],
-                blocks * per_block * SUBGROUP_WORKGROUP,
-            )
         } else if is_gemm(c) && ctx.tiling == Tiling::Shared {
             let tiles = channels.div_ceil(SHARED_TILE) * (n * oh * ow).div_ceil(SHARED_TILE);
             (
@@ -946,21 +931,93 @@ pub fn conv2d(
                 co_tiles * n * oh * ow.div_ceil(4),
             )
         };
-    let shader = if entry.starts_with("conv1x1_subgroup") {
-        Shader::Conv1x1Subgroup
-    } else {
-        Shader::Conv2d
-    };
     Kernel::new(
         ctx,
         format!("{label}.{name}"),
-        shader,
+        Shader::Conv2d,
         entry,
         &constants,
         &params,
         &[x, &weights.weight, &weights.bias],
         y,
         invocations,
+    )
+}
+
+/// True when `c` runs as `conv1x1_subgroup` on this context: a pointwise GEMM with input
+/// channels in fours and at least [`SUBGROUP_MIN_OUT_CHANNELS`] outputs, on
+/// [`Tiling::Subgroup`]. Only then can a squeeze-excite gate fuse into it ([`gated_conv1x1`]).
+pub fn subgroup_gemm(ctx: &GpuContext, c: &Conv2d) -> bool {
+    is_gemm(c)
+        && ctx.tiling == Tiling::Subgroup
+        && c.in_channels.is_multiple_of(4)
+        && c.out_channels >= SUBGROUP_MIN_OUT_CHANNELS
+}
+
+/// The pointwise convolution `c` over `x` with every input channel scaled by `gate`
+/// (`[batch, in_channels]`, one value per sample and channel) as it is loaded: a squeeze-excite
+/// gate fused into the 1x1 projection that follows it. Needs [`subgroup_gemm`].
+#[allow(clippy::too_many_arguments)] // shapes + buffers of one convolution
+pub fn gated_conv1x1(
+    ctx: &GpuContext,
+    label: &str,
+    c: &Conv2d,
+    batch: usize,
+    hw: (usize, usize),
+    weights: &OpWeights,
+    x: &wgpu::Buffer,
+    gate: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    assert!(
+        subgroup_gemm(ctx, c),
+        "gated 1x1 convolutions need subgroup tiles"
+    );
+    conv1x1_subgroup(ctx, label, c, batch, hw, weights, x, Some(gate), y)
+}
+
+/// `conv1x1_subgroup` (`_scalar` for planes whose size is not a multiple of 4), gated when
+/// `gate` is given (without one the bias buffer is bound in its place, unread).
+#[allow(clippy::too_many_arguments)] // shapes + buffers of one convolution
+fn conv1x1_subgroup(
+    ctx: &GpuContext,
+    label: &str,
+    c: &Conv2d,
+    batch: usize,
+    (h, w): (usize, usize),
+    weights: &OpWeights,
+    x: &wgpu::Buffer,
+    gate: Option<&wgpu::Buffer>,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    let params = ConvParams::new(c, batch, (h, w));
+    let hw = params.out_h as u64 * params.out_w as u64;
+    let (entry, name) = if hw.is_multiple_of(4) {
+        ("conv1x1_subgroup", "conv1x1_subgroup_vec4")
+    } else {
+        ("conv1x1_subgroup_scalar", "conv1x1_subgroup_scalar")
+    };
+    let per_block = (batch as u64 * hw.div_ceil(CONV1X1_PIXELS)).div_ceil(SUBGROUP_WORKGROUP);
+    let blocks = (c.out_channels as u64).div_ceil(SUBGROUP_TILE_ROWS as u64);
+    let gated = if gate.is_some() { "_gated" } else { "" };
+    Kernel::new(
+        ctx,
+        format!("{label}.{name}{gated}"),
+        Shader::Conv1x1Subgroup,
+        entry,
+        &[
+            ("WG", SUBGROUP_WORKGROUP as f64),
+            ("GATED", f64::from(u8::from(gate.is_some()))),
+        ],
+        &params,
+        &[
+            x,
+            &weights.weight,
+            &weights.bias,
+            gate.unwrap_or(&weights.bias),
+        ],
+        y,
+        blocks * per_block * SUBGROUP_WORKGROUP,
     )
 }
 

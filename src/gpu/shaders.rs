@@ -196,10 +196,9 @@ impl Shader {
             Shader::Dense
             | Shader::DenseSubgroup
             | Shader::Conv2d
-            | Shader::Conv1x1Subgroup
             | Shader::TrainBackward
             | Shader::TrainConv => 3,
-            Shader::FanIn => 4,
+            Shader::FanIn | Shader::Conv1x1Subgroup => 4,
             Shader::Elementwise | Shader::Binary | Shader::Quant => 2,
             Shader::Pool
             | Shader::Exit
