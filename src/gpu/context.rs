@@ -357,6 +357,8 @@ impl GpuContext {
                 .clone()
         };
         let label = format!("{}::{entry}{constants:?}", shader.file_name());
+        // CPU adapters compile each pipeline with LLVM, seconds for the large tiles.
+        let started = std::time::Instant::now();
         let pipeline = Arc::new(self.device.create_compute_pipeline(
             &wgpu::ComputePipelineDescriptor {
                 label: Some(&label),
@@ -370,6 +372,7 @@ impl GpuContext {
                 cache: None,
             },
         ));
+        log::debug!("built pipeline {label} in {:.2?}", started.elapsed());
         self.pipelines
             .lock()
             .unwrap_or_else(|p| p.into_inner())
