@@ -378,8 +378,12 @@ fn concurrent_requests_for_one_cut_share_a_gpu_dispatch() {
             let (model, backend, url) = (model.clone(), backend.clone(), server.url());
             let x = data.batch(i..i + 1, model.input_shape()).expect("batch");
             std::thread::spawn(move || {
-                let mut c =
-                    DeviceClient::new(model, backend, ClientConfig::new(url)).expect("client");
+                // The burst's batch compiles the server's capacity-16 plan on first use
+                // (seconds of pipeline creation on lavapipe for the subgroup tiles), past the
+                // default 1 s deadline; this test is about sharing a dispatch, and the deadline
+                // has its own tests.
+                let config = ClientConfig::new(url).with_deadline(Duration::from_secs(60));
+                let mut c = DeviceClient::new(model, backend, config).expect("client");
                 let server_only = Choice {
                     cut: Cut::Server,
                     encoding: Encoding::Fp32,
