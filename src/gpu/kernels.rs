@@ -945,7 +945,7 @@ pub fn conv2d(
 }
 
 /// True when `c` runs as `conv1x1_subgroup` on this context: a pointwise GEMM with input
-/// channels in fours and at least [`SUBGROUP_MIN_OUT_CHANNELS`] outputs, on
+/// channels in fours and at least 16 outputs, on
 /// [`Tiling::Subgroup`]. Only then can a squeeze-excite gate fuse into it ([`gated_conv1x1`]).
 pub fn subgroup_gemm(ctx: &GpuContext, c: &Conv2d) -> bool {
     is_gemm(c)
