@@ -220,6 +220,11 @@ fn conv1x1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     }
 }
 
+// acc + W[oc, c..c+4] . X[c..c+4, 4 pixels]: one weight vec4 against four input rows.
+fn mac4(acc: vec4<f32>, wv: vec4<f32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) -> vec4<f32> {
+    return acc + x0 * wv.x + x1 * wv.y + x2 * wv.z + x3 * wv.w;
+}
+
 // Stores channel `oc`'s two pixel quads q0 and q0 + 1 (the second only when `second`).
 fn store_quads(b: u32, oc: u32, q0: u32, hw4: u32, second: bool, lo: vec4<f32>, hi: vec4<f32>) {
     let base = (b * params.out_channels + oc) * hw4 + q0;

@@ -47,11 +47,6 @@ fn store_cols(base: u32, c0: u32, end: u32, oc: u32, acc: vec4<f32>) {
     }
 }
 
-// acc + W[oc, c..c+4] . X[c..c+4, 4 pixels]: one weight vec4 against four input rows.
-fn mac4(acc: vec4<f32>, wv: vec4<f32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) -> vec4<f32> {
-    return acc + x0 * wv.x + x1 * wv.y + x2 * wv.z + x3 * wv.w;
-}
-
 fn epilogue4(v: vec4<f32>, oc: u32) -> vec4<f32> {
     return vec4<f32>(epilogue(v.x, oc), epilogue(v.y, oc), epilogue(v.z, oc), epilogue(v.w, oc));
 }

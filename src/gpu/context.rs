@@ -244,7 +244,7 @@ impl GpuContext {
         })
     }
 
-    /// The same context running convolutions with `tiles` instead of the adapter's default
+    /// The same context running its GEMM-like kernels with `tiles` instead of the adapter's default
     /// (tests run every variant on any adapter); [`Tiling::Subgroup`] on a device that
     /// cannot run it gives [`Tiling::Registers`].
     pub fn with_tiling(mut self, tiles: Tiling) -> Self {

@@ -552,7 +552,9 @@ fn rows_tile(batch: usize) -> u32 {
     }
 }
 
-/// Dense layer launcher.
+/// Dense layer launcher: `dense_subgroup` from 16 rows on [`Tiling::Subgroup`] (inputs in
+/// fours), else the register tiles `dense_vec4_r16` (from 16 rows), `dense_vec4` or
+/// `dense_scalar`.
 pub fn dense(
     ctx: &GpuContext,
     label: &str,
@@ -562,14 +564,6 @@ pub fn dense(
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Kernel, GpuError> {
-    let vec4 = d.inputs.is_multiple_of(4);
-    let subgroup = ctx.tiling == Tiling::Subgroup;
-    let (entry, rows) = match (vec4, batch) {
-        (true, DENSE_SUBGROUP_MIN_ROWS..) if subgroup => ("dense_subgroup", 0),
-        (true, 16..) => ("dense_vec4_r16", 16),
-        (true, _) => ("dense_vec4", rows_tile(batch)),
-        (false, _) => ("dense_scalar", rows_tile(batch)),
-    };
     let params = DenseParams {
         batch: batch as u32,
         inputs: d.inputs as u32,
@@ -579,16 +573,17 @@ pub fn dense(
         act_b: d.activation.params().1,
         _pad: [0; 2],
     };
-    if entry == "dense_subgroup" {
+    let vec4 = d.inputs.is_multiple_of(4);
+    if vec4 && batch >= DENSE_SUBGROUP_MIN_ROWS && ctx.tiling == Tiling::Subgroup {
         let per_block = (d.outputs as u64)
             .div_ceil(DENSE_SUBGROUP_OUTPUTS)
             .div_ceil(SUBGROUP_WORKGROUP);
         let blocks = (batch as u64).div_ceil(SUBGROUP_TILE_ROWS as u64);
         return Kernel::new(
             ctx,
-            format!("{label}.{entry}"),
+            format!("{label}.dense_subgroup"),
             Shader::DenseSubgroup,
-            entry,
+            "dense_subgroup",
             &[("WG", SUBGROUP_WORKGROUP as f64)],
             &params,
             &[x, &weights.weight, &weights.bias],
@@ -596,6 +591,11 @@ pub fn dense(
             blocks * per_block * SUBGROUP_WORKGROUP,
         );
     }
+    let (entry, rows) = match (vec4, batch) {
+        (true, 16..) => ("dense_vec4_r16", 16),
+        (true, _) => ("dense_vec4", rows_tile(batch)),
+        (false, _) => ("dense_scalar", rows_tile(batch)),
+    };
     let inv = (batch as u64).div_ceil(rows as u64) * (d.outputs as u64).div_ceil(4);
     Kernel::new(
         ctx,
