@@ -19,10 +19,8 @@
 // depthwise_tiled: groups == in == out channels, dilation 1, kernel <= 7, stride <= 2: each
 //                 invocation 4 rows x TW (4 or 8) columns of one channel; every input value
 //                 and tap it needs is loaded once and reused by every output that reads it.
-// Workgroup-shared tiles (discrete GPUs):
-// conv1x1_shared: the same GEMM with 32 x 32 output tiles per workgroup of 8 x 8 invocations,
-//                 16-deep slices of W and X staged in workgroup memory with coalesced loads,
-//                 4 x 4 results per invocation.
+// Workgroup-shared tiles (hardware GPUs): conv_shared and depthwise_shared in
+//                 conv_shared.wgsl.
 // Subgroup-shared weights (CPU-emulated adapters with subgroup operations): conv1x1_subgroup
 //                 in conv1x1_subgroup.wgsl.
 // Direct kernel (any geometry; depthwise_tiled's fallback):
@@ -34,7 +32,7 @@
 //   2: w     [out_channels, in/groups, kh, kw]    (read; as vec4 in conv1x1_vec4, _wvec4)
 //   3: bias  [out_channels]                       (read)
 //   4: y     [batch, out_channels, out_h, out_w]  (write; as vec4 in conv1x1_vec4)
-// Override constants: WG (workgroup size; 64 for conv1x1_shared), CO_T (1, 2, 4 or 8; divides
+// Override constants: WG (workgroup size), CO_T (1, 2, 4 or 8; divides
 // out/groups), WHOLE_TILES (HW % 8 == 0), KH, KW, SH, SW, TW (depthwise_tiled's kernel, strides
 // and tile width: 4 or 8 columns).
 // Invocations are numbered linearly with pixel tiles fastest, so neighbouring lanes read
@@ -94,11 +92,6 @@ fn depthwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
         }
     }
     store4(b, c, oy, ox0, acc);
-}
-
-// Linear workgroup index (dispatches fold into 2-D past the per-dimension limit).
-fn workgroup_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
 }
 
 // Four pixels p0..p0+3 of the input plane starting at `plane`; past the plane's end the
@@ -413,82 +406,6 @@ fn conv1x1_wvec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
         store8(b, oc0 + 5u, p0, hw, a5, b5);
         store8(b, oc0 + 6u, p0, hw, a6, b6);
         store8(b, oc0 + 7u, p0, hw, a7, b7);
-    }
-}
-
-
-// conv1x1_shared's tile: 32 output channels x 32 columns (pixels of the batch, flattened),
-// built from 16-deep slices of W (stored [k][m]) and X (stored [k][n]).
-const TILE: u32 = 32u;
-const SLICE: u32 = 16u;
-var<workgroup> tile_w: array<f32, 512>;
-var<workgroup> tile_x: array<f32, 512>;
-
-@compute @workgroup_size(64)
-fn conv1x1_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lane: u32) {
-    let hw = params.out_h * params.out_w;
-    let cols = params.batch * hw;
-    let n_tiles = (cols + TILE - 1u) / TILE;
-    let g = workgroup_index(wid, nwg);
-    // Uniform: the whole workgroup leaves or stays, so the barriers below stay uniform.
-    if g >= ((params.out_channels + TILE - 1u) / TILE) * n_tiles { return; }
-    let m0 = (g / n_tiles) * TILE;
-    let n0 = (g % n_tiles) * TILE;
-    let tx = lane % 8u;
-    let ty = lane / 8u;
-    let cin = params.in_channels;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < cin; k0 += SLICE) {
-        // Coalesced: consecutive lanes read consecutive k of a W row and consecutive n of an
-        // X row; zeros past the edges.
-        for (var r = 0u; r < 8u; r++) {
-            let i = lane + 64u * r;
-            let wk = i % SLICE;
-            let wm = i / SLICE;
-            var wv = 0.0;
-            if m0 + wm < params.out_channels && k0 + wk < cin { wv = w[(m0 + wm) * cin + k0 + wk]; }
-            tile_w[wk * TILE + wm] = wv;
-            let xn = i % TILE;
-            let xk = i / TILE;
-            let n = n0 + xn;
-            var xv = 0.0;
-            if n < cols && k0 + xk < cin {
-                let b = n / hw;
-                xv = x[(b * cin + k0 + xk) * hw + n % hw];
-            }
-            tile_x[xk * TILE + xn] = xv;
-        }
-        workgroupBarrier();
-        for (var k = 0u; k < SLICE; k++) {
-            let wrow = k * TILE + ty;
-            let a = vec4<f32>(tile_w[wrow], tile_w[wrow + 8u], tile_w[wrow + 16u], tile_w[wrow + 24u]);
-            let xrow = k * TILE + tx;
-            let v = vec4<f32>(tile_x[xrow], tile_x[xrow + 8u], tile_x[xrow + 16u], tile_x[xrow + 24u]);
-            acc0 += a.x * v;
-            acc1 += a.y * v;
-            acc2 += a.z * v;
-            acc3 += a.w * v;
-        }
-        workgroupBarrier();
-    }
-    // Invocation (tx, ty) holds channels m0 + ty + 8i, columns n0 + tx + 8j.
-    for (var i = 0u; i < 4u; i++) {
-        let m = m0 + ty + 8u * i;
-        var acc = acc0;
-        if i == 1u { acc = acc1; }
-        if i == 2u { acc = acc2; }
-        if i == 3u { acc = acc3; }
-        for (var j = 0u; j < 4u; j++) {
-            let n = n0 + tx + 8u * j;
-            if m < params.out_channels && n < cols {
-                let b = n / hw;
-                y[(b * params.out_channels + m) * hw + n % hw] = epilogue(acc[j], m);
-            }
-        }
     }
 }
 

@@ -522,6 +522,7 @@ fn all_tilings(ctx: Arc<GpuContext>) -> Vec<Arc<GpuContext>> {
     contexts
 }
 
+/// Every convolution geometry in every tile variant (the launcher's choice per variant checked).
 #[test]
 fn conv2d_kernel_matches_cpu_reference_on_edge_shapes() {
     let Some(ctx) = gpu("conv2d_kernel_matches_cpu_reference_on_edge_shapes") else {
@@ -577,28 +578,33 @@ fn conv2d_kernel_matches_cpu_reference_on_edge_shapes() {
         (1, (3, 19, 19), 32, 3, plain(2, 1), 1), // the EfficientNet stem, scaled down
         (1, (16, 9, 9), 16, 1, plain(2, 0), 1), // pointwise, stride 2 (implicit GEMM)
         (2, (8, 6, 6), 12, 1, plain(1, 1), 1),  // pointwise, padded (implicit GEMM)
+        (1, (4, 35, 33), 4, 7, plain(2, 3), 4), // depthwise 7x7 stride 2: the largest patch, 2 x 2 shared tiles
+        (2, (3, 40, 19), 3, 3, plain(1, 1), 3), // depthwise, 3 x 2 shared tiles with tails
+        (1, (16, 9, 9), 80, 3, plain(1, 1), 2), // grouped, 40 outputs per group: past a 32-channel tile
     ];
-    for (i, &(b, input, cout, k, geometry, g)) in cases.iter().enumerate() {
-        // The parametrised activations take turns, one per case.
-        let parametrised = ACTIVATIONS[5 + i % 5];
-        for act in [
-            Activation::None,
-            Activation::Relu6,
-            Activation::Silu,
-            parametrised,
-        ] {
-            let p = ConvProblem::new(b, input, cout, k, geometry, g, act, i as u64 * 13);
-            let c = &p.conv;
-            let kernel = if c.is_depthwise() && c.dilation == (1, 1) {
-                "depthwise_tiled"
-            } else if c.is_depthwise() {
-                "depthwise"
-            } else if k == 1 && c.stride == (1, 1) && c.pads == [0; 4] && g == 1 {
-                "conv1x1"
-            } else {
-                "conv_tiled"
-            };
-            p.check(&ctx, kernel);
+    for ctx in all_tilings(ctx) {
+        for (i, &(b, input, cout, k, geometry, g)) in cases.iter().enumerate() {
+            // The parametrised activations take turns, one per case.
+            let parametrised = ACTIVATIONS[5 + i % 5];
+            for act in [
+                Activation::None,
+                Activation::Relu6,
+                Activation::Silu,
+                parametrised,
+            ] {
+                let p = ConvProblem::new(b, input, cout, k, geometry, g, act, i as u64 * 13);
+                let c = &p.conv;
+                let gemm = k == 1 && c.stride == (1, 1) && c.pads == [0; 4] && g == 1;
+                let kernel = match ctx.tiling {
+                    _ if c.is_depthwise() && c.dilation != (1, 1) => "depthwise",
+                    Tiling::Shared if c.is_depthwise() => "depthwise_shared",
+                    Tiling::Shared => "conv_shared",
+                    _ if c.is_depthwise() => "depthwise_tiled",
+                    _ if gemm => "conv1x1",
+                    _ => "conv_tiled",
+                };
+                p.check(&ctx, kernel);
+            }
         }
     }
 }
@@ -647,7 +653,7 @@ fn conv1x1_gemm_matches_cpu_reference_in_every_tiling() {
                 }
                 Tiling::Registers | Tiling::Subgroup if cin % 4 == 0 => "conv1x1_wvec4_c",
                 Tiling::Registers | Tiling::Subgroup => "conv1x1_c",
-                _ => "conv1x1_shared",
+                _ => "conv_shared_k1x1",
             };
             for act in [Activation::None, Activation::Silu, ACTIVATIONS[5 + i % 5]] {
                 ConvProblem::new(b, input, cout, 1, plain(1, 0), 1, act, 50 + i as u64)

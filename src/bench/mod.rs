@@ -105,7 +105,7 @@ pub struct KernelResult {
     pub pct_of_ceiling: f64,
     /// Whether the result matched the CPU reference (unchecked kernels are not timed).
     pub checked: bool,
-    /// The dispatches that ran, with their tile variant (`conv1x1_c8`, `conv1x1_shared`), or
+    /// The dispatches that ran, with their tile variant (`conv1x1_c8`, `conv_shared_k3x3`), or
     /// `reference` on the CPU backend.
     pub dispatches: String,
 }

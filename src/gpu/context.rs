@@ -52,17 +52,18 @@ impl From<&wgpu::AdapterInfo> for AdapterSummary {
     }
 }
 
-/// How the GEMM-like kernels (1x1 convolutions, dense layers at larger batches) tile their work,
-/// chosen per adapter class: the plan records it in its kernel labels (`conv1x1_vec4_c8`,
-/// `conv1x1_subgroup_vec4`, `conv1x1_shared`, `dense_subgroup`) and the bench report shows it.
+/// How the convolution and dense kernels tile their work, chosen per adapter class: the plan
+/// records it in its kernel labels (`conv1x1_vec4_c8`, `conv1x1_subgroup_vec4`,
+/// `conv_shared_k3x3`, `depthwise_shared_k5x5s2x2`, `dense_subgroup`) and the bench report
+/// shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Tiling {
     /// Register tiles with workgroup-uniform weight loads: CPU-emulated adapters (lavapipe)
     /// run invocations as SIMD lanes, where workgroup memory and barriers only add copies.
     Registers,
-    /// Workgroup-shared tiles with coalesced loads where they differ (1x1 convolutions):
-    /// hardware GPUs, whose memory system rewards staging tiles on chip.
+    /// Workgroup-shared tiles with coalesced loads for convolutions (`conv_shared`,
+    /// `depthwise_shared`): hardware GPUs, whose memory system rewards staging tiles on chip.
     Shared,
     /// Register tiles whose operands common to every lane (weight rows of a 1x1 convolution
     /// with 16 or more outputs, input rows of a dense layer over 16 or more rows) are loaded

@@ -802,8 +802,11 @@ const SUBGROUP_MIN_OUT_CHANNELS: usize = 16;
 /// on 7 x 7 planes at batch 1, no faster on 56 x 56).
 const SUBGROUP_WORKGROUP: u64 = 8;
 
-/// Output tile (channels and columns) of one `conv1x1_shared` workgroup of 64 invocations.
+/// Output tile (channels and columns) of one `conv_shared` workgroup of 64 invocations.
 const SHARED_TILE: u64 = 32;
+
+/// Output tile side (rows and columns of one plane) of one `depthwise_shared` workgroup.
+const DEPTHWISE_SHARED_TILE: u64 = 16;
 
 /// Largest kernel side and stride `depthwise_tiled` handles (its input row span is
 /// `7 · stride + kernel <= 21` values and its taps `kernel² <= 49`, held in registers).
@@ -834,15 +837,16 @@ fn depthwise_tiles(c: &Conv2d) -> bool {
 }
 
 /// Convolution launcher for `[batch, C, h, w]` inputs with the context's tiling
-/// ([`GpuContext::tiling`]): 1x1 stride-1 convolutions as a GEMM (`conv1x1` register
-/// tiles of up to 8 channels x 8 pixels, `conv1x1_vec4` when pixels and input channels come
-/// in fours, `conv1x1_wvec4` when only input channels do; `conv1x1_subgroup` tiles of 32
-/// channels x 8 pixels for 16 or more output channels and input channels in fours; or
-/// `conv1x1_shared` workgroup tiles), depthwise ones as `depthwise_tiled` (4 x 8 outputs per invocation, 4 x 4 on rows
-/// of 4 or fewer), the rest as the implicit GEMM `conv_tiled` (up to 8 channels x 4
-/// columns); depthwise geometries outside the tiled kernel's range (dilation, large kernels
-/// or strides) fall back to the direct `depthwise`. The label names the kernel and its tile
-/// (`block3.conv.conv1x1_c8`).
+/// ([`GpuContext::tiling`]). Register tiles (CPU adapters): 1x1 stride-1 convolutions as a
+/// GEMM (`conv1x1` tiles of up to 8 channels x 8 pixels, `conv1x1_vec4` when pixels and input
+/// channels come in fours, `conv1x1_wvec4` when only input channels do; on subgroup tiling
+/// `conv1x1_subgroup` tiles of 32 channels x 8 pixels for 16 or more output channels and input
+/// channels in fours), depthwise ones as `depthwise_tiled` (4 x 8 outputs per invocation,
+/// 4 x 4 on rows of 4 or fewer), the rest as the implicit GEMM `conv_tiled` (up to 8 channels
+/// x 4 columns). Workgroup-shared tiles (hardware GPUs): `conv_shared` for every
+/// non-depthwise convolution, `depthwise_shared` for depthwise ones. Depthwise geometries
+/// outside the tiled kernels' range (dilation, large kernels or strides) fall back to the
+/// direct `depthwise`. The label names the kernel and its tile (`block3.conv.conv1x1_c8`).
 #[allow(clippy::too_many_arguments)] // shapes + buffers of one convolution
 pub fn conv2d(
     ctx: &GpuContext,
@@ -857,9 +861,11 @@ pub fn conv2d(
     if subgroup_gemm(ctx, c) {
         return conv1x1_subgroup(ctx, label, c, batch, (h, w), weights, x, None, y);
     }
+    if ctx.tiling == Tiling::Shared && (!c.is_depthwise() || depthwise_tiles(c)) {
+        return conv_shared(ctx, label, c, batch, (h, w), weights, x, y);
+    }
     let params = ConvParams::new(c, batch, (h, w));
     let (oh, ow) = (params.out_h as u64, params.out_w as u64);
-    let wg = WORKGROUP as u64;
     let n = batch as u64;
     let channels = c.out_channels as u64;
     let co_t = channel_tile(c.out_channels / c.groups);
@@ -888,14 +894,6 @@ pub fn conv2d(
         } else if c.is_depthwise() {
             let inv = n * channels * oh * ow.div_ceil(4);
             ("depthwise", "depthwise".into(), vec![], inv)
-        } else if is_gemm(c) && ctx.tiling == Tiling::Shared {
-            let tiles = channels.div_ceil(SHARED_TILE) * (n * oh * ow).div_ceil(SHARED_TILE);
-            (
-                "conv1x1_shared",
-                "conv1x1_shared".into(),
-                vec![],
-                tiles * wg,
-            )
         } else if is_gemm(c) && (oh * ow).is_multiple_of(4) && c.in_channels.is_multiple_of(4) {
             (
                 "conv1x1_vec4",
@@ -941,6 +939,52 @@ pub fn conv2d(
         &[x, &weights.weight, &weights.bias],
         y,
         invocations,
+    )
+}
+
+/// `conv_shared` (any non-depthwise convolution) or `depthwise_shared` (within
+/// [`depthwise_tiles`]' range): workgroups of 64 staging shared inputs in workgroup memory.
+#[allow(clippy::too_many_arguments)] // shapes + buffers of one convolution
+fn conv_shared(
+    ctx: &GpuContext,
+    label: &str,
+    c: &Conv2d,
+    batch: usize,
+    (h, w): (usize, usize),
+    weights: &OpWeights,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Kernel, GpuError> {
+    let params = ConvParams::new(c, batch, (h, w));
+    let (oh, ow) = (params.out_h as u64, params.out_w as u64);
+    let (n, groups) = (batch as u64, c.groups as u64);
+    let kernel = format!("k{}x{}", c.kernel_h, c.kernel_w);
+    let (entry, name, workgroups) = if c.is_depthwise() {
+        let t = DEPTHWISE_SHARED_TILE;
+        let tiles = oh.div_ceil(t) * ow.div_ceil(t);
+        let strides = format!("s{}x{}", c.stride.0, c.stride.1);
+        let name = format!("depthwise_shared_{kernel}{strides}");
+        ("depthwise_shared", name, n * c.out_channels as u64 * tiles)
+    } else {
+        let m_tiles = (c.out_channels as u64 / groups).div_ceil(SHARED_TILE);
+        let tiles = groups * m_tiles * (n * oh * ow).div_ceil(SHARED_TILE);
+        ("conv_shared", format!("conv_shared_{kernel}"), tiles)
+    };
+    Kernel::new(
+        ctx,
+        format!("{label}.{name}"),
+        Shader::ConvShared,
+        entry,
+        &[
+            ("KH", c.kernel_h as f64),
+            ("KW", c.kernel_w as f64),
+            ("SH", c.stride.0 as f64),
+            ("SW", c.stride.1 as f64),
+        ],
+        &params,
+        &[x, &weights.weight, &weights.bias],
+        y,
+        workgroups * WORKGROUP as u64,
     )
 }
 

@@ -12,6 +12,8 @@ pub enum Shader {
     FanIn,
     /// `conv2d.wgsl`: convolution and depthwise convolution.
     Conv2d,
+    /// `conv_shared.wgsl`: convolutions tiled through workgroup-shared memory (hardware GPUs).
+    ConvShared,
     /// `conv1x1_subgroup.wgsl`: 1x1 convolutions sharing weight loads through subgroup
     /// broadcasts (needs [`wgpu::Features::SUBGROUP`]).
     Conv1x1Subgroup,
@@ -43,11 +45,12 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader, for validation tests.
-    pub const ALL: [Shader; 17] = [
+    pub const ALL: [Shader; 18] = [
         Shader::Dense,
         Shader::DenseSubgroup,
         Shader::FanIn,
         Shader::Conv2d,
+        Shader::ConvShared,
         Shader::Conv1x1Subgroup,
         Shader::Pool,
         Shader::Elementwise,
@@ -87,6 +90,7 @@ impl Shader {
             }
             Shader::FanIn => joined!("fanin.wgsl"),
             Shader::Conv2d => joined!("conv_common.wgsl", "conv2d.wgsl"),
+            Shader::ConvShared => joined!("conv_common.wgsl", "conv_shared.wgsl"),
             Shader::Conv1x1Subgroup => joined!(
                 "conv_common.wgsl",
                 "subgroup_tile.wgsl",
@@ -114,6 +118,7 @@ impl Shader {
             Shader::DenseSubgroup => "dense_subgroup.wgsl",
             Shader::FanIn => "fanin.wgsl",
             Shader::Conv2d => "conv2d.wgsl",
+            Shader::ConvShared => "conv_shared.wgsl",
             Shader::Conv1x1Subgroup => "conv1x1_subgroup.wgsl",
             Shader::Pool => "pool.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
@@ -141,10 +146,10 @@ impl Shader {
                 "conv1x1",
                 "conv1x1_vec4",
                 "conv1x1_wvec4",
-                "conv1x1_shared",
                 "conv_tiled",
                 "depthwise_tiled",
             ],
+            Shader::ConvShared => &["conv_shared", "depthwise_shared"],
             Shader::Conv1x1Subgroup => &["conv1x1_subgroup", "conv1x1_subgroup_scalar"],
             Shader::Pool => &[
                 "pool",
@@ -196,6 +201,7 @@ impl Shader {
             Shader::Dense
             | Shader::DenseSubgroup
             | Shader::Conv2d
+            | Shader::ConvShared
             | Shader::TrainBackward
             | Shader::TrainConv => 3,
             Shader::FanIn | Shader::Conv1x1Subgroup => 4,
