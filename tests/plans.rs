@@ -328,7 +328,8 @@ fn readback_waits_for_a_map_callback_run_by_another_threads_poll() {
 /// EfficientNet-B0's squeeze-excite multiplies fuse into the 1x1 projection after them where
 /// the tiling has a gated kernel (subgroup tiles): no multiply dispatch is left, one gated
 /// convolution per squeeze-excite block, and the result still equals the CPU's. Elsewhere
-/// nothing fuses.
+/// nothing fuses; the whole model also matches with register tiles and with the shared tiles
+/// of hardware GPUs (forced).
 #[test]
 fn squeeze_excite_gates_fuse_into_the_projection_where_the_tiling_allows() {
     let Some(ctx) = gpu("squeeze_excite_gates_fuse_into_the_projection_where_the_tiling_allows")
@@ -346,10 +347,15 @@ fn squeeze_excite_gates_fuse_into_the_projection_where_the_tiling_allows() {
     let x = input(&m, 3, 8);
     let n = m.blocks.len();
     let cpu = run(&m, 0..n, &Backend::Cpu, &x);
-    let registers = edgecut::gpu::GpuContext::new()
-        .expect("another context on the same adapter")
-        .with_tiling(edgecut::gpu::Tiling::Registers);
-    for ctx in [ctx, Arc::new(registers)] {
+    let forced = |tiling| {
+        let forced = edgecut::gpu::GpuContext::new()
+            .expect("another context on the same adapter")
+            .with_tiling(tiling);
+        Arc::new(forced)
+    };
+    let registers = forced(edgecut::gpu::Tiling::Registers);
+    let shared = forced(edgecut::gpu::Tiling::Shared);
+    for ctx in [ctx, registers, shared] {
         let fuses = ctx.tiling == edgecut::gpu::Tiling::Subgroup;
         let plan = Plan::compile(&m, 0..n, &Backend::Gpu(ctx.clone()), 3).expect("compiles");
         let labels = plan.kernel_labels();
@@ -357,6 +363,10 @@ fn squeeze_excite_gates_fuse_into_the_projection_where_the_tiling_allows() {
         let what = format!("{:?} tiles: {labels:?}", ctx.tiling);
         assert_eq!(count("_gated"), if fuses { gates } else { 0 }, "{what}");
         assert_eq!(count(".mul"), if fuses { 0 } else { gates }, "{what}");
+        if ctx.tiling == edgecut::gpu::Tiling::Shared {
+            assert!(count("conv_shared_k3x3") == 1, "the stem: {what}");
+            assert!(count("depthwise_shared") == 16, "{what}");
+        }
         let gpu = plan.run(&x).expect("plan runs");
         assert_close(
             &what,
