@@ -22,7 +22,7 @@
 // Workgroup-shared tiles (hardware GPUs): conv_shared and depthwise_shared in
 //                 conv_shared.wgsl.
 // Subgroup-shared weights (CPU-emulated adapters with subgroup operations): conv1x1_subgroup
-//                 in conv1x1_subgroup.wgsl.
+//                 in conv_subgroup.wgsl.
 // Direct kernel (any geometry; depthwise_tiled's fallback):
 // depthwise: groups == in == out channels; each invocation computes 4 output columns of one channel.
 //

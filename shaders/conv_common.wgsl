@@ -1,6 +1,7 @@
-// Shared by the convolution kernels (conv2d.wgsl, conv1x1_subgroup.wgsl): parameters, the
+// Shared by the convolution kernels (conv2d.wgsl, conv_subgroup.wgsl, conv_shared.wgsl): parameters, the
 // input bindings, the epilogue (bias and fused activation) and the pixel-tile stores. Each
-// file declares its output `y` / `y4` (binding 4 in conv2d.wgsl, 5 in conv1x1_subgroup.wgsl).
+// file declares its output `y` / `y4` (binding 4 in conv2d.wgsl and
+// conv_shared.wgsl, 5 in conv_subgroup.wgsl).
 
 struct ConvParams {
     batch: u32,

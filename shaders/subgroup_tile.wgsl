@@ -1,4 +1,4 @@
-// The register tile of the subgroup GEMM kernels (conv1x1_subgroup.wgsl, dense_subgroup.wgsl)
+// The register tile of the subgroup GEMM kernels (conv_subgroup.wgsl, dense_subgroup.wgsl)
 // for CPU-emulated adapters with subgroup operations (lavapipe). Such adapters run a subgroup
 // as the SIMD lanes of one vector register and load memory lane by lane, so loads, not
 // multiply-adds, bound a GEMM there.

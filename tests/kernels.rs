@@ -581,6 +581,8 @@ fn conv2d_kernel_matches_cpu_reference_on_edge_shapes() {
         (1, (4, 35, 33), 4, 7, plain(2, 3), 4), // depthwise 7x7 stride 2: the largest patch, 2 x 2 shared tiles
         (2, (3, 40, 19), 3, 3, plain(1, 1), 3), // depthwise, 3 x 2 shared tiles with tails
         (1, (16, 9, 9), 80, 3, plain(1, 1), 2), // grouped, 40 outputs per group: past a 32-channel tile
+        (2, (5, 9, 10), 20, 3, dilated, 1),     // dilated, 45 terms, pixel octets across samples
+        (3, (6, 7, 7), 40, 5, same5, 1),        // 150 terms, a 32-channel block and a tail
     ];
     for ctx in all_tilings(ctx) {
         for (i, &(b, input, cout, k, geometry, g)) in cases.iter().enumerate() {
@@ -595,11 +597,14 @@ fn conv2d_kernel_matches_cpu_reference_on_edge_shapes() {
                 let p = ConvProblem::new(b, input, cout, k, geometry, g, act, i as u64 * 13);
                 let c = &p.conv;
                 let gemm = k == 1 && c.stride == (1, 1) && c.pads == [0; 4] && g == 1;
+                let subgroup = g == 1 && cout >= 16;
                 let kernel = match ctx.tiling {
                     _ if c.is_depthwise() && c.dilation != (1, 1) => "depthwise",
                     Tiling::Shared if c.is_depthwise() => "depthwise_shared",
                     Tiling::Shared => "conv_shared",
                     _ if c.is_depthwise() => "depthwise_tiled",
+                    Tiling::Subgroup if subgroup && gemm && input.0 % 4 == 0 => "conv1x1_subgroup",
+                    Tiling::Subgroup if subgroup => "conv_subgroup",
                     _ if gemm => "conv1x1",
                     _ => "conv_tiled",
                 };

@@ -843,7 +843,8 @@ fn depthwise_tiles(c: &Conv2d) -> bool {
 /// `conv1x1_subgroup` tiles of 32 channels x 8 pixels for 16 or more output channels and input
 /// channels in fours), depthwise ones as `depthwise_tiled` (4 x 8 outputs per invocation,
 /// 4 x 4 on rows of 4 or fewer), the rest as the implicit GEMM `conv_tiled` (up to 8 channels
-/// x 4 columns). Workgroup-shared tiles (hardware GPUs): `conv_shared` for every
+/// x 4 columns; on subgroup tiling `conv_subgroup`, 32 channels x 8 pixels, for one-group
+/// convolutions with 16 or more outputs). Workgroup-shared tiles (hardware GPUs): `conv_shared` for every
 /// non-depthwise convolution, `depthwise_shared` for depthwise ones. Depthwise geometries
 /// outside the tiled kernels' range (dilation, large kernels or strides) fall back to the
 /// direct `depthwise`. The label names the kernel and its tile (`block3.conv.conv1x1_c8`).
@@ -858,8 +859,8 @@ pub fn conv2d(
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Kernel, GpuError> {
-    if subgroup_gemm(ctx, c) {
-        return conv1x1_subgroup(ctx, label, c, batch, (h, w), weights, x, None, y);
+    if subgroup_gemm(ctx, c) || subgroup_implicit_gemm(ctx, c) {
+        return conv_subgroup(ctx, label, c, batch, (h, w), weights, x, None, y);
     }
     if ctx.tiling == Tiling::Shared && (!c.is_depthwise() || depthwise_tiles(c)) {
         return conv_shared(ctx, label, c, batch, (h, w), weights, x, y);
@@ -998,6 +999,17 @@ pub fn subgroup_gemm(ctx: &GpuContext, c: &Conv2d) -> bool {
         && c.out_channels >= SUBGROUP_MIN_OUT_CHANNELS
 }
 
+/// True when `c` runs as the implicit GEMM `conv_subgroup` on this context: one group, 16 or
+/// more outputs, not a plain GEMM (those with input channels not in fours stay on register
+/// tiles: on the 1 x 1 planes of squeeze-excite FCs `conv_subgroup` measured 2.4x slower), on
+/// [`Tiling::Subgroup`].
+fn subgroup_implicit_gemm(ctx: &GpuContext, c: &Conv2d) -> bool {
+    ctx.tiling == Tiling::Subgroup
+        && c.groups == 1
+        && c.out_channels >= SUBGROUP_MIN_OUT_CHANNELS
+        && !is_gemm(c)
+}
+
 /// The pointwise convolution `c` over `x` with every input channel scaled by `gate`
 /// (`[batch, in_channels]`, one value per sample and channel) as it is loaded: a squeeze-excite
 /// gate fused into the 1x1 projection that follows it. Needs [`subgroup_gemm`].
@@ -1017,13 +1029,15 @@ pub fn gated_conv1x1(
         subgroup_gemm(ctx, c),
         "gated 1x1 convolutions need subgroup tiles"
     );
-    conv1x1_subgroup(ctx, label, c, batch, hw, weights, x, Some(gate), y)
+    conv_subgroup(ctx, label, c, batch, hw, weights, x, Some(gate), y)
 }
 
-/// `conv1x1_subgroup` (`_scalar` for planes whose size is not a multiple of 4), gated when
-/// `gate` is given (without one the bias buffer is bound in its place, unread).
+/// `conv1x1_subgroup` (`_scalar` for planes whose size is not a multiple of 4) for
+/// [`subgroup_gemm`] convolutions, gated when `gate` is given (without one the bias buffer is
+/// bound in its place, unread); the implicit GEMM `conv_subgroup` for
+/// [`subgroup_implicit_gemm`] ones.
 #[allow(clippy::too_many_arguments)] // shapes + buffers of one convolution
-fn conv1x1_subgroup(
+fn conv_subgroup(
     ctx: &GpuContext,
     label: &str,
     c: &Conv2d,
@@ -1036,10 +1050,16 @@ fn conv1x1_subgroup(
 ) -> Result<Kernel, GpuError> {
     let params = ConvParams::new(c, batch, (h, w));
     let hw = params.out_h as u64 * params.out_w as u64;
-    let (entry, name) = if hw.is_multiple_of(4) {
-        ("conv1x1_subgroup", "conv1x1_subgroup_vec4")
+    let (entry, name) = if subgroup_implicit_gemm(ctx, c) {
+        let geometry = format!(
+            "conv_subgroup_k{}x{}s{}x{}",
+            c.kernel_h, c.kernel_w, c.stride.0, c.stride.1
+        );
+        ("conv_subgroup", geometry)
+    } else if hw.is_multiple_of(4) {
+        ("conv1x1_subgroup", "conv1x1_subgroup_vec4".into())
     } else {
-        ("conv1x1_subgroup_scalar", "conv1x1_subgroup_scalar")
+        ("conv1x1_subgroup_scalar", "conv1x1_subgroup_scalar".into())
     };
     let per_block = (batch as u64 * hw.div_ceil(CONV1X1_PIXELS)).div_ceil(SUBGROUP_WORKGROUP);
     let blocks = (c.out_channels as u64).div_ceil(SUBGROUP_TILE_ROWS as u64);
@@ -1047,11 +1067,13 @@ fn conv1x1_subgroup(
     Kernel::new(
         ctx,
         format!("{label}.{name}{gated}"),
-        Shader::Conv1x1Subgroup,
+        Shader::ConvSubgroup,
         entry,
         &[
             ("WG", SUBGROUP_WORKGROUP as f64),
             ("GATED", f64::from(u8::from(gate.is_some()))),
+            ("KH", c.kernel_h as f64),
+            ("KW", c.kernel_w as f64),
         ],
         &params,
         &[

@@ -14,9 +14,9 @@ pub enum Shader {
     Conv2d,
     /// `conv_shared.wgsl`: convolutions tiled through workgroup-shared memory (hardware GPUs).
     ConvShared,
-    /// `conv1x1_subgroup.wgsl`: 1x1 convolutions sharing weight loads through subgroup
+    /// `conv_subgroup.wgsl`: convolutions sharing weight loads through subgroup
     /// broadcasts (needs [`wgpu::Features::SUBGROUP`]).
-    Conv1x1Subgroup,
+    ConvSubgroup,
     /// `pool.wgsl`: max/avg and global average pooling.
     Pool,
     /// `elementwise.wgsl`: activation, residual add, channel gate.
@@ -51,7 +51,7 @@ impl Shader {
         Shader::FanIn,
         Shader::Conv2d,
         Shader::ConvShared,
-        Shader::Conv1x1Subgroup,
+        Shader::ConvSubgroup,
         Shader::Pool,
         Shader::Elementwise,
         Shader::Binary,
@@ -91,10 +91,10 @@ impl Shader {
             Shader::FanIn => joined!("fanin.wgsl"),
             Shader::Conv2d => joined!("conv_common.wgsl", "conv2d.wgsl"),
             Shader::ConvShared => joined!("conv_common.wgsl", "conv_shared.wgsl"),
-            Shader::Conv1x1Subgroup => joined!(
+            Shader::ConvSubgroup => joined!(
                 "conv_common.wgsl",
                 "subgroup_tile.wgsl",
-                "conv1x1_subgroup.wgsl"
+                "conv_subgroup.wgsl"
             ),
             Shader::Pool => include_str!("../../shaders/pool.wgsl"),
             Shader::Elementwise => joined!("elementwise.wgsl"),
@@ -119,7 +119,7 @@ impl Shader {
             Shader::FanIn => "fanin.wgsl",
             Shader::Conv2d => "conv2d.wgsl",
             Shader::ConvShared => "conv_shared.wgsl",
-            Shader::Conv1x1Subgroup => "conv1x1_subgroup.wgsl",
+            Shader::ConvSubgroup => "conv_subgroup.wgsl",
             Shader::Pool => "pool.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Binary => "binary.wgsl",
@@ -150,7 +150,11 @@ impl Shader {
                 "depthwise_tiled",
             ],
             Shader::ConvShared => &["conv_shared", "depthwise_shared"],
-            Shader::Conv1x1Subgroup => &["conv1x1_subgroup", "conv1x1_subgroup_scalar"],
+            Shader::ConvSubgroup => &[
+                "conv1x1_subgroup",
+                "conv1x1_subgroup_scalar",
+                "conv_subgroup",
+            ],
             Shader::Pool => &[
                 "pool",
                 "global_avgpool",
@@ -204,7 +208,7 @@ impl Shader {
             | Shader::ConvShared
             | Shader::TrainBackward
             | Shader::TrainConv => 3,
-            Shader::FanIn | Shader::Conv1x1Subgroup => 4,
+            Shader::FanIn | Shader::ConvSubgroup => 4,
             Shader::Elementwise | Shader::Binary | Shader::Quant => 2,
             Shader::Pool
             | Shader::Exit
