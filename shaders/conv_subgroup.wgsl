@@ -177,10 +177,7 @@ fn conv1x1_subgroup(@builtin(local_invocation_index) lid: u32,
     let j = job(lid, wid, nwg, sid);
     let hw4 = params.out_h * params.out_w / 4u;
     let cin4 = params.in_channels / 4u;
-    let w0 = j.r0 * cin4;
-    let w1 = j.r1 * cin4;
-    let w2 = j.r2 * cin4;
-    let w3 = j.r3 * cin4;
+    let wo = vec4<u32>(j.r0, j.r1, j.r2, j.r3) * cin4; // the weight rows, in vec4s
     var tile: Tile;
     // vec4 index of pixel p0 of the current input channel.
     var q = j.b * params.in_channels * hw4 + j.p0 / 4u;
@@ -189,7 +186,7 @@ fn conv1x1_subgroup(@builtin(local_invocation_index) lid: u32,
         let xa = scaled(mat4x4<f32>(x4[q], x4[q + hw4], x4[q + 2u * hw4], x4[q + 3u * hw4]), g);
         let xb = scaled(mat4x4<f32>(x4[q + 1u], x4[q + hw4 + 1u], x4[q + 2u * hw4 + 1u], x4[q + 3u * hw4 + 1u]), g);
         q += 4u * hw4;
-        accumulate(&tile, w4[w0 + c4], w4[w1 + c4], w4[w2 + c4], w4[w3 + c4], xa, xb);
+        accumulate(&tile, w4[wo.x + c4], w4[wo.y + c4], w4[wo.z + c4], w4[wo.w + c4], xa, xb);
     }
     if !j.live { return; }
     store_tile_quads(j, tile);
@@ -208,10 +205,7 @@ fn conv1x1_subgroup_scalar(@builtin(local_invocation_index) lid: u32,
     let j = job(lid, wid, nwg, sid);
     let hw = params.out_h * params.out_w;
     let cin4 = params.in_channels / 4u;
-    let w0 = j.r0 * cin4;
-    let w1 = j.r1 * cin4;
-    let w2 = j.r2 * cin4;
-    let w3 = j.r3 * cin4;
+    let wo = vec4<u32>(j.r0, j.r1, j.r2, j.r3) * cin4; // the weight rows, in vec4s
     var tile: Tile;
     // Offset (in values) of pixel p0 of the current input channel.
     var o = j.b * params.in_channels * hw + j.p0;
@@ -220,7 +214,7 @@ fn conv1x1_subgroup_scalar(@builtin(local_invocation_index) lid: u32,
         let xa = scaled(mat4x4<f32>(quad(o), quad(o + hw), quad(o + 2u * hw), quad(o + 3u * hw)), g);
         let xb = scaled(mat4x4<f32>(quad(o + 4u), quad(o + hw + 4u), quad(o + 2u * hw + 4u), quad(o + 3u * hw + 4u)), g);
         o += 4u * hw;
-        accumulate(&tile, w4[w0 + c4], w4[w1 + c4], w4[w2 + c4], w4[w3 + c4], xa, xb);
+        accumulate(&tile, w4[wo.x + c4], w4[wo.y + c4], w4[wo.z + c4], w4[wo.w + c4], xa, xb);
     }
     if !j.live { return; }
     store_tile_pixels(j, tile);
