@@ -5,7 +5,16 @@
 //   6 clip (a = min, b = max; infinite bounds are unbounded), 7 hard_sigmoid (a = alpha, b = beta),
 //   8 hard_swish, 9 tanh.
 
-fn activate(v: f32, act: u32, a: f32, b: f32) -> f32 {
+// ACT: the activation as a pipeline constant, for launchers that specialise their pipeline on
+// it (RUNTIME_ACT: the code passed at run time). CPU-emulated adapters run every case of a
+// switch on a run-time code for every value (their lanes execute both sides of each branch),
+// which cost more than the multiply-adds of a small convolution.
+const RUNTIME_ACT: u32 = 255u;
+override ACT: u32 = RUNTIME_ACT;
+
+fn activate(v: f32, act_code: u32, a: f32, b: f32) -> f32 {
+    var act = act_code;
+    if ACT != RUNTIME_ACT { act = ACT; }
     switch act {
         case 1u: { return max(v, 0.0); }
         case 2u: { return clamp(v, 0.0, 6.0); }

@@ -62,10 +62,7 @@ fn load_row4(row_base: u32, ix0: i32) -> vec4<f32> {
 }
 
 fn store4(b: u32, oc: u32, oy: u32, ox0: u32, acc: vec4<f32>) {
-    let base = ((b * params.out_channels + oc) * params.out_h + oy) * params.out_w;
-    for (var j = 0u; j < 4u; j++) {
-        if ox0 + j < params.out_w { y[base + ox0 + j] = epilogue(acc[j], oc); }
-    }
+    store_cols(((b * params.out_channels + oc) * params.out_h + oy) * params.out_w, ox0, params.out_w, oc, acc);
 }
 
 @compute @workgroup_size(WG)
@@ -111,7 +108,8 @@ fn load_pixels(plane: u32, p0: u32, hw: u32) -> vec4<f32> {
 fn store_pixels(b: u32, oc: u32, p0: u32, hw: u32, acc: vec4<f32>) {
     let base = (b * params.out_channels + oc) * hw;
     if WHOLE_TILES {
-        for (var j = 0u; j < 4u; j++) { y[base + p0 + j] = epilogue(acc[j], oc); }
+        let v = epilogue4(acc, oc);
+        for (var j = 0u; j < 4u; j++) { y[base + p0 + j] = v[j]; }
     } else {
         store_cols(base, p0, hw, oc, acc);
     }

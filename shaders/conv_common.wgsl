@@ -43,13 +43,20 @@ fn epilogue(v: f32, oc: u32) -> f32 {
 // Stores four results of channel `oc` at columns c0..c0+3 of the row starting at `base`,
 // those below `end` only.
 fn store_cols(base: u32, c0: u32, end: u32, oc: u32, acc: vec4<f32>) {
+    let v = epilogue4(acc, oc);
     for (var j = 0u; j < 4u; j++) {
-        if c0 + j < end { y[base + c0 + j] = epilogue(acc[j], oc); }
+        if c0 + j < end { y[base + c0 + j] = v[j]; }
     }
 }
 
+// The epilogue of four results of channel `oc`: one bias load (lavapipe pays per load).
 fn epilogue4(v: vec4<f32>, oc: u32) -> vec4<f32> {
-    return vec4<f32>(epilogue(v.x, oc), epilogue(v.y, oc), epilogue(v.z, oc), epilogue(v.w, oc));
+    let s = v + vec4<f32>(bias[oc]);
+    let act = params.activation;
+    return vec4<f32>(activate(s.x, act, params.act_a, params.act_b),
+                     activate(s.y, act, params.act_a, params.act_b),
+                     activate(s.z, act, params.act_a, params.act_b),
+                     activate(s.w, act, params.act_a, params.act_b));
 }
 
 // Stores channel `oc`'s pixels p0..p0+7 (those below hw) of sample `b`.

@@ -5,55 +5,59 @@
 // output tiles of one 32-row block. Rows and outputs past the last are computed on repeated
 // operands and never stored.
 
-// Row r's outputs o0..o0+7 (those that exist).
-fn store_row(r: u32, o0: u32, m: mat2x4<f32>) {
+// Row r's outputs o0..o0+7 (those that exist), biases ba (o0..o0+3) and bb (o0+4..o0+7)
+// loaded once per tile.
+fn store_row(r: u32, o0: u32, m: mat2x4<f32>, ba: vec4<f32>, bb: vec4<f32>) {
     if r >= params.batch { return; }
     for (var c = 0u; c < 4u; c++) {
         var o = o0 + c;
         if o < params.outputs {
-            y[r * params.outputs + o] = activate(m[0][c] + bias[o], params.activation, params.act_a, params.act_b);
+            y[r * params.outputs + o] = activate(m[0][c] + ba[c], params.activation, params.act_a, params.act_b);
         }
         o += 4u;
         if o < params.outputs {
-            y[r * params.outputs + o] = activate(m[1][c] + bias[o], params.activation, params.act_a, params.act_b);
+            y[r * params.outputs + o] = activate(m[1][c] + bb[c], params.activation, params.act_a, params.act_b);
         }
     }
 }
 
 // The stores are spelled out like the tile's fields (see subgroup_tile.wgsl).
 fn store_tile(r0: u32, o0: u32, t: Tile) {
-    store_row(r0 + 0u, o0, t.c0);
-    store_row(r0 + 1u, o0, t.c1);
-    store_row(r0 + 2u, o0, t.c2);
-    store_row(r0 + 3u, o0, t.c3);
-    store_row(r0 + 4u, o0, t.c4);
-    store_row(r0 + 5u, o0, t.c5);
-    store_row(r0 + 6u, o0, t.c6);
-    store_row(r0 + 7u, o0, t.c7);
-    store_row(r0 + 8u, o0, t.c8);
-    store_row(r0 + 9u, o0, t.c9);
-    store_row(r0 + 10u, o0, t.c10);
-    store_row(r0 + 11u, o0, t.c11);
-    store_row(r0 + 12u, o0, t.c12);
-    store_row(r0 + 13u, o0, t.c13);
-    store_row(r0 + 14u, o0, t.c14);
-    store_row(r0 + 15u, o0, t.c15);
-    store_row(r0 + 16u, o0, t.c16);
-    store_row(r0 + 17u, o0, t.c17);
-    store_row(r0 + 18u, o0, t.c18);
-    store_row(r0 + 19u, o0, t.c19);
-    store_row(r0 + 20u, o0, t.c20);
-    store_row(r0 + 21u, o0, t.c21);
-    store_row(r0 + 22u, o0, t.c22);
-    store_row(r0 + 23u, o0, t.c23);
-    store_row(r0 + 24u, o0, t.c24);
-    store_row(r0 + 25u, o0, t.c25);
-    store_row(r0 + 26u, o0, t.c26);
-    store_row(r0 + 27u, o0, t.c27);
-    store_row(r0 + 28u, o0, t.c28);
-    store_row(r0 + 29u, o0, t.c29);
-    store_row(r0 + 30u, o0, t.c30);
-    store_row(r0 + 31u, o0, t.c31);
+    let last = params.outputs - 1u;
+    let ba = vec4<f32>(bias[min(o0, last)], bias[min(o0 + 1u, last)], bias[min(o0 + 2u, last)], bias[min(o0 + 3u, last)]);
+    let bb = vec4<f32>(bias[min(o0 + 4u, last)], bias[min(o0 + 5u, last)], bias[min(o0 + 6u, last)], bias[min(o0 + 7u, last)]);
+    store_row(r0 + 0u, o0, t.c0, ba, bb);
+    store_row(r0 + 1u, o0, t.c1, ba, bb);
+    store_row(r0 + 2u, o0, t.c2, ba, bb);
+    store_row(r0 + 3u, o0, t.c3, ba, bb);
+    store_row(r0 + 4u, o0, t.c4, ba, bb);
+    store_row(r0 + 5u, o0, t.c5, ba, bb);
+    store_row(r0 + 6u, o0, t.c6, ba, bb);
+    store_row(r0 + 7u, o0, t.c7, ba, bb);
+    store_row(r0 + 8u, o0, t.c8, ba, bb);
+    store_row(r0 + 9u, o0, t.c9, ba, bb);
+    store_row(r0 + 10u, o0, t.c10, ba, bb);
+    store_row(r0 + 11u, o0, t.c11, ba, bb);
+    store_row(r0 + 12u, o0, t.c12, ba, bb);
+    store_row(r0 + 13u, o0, t.c13, ba, bb);
+    store_row(r0 + 14u, o0, t.c14, ba, bb);
+    store_row(r0 + 15u, o0, t.c15, ba, bb);
+    store_row(r0 + 16u, o0, t.c16, ba, bb);
+    store_row(r0 + 17u, o0, t.c17, ba, bb);
+    store_row(r0 + 18u, o0, t.c18, ba, bb);
+    store_row(r0 + 19u, o0, t.c19, ba, bb);
+    store_row(r0 + 20u, o0, t.c20, ba, bb);
+    store_row(r0 + 21u, o0, t.c21, ba, bb);
+    store_row(r0 + 22u, o0, t.c22, ba, bb);
+    store_row(r0 + 23u, o0, t.c23, ba, bb);
+    store_row(r0 + 24u, o0, t.c24, ba, bb);
+    store_row(r0 + 25u, o0, t.c25, ba, bb);
+    store_row(r0 + 26u, o0, t.c26, ba, bb);
+    store_row(r0 + 27u, o0, t.c27, ba, bb);
+    store_row(r0 + 28u, o0, t.c28, ba, bb);
+    store_row(r0 + 29u, o0, t.c29, ba, bb);
+    store_row(r0 + 30u, o0, t.c30, ba, bb);
+    store_row(r0 + 31u, o0, t.c31, ba, bb);
 }
 
 @compute @workgroup_size(WG)

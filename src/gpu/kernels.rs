@@ -584,7 +584,10 @@ pub fn dense(
             format!("{label}.dense_subgroup"),
             Shader::DenseSubgroup,
             "dense_subgroup",
-            &[("WG", SUBGROUP_WORKGROUP as f64)],
+            &[
+                ("WG", SUBGROUP_WORKGROUP as f64),
+                activation_constant(d.activation),
+            ],
             &params,
             &[x, &weights.weight, &weights.bias],
             y,
@@ -602,7 +605,7 @@ pub fn dense(
         format!("{label}.{entry}"),
         Shader::Dense,
         entry,
-        &[("ROWS", rows as f64)],
+        &[("ROWS", rows as f64), activation_constant(d.activation)],
         &params,
         &[x, &weights.weight, &weights.bias],
         y,
@@ -813,6 +816,12 @@ const DEPTHWISE_SHARED_TILE: u64 = 16;
 const DEPTHWISE_TILED_MAX_KERNEL: usize = 7;
 const DEPTHWISE_TILED_MAX_STRIDE: usize = 2;
 
+/// The `ACT` pipeline constant (`activation.wgsl`) that specialises a kernel on `activation`:
+/// a compile-time code leaves only its own case of the activation switch.
+fn activation_constant(activation: Activation) -> (&'static str, f64) {
+    ("ACT", f64::from(activation.code()))
+}
+
 /// Channels per invocation for a group of `per_group` output channels: the largest of 8, 4,
 /// 2, 1 that divides it, so a tile never straddles two groups.
 fn channel_tile(per_group: usize) -> usize {
@@ -930,6 +939,8 @@ pub fn conv2d(
                 co_tiles * n * oh * ow.div_ceil(4),
             )
         };
+    let mut constants = constants;
+    constants.push(activation_constant(c.activation));
     Kernel::new(
         ctx,
         format!("{label}.{name}"),
@@ -981,6 +992,7 @@ fn conv_shared(
             ("KW", c.kernel_w as f64),
             ("SH", c.stride.0 as f64),
             ("SW", c.stride.1 as f64),
+            activation_constant(c.activation),
         ],
         &params,
         &[x, &weights.weight, &weights.bias],
@@ -1074,6 +1086,7 @@ fn conv_subgroup(
             ("GATED", f64::from(u8::from(gate.is_some()))),
             ("KH", c.kernel_h as f64),
             ("KW", c.kernel_w as f64),
+            activation_constant(c.activation),
         ],
         &params,
         &[
