@@ -5,10 +5,11 @@
 //   6 clip (a = min, b = max; infinite bounds are unbounded), 7 hard_sigmoid (a = alpha, b = beta),
 //   8 hard_swish, 9 tanh.
 
-// ACT: the activation as a pipeline constant, for launchers that specialise their pipeline on
-// it (RUNTIME_ACT: the code passed at run time). CPU-emulated adapters run every case of a
-// switch on a run-time code for every value (their lanes execute both sides of each branch),
-// which cost more than the multiply-adds of a small convolution.
+// ACT: the activation as a pipeline constant. Every launcher in `gpu::kernels` sets it, so each
+// pipeline keeps only its own case: CPU-emulated adapters run every case of a switch on a
+// run-time code for every value (their lanes execute both sides of each branch), which cost
+// more than the multiply-adds of a small convolution. Left at RUNTIME_ACT, the code passed at
+// run time (the parameters' `activation`, always the same code) selects.
 const RUNTIME_ACT: u32 = 255u;
 override ACT: u32 = RUNTIME_ACT;
 
