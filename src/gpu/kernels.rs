@@ -858,10 +858,11 @@ fn depthwise_tiles(c: &Conv2d) -> bool {
 /// channels in fours), depthwise ones as `depthwise_tiled` (4 x 8 outputs per invocation,
 /// 4 x 4 on rows of 4 or fewer), the rest as the implicit GEMM `conv_tiled` (up to 8 channels
 /// x 4 columns; on subgroup tiling `conv_subgroup`, 32 channels x 8 pixels, for one-group
-/// convolutions with 16 or more outputs). Workgroup-shared tiles (hardware GPUs): `conv_shared` for every
-/// non-depthwise convolution, `depthwise_shared` for depthwise ones. Depthwise geometries
-/// outside the tiled kernels' range (dilation, large kernels or strides) fall back to the
-/// direct `depthwise`. The label names the kernel and its tile (`block3.conv.conv1x1_c8`).
+/// convolutions with 16 or more outputs). Workgroup-shared tiles (hardware GPUs):
+/// `conv_shared` for every non-depthwise convolution, `depthwise_shared` for depthwise ones.
+/// Depthwise geometries outside the tiled kernels' range (dilation, large kernels or strides)
+/// fall back to the direct `depthwise`. The label names the kernel and its tile
+/// (`block3.conv.conv1x1_c8`).
 #[allow(clippy::too_many_arguments)] // shapes + buffers of one convolution
 pub fn conv2d(
     ctx: &GpuContext,
