@@ -245,9 +245,9 @@ impl GpuContext {
         })
     }
 
-    /// The same context running its GEMM-like kernels with `tiles` instead of the adapter's default
-    /// (tests run every variant on any adapter); [`Tiling::Subgroup`] on a device that
-    /// cannot run it gives [`Tiling::Registers`].
+    /// The same context running its convolution and dense kernels with `tiles` instead of the
+    /// adapter's default (tests run every variant on any adapter); [`Tiling::Subgroup`] on a
+    /// device that cannot run it gives [`Tiling::Registers`].
     pub fn with_tiling(mut self, tiles: Tiling) -> Self {
         self.tiling = match tiles {
             Tiling::Subgroup if !Tiling::subgroups_usable(&self.info, self.features) => {
